@@ -1,0 +1,338 @@
+/**
+ * The GPU runtime: one device, one memory ledger through which every buffer goes, a
+ * pipeline cache, batched dispatch (many dispatches per pass, one submit), and error
+ * capture that turns validation errors, OOM and device loss into typed errors.
+ */
+import { type AdapterDescription, type BackendChoice, findAdapter } from "./provider.ts";
+import { GpuDeviceLostError, GpuOutOfMemoryError, GpuValidationError } from "./errors.ts";
+import { type MemoryCategory, MemoryLedger } from "./memory.ts";
+import { type ShaderParams, shaderSource } from "./shader_source.ts";
+
+/** A GPU buffer with its accounting; `size` is the logical byte size. */
+export class GpuBuffer {
+  #ctx: GpuContext;
+  #destroyed = false;
+
+  constructor(
+    ctx: GpuContext,
+    readonly buffer: GPUBuffer,
+    readonly size: number,
+    readonly category: MemoryCategory,
+    readonly label: string,
+  ) {
+    this.#ctx = ctx;
+  }
+
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#ctx.memory.remove(this.category, this.buffer.size);
+    this.buffer.destroy();
+  }
+}
+
+export type Binding = GpuBuffer | { buffer: GpuBuffer; offset: number; size: number };
+
+/** Workgroup grid for n groups: x up to the per-dimension limit, the rest in y. */
+export function grid(n: number, maxPerDim = 65535): [number, number] {
+  if (n <= maxPerDim) return [Math.max(1, n), 1];
+  const y = Math.ceil(n / maxPerDim);
+  return [Math.ceil(n / y), y];
+}
+
+const STORAGE = 0x80; // GPUBufferUsage.STORAGE
+const COPY_SRC = 0x04;
+const COPY_DST = 0x08;
+const UNIFORM = 0x40;
+const MAP_READ = 0x01;
+
+export interface GpuOpenOptions {
+  backend?: BackendChoice;
+  /** Logged once with the adapter description; default prints to stderr. */
+  log?: (line: string) => void;
+}
+
+export class GpuContext {
+  readonly memory = new MemoryLedger();
+  #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  #uniforms = new Map<string, GPUBuffer>();
+  #errors: Error[] = [];
+  #lost: GpuDeviceLostError | undefined;
+  #instance: GPU | undefined;
+
+  private constructor(
+    readonly device: GPUDevice,
+    readonly adapter: AdapterDescription,
+    instance: GPU | undefined,
+  ) {
+    this.#instance = instance;
+    device.lost.then((info) => {
+      if (info.reason !== "destroyed") {
+        this.#lost = new GpuDeviceLostError(info.message || String(info.reason));
+      }
+    });
+    device.addEventListener("uncapturederror", (ev) => {
+      this.#errors.push(toTypedError((ev as GPUUncapturedErrorEvent).error));
+    });
+  }
+
+  static async open(options: GpuOpenOptions = {}): Promise<GpuContext> {
+    const found = await findAdapter(options.backend);
+    const a = found.adapter.limits;
+    const want = (name: keyof GPUSupportedLimits, cap?: number) => {
+      const v = a[name] as number;
+      return cap === undefined ? v : Math.min(v, cap);
+    };
+    const device = await found.adapter.requestDevice({
+      requiredLimits: {
+        maxStorageBufferBindingSize: want("maxStorageBufferBindingSize"),
+        maxBufferSize: want("maxBufferSize"),
+        maxStorageBuffersPerShaderStage: want("maxStorageBuffersPerShaderStage"),
+        maxComputeWorkgroupStorageSize: want("maxComputeWorkgroupStorageSize"),
+        maxComputeInvocationsPerWorkgroup: want("maxComputeInvocationsPerWorkgroup", 256),
+        maxComputeWorkgroupSizeX: want("maxComputeWorkgroupSizeX", 256),
+        maxComputeWorkgroupSizeY: want("maxComputeWorkgroupSizeY", 256),
+      },
+    });
+    const ctx = new GpuContext(device, found.description, found.instance);
+    const d = found.description;
+    (options.log ?? ((l) => console.error(l)))(
+      `qlorad: GPU ${d.provider}/${d.backend}: ${
+        [d.vendor, d.architecture, d.device, d.description].filter(Boolean).join(" ")
+      }${d.fallback ? " (fallback adapter)" : ""}`,
+    );
+    return ctx;
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /** A short name for the adapter, used to key per-adapter caches (kernel choices). */
+  get adapterKey(): string {
+    const d = this.adapter;
+    return `${d.provider}/${d.backend}/${d.vendor}/${d.architecture}/${d.device}/${d.description}`;
+  }
+
+  createBuffer(opts: {
+    label: string;
+    category: MemoryCategory;
+    size: number;
+    usage?: number;
+  }): GpuBuffer {
+    this.#throwIfLost();
+    if (opts.size > this.limits.maxBufferSize) {
+      throw new GpuOutOfMemoryError(
+        `${opts.label}: ${opts.size} bytes exceeds the adapter's maxBufferSize ${this.limits.maxBufferSize}`,
+      );
+    }
+    // Storage bindings want 4-byte multiples; 16 keeps vec4 access in bounds too.
+    const padded = Math.max(16, Math.ceil(opts.size / 16) * 16);
+    const buffer = this.device.createBuffer({
+      label: opts.label,
+      size: padded,
+      usage: opts.usage ?? (STORAGE | COPY_SRC | COPY_DST),
+    });
+    this.memory.add(opts.category, padded);
+    return new GpuBuffer(this, buffer, opts.size, opts.category, opts.label);
+  }
+
+  /** A new buffer holding `data`. */
+  upload(label: string, category: MemoryCategory, data: ArrayBufferView): GpuBuffer {
+    const buf = this.createBuffer({ label, category, size: data.byteLength });
+    this.write(buf, data);
+    return buf;
+  }
+
+  write(buf: GpuBuffer, data: ArrayBufferView, byteOffset = 0): void {
+    let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 !== 0) {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      bytes = padded;
+    }
+    this.device.queue.writeBuffer(buf.buffer, byteOffset, bytes as Uint8Array<ArrayBuffer>);
+  }
+
+  /** Copies `byteLength` bytes back to the host; also surfaces any pending GPU error. */
+  async read(
+    buf: GpuBuffer,
+    byteOffset = 0,
+    byteLength = buf.size - byteOffset,
+  ): Promise<ArrayBuffer> {
+    const size = Math.ceil(byteLength / 4) * 4;
+    const staging = this.device.createBuffer({ size, usage: MAP_READ | COPY_DST });
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(buf.buffer, byteOffset, staging, 0, size);
+    this.device.queue.submit([enc.finish()]);
+    try {
+      await staging.mapAsync(0x0001 /* GPUMapMode.READ */);
+      const out = staging.getMappedRange().slice(0, byteLength);
+      staging.unmap();
+      return out;
+    } catch (e) {
+      this.#throwIfLost();
+      this.check();
+      throw e;
+    } finally {
+      staging.destroy();
+      this.check();
+    }
+  }
+
+  async readF32(buf: GpuBuffer, offsetElems = 0, count?: number): Promise<Float32Array> {
+    const n = count ?? buf.size / 4 - offsetElems;
+    return new Float32Array(await this.read(buf, offsetElems * 4, n * 4));
+  }
+
+  async readU32(buf: GpuBuffer, offsetElems = 0, count?: number): Promise<Uint32Array> {
+    const n = count ?? buf.size / 4 - offsetElems;
+    return new Uint32Array(await this.read(buf, offsetElems * 4, n * 4));
+  }
+
+  /** Compiles once per (shader, params, entry); compile errors carry the WGSL messages. */
+  pipeline(shader: string, params: ShaderParams = {}, entry = "main"): Promise<GPUComputePipeline> {
+    const key = `${shader}|${entry}|${JSON.stringify(params)}`;
+    let p = this.#pipelines.get(key);
+    if (!p) {
+      p = this.#compile(shader, shaderSource(shader, params), entry);
+      this.#pipelines.set(key, p);
+      p.catch(() => this.#pipelines.delete(key));
+    }
+    return p;
+  }
+
+  /** For WGSL built at run time (and tests); not cached. */
+  pipelineFromCode(label: string, code: string, entry = "main"): Promise<GPUComputePipeline> {
+    return this.#compile(label, code, entry);
+  }
+
+  async #compile(shader: string, code: string, entry: string) {
+    const module = this.device.createShaderModule({ label: shader, code });
+    try {
+      return await this.device.createComputePipelineAsync({
+        label: `${shader}:${entry}`,
+        layout: "auto",
+        compute: { module, entryPoint: entry },
+      });
+    } catch (e) {
+      const info = await module.getCompilationInfo();
+      const msgs = info.messages.map((m) => `${shader}:${m.lineNum}:${m.linePos} ${m.message}`);
+      throw new GpuValidationError(
+        `pipeline ${shader}:${entry}: ${msgs.join("; ") || (e as Error).message}`,
+      );
+    }
+  }
+
+  /** A small uniform buffer with these bytes, shared by every dispatch that needs the same values. */
+  uniform(values: Uint32Array | Int32Array | Float32Array): GPUBuffer {
+    const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    const key = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    let buf = this.#uniforms.get(key);
+    if (!buf) {
+      const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
+      buf = this.device.createBuffer({ size, usage: UNIFORM | COPY_DST, label: "uniform" });
+      const padded = new Uint8Array(size);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(buf, 0, padded as Uint8Array<ArrayBuffer>);
+      if (this.#uniforms.size > 4096) this.#uniforms.clear();
+      this.#uniforms.set(key, buf);
+    }
+    return buf;
+  }
+
+  batch(label = "batch"): DispatchBatch {
+    this.#throwIfLost();
+    return new DispatchBatch(this, label);
+  }
+
+  /** Waits for submitted work to finish. */
+  async sync(): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+    this.check();
+  }
+
+  /** Throws the first GPU error seen since the last check. */
+  check(): void {
+    this.#throwIfLost();
+    const e = this.#errors.shift();
+    if (e) {
+      this.#errors.length = 0;
+      throw e;
+    }
+  }
+
+  #throwIfLost(): void {
+    if (this.#lost) throw this.#lost;
+  }
+
+  destroy(): void {
+    for (const u of this.#uniforms.values()) u.destroy();
+    this.#uniforms.clear();
+    this.#pipelines.clear();
+    this.device.destroy();
+    this.#instance = undefined;
+  }
+}
+
+function toTypedError(error: GPUError): Error {
+  const name = (error as { constructor?: { name?: string } }).constructor?.name ?? "";
+  if (name.includes("OutOfMemory")) return new GpuOutOfMemoryError(error.message);
+  return new GpuValidationError(error.message);
+}
+
+/** Records dispatches into compute passes of one command encoder; one submit at the end. */
+export class DispatchBatch {
+  #ctx: GpuContext;
+  #encoder: GPUCommandEncoder;
+  #pass: GPUComputePassEncoder | undefined;
+  dispatches = 0;
+
+  constructor(ctx: GpuContext, label: string) {
+    this.#ctx = ctx;
+    this.#encoder = ctx.device.createCommandEncoder({ label });
+  }
+
+  /** Bindings go to group 0 in order; a uniform (GPUBuffer) may be among them. */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    bindings: Array<Binding | GPUBuffer>,
+    workgroups: [number, number?, number?],
+  ): this {
+    if (!this.#pass) this.#pass = this.#encoder.beginComputePass();
+    const entries = bindings.map((b, i) => ({ binding: i, resource: resourceOf(b) }));
+    const group = this.#ctx.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    this.#pass.setPipeline(pipeline);
+    this.#pass.setBindGroup(0, group);
+    this.#pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
+    this.dispatches++;
+    return this;
+  }
+
+  copy(src: GpuBuffer, srcOffset: number, dst: GpuBuffer, dstOffset: number, size: number): this {
+    this.#endPass();
+    this.#encoder.copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, size);
+    return this;
+  }
+
+  #endPass(): void {
+    this.#pass?.end();
+    this.#pass = undefined;
+  }
+
+  submit(): void {
+    this.#endPass();
+    this.#ctx.device.queue.submit([this.#encoder.finish()]);
+  }
+}
+
+function resourceOf(b: Binding | GPUBuffer): GPUBufferBinding {
+  if (b instanceof GpuBuffer) return { buffer: b.buffer };
+  if ("buffer" in b && b.buffer instanceof GpuBuffer) {
+    return { buffer: b.buffer.buffer, offset: b.offset, size: b.size };
+  }
+  return { buffer: b as GPUBuffer };
+}

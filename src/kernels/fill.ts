@@ -1,0 +1,30 @@
+/** Fill a buffer with a repeated 32-bit value (zeros for gradients, NaN to poison outputs). */
+import { type DispatchBatch, type GpuBuffer, type GpuContext, grid } from "../gpu/context.ts";
+
+export async function encodeFill(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  buf: GpuBuffer,
+  bits: number,
+  count = Math.ceil(buf.size / 4),
+): Promise<void> {
+  const pipeline = await ctx.pipeline("fill.wgsl");
+  const [gx, gy] = grid(Math.ceil(count / 256));
+  batch.dispatch(pipeline, [buf, ctx.uniform(new Uint32Array([count, bits >>> 0, gx, 0]))], [
+    gx,
+    gy,
+  ]);
+}
+
+export const F32_NAN_BITS = 0x7fc00000;
+
+export function f32Bits(x: number): number {
+  return new Uint32Array(new Float32Array([x]).buffer)[0];
+}
+
+/** Fills and submits at once. */
+export async function fill(ctx: GpuContext, buf: GpuBuffer, value: number): Promise<void> {
+  const batch = ctx.batch("fill");
+  await encodeFill(ctx, batch, buf, f32Bits(value));
+  batch.submit();
+}

@@ -1,0 +1,54 @@
+import assert from "node:assert/strict";
+import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
+import { encodeFill, f32Bits, fill } from "../../src/kernels/fill.ts";
+import { grid } from "../../src/gpu/context.ts";
+import { GpuValidationError } from "../../src/gpu/errors.ts";
+
+gpuTest(
+  "fill writes the first n elements of an odd-sized buffer and nothing past them",
+  async (ctx) => {
+    const n = 1037;
+    const buf = ctx.createBuffer({ label: "t", category: "scratch", size: (n + 3) * 4 });
+    ctx.write(buf, new Float32Array(n + 3).fill(-7));
+    const batch = ctx.batch();
+    await encodeFill(ctx, batch, buf, f32Bits(2.5), n);
+    batch.submit();
+    const out = await ctx.readF32(buf);
+    assert.equal(out.length, n + 3);
+    assert.ok(out.subarray(0, n).every((v) => v === 2.5));
+    assert.deepEqual(Array.from(out.subarray(n)), [-7, -7, -7]);
+    await fill(ctx, buf, 0.25);
+    assert.ok((await ctx.readF32(buf)).every((v) => v === 0.25));
+    buf.destroy();
+  },
+);
+
+gpuTest("memory ledger counts bytes by category and returns them on destroy", async (ctx) => {
+  const before = ctx.memory.current();
+  const a = ctx.createBuffer({ label: "a", category: "lora", size: 100 });
+  const b = ctx.createBuffer({ label: "b", category: "optimizer", size: 4000 });
+  const now = ctx.memory.current();
+  assert.equal(now.lora - before.lora, 112); // padded to 16 bytes
+  assert.equal(now.optimizer - before.optimizer, 4000);
+  a.destroy();
+  b.destroy();
+  assert.deepEqual(ctx.memory.current(), before);
+  await Promise.resolve();
+});
+
+gpuTest("a WGSL compile error becomes a GpuValidationError naming the shader", async (ctx) => {
+  const code = "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }";
+  await assert.rejects(ctx.pipelineFromCode("broken.wgsl", code), (e) => {
+    assert.ok(e instanceof GpuValidationError);
+    assert.match((e as Error).message, /broken\.wgsl:1:\d+ .*abstract-float/);
+    return true;
+  });
+});
+
+Deno.test("grid splits large workgroup counts into two dimensions", () => {
+  assert.deepEqual(grid(10), [10, 1]);
+  const [x, y] = grid(200000);
+  assert.ok(x <= 65535 && x * y >= 200000 && x * (y - 1) < 200000);
+});
+
+closeGpuAfterTests();
