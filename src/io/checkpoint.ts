@@ -1,0 +1,351 @@
+/**
+ * A Hugging Face model folder: config.json plus model.safetensors or a sharded
+ * model.safetensors.index.json (REFERENCE.md §7). Tensor bytes are read on demand.
+ */
+import { join } from "node:path";
+import { invalidArgument, notFound, QloradError } from "../util/errors.ts";
+import { PARTIAL_MARK } from "./atomic.ts";
+import { SafetensorsFile, type TensorInfo } from "./safetensors.ts";
+
+export const CONFIG_FILE = "config.json";
+export const SINGLE_WEIGHTS_FILE = "model.safetensors";
+export const WEIGHTS_INDEX_FILE = "model.safetensors.index.json";
+
+/** A tensor's place: which file of the folder, and where in it. */
+export interface CheckpointTensorInfo extends TensorInfo {
+  /** File name inside the checkpoint folder. */
+  file: string;
+}
+
+/** Weights (any format) and datasets: not copied along as "other files". */
+const NOT_OTHER_FILE_PATTERN =
+  /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|jsonl)$|\.(safetensors|bin)\.index\.json$/;
+
+// ---- JSON with positions -------------------------------------------------------------------
+
+/** Offset of the first JSON syntax error in `s` (s.length for an unexpected end). */
+export function jsonErrorOffset(s: string): number {
+  let i = 0;
+  const fail = (at: number): never => {
+    throw at;
+  };
+  const ws = () => {
+    while (i < s.length && (s[i] === " " || s[i] === "\t" || s[i] === "\n" || s[i] === "\r")) i++;
+  };
+  const digits = () => {
+    const start = i;
+    while (i < s.length && s[i] >= "0" && s[i] <= "9") i++;
+    if (i === start) fail(i);
+  };
+  const str = () => {
+    i++; // opening quote
+    for (;;) {
+      if (i >= s.length) fail(i);
+      const c = s.charCodeAt(i);
+      if (c === 0x22) {
+        i++;
+        return;
+      }
+      if (c < 0x20) fail(i);
+      if (c === 0x5c) {
+        const e = s[i + 1];
+        if (e === "u") {
+          for (let k = 2; k < 6; k++) if (!/[0-9a-fA-F]/.test(s[i + k] ?? "")) fail(i + k);
+          i += 6;
+        } else if (e !== undefined && '"\\/bfnrt'.includes(e)) i += 2;
+        else fail(i + 1);
+      } else i++;
+    }
+  };
+  const value = (): void => {
+    ws();
+    const c = s[i];
+    if (c === "{") {
+      i++;
+      ws();
+      if (s[i] === "}") return void i++;
+      for (;;) {
+        ws();
+        if (s[i] !== '"') fail(i);
+        str();
+        ws();
+        if (s[i] !== ":") fail(i);
+        i++;
+        value();
+        ws();
+        if (s[i] === ",") i++;
+        else if (s[i] === "}") return void i++;
+        else fail(i);
+      }
+    } else if (c === "[") {
+      i++;
+      ws();
+      if (s[i] === "]") return void i++;
+      for (;;) {
+        value();
+        ws();
+        if (s[i] === ",") i++;
+        else if (s[i] === "]") return void i++;
+        else fail(i);
+      }
+    } else if (c === '"') str();
+    else if (c === "t" || c === "f" || c === "n") {
+      const word = c === "t" ? "true" : c === "f" ? "false" : "null";
+      for (const ch of word) {
+        if (s[i] !== ch) fail(i);
+        i++;
+      }
+    } else if (c === "-" || (c >= "0" && c <= "9")) {
+      if (s[i] === "-") i++;
+      if (s[i] === "0") i++;
+      else digits();
+      if (s[i] === ".") {
+        i++;
+        digits();
+      }
+      if (s[i] === "e" || s[i] === "E") {
+        i++;
+        if (s[i] === "+" || s[i] === "-") i++;
+        digits();
+      }
+    } else fail(i);
+  };
+  try {
+    value();
+    ws();
+    if (i < s.length) fail(i);
+    return -1;
+  } catch (at) {
+    if (typeof at === "number") return at;
+    throw at;
+  }
+}
+
+/** 1-based line and column of a string offset. */
+export function lineColumn(s: string, offset: number): { line: number; column: number } {
+  let line = 1;
+  let lineStart = 0;
+  for (let k = 0; k < offset && k < s.length; k++) {
+    if (s[k] === "\n") {
+      line++;
+      lineStart = k + 1;
+    }
+  }
+  return { line, column: offset - lineStart + 1 };
+}
+
+/** JSON.parse with errors that name `label` and the line and column of the fault. */
+export function parseJsonText(text: string, label: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    // V8 messages sometimes quote the whole input and sometimes omit the position: keep the
+    // reason, drop both, and locate the fault ourselves.
+    const reason = (e as Error).message
+      .replace(/, ".*" is not valid JSON$/s, "")
+      .replace(/ in JSON at position \d+.*$/s, "");
+    const at = jsonErrorOffset(text);
+    const where = at < 0 ? "" : at >= text.length ? " at end of input" : (() => {
+      const { line, column } = lineColumn(text, at);
+      return ` at line ${line} column ${column} (offset ${at})`;
+    })();
+    throw invalidArgument(`${label}: invalid JSON${where}: ${reason}`);
+  }
+}
+
+/** Read and parse a JSON file: notFound when missing, invalidArgument naming the fault. */
+export async function readJsonFile(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw notFound(`${path}: no such file`);
+    throw e;
+  }
+  return parseJsonText(text, path);
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** A shard name must be a plain file name inside the folder. */
+function isPlainFileName(name: string): boolean {
+  return name !== "" && name !== "." && name !== ".." && !/[\/\\\0]/.test(name);
+}
+
+// ---- checkpoint ----------------------------------------------------------------------------
+
+/** An opened Hugging Face checkpoint folder. Close it to release the shard files. */
+export class HfCheckpoint {
+  readonly dir: string;
+  /** config.json as parsed. */
+  readonly config: Record<string, unknown>;
+  /** Weight file names (one, or the shards in name order). */
+  readonly weightFiles: readonly string[];
+  /** True when loaded through model.safetensors.index.json. */
+  readonly sharded: boolean;
+  /** The index's `metadata` (e.g. total_size), empty when not sharded. */
+  readonly indexMetadata: Record<string, unknown>;
+  #files: Map<string, SafetensorsFile>;
+  #where: Map<string, string>; // tensor -> file name
+  #other: string[];
+
+  private constructor(
+    dir: string,
+    config: Record<string, unknown>,
+    files: Map<string, SafetensorsFile>,
+    where: Map<string, string>,
+    sharded: boolean,
+    indexMetadata: Record<string, unknown>,
+    other: string[],
+  ) {
+    this.dir = dir;
+    this.config = config;
+    this.#files = files;
+    this.#where = where;
+    this.sharded = sharded;
+    this.indexMetadata = indexMetadata;
+    this.weightFiles = [...files.keys()];
+    this.#other = other;
+  }
+
+  static async open(dir: string): Promise<HfCheckpoint> {
+    const listing: string[] = [];
+    try {
+      for await (const e of Deno.readDir(dir)) if (e.isFile) listing.push(e.name);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) throw notFound(`${dir}: no such folder`);
+      if (e instanceof Error && /not a directory/i.test(e.message)) {
+        throw invalidArgument(`${dir}: not a folder`);
+      }
+      throw e;
+    }
+    listing.sort();
+    const has = new Set(listing);
+    const configPath = join(dir, CONFIG_FILE);
+    if (!has.has(CONFIG_FILE)) throw notFound(`${configPath}: no such file`);
+    const config = await readJsonFile(configPath);
+    if (!isPlainObject(config)) throw invalidArgument(`${configPath}: not a JSON object`);
+
+    const files = new Map<string, SafetensorsFile>();
+    const where = new Map<string, string>();
+    const closeAll = () => {
+      for (const f of files.values()) f.close();
+    };
+    const other = listing.filter((n) =>
+      n !== CONFIG_FILE && !NOT_OTHER_FILE_PATTERN.test(n) && !n.includes(PARTIAL_MARK) &&
+      !n.startsWith(".")
+    );
+    try {
+      // Like transformers: a single model.safetensors wins over an index.
+      if (has.has(SINGLE_WEIGHTS_FILE)) {
+        const f = await SafetensorsFile.open(join(dir, SINGLE_WEIGHTS_FILE));
+        files.set(SINGLE_WEIGHTS_FILE, f);
+        for (const n of f.names()) where.set(n, SINGLE_WEIGHTS_FILE);
+        return new HfCheckpoint(dir, config, files, where, false, {}, other);
+      }
+      if (!has.has(WEIGHTS_INDEX_FILE)) {
+        const hint = listing.some((n) => /\.bin$|\.pt$|\.pth$/.test(n))
+          ? " (only PyTorch .bin weights found; convert them to safetensors)"
+          : "";
+        throw notFound(
+          `${dir}: no ${SINGLE_WEIGHTS_FILE} and no ${WEIGHTS_INDEX_FILE}${hint}`,
+        );
+      }
+      const indexPath = join(dir, WEIGHTS_INDEX_FILE);
+      const index = await readJsonFile(indexPath);
+      if (!isPlainObject(index) || !isPlainObject(index.weight_map)) {
+        throw invalidArgument(`${indexPath}: "weight_map" must be an object`);
+      }
+      const indexMetadata = isPlainObject(index.metadata) ? index.metadata : {};
+      const shardNames = new Set<string>();
+      for (const [tensor, shard] of Object.entries(index.weight_map)) {
+        if (typeof shard !== "string" || !isPlainFileName(shard)) {
+          throw invalidArgument(
+            `${indexPath}: tensor ${JSON.stringify(tensor)}: shard ${
+              JSON.stringify(shard)
+            } must be a file name in the same folder`,
+          );
+        }
+        shardNames.add(shard);
+      }
+      for (const shard of [...shardNames].sort()) {
+        if (!has.has(shard)) {
+          const first = Object.entries(index.weight_map).find(([, s]) => s === shard)![0];
+          throw notFound(
+            `${indexPath}: shard ${JSON.stringify(shard)} (holding tensor ${
+              JSON.stringify(first)
+            }) does not exist in ${dir}`,
+          );
+        }
+        files.set(shard, await SafetensorsFile.open(join(dir, shard)));
+      }
+      for (const [tensor, shard] of Object.entries(index.weight_map) as [string, string][]) {
+        if (!files.get(shard)!.has(tensor)) {
+          throw invalidArgument(
+            `${indexPath}: tensor ${JSON.stringify(tensor)} is mapped to ${
+              JSON.stringify(shard)
+            }, which does not contain it`,
+          );
+        }
+        where.set(tensor, shard);
+      }
+      return new HfCheckpoint(dir, config, files, where, true, indexMetadata, other);
+    } catch (e) {
+      closeAll();
+      throw e;
+    }
+  }
+
+  /** Tensor names: header order for one file, weight_map order for shards. */
+  names(): string[] {
+    return [...this.#where.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.#where.has(name);
+  }
+
+  #file(name: string): [SafetensorsFile, string] {
+    const file = this.#where.get(name);
+    if (file === undefined) throw notFound(`${this.dir}: no tensor ${JSON.stringify(name)}`);
+    const f = this.#files.get(file);
+    if (!f) throw new QloradError("failed_precondition", `${this.dir}: checkpoint is closed`);
+    return [f, file];
+  }
+
+  info(name: string): CheckpointTensorInfo {
+    const [f, file] = this.#file(name);
+    return { ...f.info(name), file };
+  }
+
+  readBytes(name: string): Promise<Uint8Array> {
+    return this.#file(name)[0].readBytes(name);
+  }
+
+  /** A floating-point tensor decoded to float32. */
+  readFloat32(name: string): Promise<Float32Array> {
+    return this.#file(name)[0].readFloat32(name);
+  }
+
+  /** Any tensor decoded to float64. */
+  readFloat64(name: string): Promise<Float64Array> {
+    return this.#file(name)[0].readFloat64(name);
+  }
+
+  /**
+   * Non-weight files to copy along with derived models (tokenizer.json, tokenizer_config.json,
+   * generation_config.json, special_tokens_map.json, tokenizer.model, README, LICENSE ...).
+   * Left out: config.json (writers of derived models rewrite it), weights in any format,
+   * datasets (*.jsonl), hidden files and unfinished `.partial-` files.
+   */
+  otherFiles(): string[] {
+    return [...this.#other];
+  }
+
+  close(): void {
+    for (const f of this.#files.values()) f.close();
+    this.#files.clear();
+  }
+}
