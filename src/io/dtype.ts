@@ -335,6 +335,7 @@ export function fromFloat(values: ArrayLike<number>, dtype: Dtype): Uint8Array {
       return asBytes(
         f32ArrayToF16(values instanceof Float32Array ? values : Float32Array.from(values)),
       );
+    // Bounds below are the largest doubles under 2^63 and 2^64.
     case "I64": {
       const out = new BigInt64Array(n);
       for (let i = 0; i < n; i++) {
