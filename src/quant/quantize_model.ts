@@ -1,19 +1,57 @@
-/** Quantize a Hugging Face checkpoint folder into a bitsandbytes 4-bit folder, tensor by tensor. */
-export type QuantType = "nf4" | "fp4";
+/**
+ * Quantize a Hugging Face checkpoint folder into a bitsandbytes 4-bit folder that
+ * transformers + bitsandbytes load: every Linear weight (2-D `.weight`, not embeddings, not
+ * `skipModules`) becomes a 4-bit group (REFERENCE §5); everything else is copied as it was.
+ * Tensors stream one at a time; the 4-bit output of one shard is held until that shard is
+ * written, so peak memory stays near an eighth of the f32 size of a shard. The folder is
+ * built under a temporary name and renamed into place only when complete.
+ */
+import { join } from "node:path";
+import { HfCheckpoint } from "../io/checkpoint.ts";
+import { SafetensorsWriter, type TensorEntry } from "../io/safetensors.ts";
+import { OutputDir, writeFileAtomic } from "../io/atomic.ts";
+import type { Dtype } from "../io/dtype.ts";
+import { validateBlocksize, validateQuantType } from "./blockwise.ts";
+import type { QuantType } from "./codes.ts";
+import {
+  bitsPerParameter,
+  dequantizeWeight,
+  type QuantizedWeight,
+  quantizationConfig,
+  quantizeWeight,
+  toBnbTensors,
+} from "./quant_state.ts";
+import { invalidArgument, throwIfAborted } from "../util/errors.ts";
+
+export type { QuantType };
+
+/** Quantizes one [out, in] weight; the GPU kernel and the CPU reference both fit. */
+export type WeightQuantizer = (
+  w: Float32Array,
+  shape: [number, number],
+  opts: { quantType: QuantType; blocksize: number; doubleQuant: boolean; dtype: string },
+) => Promise<QuantizedWeight>;
+
+export const cpuQuantizer: WeightQuantizer = (w, shape, opts) =>
+  Promise.resolve(quantizeWeight(w, shape, opts));
 
 export interface QuantizeOptions {
-  /** Absolute path of the source model folder (config.json + safetensors). */
+  /** Path of the source model folder (config.json + safetensors). */
   modelDir: string;
-  /** Absolute path of the output folder; written to a temporary name, renamed when complete. */
+  /** Path of the output folder; written to a temporary name, renamed when complete. */
   outputDir: string;
   quantType: QuantType;
   blocksize: number;
   doubleQuant: boolean;
-  /** Module names (suffix match, e.g. "lm_head") kept in their original dtype. */
+  /** Module names (suffix match on the module path, e.g. "lm_head") kept in their dtype. */
   skipModules: string[];
   overwrite: boolean;
   signal?: AbortSignal;
   onProgress?: (p: QuantizeProgress) => void;
+  /** Default: the CPU reference. The service passes the GPU kernel. */
+  quantizer?: WeightQuantizer;
+  /** Output shard size limit in bytes (default 2 GiB). */
+  maxShardBytes?: number;
 }
 
 export interface QuantizeProgress {
@@ -38,7 +76,198 @@ export interface QuantizeResult {
   outputDir: string;
 }
 
-/** Being written (issue #2); the service's Quantize handler calls this. */
-export function quantizeModel(_opts: QuantizeOptions): Promise<QuantizeResult> {
-  return Promise.reject(new Error("quantizeModel: not implemented yet"));
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
+const TORCH_DTYPE: Record<string, string> = {
+  F32: "float32",
+  F16: "float16",
+  BF16: "bfloat16",
+};
+
+/** Which tensors become 4-bit: Linear weights (2-D `.weight`, not embeddings) not skipped. */
+export function isQuantizable(
+  name: string,
+  dtype: string,
+  shape: readonly number[],
+  skipModules: readonly string[],
+): boolean {
+  if (!name.endsWith(".weight") || shape.length !== 2 || !FLOAT_DTYPES.has(dtype)) return false;
+  const module = name.slice(0, -".weight".length);
+  if (/(^|\.)(embed_tokens|wte|wpe|embeddings?)$/.test(module)) return false;
+  return !skipModules.some((s) => module === s || module.endsWith(`.${s}`));
+}
+
+type Planned =
+  | { name: string; kind: "keep"; entry: TensorEntry; bytes: number }
+  | { name: string; kind: "quant"; entries: TensorEntry[]; data: Uint8Array[]; bytes: number };
+
+export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeResult> {
+  validateQuantType(opts.quantType, "quant_type");
+  validateBlocksize(opts.blocksize, "blocksize");
+  const quantizer = opts.quantizer ?? cpuQuantizer;
+  const maxShard = opts.maxShardBytes ?? 2 * 1024 ** 3;
+  const ckpt = await HfCheckpoint.open(opts.modelDir);
+  let out: OutputDir | undefined;
+  try {
+    if ((ckpt.config as { quantization_config?: unknown }).quantization_config !== undefined) {
+      throw invalidArgument(
+        `${opts.modelDir}/config.json: the model is already quantized (quantization_config present)`,
+      );
+    }
+    out = await OutputDir.create(opts.outputDir, { overwrite: opts.overwrite });
+    const names = ckpt.names();
+    const total = names.length;
+    let index = 0;
+    let bytesIn = 0;
+    let params = 0;
+    let bits = 0;
+    let errSum = 0;
+    let errMax = 0;
+    let tensorsQuantized = 0;
+    let computeDtype: string | undefined;
+    const shards: Planned[][] = [[]];
+    let shardBytes = 0;
+    const flushShardIfFull = (next: number) => {
+      if (shardBytes > 0 && shardBytes + next > maxShard) {
+        shards.push([]);
+        shardBytes = 0;
+      }
+    };
+
+    for (const name of names) {
+      throwIfAborted(opts.signal);
+      const info = ckpt.info(name);
+      bytesIn += info.byteLength;
+      index++;
+      if (!isQuantizable(name, info.dtype, info.shape, opts.skipModules)) {
+        flushShardIfFull(info.byteLength);
+        shards.at(-1)!.push({
+          name,
+          kind: "keep",
+          entry: { name, dtype: info.dtype, shape: [...info.shape] },
+          bytes: info.byteLength,
+        });
+        shardBytes += info.byteLength;
+        opts.onProgress?.({
+          tensor: name,
+          index,
+          total,
+          bytesIn: info.byteLength,
+          bytesOut: info.byteLength,
+          quantized: false,
+        });
+        continue;
+      }
+      computeDtype ??= TORCH_DTYPE[info.dtype];
+      const w = await ckpt.readFloat32(name);
+      const shape: [number, number] = [info.shape[0], info.shape[1]];
+      const q = await quantizer(w, shape, {
+        quantType: opts.quantType,
+        blocksize: opts.blocksize,
+        doubleQuant: opts.doubleQuant,
+        dtype: TORCH_DTYPE[info.dtype],
+      });
+      const deq = dequantizeWeight(q);
+      for (let i = 0; i < w.length; i++) {
+        const e = Math.abs(deq[i] - w[i]);
+        errSum += e;
+        if (e > errMax) errMax = e;
+      }
+      params += w.length;
+      bits += bitsPerParameter(q) * w.length;
+      tensorsQuantized++;
+      const group = toBnbTensors(name.slice(0, -"weight".length), q);
+      const bytes = group.reduce((s, t) => s + t.data.byteLength, 0);
+      flushShardIfFull(bytes);
+      shards.at(-1)!.push({
+        name,
+        kind: "quant",
+        entries: group.map((t) => ({ name: t.name, dtype: t.dtype as Dtype, shape: t.shape })),
+        data: group.map((t) => t.data),
+        bytes,
+      });
+      shardBytes += bytes;
+      opts.onProgress?.({
+        tensor: name,
+        index,
+        total,
+        bytesIn: info.byteLength,
+        bytesOut: bytes,
+        quantized: true,
+      });
+    }
+    if (tensorsQuantized === 0) {
+      throw invalidArgument(`${opts.modelDir}: no Linear weights to quantize`);
+    }
+
+    const files = shards.length === 1
+      ? ["model.safetensors"]
+      : shards.map((_, i) =>
+        `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`
+      );
+    const weightMap: Record<string, string> = {};
+    let bytesOut = 0;
+    for (let s = 0; s < shards.length; s++) {
+      throwIfAborted(opts.signal);
+      const entries = shards[s].flatMap((p) => p.kind === "keep" ? [p.entry] : p.entries);
+      const writer = await SafetensorsWriter.create(out.file(files[s]), entries, { format: "pt" });
+      try {
+        for (const p of shards[s]) {
+          if (p.kind === "keep") {
+            await writer.write(p.name, await ckpt.readBytes(p.name));
+            weightMap[p.name] = files[s];
+          } else {
+            for (let i = 0; i < p.entries.length; i++) {
+              await writer.write(p.entries[i].name, p.data[i]);
+              weightMap[p.entries[i].name] = files[s];
+            }
+          }
+        }
+        await writer.finish();
+      } catch (e) {
+        await writer.abort();
+        throw e;
+      }
+      bytesOut += (await Deno.stat(out.file(files[s]))).size;
+    }
+    if (shards.length > 1) {
+      const total_size = shards.flat().reduce((a, p) => a + p.bytes, 0);
+      await writeFileAtomic(
+        out.file("model.safetensors.index.json"),
+        JSON.stringify({ metadata: { total_size }, weight_map: weightMap }, null, 2) + "\n",
+      );
+    }
+    const config = {
+      ...ckpt.config,
+      quantization_config: {
+        ...quantizationConfig({
+          quantType: opts.quantType,
+          doubleQuant: opts.doubleQuant,
+          computeDtype: computeDtype ?? "bfloat16",
+        }),
+        llm_int8_skip_modules: opts.skipModules.length > 0 ? opts.skipModules : null,
+      },
+    };
+    await writeFileAtomic(out.file("config.json"), JSON.stringify(config, null, 2) + "\n");
+    for (const f of ckpt.otherFiles()) {
+      await Deno.copyFile(join(ckpt.dir, f), out.file(f));
+    }
+    throwIfAborted(opts.signal);
+    await out.commit();
+    return {
+      parametersQuantized: params,
+      tensorsQuantized,
+      tensorsKept: names.length - tensorsQuantized,
+      bitsPerParameter: bits / params,
+      bytesIn,
+      bytesOut,
+      meanAbsError: errSum / params,
+      maxAbsError: errMax,
+      outputDir: opts.outputDir,
+    };
+  } catch (e) {
+    await out?.abort();
+    throw e;
+  } finally {
+    ckpt.close();
+  }
 }
