@@ -1,0 +1,117 @@
+/**
+ * Inverted dropout (LoRA's `lora_dropout`) with a stateless mask: element i is kept when a
+ * counter-based hash of (seed, stream, i) clears the threshold, and kept elements are scaled
+ * by 1/(1-p). The backward pass calls encodeDropout on the gradient with the same seed and
+ * stream, which multiplies it by the identical mask.
+ */
+import {
+  type Binding,
+  type DispatchBatch,
+  GpuBuffer,
+  type GpuContext,
+  grid,
+} from "../gpu/context.ts";
+import { invalidArgument } from "../util/errors.ts";
+
+export interface DropoutArgs {
+  x: Binding;
+  /** May be `x` itself (same buffer and offset): then the update is in place. */
+  out: Binding;
+  n: number;
+  /** Drop probability in [0, 1). */
+  p: number;
+  seed: number;
+  /** Distinguishes masks within one seed, e.g. step*1000 + layer*10 + module. */
+  stream: number;
+}
+
+export async function encodeDropout(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  args: DropoutArgs,
+): Promise<void> {
+  const { n, p } = args;
+  if (!Number.isInteger(n) || n < 0) throw invalidArgument(`dropout: n must be >= 0, got ${n}`);
+  if (!(p >= 0 && p < 1)) throw invalidArgument(`dropout: p must be in [0, 1), got ${p}`);
+  if (n === 0) return;
+  checkSize("x", args.x, n);
+  checkSize("out", args.out, n);
+  const [gx, gy] = grid(Math.ceil(n / 256));
+  const params = dropoutParams(n, p, args.seed, args.stream, gx);
+  const xb = parts(args.x);
+  const ob = parts(args.out);
+  if (xb.buffer === ob.buffer) {
+    if (xb.offset !== ob.offset) {
+      const lo = Math.min(xb.offset, ob.offset);
+      const hi = Math.max(xb.offset, ob.offset);
+      if (lo + n * 4 > hi) {
+        throw invalidArgument(
+          `dropout: x and out overlap at different offsets in ${xb.buffer.label}`,
+        );
+      }
+    } else {
+      const pipeline = await ctx.pipeline("dropout.wgsl", {}, "main_inplace");
+      batch.dispatch(pipeline, [args.out, ctx.uniform(params)], [gx, gy]);
+      return;
+    }
+  }
+  const pipeline = await ctx.pipeline("dropout.wgsl", {}, "main");
+  batch.dispatch(pipeline, [args.x, args.out, ctx.uniform(params)], [gx, gy]);
+}
+
+/** The dropout scale for kept elements as the kernel uses it (float32). */
+export function dropoutScale(p: number): number {
+  return Math.fround(1 / (1 - p));
+}
+
+/** round(p * 2^24): an element is kept when the top 24 bits of its hash are >= this. */
+export function dropoutThreshold(p: number): number {
+  return Math.round(p * 16777216);
+}
+
+/**
+ * The mask the GPU applies, times the scale: 0 for dropped elements, 1/(1-p) (as float32) for
+ * kept ones, so `out = x * mask` elementwise.
+ */
+export function dropoutMaskHost(seed: number, stream: number, n: number, p: number): Float32Array {
+  if (!(p >= 0 && p < 1)) throw invalidArgument(`dropout: p must be in [0, 1), got ${p}`);
+  const threshold = dropoutThreshold(p);
+  const scale = dropoutScale(p);
+  const k1 = mix32(mix32((seed ^ 0x9e3779b9) >>> 0) ^ (stream >>> 0));
+  const k2 = mix32(k1 ^ 0x85ebca6b);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = mix32(mix32((i + k1) >>> 0) ^ k2);
+    out[i] = (u >>> 8) >= threshold ? scale : 0;
+  }
+  return out;
+}
+
+/** lowbias32, as in shaders/dropout.wgsl. */
+function mix32(v: number): number {
+  let h = v >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x7feb352d) >>> 0;
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x846ca68b) >>> 0;
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+function dropoutParams(n: number, p: number, seed: number, stream: number, gx: number) {
+  const u = new Uint32Array(8);
+  u.set([n, dropoutThreshold(p), seed >>> 0, stream >>> 0, 0, gx]);
+  new Float32Array(u.buffer)[4] = dropoutScale(p);
+  return u;
+}
+
+function parts(b: Binding): { buffer: GpuBuffer; offset: number; size: number } {
+  return b instanceof GpuBuffer ? { buffer: b, offset: 0, size: b.size } : b;
+}
+
+function checkSize(name: string, b: Binding, n: number): void {
+  const { buffer, size } = parts(b);
+  if (size < n * 4) {
+    throw invalidArgument(`dropout: ${name} (${buffer.label}) holds ${size} bytes, needs ${n * 4}`);
+  }
+}
