@@ -5,8 +5,12 @@
 // segments match; masked probabilities are exactly 0, which the backward pass uses as the mask.
 // One invocation per output row, so every output element has exactly one writer: `forward` and
 // `backward_query` per (row, head, query), `backward_key` per (row, kv head, key), the latter
-// summing over the query heads that share its kv head. No workgroup memory, no barriers.
+// summing over the query heads that share its kv head. No workgroup memory, no barriers; each
+// invocation keeps its head_dim-long row accumulators in private arrays (HD = head_dim, a
+// template parameter, so loops over it have a constant trip count), and reads every probability
+// once.
 const WG: u32 = 64u;
+const HD: u32 = {{HEAD_DIM}}u;
 const LOWEST: f32 = -3.0e38;
 
 struct Params {
@@ -52,7 +56,7 @@ fn invocation(wg: vec3u, li: u32) -> u32 {
 }
 
 fn kv_base(b: u32, j: u32, g: u32) -> u32 {
-  return ((b * params.seq + j) * params.kv_heads + g) * params.head_dim;
+  return ((b * params.seq + j) * params.kv_heads + g) * HD;
 }
 
 // P = softmax(scale * q k^T) over visible keys; out = P v.
@@ -60,7 +64,6 @@ fn kv_base(b: u32, j: u32, g: u32) -> u32 {
 fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
   let t = invocation(wg, li);
   let seq = params.seq;
-  let hd = params.head_dim;
   if (t >= params.rows * params.heads * seq) {
     return;
   }
@@ -69,16 +72,20 @@ fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li
   let b = params.row0 + t / (seq * params.heads);
   let g = h / params.group;
   let prow = t * seq;
-  let qbase = ((b * seq + i) * params.heads + h) * hd;
+  let qbase = ((b * seq + i) * params.heads + h) * HD;
   let seg = f_segments[b * seq + i];
+  var qv: array<f32, HD>;
+  for (var d = 0u; d < HD; d++) {
+    qv[d] = f_q[qbase + d];
+  }
 
   var mx = LOWEST;
   for (var j = 0u; j <= i; j++) {
     if (f_segments[b * seq + j] == seg) {
       let kb = kv_base(b, j, g);
       var dot = 0.0;
-      for (var d = 0u; d < hd; d++) {
-        dot = dot + f_q[qbase + d] * f_k[kb + d];
+      for (var d = 0u; d < HD; d++) {
+        dot = dot + qv[d] * f_k[kb + d];
       }
       let s = dot * params.scale;
       f_probs[prow + j] = s;
@@ -95,15 +102,19 @@ fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li
     f_probs[prow + j] = e;
   }
   let inv = 1.0 / sum;
+  var acc: array<f32, HD>;
   for (var j = 0u; j <= i; j++) {
-    f_probs[prow + j] = f_probs[prow + j] * inv;
-  }
-  for (var d = 0u; d < hd; d++) {
-    var acc = 0.0;
-    for (var j = 0u; j <= i; j++) {
-      acc = acc + f_probs[prow + j] * f_v[kv_base(b, j, g) + d];
+    let p = f_probs[prow + j] * inv;
+    f_probs[prow + j] = p;
+    if (p != 0.0) {
+      let vb = kv_base(b, j, g);
+      for (var d = 0u; d < HD; d++) {
+        acc[d] = acc[d] + p * f_v[vb + d];
+      }
     }
-    f_out[qbase + d] = acc;
+  }
+  for (var d = 0u; d < HD; d++) {
+    f_out[qbase + d] = acc[d];
   }
 }
 
@@ -113,7 +124,6 @@ fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li
 fn backward_query(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
   let t = invocation(wg, li);
   let seq = params.seq;
-  let hd = params.head_dim;
   if (t >= params.rows * params.heads * seq) {
     return;
   }
@@ -122,7 +132,11 @@ fn backward_query(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_in
   let b = params.row0 + t / (seq * params.heads);
   let g = h / params.group;
   let prow = t * seq;
-  let qbase = ((b * seq + i) * params.heads + h) * hd;
+  let qbase = ((b * seq + i) * params.heads + h) * HD;
+  var dov: array<f32, HD>;
+  for (var d = 0u; d < HD; d++) {
+    dov[d] = a_dout[qbase + d];
+  }
 
   var row_dot = 0.0;
   for (var j = 0u; j <= i; j++) {
@@ -130,22 +144,27 @@ fn backward_query(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_in
     var dp = 0.0;
     if (p != 0.0) {
       let vb = kv_base(b, j, g);
-      for (var d = 0u; d < hd; d++) {
-        dp = dp + a_dout[qbase + d] * a_v[vb + d];
+      for (var d = 0u; d < HD; d++) {
+        dp = dp + dov[d] * a_v[vb + d];
       }
     }
     a_ds[prow + j] = dp;
     row_dot = row_dot + p * dp;
   }
+  var acc: array<f32, HD>;
   for (var j = 0u; j <= i; j++) {
-    a_ds[prow + j] = a_probs[prow + j] * (a_ds[prow + j] - row_dot);
-  }
-  for (var d = 0u; d < hd; d++) {
-    var acc = 0.0;
-    for (var j = 0u; j <= i; j++) {
-      acc = acc + a_ds[prow + j] * a_k[kv_base(b, j, g) + d];
+    let p = a_probs[prow + j];
+    let ds = p * (a_ds[prow + j] - row_dot);
+    a_ds[prow + j] = ds;
+    if (p != 0.0) {
+      let kb = kv_base(b, j, g);
+      for (var d = 0u; d < HD; d++) {
+        acc[d] = acc[d] + ds * a_k[kb + d];
+      }
     }
-    a_dq[qbase + d] = acc * params.scale;
+  }
+  for (var d = 0u; d < HD; d++) {
+    a_dq[qbase + d] = acc[d] * params.scale;
   }
 }
 
@@ -155,7 +174,6 @@ fn backward_query(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_in
 fn backward_key(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
   let t = invocation(wg, li);
   let seq = params.seq;
-  let hd = params.head_dim;
   if (t >= params.rows * params.kv_heads * seq) {
     return;
   }
@@ -163,23 +181,26 @@ fn backward_key(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_inde
   let g = (t / seq) % params.kv_heads;
   let bl = t / (seq * params.kv_heads);
   let b = params.row0 + bl;
-  let kb = kv_base(b, j, g);
-  for (var d = 0u; d < hd; d++) {
-    var acc_v = 0.0;
-    var acc_k = 0.0;
-    for (var hh = 0u; hh < params.group; hh++) {
-      let h = g * params.group + hh;
-      let col = (bl * params.heads + h) * seq * seq + j;
-      for (var i = j; i < seq; i++) {
-        let p = b_probs[col + i * seq];
-        if (p != 0.0) {
-          let qi = ((b * seq + i) * params.heads + h) * hd + d;
-          acc_v = acc_v + p * b_dout[qi];
-          acc_k = acc_k + b_ds[col + i * seq] * b_q[qi];
+  var acc_v: array<f32, HD>;
+  var acc_k: array<f32, HD>;
+  for (var hh = 0u; hh < params.group; hh++) {
+    let h = g * params.group + hh;
+    let col = (bl * params.heads + h) * seq * seq + j;
+    for (var i = j; i < seq; i++) {
+      let p = b_probs[col + i * seq];
+      if (p != 0.0) {
+        let ds = b_ds[col + i * seq];
+        let qb = ((b * seq + i) * params.heads + h) * HD;
+        for (var d = 0u; d < HD; d++) {
+          acc_v[d] = acc_v[d] + p * b_dout[qb + d];
+          acc_k[d] = acc_k[d] + ds * b_q[qb + d];
         }
       }
     }
-    b_dv[kb + d] = acc_v;
-    b_dk[kb + d] = acc_k * params.scale;
+  }
+  let kb = kv_base(b, j, g);
+  for (var d = 0u; d < HD; d++) {
+    b_dv[kb + d] = acc_v[d];
+    b_dk[kb + d] = acc_k[d] * params.scale;
   }
 }

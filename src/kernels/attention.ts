@@ -84,7 +84,7 @@ export async function encodeAttention(
   checkSize(where, "segments", args.segments, tokens);
   checkSize(where, "out", args.out, tokens * heads * headDim);
   checkSize(where, "probs", args.probs, batchSize * heads * seq * seq);
-  const pipeline = await ctx.pipeline("attention.wgsl", {}, "forward");
+  const pipeline = await ctx.pipeline("attention.wgsl", { HEAD_DIM: headDim }, "forward");
   for (const part of rowParts(ctx, where, args, [args.probs])) {
     const [gx, gy] = grid(Math.ceil((part.rows * heads * seq) / 64));
     batch.dispatch(pipeline, [
@@ -120,8 +120,8 @@ export async function encodeAttentionBackward(
   const scratchBytes = attentionScratchBytes(args);
   const scratch = args.scratch ?? sharedScratch(ctx, scratchBytes);
   checkSize(where, "scratch", scratch, scratchBytes / 4);
-  const query = await ctx.pipeline("attention.wgsl", {}, "backward_query");
-  const key = await ctx.pipeline("attention.wgsl", {}, "backward_key");
+  const query = await ctx.pipeline("attention.wgsl", { HEAD_DIM: headDim }, "backward_query");
+  const key = await ctx.pipeline("attention.wgsl", { HEAD_DIM: headDim }, "backward_key");
   for (const part of rowParts(ctx, where, args, [args.probs, scratch])) {
     const [probs, ds] = part.slices;
     const [qx, qy] = grid(Math.ceil((part.rows * heads * seq) / 64));
