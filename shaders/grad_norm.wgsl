@@ -9,7 +9,7 @@ struct PartialParams {
   n: u32,
   base: u32,
   groups_x: u32,
-  _pad: u32,
+  offset: u32, // first element of the tensor in `data`
 }
 
 struct FinishParams {
@@ -49,7 +49,7 @@ fn partial(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li
   for (var t = 0u; t < ITEMS; t++) {
     let i = start + t * WG + li;
     if (i < pp.n) {
-      let x = data[i];
+      let x = data[pp.offset + i];
       acc = acc + x * x;
     }
   }

@@ -17,8 +17,10 @@ const PER_GROUP = 2048;
 
 export interface GradTensor {
   buffer: Binding;
-  /** Elements, from the start of `buffer`. */
+  /** Elements. */
   n: number;
+  /** First element within `buffer` (no alignment needed, unlike a Binding offset); default 0. */
+  offset?: number;
 }
 
 export interface GlobalNormArgs {
@@ -57,7 +59,11 @@ export async function encodeGlobalNorm(
     if (!Number.isInteger(t.n) || t.n < 0) {
       throw invalidArgument(`${where}: tensors[${i}].n must be >= 0, got ${t.n}`);
     }
-    checkSize(where, `tensors[${i}]`, t.buffer, t.n);
+    const offset = t.offset ?? 0;
+    if (!Number.isInteger(offset) || offset < 0) {
+      throw invalidArgument(`${where}: tensors[${i}].offset must be >= 0, got ${offset}`);
+    }
+    checkSize(where, `tensors[${i}]`, t.buffer, offset + t.n);
   });
   for (const t of args.tensors) {
     if (t.n === 0) continue;
@@ -66,7 +72,7 @@ export async function encodeGlobalNorm(
     batch.dispatch(partial, [
       t.buffer,
       args.scratch,
-      ctx.uniform(new Uint32Array([t.n, base, gx, 0])),
+      ctx.uniform(new Uint32Array([t.n, base, gx, t.offset ?? 0])),
     ], [
       gx,
       gy,

@@ -9,19 +9,26 @@ import type { GpuContext } from "../../src/gpu/context.ts";
 import { Rng } from "../../src/util/random.ts";
 import { globalNormF64 } from "../reference/attn_ce_f64.ts";
 
-/** Odd sizes, one over two partial groups, one a slice at a 256-byte offset of a shared buffer. */
-const SIZES = [1, 37, 2049, 5003];
+/**
+ * Odd sizes, one over two partial groups; the last two share one buffer: one as a Binding at a
+ * 256-byte offset, the other at an unaligned element offset after it.
+ */
+const SIZES = [1, 2049, 5003, 37];
 
 async function globalNorm(
   ctx: GpuContext,
   arrays: Float32Array[],
   maxNorm: number,
 ): Promise<Float32Array> {
-  const shared = ctx.createBuffer({ label: "grads", category: "gradients", size: (64 + 5003) * 4 });
+  const shared = ctx.createBuffer({ label: "grads", category: "gradients", size: 6000 * 4 });
   const tensors: GradTensor[] = arrays.map((a, i) => {
-    if (i === arrays.length - 1) {
+    if (i === 2) {
       ctx.write(shared, a, 64 * 4);
-      return { buffer: { buffer: shared, offset: 256, size: a.length * 4 }, n: a.length };
+      return { buffer: { buffer: shared, offset: 256, size: 5936 * 4 }, n: a.length };
+    }
+    if (i === 3) {
+      ctx.write(shared, a, (64 + 5003 + 7) * 4);
+      return { buffer: { buffer: shared, offset: 256, size: 5936 * 4 }, n: a.length, offset: 5010 };
     }
     return { buffer: ctx.upload(`g${i}`, "gradients", a), n: a.length };
   });
