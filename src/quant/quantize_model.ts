@@ -2,9 +2,9 @@
  * Quantize a Hugging Face checkpoint folder into a bitsandbytes 4-bit folder that
  * transformers + bitsandbytes load: every Linear weight (2-D `.weight`, not embeddings, not
  * `skipModules`) becomes a 4-bit group (REFERENCE §5); everything else is copied as it was.
- * Tensors stream one at a time; the 4-bit output of one shard is held until that shard is
- * written, so peak memory stays near an eighth of the f32 size of a shard. The folder is
- * built under a temporary name and renamed into place only when complete.
+ * Tensors stream one at a time: each result is appended to a spill file of its output shard
+ * at once, so memory holds about one tensor at a time whatever the model's size. The folder
+ * is built under a temporary name and renamed into place only when complete.
  */
 import { join } from "node:path";
 import { HfCheckpoint } from "../io/checkpoint.ts";
@@ -16,12 +16,13 @@ import type { QuantType } from "./codes.ts";
 import {
   bitsPerParameter,
   dequantizeWeight,
-  type QuantizedWeight,
   quantizationConfig,
+  type QuantizedWeight,
   quantizeWeight,
   toBnbTensors,
 } from "./quant_state.ts";
 import { invalidArgument, throwIfAborted } from "../util/errors.ts";
+import { releaseFreedMemory } from "../util/gc_hint.ts";
 
 export type { QuantType };
 
@@ -96,9 +97,75 @@ export function isQuantizable(
   return !skipModules.some((s) => module === s || module.endsWith(`.${s}`));
 }
 
-type Planned =
-  | { name: string; kind: "keep"; entry: TensorEntry; bytes: number }
-  | { name: string; kind: "quant"; entries: TensorEntry[]; data: Uint8Array[]; bytes: number };
+/** A tensor staged in a shard's spill file, waiting for the shard's header to be written. */
+interface Staged {
+  entry: TensorEntry;
+  offset: number;
+  length: number;
+}
+
+/**
+ * Tensor bytes of one output shard, appended to a spill file as they are produced (the
+ * safetensors header, which needs every size first, is written when the shard is complete).
+ */
+class ShardSpill {
+  staged: Staged[] = [];
+  length = 0;
+
+  private constructor(readonly path: string, readonly file: Deno.FsFile) {}
+
+  static async create(path: string): Promise<ShardSpill> {
+    return new ShardSpill(
+      path,
+      await Deno.open(path, { read: true, write: true, createNew: true }),
+    );
+  }
+
+  async append(entry: TensorEntry, data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) done += await this.file.write(data.subarray(done));
+    this.staged.push({ entry, offset: this.length, length: data.length });
+    this.length += data.length;
+  }
+
+  async read(s: Staged): Promise<Uint8Array> {
+    const out = new Uint8Array(s.length);
+    await this.file.seek(s.offset, Deno.SeekMode.Start);
+    let done = 0;
+    while (done < s.length) {
+      const n = await this.file.read(out.subarray(done));
+      if (n === null) throw new Error(`${this.path}: short read`);
+      done += n;
+    }
+    return out;
+  }
+
+  /** Writes the finished shard at `finalPath` and removes the spill file. */
+  async writeShard(finalPath: string): Promise<void> {
+    const writer = await SafetensorsWriter.create(
+      finalPath,
+      this.staged.map((s) => s.entry),
+      { format: "pt" },
+    );
+    try {
+      for (const s of this.staged) await writer.write(s.entry.name, await this.read(s));
+      await writer.finish();
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+    this.close();
+    await Deno.remove(this.path);
+  }
+
+  close(): void {
+    try {
+      this.file.close();
+    } catch {
+      // already closed
+    }
+  }
+}
 
 export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeResult> {
   validateQuantType(opts.quantType, "quant_type");
@@ -123,118 +190,96 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeResu
     let errSum = 0;
     let errMax = 0;
     let tensorsQuantized = 0;
+    let bytesOut = 0;
     let computeDtype: string | undefined;
-    const shards: Planned[][] = [[]];
-    let shardBytes = 0;
-    const flushShardIfFull = (next: number) => {
-      if (shardBytes > 0 && shardBytes + next > maxShard) {
-        shards.push([]);
-        shardBytes = 0;
-      }
+    const spills: ShardSpill[] = [];
+    const spill = async (bytes: number): Promise<ShardSpill> => {
+      const current = spills.at(-1);
+      if (current && (current.length === 0 || current.length + bytes <= maxShard)) return current;
+      const next = await ShardSpill.create(out!.file(`.spill-${spills.length}`));
+      spills.push(next);
+      return next;
     };
-
-    for (const name of names) {
-      throwIfAborted(opts.signal);
-      const info = ckpt.info(name);
-      bytesIn += info.byteLength;
-      index++;
-      if (!isQuantizable(name, info.dtype, info.shape, opts.skipModules)) {
-        flushShardIfFull(info.byteLength);
-        shards.at(-1)!.push({
-          name,
-          kind: "keep",
-          entry: { name, dtype: info.dtype, shape: [...info.shape] },
-          bytes: info.byteLength,
+    try {
+      for (const name of names) {
+        throwIfAborted(opts.signal);
+        const info = ckpt.info(name);
+        bytesIn += info.byteLength;
+        index++;
+        if (!isQuantizable(name, info.dtype, info.shape, opts.skipModules)) {
+          const entry = { name, dtype: info.dtype, shape: [...info.shape] };
+          await (await spill(info.byteLength)).append(entry, await ckpt.readBytes(name));
+          opts.onProgress?.({
+            tensor: name,
+            index,
+            total,
+            bytesIn: info.byteLength,
+            bytesOut: info.byteLength,
+            quantized: false,
+          });
+          continue;
+        }
+        computeDtype ??= TORCH_DTYPE[info.dtype];
+        const w = await ckpt.readFloat32(name);
+        const shape: [number, number] = [info.shape[0], info.shape[1]];
+        const q = await quantizer(w, shape, {
+          quantType: opts.quantType,
+          blocksize: opts.blocksize,
+          doubleQuant: opts.doubleQuant,
+          dtype: TORCH_DTYPE[info.dtype],
         });
-        shardBytes += info.byteLength;
+        const deq = dequantizeWeight(q);
+        for (let i = 0; i < w.length; i++) {
+          const e = Math.abs(deq[i] - w[i]);
+          errSum += e;
+          if (e > errMax) errMax = e;
+        }
+        params += w.length;
+        bits += bitsPerParameter(q) * w.length;
+        tensorsQuantized++;
+        const group = toBnbTensors(name.slice(0, -"weight".length), q);
+        const bytes = group.reduce((sum, t) => sum + t.data.byteLength, 0);
+        const target = await spill(bytes);
+        for (const t of group) {
+          await target.append({ name: t.name, dtype: t.dtype as Dtype, shape: t.shape }, t.data);
+        }
+        releaseFreedMemory();
         opts.onProgress?.({
           tensor: name,
           index,
           total,
           bytesIn: info.byteLength,
-          bytesOut: info.byteLength,
-          quantized: false,
+          bytesOut: bytes,
+          quantized: true,
         });
-        continue;
       }
-      computeDtype ??= TORCH_DTYPE[info.dtype];
-      const w = await ckpt.readFloat32(name);
-      const shape: [number, number] = [info.shape[0], info.shape[1]];
-      const q = await quantizer(w, shape, {
-        quantType: opts.quantType,
-        blocksize: opts.blocksize,
-        doubleQuant: opts.doubleQuant,
-        dtype: TORCH_DTYPE[info.dtype],
-      });
-      const deq = dequantizeWeight(q);
-      for (let i = 0; i < w.length; i++) {
-        const e = Math.abs(deq[i] - w[i]);
-        errSum += e;
-        if (e > errMax) errMax = e;
+      if (tensorsQuantized === 0) {
+        throw invalidArgument(`${opts.modelDir}: no Linear weights to quantize`);
       }
-      params += w.length;
-      bits += bitsPerParameter(q) * w.length;
-      tensorsQuantized++;
-      const group = toBnbTensors(name.slice(0, -"weight".length), q);
-      const bytes = group.reduce((s, t) => s + t.data.byteLength, 0);
-      flushShardIfFull(bytes);
-      shards.at(-1)!.push({
-        name,
-        kind: "quant",
-        entries: group.map((t) => ({ name: t.name, dtype: t.dtype as Dtype, shape: t.shape })),
-        data: group.map((t) => t.data),
-        bytes,
-      });
-      shardBytes += bytes;
-      opts.onProgress?.({
-        tensor: name,
-        index,
-        total,
-        bytesIn: info.byteLength,
-        bytesOut: bytes,
-        quantized: true,
-      });
-    }
-    if (tensorsQuantized === 0) {
-      throw invalidArgument(`${opts.modelDir}: no Linear weights to quantize`);
-    }
-
-    const files = shards.length === 1
-      ? ["model.safetensors"]
-      : shards.map((_, i) =>
-        `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`
-      );
-    const weightMap: Record<string, string> = {};
-    let bytesOut = 0;
-    for (let s = 0; s < shards.length; s++) {
-      throwIfAborted(opts.signal);
-      const entries = shards[s].flatMap((p) => p.kind === "keep" ? [p.entry] : p.entries);
-      const writer = await SafetensorsWriter.create(out.file(files[s]), entries, { format: "pt" });
-      try {
-        for (const p of shards[s]) {
-          if (p.kind === "keep") {
-            await writer.write(p.name, await ckpt.readBytes(p.name));
-            weightMap[p.name] = files[s];
-          } else {
-            for (let i = 0; i < p.entries.length; i++) {
-              await writer.write(p.entries[i].name, p.data[i]);
-              weightMap[p.entries[i].name] = files[s];
-            }
-          }
-        }
-        await writer.finish();
-      } catch (e) {
-        await writer.abort();
-        throw e;
+      const files = spills.length === 1
+        ? ["model.safetensors"]
+        : spills.map((_, i) =>
+          `model-${String(i + 1).padStart(5, "0")}-of-${
+            String(spills.length).padStart(5, "0")
+          }.safetensors`
+        );
+      const weightMap: Record<string, string> = {};
+      for (let i = 0; i < spills.length; i++) {
+        throwIfAborted(opts.signal);
+        for (const st of spills[i].staged) weightMap[st.entry.name] = files[i];
+        await spills[i].writeShard(out.file(files[i]));
+        bytesOut += (await Deno.stat(out.file(files[i]))).size;
       }
-      bytesOut += (await Deno.stat(out.file(files[s]))).size;
-    }
-    if (shards.length > 1) {
-      const total_size = shards.flat().reduce((a, p) => a + p.bytes, 0);
-      await writeFileAtomic(
-        out.file("model.safetensors.index.json"),
-        JSON.stringify({ metadata: { total_size }, weight_map: weightMap }, null, 2) + "\n",
-      );
+      if (spills.length > 1) {
+        const totalSize = spills.reduce((sum, sp) => sum + sp.length, 0);
+        await writeFileAtomic(
+          out.file("model.safetensors.index.json"),
+          JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) +
+            "\n",
+        );
+      }
+    } finally {
+      for (const sp of spills) sp.close();
     }
     const config = {
       ...ckpt.config,
