@@ -5,7 +5,9 @@
 //            on the last chunk loss[r] = log(sum) + max - l[label], correct[r] = argmax == label
 //   dlogits  l[r, j] <- (softmax - onehot) * grad_scale   (in place; 0 for ignored rows)
 //   dh       dh[r, :] (+)= sum_j l[r, j] W[c0+j, :]
-// `logits` and `dh` are register-blocked 4x4 per invocation without barriers.
+// Two variants of the products: `logits` / `dh` register-blocked 4x4 per invocation without
+// barriers (CPU adapters such as llvmpipe, where barriers are slow), `logits_tiled` /
+// `dh_tiled` staging 64x16 tiles of both operands in workgroup memory (real GPUs).
 // `sum_f32` / `sum_u32` reduce a vector to one number in a fixed order (one workgroup).
 const LOWEST: f32 = -3.0e38;
 const IGNORE: i32 = -100;
@@ -211,6 +213,136 @@ fn dh(@builtin(global_invocation_id) gid: vec3u) {
           } else {
             dh_out[i] = acc[a][b];
           }
+        }
+      }
+    }
+  }
+}
+
+// ---- workgroup-tiled products: 16x16 invocations, 4x4 outputs each, a 64x64 output tile,
+// K staged 16 at a time. Tiles are stored k-major: tile_a[kk * 64 + row], tile_b[kk * 64 + col].
+const TILE: u32 = 64u;
+const TK: u32 = 16u;
+var<workgroup> tile_a: array<f32, 1024>;
+var<workgroup> tile_b: array<f32, 1024>;
+
+// Rows [r0, r0+64) x k [k0, k0+16) of a row-major [rows, ld] matrix, zeros outside.
+fn stage_a_h(li: u32, r0: u32, k0: u32) {
+  for (var q = 0u; q < 4u; q++) {
+    let e = li + q * 256u;
+    let r = e / TK;
+    let kk = e % TK;
+    var x = 0.0;
+    if (r0 + r < params.rows && k0 + kk < params.hidden) {
+      x = lg_h[(r0 + r) * params.hidden + k0 + kk];
+    }
+    tile_a[kk * TILE + r] = x;
+  }
+}
+
+fn multiply_tiles(tx: u32, ty: u32, acc: ptr<function, array<vec4f, 4>>) {
+  for (var kk = 0u; kk < TK; kk++) {
+    let a = vec4f(
+      tile_a[kk * TILE + ty * 4u],
+      tile_a[kk * TILE + ty * 4u + 1u],
+      tile_a[kk * TILE + ty * 4u + 2u],
+      tile_a[kk * TILE + ty * 4u + 3u],
+    );
+    let b = vec4f(
+      tile_b[kk * TILE + tx * 4u],
+      tile_b[kk * TILE + tx * 4u + 1u],
+      tile_b[kk * TILE + tx * 4u + 2u],
+      tile_b[kk * TILE + tx * 4u + 3u],
+    );
+    (*acc)[0] = (*acc)[0] + a.x * b;
+    (*acc)[1] = (*acc)[1] + a.y * b;
+    (*acc)[2] = (*acc)[2] + a.z * b;
+    (*acc)[3] = (*acc)[3] + a.w * b;
+  }
+}
+
+@compute @workgroup_size(16, 16)
+fn logits_tiled(
+  @builtin(workgroup_id) wg: vec3u,
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let j0 = wg.x * TILE;
+  let r0 = wg.y * TILE;
+  let cols = params.cols;
+  let hid = params.hidden;
+  var acc: array<vec4f, 4>;
+  for (var k0 = 0u; k0 < hid; k0 += TK) {
+    stage_a_h(li, r0, k0);
+    for (var q = 0u; q < 4u; q++) {
+      let e = li + q * 256u;
+      let j = e / TK;
+      let kk = e % TK;
+      var x = 0.0;
+      if (j0 + j < cols && k0 + kk < hid) {
+        x = lg_w[(j0 + j) * hid + k0 + kk];
+      }
+      tile_b[kk * TILE + j] = x;
+    }
+    workgroupBarrier();
+    multiply_tiles(lid.x, lid.y, &acc);
+    workgroupBarrier();
+  }
+  for (var a = 0u; a < 4u; a++) {
+    let r = r0 + lid.y * 4u + a;
+    for (var b = 0u; b < 4u; b++) {
+      let j = j0 + lid.x * 4u + b;
+      if (r < params.rows && j < cols) {
+        lg_out[r * cols + j] = acc[a][b];
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(16, 16)
+fn dh_tiled(
+  @builtin(workgroup_id) wg: vec3u,
+  @builtin(local_invocation_id) lid: vec3u,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let x0 = wg.x * TILE;
+  let r0 = wg.y * TILE;
+  let rows = params.rows;
+  let cols = params.cols;
+  let hid = params.hidden;
+  var acc: array<vec4f, 4>;
+  for (var k0 = 0u; k0 < cols; k0 += TK) {
+    for (var q = 0u; q < 4u; q++) {
+      let e = li + q * 256u;
+      let r = e / TK;
+      let kk = e % TK;
+      var a = 0.0;
+      if (r0 + r < rows && k0 + kk < cols) {
+        a = dh_dl[(r0 + r) * cols + k0 + kk];
+      }
+      tile_a[kk * TILE + r] = a;
+      let kb = e / TILE;
+      let x = e % TILE;
+      var b = 0.0;
+      if (k0 + kb < cols && x0 + x < hid) {
+        b = dh_w[(k0 + kb) * hid + x0 + x];
+      }
+      tile_b[kb * TILE + x] = b;
+    }
+    workgroupBarrier();
+    multiply_tiles(lid.x, lid.y, &acc);
+    workgroupBarrier();
+  }
+  for (var a = 0u; a < 4u; a++) {
+    let r = r0 + lid.y * 4u + a;
+    for (var b = 0u; b < 4u; b++) {
+      let x = x0 + lid.x * 4u + b;
+      if (r < rows && x < hid) {
+        let i = r * hid + x;
+        if (params.accumulate != 0u) {
+          dh_out[i] = dh_out[i] + acc[a][b];
+        } else {
+          dh_out[i] = acc[a][b];
         }
       }
     }

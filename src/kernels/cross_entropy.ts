@@ -48,6 +48,20 @@ export interface LmHeadCrossEntropyArgs {
    * grown as needed (counted in the "scratch" memory category).
    */
   scratch?: Binding;
+  /** Forces a variant of the two products (tests, benchmarks); default crossEntropyVariant(ctx). */
+  variant?: CrossEntropyVariant;
+}
+
+/**
+ * `blocked`: 4x4 register blocks, no workgroup memory (CPU adapters, where barriers are slow);
+ * `tiled`: 64x64 output tiles staged through workgroup memory (real GPUs).
+ */
+export type CrossEntropyVariant = "blocked" | "tiled";
+
+export function crossEntropyVariant(ctx: GpuContext): CrossEntropyVariant {
+  const software = ctx.adapter.fallback ||
+    /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render/i.test(ctx.adapterKey);
+  return software ? "blocked" : "tiled";
 }
 
 function align256(bytes: number): number {
@@ -117,11 +131,18 @@ export async function encodeLmHeadCrossEntropy(
     size: cols * hidden * 4,
   });
 
+  const variant = args.variant ?? crossEntropyVariant(ctx);
+  if (variant !== "blocked" && variant !== "tiled") {
+    throw invalidArgument(`${where}: unknown variant ${variant}`);
+  }
+  const tiled = variant === "tiled";
+  // Output edge covered by one workgroup of the product kernels.
+  const edge = tiled ? 64 : 32;
   const [pLogits, pStats, pDl, pDh] = await Promise.all([
-    ctx.pipeline("cross_entropy.wgsl", {}, "logits"),
+    ctx.pipeline("cross_entropy.wgsl", {}, tiled ? "logits_tiled" : "logits"),
     ctx.pipeline("cross_entropy.wgsl", {}, "stats"),
     ctx.pipeline("cross_entropy.wgsl", {}, scaleBuf ? "dlogits_scaled" : "dlogits"),
-    ctx.pipeline("cross_entropy.wgsl", {}, "dh"),
+    ctx.pipeline("cross_entropy.wgsl", {}, tiled ? "dh_tiled" : "dh"),
   ]);
   const uniform = (
     c0: number,
@@ -146,8 +167,8 @@ export async function encodeLmHeadCrossEntropy(
   };
   const encodeLogits = (c0: number, cols: number) =>
     batch.dispatch(pLogits, [args.h, weightChunk(c0, cols), logits, uniform(c0, cols, {})], [
-      Math.ceil(cols / 32),
-      Math.ceil(rows / 32),
+      Math.ceil(cols / edge),
+      Math.ceil(rows / edge),
     ]);
 
   for (let c = 0; c < nChunks; c++) {
@@ -179,8 +200,8 @@ export async function encodeLmHeadCrossEntropy(
     if (scaleBuf) dlBindings.push(scaleBuf);
     batch.dispatch(pDl, dlBindings, [gx, gy]);
     batch.dispatch(pDh, [logits, weightChunk(c0, cols), args.dh, uniform(c0, cols, {})], [
-      Math.ceil(hidden / 32),
-      Math.ceil(rows / 32),
+      Math.ceil(hidden / edge),
+      Math.ceil(rows / edge),
     ]);
   }
 }

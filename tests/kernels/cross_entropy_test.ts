@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
 import {
   crossEntropyScratchBytes,
+  type CrossEntropyVariant,
   encodeLmHeadCrossEntropy,
   encodeSumRows,
 } from "../../src/kernels/cross_entropy.ts";
@@ -51,7 +52,13 @@ async function runGpu(
   ctx: GpuContext,
   p: Problem,
   chunk: number,
-  opts: { dh?: boolean; gradScale?: number; scaleInBuffer?: boolean; scratch?: boolean } = {},
+  opts: {
+    dh?: boolean;
+    gradScale?: number;
+    scaleInBuffer?: boolean;
+    scratch?: boolean;
+    variant?: CrossEntropyVariant;
+  } = {},
 ): Promise<GpuOut> {
   const h = ctx.upload("h", "activations", p.h);
   const weight = ctx.upload("lm_head", "base_weights", p.weight);
@@ -80,6 +87,7 @@ async function runGpu(
     gradScale: scaleBuf ?? opts.gradScale,
     gradScaleIndex: scaleBuf ? 1 : undefined,
     scratch,
+    variant: opts.variant,
   });
   batch.submit();
   const out: GpuOut = { loss: await ctx.readF32(loss), correct: await ctx.readU32(correct) };
@@ -92,43 +100,50 @@ const CASES: Array<[string, Problem, number]> = [
   ["vocab 37, chunk 64 (one partial chunk)", problem(13, 23, 37, 1, [2, 9], [0, 5, 11]), 64],
   ["vocab 301, chunk 64 (5 chunks, the last of 45)", problem(13, 23, 301, 2, [4], [1, 7]), 64],
   ["vocab 301, chunk 100, hidden 32", problem(6, 32, 301, 3, [0], [3]), 100],
+  // Over one 64x64 tile in rows and hidden, with partial tiles at both edges.
+  ["rows 67, hidden 69, vocab 301, chunk 128", problem(67, 69, 301, 4, [0, 66], [5, 64]), 128],
 ];
 
 for (const [name, p, chunk] of CASES) {
-  gpuTest(`lm_head cross-entropy vs float64: ${name}`, async (ctx) => {
-    const gradScale = 1 / 11;
-    const ref = lmHeadCrossEntropyF64(
-      p.h,
-      p.weight,
-      p.labels,
-      p.rows,
-      p.hidden,
-      p.vocab,
-      gradScale,
-    );
-    for (const scaleInBuffer of [false, true]) {
-      const gpu = await runGpu(ctx, p, chunk, {
-        dh: true,
+  for (const variant of ["blocked", "tiled"] as const) {
+    gpuTest(`lm_head cross-entropy vs float64 (${variant}): ${name}`, async (ctx) => {
+      const gradScale = 1 / 11;
+      const ref = lmHeadCrossEntropyF64(
+        p.h,
+        p.weight,
+        p.labels,
+        p.rows,
+        p.hidden,
+        p.vocab,
         gradScale,
-        scaleInBuffer,
-        scratch: true,
-      });
-      assert.ok(maxRelError(gpu.loss, ref.loss) <= 1e-5, `loss ${maxRelError(gpu.loss, ref.loss)}`);
-      assert.deepEqual(gpu.correct, ref.correct);
-      assert.ok(ref.correct.some((c) => c === 1), "some rows predicted right");
-      const err = maxRelError(gpu.dh!, ref.dh);
-      assert.ok(err <= 1e-5, `dh relative error ${err}`);
-      p.labels.forEach((l, r) => {
-        if (l !== -100) return;
-        assert.equal(gpu.loss[r], 0);
-        assert.ok(gpu.dh!.subarray(r * p.hidden, (r + 1) * p.hidden).every((x) => x === 0));
-      });
-    }
-    // Forward only, through the per-context scratch.
-    const fwd = await runGpu(ctx, p, chunk);
-    assert.ok(maxRelError(fwd.loss, ref.loss) <= 1e-5);
-    assert.deepEqual(fwd.correct, ref.correct);
-  });
+      );
+      for (const scaleInBuffer of [false, true]) {
+        const gpu = await runGpu(ctx, p, chunk, {
+          dh: true,
+          gradScale,
+          scaleInBuffer,
+          scratch: true,
+        });
+        assert.ok(
+          maxRelError(gpu.loss, ref.loss) <= 1e-5,
+          `loss ${maxRelError(gpu.loss, ref.loss)}`,
+        );
+        assert.deepEqual(gpu.correct, ref.correct);
+        assert.ok(ref.correct.some((c) => c === 1), "some rows predicted right");
+        const err = maxRelError(gpu.dh!, ref.dh);
+        assert.ok(err <= 1e-5, `dh relative error ${err}`);
+        p.labels.forEach((l, r) => {
+          if (l !== -100) return;
+          assert.equal(gpu.loss[r], 0);
+          assert.ok(gpu.dh!.subarray(r * p.hidden, (r + 1) * p.hidden).every((x) => x === 0));
+        });
+      }
+      // Forward only, through the per-context scratch.
+      const fwd = await runGpu(ctx, p, chunk, { variant });
+      assert.ok(maxRelError(fwd.loss, ref.loss) <= 1e-5);
+      assert.deepEqual(fwd.correct, ref.correct);
+    });
+  }
 }
 
 Deno.test("lm_head cross-entropy float64 dh agrees with finite differences", () => {
