@@ -1,0 +1,114 @@
+/**
+ * Dense f32 matmul: C[m,n] (=|+=) alpha · op(A) · op(B), op(A) [m,k] (A stored [k,m] when
+ * transA), op(B) [k,n] (B stored [n,k] when transB). Used for the LoRA products and as the dense
+ * baseline of benchmarks. Two variants in shaders/matmul.wgsl: `blocked` (register blocking, no
+ * barriers: llvmpipe and other CPU adapters) and `tiled` (workgroup-memory tiles: real GPUs).
+ */
+import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
+import { invalidArgument } from "../util/errors.ts";
+
+export type MatmulVariant = "blocked" | "tiled";
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["blocked", "tiled"];
+
+export interface MatmulArgs {
+  a: Binding;
+  b: Binding;
+  c: Binding;
+  m: number;
+  n: number;
+  k: number;
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  /** C += alpha·op(A)·op(B) instead of C = alpha·op(A)·op(B). */
+  accumulate?: boolean;
+  /** Forces a variant (tests, benchmarks); default chooseMatmulVariant(ctx). */
+  variant?: MatmulVariant;
+}
+
+/** Outputs per invocation / per workgroup edge of each variant (see shaders/matmul.wgsl). */
+const BLOCKED_ROWS = 16; // rows of C per workgroup (the same for all its invocations)
+const BLOCKED_COLS = 8 * 16; // 8 invocations × 16 columns
+const TILE = 64;
+
+/** CPU-backed adapters (llvmpipe, lavapipe, SwiftShader, WARP) where barriers are expensive. */
+export function isSoftwareAdapter(ctx: GpuContext): boolean {
+  return ctx.adapter.fallback ||
+    /llvmpipe|lavapipe|swiftshader|softpipe|microsoft basic render/i.test(ctx.adapterKey);
+}
+
+const chosen = new Map<string, MatmulVariant>();
+
+export function chooseMatmulVariant(ctx: GpuContext): MatmulVariant {
+  let v = chosen.get(ctx.adapterKey);
+  if (!v) {
+    v = isSoftwareAdapter(ctx) ? "blocked" : "tiled";
+    chosen.set(ctx.adapterKey, v);
+  }
+  return v;
+}
+
+/** Argument checks shared by the kernel wrappers; errors name the op and the field. */
+export function checkCount(op: string, field: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) {
+    throw invalidArgument(`${op}: ${field} must be a positive integer, got ${value}`);
+  }
+}
+
+export function checkBinding(op: string, field: string, b: Binding, floats: number): void {
+  if (b.size < floats * 4) {
+    throw invalidArgument(
+      `${op}: ${field} holds ${Math.floor(b.size / 4)} elements, needs ${floats}`,
+    );
+  }
+}
+
+export async function encodeMatmul(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  args: MatmulArgs,
+): Promise<void> {
+  const { a, b, c, m, n, k } = args;
+  checkCount("matmul", "m", m);
+  checkCount("matmul", "n", n);
+  checkCount("matmul", "k", k);
+  checkBinding("matmul", "a", a, m * k);
+  checkBinding("matmul", "b", b, k * n);
+  checkBinding("matmul", "c", c, m * n);
+  const variant = args.variant ?? chooseMatmulVariant(ctx);
+  if (!MATMUL_VARIANTS.includes(variant)) {
+    throw invalidArgument(`matmul: unknown variant ${variant}`);
+  }
+  // Strides of op(A)[i,kk], op(B)[kk,j] and C[i,j].
+  const [aRow, aK] = args.transA ? [1, m] : [k, 1];
+  const [bK, bCol] = args.transB ? [1, k] : [n, 1];
+
+  let lhs = a, rhs = b, M = m, N = n;
+  let s = { aRow, aK, bK, bCol, cRow: n, cCol: 1 };
+  let rowsPerTile = TILE, colsPerTile = TILE;
+  if (variant === "blocked") {
+    rowsPerTile = BLOCKED_ROWS;
+    colsPerTile = BLOCKED_COLS;
+    // The blocked kernel's tile is 16 x 128; computing C^T = op(B)^T op(A)^T instead wastes
+    // less of it when m is the wider side (skinny LoRA products).
+    const padded = (rows: number, cols: number) =>
+      Math.ceil(rows / BLOCKED_ROWS) * Math.ceil(cols / BLOCKED_COLS);
+    if (padded(n, m) < padded(m, n)) {
+      lhs = b;
+      rhs = a;
+      M = n;
+      N = m;
+      s = { aRow: bCol, aK: bK, bK: aK, bCol: aRow, cRow: 1, cCol: n };
+    }
+  }
+  const tilesN = Math.ceil(N / colsPerTile);
+  const tiles = Math.ceil(M / rowsPerTile) * tilesN;
+  const [gx, gy] = grid(tiles, ctx.limits.maxComputeWorkgroupsPerDimension);
+  const params = new Uint32Array(16);
+  params.set([M, N, k, args.accumulate ? 1 : 0, s.aRow, s.aK, s.bK, s.bCol, s.cRow, s.cCol]);
+  params.set([tilesN, gx], 10);
+  new Float32Array(params.buffer)[12] = args.alpha ?? 1;
+  params[13] = tiles;
+  const pipeline = await ctx.pipeline("matmul.wgsl", {}, variant);
+  batch.dispatch(pipeline, [lhs, rhs, c, ctx.uniform(params)], [gx, gy]);
+}
