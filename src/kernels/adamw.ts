@@ -2,7 +2,8 @@
  * The bitsandbytes 32-bit AdamW step (../../../shared/REFERENCE.md §9) in float32, one element
  * per invocation. Every tensor argument may be a slice, so a paged optimizer streams pages of
  * (param, grad, m, v) through it; an element's update depends only on that element, so paged
- * and resident runs give identical bits.
+ * and resident runs give identical bits. Slices are Bindings, so pages start at multiples of 256
+ * bytes (64 elements); a page may end anywhere (`n`).
  */
 import {
   type Binding,
