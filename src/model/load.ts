@@ -1,0 +1,227 @@
+/**
+ * Loads the frozen base model onto the GPU from a model folder: a bitsandbytes 4-bit folder
+ * (ours or one saved by transformers + bitsandbytes), or a full-precision checkpoint that is
+ * quantized on load. Tensors are read one at a time; only 4-bit linears reach the GPU in
+ * 4-bit form, embeddings, norms and lm_head in f32.
+ */
+import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
+import { HfCheckpoint } from "../io/checkpoint.ts";
+import { type GpuQuantWeight, uploadQuantWeight } from "../kernels/quant_weight.ts";
+import { ropeInvFreq } from "../kernels/rope.ts";
+import { fromBnbTensors, type QuantizedWeight, quantizeWeight } from "../quant/quant_state.ts";
+import type { QuantType } from "../quant/codes.ts";
+import { invalidArgument } from "../util/errors.ts";
+import {
+  LINEAR_MODULES,
+  type LinearModule,
+  linearPath,
+  linearShape,
+  type LlamaConfig,
+} from "./config.ts";
+import { llamaConfigFromHf } from "./config.ts";
+import type { BaseLayer, BaseModel } from "./base_model.ts";
+
+export interface HostLayer {
+  inputNorm: Float32Array;
+  postNorm: Float32Array;
+  linears: Record<LinearModule, QuantizedWeight>;
+}
+
+/** A base model in host memory (tests build one directly; the loader streams instead). */
+export interface HostBaseModel {
+  cfg: LlamaConfig;
+  embed: Float32Array;
+  finalNorm: Float32Array;
+  lmHead?: Float32Array;
+  layers: HostLayer[];
+}
+
+export interface LoadOptions {
+  /** For full-precision checkpoints, quantized on load. */
+  quantType?: QuantType;
+  blocksize?: number;
+  doubleQuant?: boolean;
+  onProgress?: (tensor: string, index: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+function isBnb4bit(config: Record<string, unknown>): boolean {
+  const q = config.quantization_config as Record<string, unknown> | undefined;
+  return q?.quant_method === "bitsandbytes" && q?.load_in_4bit === true;
+}
+
+function uploadF32(ctx: GpuContext, label: string, data: Float32Array): GpuBuffer {
+  return ctx.upload(label, "base_weights", data);
+}
+
+/** Reads `model.*` tensors one at a time and builds the GPU model. */
+export async function loadBaseModel(
+  ctx: GpuContext,
+  dir: string,
+  opts: LoadOptions = {},
+): Promise<BaseModel> {
+  const ckpt = await HfCheckpoint.open(dir);
+  const owned: Array<GpuBuffer | GpuQuantWeight> = [];
+  try {
+    const cfg = llamaConfigFromHf(ckpt.config, `${ckpt.dir}/config.json`);
+    const bnb = isBnb4bit(ckpt.config);
+    const total = cfg.layers * (LINEAR_MODULES.length + 2) + 3;
+    let index = 0;
+    const step = (name: string) => {
+      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error("aborted");
+      opts.onProgress?.(name, ++index, total);
+    };
+    const readVector = async (name: string, n: number) => {
+      if (!ckpt.has(name)) throw invalidArgument(`${dir}: missing tensor ${name}`);
+      const v = await ckpt.readFloat32(name);
+      if (v.length !== n) {
+        throw invalidArgument(`${dir}: tensor ${name} has ${v.length} values, expected ${n}`);
+      }
+      return v;
+    };
+    const keep = <T extends GpuBuffer | GpuQuantWeight>(b: T): T => {
+      owned.push(b);
+      return b;
+    };
+
+    step("model.embed_tokens.weight");
+    const embed = keep(uploadF32(
+      ctx,
+      "embed_tokens",
+      await readVector("model.embed_tokens.weight", cfg.vocab * cfg.hidden),
+    ));
+    const layers: BaseLayer[] = [];
+    for (let l = 0; l < cfg.layers; l++) {
+      const p = `model.layers.${l}.`;
+      step(`${p}input_layernorm.weight`);
+      const inputNorm = keep(uploadF32(
+        ctx,
+        `${p}input_layernorm`,
+        await readVector(`${p}input_layernorm.weight`, cfg.hidden),
+      ));
+      step(`${p}post_attention_layernorm.weight`);
+      const postNorm = keep(uploadF32(
+        ctx,
+        `${p}post_attention_layernorm`,
+        await readVector(`${p}post_attention_layernorm.weight`, cfg.hidden),
+      ));
+      const linears = {} as Record<LinearModule, GpuQuantWeight>;
+      for (const m of LINEAR_MODULES) {
+        const path = linearPath(l, m);
+        step(`${path}.weight`);
+        const q = bnb
+          ? await readBnbLinear(ckpt, path, dir)
+          : await quantizeOnLoad(ckpt, cfg, path, m, dir, opts);
+        const shape = linearShape(cfg, m);
+        if (q.shape[0] !== shape[0] || q.shape[1] !== shape[1]) {
+          throw invalidArgument(
+            `${dir}: ${path}.weight has shape [${q.shape}], config.json implies [${shape}]`,
+          );
+        }
+        linears[m] = keep(uploadQuantWeight(ctx, q, path));
+      }
+      layers.push({ inputNorm, postNorm, linears });
+    }
+    step("model.norm.weight");
+    const finalNorm = keep(
+      uploadF32(ctx, "norm", await readVector("model.norm.weight", cfg.hidden)),
+    );
+    step("lm_head.weight");
+    const lmHead = cfg.tieEmbeddings || !ckpt.has("lm_head.weight")
+      ? embed
+      : keep(uploadF32(ctx, "lm_head", await readVector("lm_head.weight", cfg.vocab * cfg.hidden)));
+    if (!cfg.tieEmbeddings && lmHead === embed) {
+      throw invalidArgument(`${dir}: missing tensor lm_head.weight (tie_word_embeddings is false)`);
+    }
+    return assemble(ctx, cfg, embed, lmHead, finalNorm, layers, owned);
+  } catch (e) {
+    for (const b of owned) b.destroy();
+    throw e;
+  } finally {
+    ckpt.close();
+  }
+}
+
+async function readBnbLinear(ckpt: HfCheckpoint, path: string, dir: string) {
+  const prefix = `${path}.`;
+  const tensors = new Map<string, { dtype: string; shape: readonly number[]; data: Uint8Array }>();
+  for (const name of ckpt.names()) {
+    if (!name.startsWith(`${prefix}weight`)) continue;
+    const info = ckpt.info(name);
+    tensors.set(name, { dtype: info.dtype, shape: info.shape, data: await ckpt.readBytes(name) });
+  }
+  return fromBnbTensors(prefix, (n) => tensors.get(n), dir);
+}
+
+async function quantizeOnLoad(
+  ckpt: HfCheckpoint,
+  cfg: LlamaConfig,
+  path: string,
+  m: LinearModule,
+  dir: string,
+  opts: LoadOptions,
+): Promise<QuantizedWeight> {
+  const name = `${path}.weight`;
+  if (!ckpt.has(name)) throw invalidArgument(`${dir}: missing tensor ${name}`);
+  const w = await ckpt.readFloat32(name);
+  return quantizeWeight(w, linearShape(cfg, m), {
+    quantType: opts.quantType ?? "nf4",
+    blocksize: opts.blocksize ?? 64,
+    doubleQuant: opts.doubleQuant ?? true,
+    dtype: dtypeName(ckpt.info(name).dtype),
+  });
+}
+
+function dtypeName(st: string): string {
+  return st === "BF16" ? "bfloat16" : st === "F16" ? "float16" : "float32";
+}
+
+function assemble(
+  ctx: GpuContext,
+  cfg: LlamaConfig,
+  embed: GpuBuffer,
+  lmHead: GpuBuffer,
+  finalNorm: GpuBuffer,
+  layers: BaseLayer[],
+  owned: Array<GpuBuffer | GpuQuantWeight>,
+): BaseModel {
+  const invFreq = ctx.upload(
+    "rope_inv_freq",
+    "base_weights",
+    ropeInvFreq(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling),
+  );
+  owned.push(invFreq);
+  return {
+    cfg,
+    ctx,
+    embed,
+    lmHead,
+    finalNorm,
+    layers,
+    invFreq,
+    destroy: () => {
+      for (const b of owned) b.destroy();
+    },
+  };
+}
+
+/** Uploads a host-side base model (tests, and callers that already hold one). */
+export function uploadBaseModel(ctx: GpuContext, host: HostBaseModel): BaseModel {
+  const owned: Array<GpuBuffer | GpuQuantWeight> = [];
+  const keep = <T extends GpuBuffer | GpuQuantWeight>(b: T): T => {
+    owned.push(b);
+    return b;
+  };
+  const cfg = host.cfg;
+  const embed = keep(uploadF32(ctx, "embed_tokens", host.embed));
+  const lmHead = host.lmHead ? keep(uploadF32(ctx, "lm_head", host.lmHead)) : embed;
+  const finalNorm = keep(uploadF32(ctx, "norm", host.finalNorm));
+  const layers = host.layers.map((l, i) => ({
+    inputNorm: keep(uploadF32(ctx, `layer${i}.input_norm`, l.inputNorm)),
+    postNorm: keep(uploadF32(ctx, `layer${i}.post_norm`, l.postNorm)),
+    linears: Object.fromEntries(
+      LINEAR_MODULES.map((m) => [m, keep(uploadQuantWeight(ctx, l.linears[m], linearPath(i, m)))]),
+    ) as Record<LinearModule, GpuQuantWeight>,
+  }));
+  return assemble(ctx, cfg, embed, lmHead, finalNorm, layers, owned);
+}
