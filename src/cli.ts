@@ -1,0 +1,214 @@
+/**
+ * The qlorad command line.
+ *   qlorad serve --data-dir DIR [--port N] [--host H] [--max-queued N]
+ *   qlorad quantize --model DIR --out DIR [--type nf4|fp4] [--blocksize N] [--no-double-quant]
+ *                   [--skip-modules a,b] [--overwrite]
+ * Usage errors print the usage and exit 2; failures print the error and exit 1.
+ */
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { startServer } from "./service/server.ts";
+import { consoleLogger } from "./service/status.ts";
+import { quantizeModel } from "./quant/quantize_model.ts";
+import type { QuantizeProgress, QuantType } from "./quant/quantize_model.ts";
+import { ALLOWED_BLOCKSIZES } from "./quant/blockwise.ts";
+import { CancelledError, QloradError } from "./util/errors.ts";
+
+export const USAGE = `usage:
+  qlorad serve --data-dir DIR [--port N] [--host H] [--max-queued N]
+      Serve the gRPC API (qlorad.v1.QLoRA, health, reflection). Request paths are relative to
+      DIR. Defaults: --port 50051, --host 127.0.0.1, --max-queued 16.
+  qlorad quantize --model DIR --out DIR [--type nf4|fp4] [--blocksize N] [--no-double-quant]
+                  [--skip-modules NAME,NAME] [--overwrite]
+      Quantize a Hugging Face checkpoint folder to a bitsandbytes 4-bit folder.
+      Defaults: --type nf4, --blocksize 64, double quant on, --skip-modules lm_head.
+`;
+
+class UsageError extends Error {}
+
+function usageError(message: string): never {
+  throw new UsageError(message);
+}
+
+function integer(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) usageError(`${flag} must be a non-negative integer, not ${value}`);
+  return Number(value);
+}
+
+/** Runs the CLI; resolves to the exit code (serve resolves when the server has stopped). */
+export async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    switch (command) {
+      case "serve":
+        return await serve(rest);
+      case "quantize":
+        return await quantize(rest);
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(USAGE);
+        return 0;
+      default:
+        usageError(command ? `unknown command ${JSON.stringify(command)}` : "no command given");
+    }
+  } catch (err) {
+    if (
+      err instanceof UsageError || (err instanceof TypeError && "code" in err &&
+        String(err.code).startsWith("ERR_PARSE_ARGS"))
+    ) {
+      console.error(`qlorad: ${err.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (err instanceof CancelledError) {
+      console.error("qlorad: cancelled");
+      return 130;
+    }
+    if (err instanceof QloradError) {
+      console.error(`qlorad: ${err.message}`);
+      return 1;
+    }
+    console.error("qlorad: unexpected error", err);
+    return 1;
+  }
+}
+
+async function serve(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      port: { type: "string" },
+      host: { type: "string" },
+      "data-dir": { type: "string" },
+      "max-queued": { type: "string" },
+    },
+  });
+  const dataDir = values["data-dir"] ?? usageError("serve needs --data-dir DIR");
+  const port = integer(values.port, "--port", 50051);
+  if (port > 65535) usageError(`--port must be at most 65535, not ${port}`);
+  const host = values.host ?? "127.0.0.1";
+  const server = await startServer({
+    host,
+    port,
+    dataDir,
+    logger: consoleLogger,
+    maxQueuedJobs: integer(values["max-queued"], "--max-queued", 16),
+  });
+  const shown = host.includes(":") ? `[${host}]` : host;
+  console.log(`qlorad listening on ${shown}:${server.port}`);
+
+  // The first SIGINT/SIGTERM closes gracefully; a second one exits at once.
+  const stopped = new Promise<void>((resolve) => {
+    let stopping = false;
+    const onSignal = () => {
+      if (stopping) Deno.exit(130);
+      stopping = true;
+      consoleLogger.info("shutting down");
+      server.close().finally(() => {
+        for (const s of SIGNALS) Deno.removeSignalListener(s, onSignal);
+        resolve();
+      });
+    };
+    for (const s of SIGNALS) Deno.addSignalListener(s, onSignal);
+  });
+  await stopped;
+  return 0;
+}
+
+const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+
+async function quantize(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      model: { type: "string" },
+      out: { type: "string" },
+      type: { type: "string" },
+      blocksize: { type: "string" },
+      "no-double-quant": { type: "boolean" },
+      "skip-modules": { type: "string" },
+      overwrite: { type: "boolean" },
+    },
+  });
+  const model = values.model ?? usageError("quantize needs --model DIR");
+  const out = values.out ?? usageError("quantize needs --out DIR");
+  const type = (values.type ?? "nf4").toLowerCase();
+  if (type !== "nf4" && type !== "fp4") usageError(`--type must be nf4 or fp4, not ${values.type}`);
+  const blocksize = integer(values.blocksize, "--blocksize", 64);
+  if (!ALLOWED_BLOCKSIZES.includes(blocksize)) {
+    usageError(`--blocksize must be one of ${ALLOWED_BLOCKSIZES.join(", ")}, not ${blocksize}`);
+  }
+  const skipModules = values["skip-modules"] === undefined
+    ? ["lm_head"]
+    : values["skip-modules"].split(",").map((s) => s.trim()).filter((s) => s !== "");
+
+  const abort = new AbortController();
+  const onSignal = () => abort.abort(new CancelledError());
+  for (const s of SIGNALS) Deno.addSignalListener(s, onSignal);
+  const line = progressLine();
+  try {
+    const r = await quantizeModel({
+      modelDir: path.resolve(model),
+      outputDir: path.resolve(out),
+      quantType: type as QuantType,
+      blocksize,
+      doubleQuant: !values["no-double-quant"],
+      skipModules,
+      overwrite: Boolean(values.overwrite),
+      signal: abort.signal,
+      onProgress: line.update,
+    });
+    line.done();
+    console.log(
+      `quantized ${r.tensorsQuantized} tensors (${r.parametersQuantized} parameters), kept ${r.tensorsKept}; ` +
+        `${r.bitsPerParameter.toFixed(3)} bits/parameter; ${mib(r.bytesIn)} -> ${
+          mib(r.bytesOut)
+        }; ` +
+        `mean |error| ${r.meanAbsError.toPrecision(3)}, max |error| ${
+          r.maxAbsError.toPrecision(3)
+        }; ` +
+        `wrote ${out}`,
+    );
+    return 0;
+  } catch (err) {
+    line.done();
+    throw err;
+  } finally {
+    for (const s of SIGNALS) Deno.removeSignalListener(s, onSignal);
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** One progress line on stderr: rewritten in place on a terminal, one line per tensor otherwise. */
+function progressLine() {
+  const tty = Deno.stderr.isTerminal();
+  const enc = new TextEncoder();
+  let shown = false;
+  return {
+    update(p: QuantizeProgress) {
+      const width = String(p.total).length;
+      const text = `[${String(p.index).padStart(width)}/${p.total}] ${
+        p.quantized ? "quantized" : "kept     "
+      } ${p.tensor} (${p.bytesIn} -> ${p.bytesOut} bytes)`;
+      Deno.stderr.writeSync(enc.encode(tty ? `\r\x1b[2K${text}` : `${text}\n`));
+      shown = true;
+    },
+    done() {
+      if (tty && shown) Deno.stderr.writeSync(enc.encode("\n"));
+      shown = false;
+    },
+  };
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  Deno.exit(code);
+}

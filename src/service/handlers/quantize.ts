@@ -1,0 +1,192 @@
+/**
+ * Quantize: validate the request (fields, paths, the checkpoint's config.json and safetensors
+ * headers, existing output) before any job exists, then queue a job that runs quantizeModel and
+ * stream its events. A bad request gets its status at once and leaves nothing behind.
+ */
+import type { ServerWritableStream } from "@grpc/grpc-js";
+import { exists } from "../../io/atomic.ts";
+import { HfCheckpoint } from "../../io/checkpoint.ts";
+import { validateBlocksize } from "../../quant/blockwise.ts";
+import type { quantizeModel, QuantizeOptions, QuantType } from "../../quant/quantize_model.ts";
+import { QloradError } from "../../util/errors.ts";
+import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
+import type { JobRun } from "../jobs.ts";
+import { serviceErrorOf } from "../status.ts";
+import { streamJob } from "./jobs.ts";
+import type { ServiceContext } from "./jobs.ts";
+
+// deno-lint-ignore no-explicit-any
+type Msg = Record<string, any>;
+
+export const DEFAULT_BLOCKSIZE = 64;
+export const DEFAULT_SKIP_MODULES = ["lm_head"];
+
+const QUANT_TYPES: Record<string, QuantType> = {
+  QUANT_TYPE_UNSPECIFIED: "nf4",
+  QUANT_TYPE_NF4: "nf4",
+  QUANT_TYPE_FP4: "fp4",
+};
+
+/** A checked request: what the job record keeps, and what quantizeModel gets. */
+export interface ValidatedQuantize {
+  /** The request as the Job message shows it, defaults filled in. */
+  request: Msg;
+  options: Omit<QuantizeOptions, "signal" | "onProgress">;
+  summary: string;
+}
+
+/** Checks a QuantizeRequest; throws a QloradError naming the field (and path) on bad input. */
+export async function validateQuantizeRequest(
+  req: Msg,
+  dataDir: string,
+): Promise<ValidatedQuantize> {
+  const quantType = QUANT_TYPES[req.quant_type ?? "QUANT_TYPE_UNSPECIFIED"];
+  if (!quantType) {
+    throw new QloradError(
+      "invalid_argument",
+      `quant_type ${
+        JSON.stringify(req.quant_type)
+      }: unsupported (QUANT_TYPE_NF4 or QUANT_TYPE_FP4)`,
+    );
+  }
+  const blocksize = Number(req.blocksize ?? 0) || DEFAULT_BLOCKSIZE;
+  validateBlocksize(blocksize, "blocksize");
+  const doubleQuant = req.double_quant ?? true;
+  const skip: string[] = req.skip_modules?.length ? [...req.skip_modules] : DEFAULT_SKIP_MODULES;
+  const badSkip = skip.find((s) => typeof s !== "string" || s.trim() === "");
+  if (badSkip !== undefined) {
+    throw new QloradError("invalid_argument", "skip_modules: names must not be empty");
+  }
+  const overwrite = Boolean(req.overwrite);
+
+  const modelDir = await resolveDataPath(dataDir, req.model_path, "model_path", {
+    mustExist: true,
+  });
+  const modelName = `model_path ${JSON.stringify(req.model_path)}`;
+  if (!(await Deno.stat(modelDir)).isDirectory) {
+    throw new QloradError("invalid_argument", `${modelName}: not a folder`);
+  }
+  await checkCheckpoint(modelDir, modelName);
+
+  const outputDir = await resolveDataPath(dataDir, req.output_path, "output_path");
+  const outputName = `output_path ${JSON.stringify(req.output_path)}`;
+  if (overlaps(modelDir, outputDir)) {
+    throw new QloradError(
+      "invalid_argument",
+      `${outputName}: must not be ${modelName}, inside it, or contain it`,
+    );
+  }
+  if (!overwrite && await exists(outputDir)) {
+    throw new QloradError(
+      "failed_precondition",
+      `${outputName}: already exists (set overwrite to replace it)`,
+    );
+  }
+
+  const modelPath = normalizeUserPath(req.model_path);
+  const outputPath = normalizeUserPath(req.output_path);
+  const typeName = quantType.toUpperCase();
+  return {
+    request: {
+      model_path: modelPath,
+      output_path: outputPath,
+      quant_type: `QUANT_TYPE_${typeName}`,
+      blocksize,
+      double_quant: doubleQuant,
+      skip_modules: skip,
+      overwrite,
+    },
+    options: {
+      modelDir,
+      outputDir,
+      quantType,
+      blocksize,
+      doubleQuant,
+      skipModules: skip,
+      overwrite,
+    },
+    summary: `quantize ${modelPath} -> ${outputPath} (${typeName}, blocksize ${blocksize}${
+      doubleQuant ? ", double quant" : ""
+    })`,
+  };
+}
+
+/**
+ * Opens the checkpoint as the quantizer will (config.json, the safetensors headers and sizes, a
+ * shard index) so that a bad model is refused before any job exists.
+ */
+async function checkCheckpoint(modelDir: string, modelName: string): Promise<void> {
+  let ckpt: HfCheckpoint;
+  try {
+    ckpt = await HfCheckpoint.open(modelDir);
+  } catch (err) {
+    if (err instanceof QloradError) {
+      throw new QloradError(err.kind, `${modelName}: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
+  ckpt.close();
+}
+
+function overlaps(a: string, b: string): boolean {
+  return isInside(a, b) || isInside(b, a);
+}
+
+/** The job body: quantizeModel with its progress mapped to Progress events. */
+export function quantizeJob(v: ValidatedQuantize, quantize: typeof quantizeModel): JobRun {
+  return async ({ signal, emit }) => {
+    const r = await quantize({
+      ...v.options,
+      signal,
+      onProgress: (p) =>
+        emit({
+          progress: {
+            message: `${p.quantized ? "quantized" : "kept"} ${p.tensor}`,
+            tensor: p.tensor,
+            index: p.index,
+            total: p.total,
+            bytes_in: p.bytesIn,
+            bytes_out: p.bytesOut,
+            quantized: p.quantized,
+          },
+        }),
+    });
+    return {
+      quantize_result: {
+        parameters_quantized: r.parametersQuantized,
+        tensors_quantized: r.tensorsQuantized,
+        tensors_kept: r.tensorsKept,
+        bits_per_parameter: r.bitsPerParameter,
+        bytes_in: r.bytesIn,
+        bytes_out: r.bytesOut,
+        mean_abs_error: r.meanAbsError,
+        max_abs_error: r.maxAbsError,
+        // The user's path, never the host's.
+        output_path: v.request.output_path,
+      },
+    };
+  };
+}
+
+/** The Quantize RPC. */
+export function quantizeHandler(ctx: ServiceContext) {
+  return async (call: ServerWritableStream<Msg, Msg>) => {
+    let jobId: string;
+    try {
+      const v = await validateQuantizeRequest(call.request, ctx.dataDir);
+      jobId = ctx.jobs.submit({
+        kind: "quantize",
+        summary: v.summary,
+        request: v.request,
+        run: quantizeJob(v, ctx.quantize),
+      }).job_id;
+    } catch (err) {
+      call.emit(
+        "error",
+        serviceErrorOf(err, { logger: ctx.logger, hostDirs: ctx.hostDirs, context: "Quantize" }),
+      );
+      return;
+    }
+    await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
+  };
+}

@@ -1,0 +1,159 @@
+/**
+ * The gRPC server: qlorad.v1.QLoRA, grpc.health.v1.Health and server reflection on one port.
+ */
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import type { ServerWritableStream, UntypedHandleCall } from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
+import { JobManager } from "./jobs.ts";
+import { consoleLogger, toServiceError } from "./status.ts";
+import type { Logger } from "./status.ts";
+import { jobHandlers } from "./handlers/jobs.ts";
+import type { ServiceContext } from "./handlers/jobs.ts";
+import { quantizeHandler } from "./handlers/quantize.ts";
+import { quantizeModel } from "../quant/quantize_model.ts";
+
+/** The contract. */
+export const PROTO_PATH = fileURLToPath(
+  new URL("../../proto/qlorad/v1/qlorad.proto", import.meta.url),
+);
+
+export const SERVICE_NAME = "qlorad.v1.QLoRA";
+
+/** How the proto is loaded, here and in the tests' clients. */
+export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+/** Requests and responses are small; these bounds stop a bad peer, not a real client. */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+export interface ServerOptions {
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** Root of every path in requests; created if missing. Job records go under `.qlorad/`. */
+  dataDir: string;
+  logger?: Logger;
+  /** Jobs that may wait behind the running one. Default 16. */
+  maxQueuedJobs?: number;
+  /** The quantizer; default quantizeModel (tests substitute a fake). */
+  quantize?: typeof quantizeModel;
+}
+
+export interface RunningServer {
+  /** The bound port. */
+  port: number;
+  /** Stops jobs (they are marked FAILED at next start), ends streams, and stops the server. */
+  close(): Promise<void>;
+}
+
+const NOT_YET: Record<string, string> = {
+  Train: "Train is not implemented yet: it arrives with the training issue (after #2, Quantize)",
+  Evaluate:
+    "Evaluate is not implemented yet: it arrives with the evaluation issue (after #2, Quantize)",
+  EstimateMemory:
+    "EstimateMemory is not implemented yet: it arrives with the training issue (after #2, Quantize)",
+};
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const logger = opts.logger ?? consoleLogger;
+  const host = opts.host ?? "127.0.0.1";
+  const given = path.resolve(opts.dataDir);
+  await Deno.mkdir(given, { recursive: true });
+  const dataDir = await Deno.realPath(given);
+  const hostDirs = [...new Set([given, dataDir])];
+
+  // Health's proto joins ours so that reflection describes both.
+  const packageDefinition = await protoLoader.load(
+    [PROTO_PATH, healthProtoPath],
+    PROTO_LOADER_OPTIONS,
+  );
+  // deno-lint-ignore no-explicit-any
+  const loaded = grpc.loadPackageDefinition(packageDefinition) as any;
+  const service: grpc.ServiceDefinition = loaded.qlorad.v1.QLoRA.service;
+
+  const jobs = await JobManager.open({
+    dataDir,
+    maxQueued: opts.maxQueuedJobs,
+    logger,
+    hostDirs,
+  });
+  const ctx: ServiceContext = {
+    jobs,
+    dataDir,
+    logger,
+    hostDirs,
+    quantize: opts.quantize ?? quantizeModel,
+  };
+
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+  });
+  const unimplemented = (name: string) => (call: ServerWritableStream<unknown, unknown>) =>
+    call.emit("error", toServiceError(grpc.status.UNIMPLEMENTED, NOT_YET[name]));
+  const handlers: Record<string, UntypedHandleCall> = {
+    Quantize: quantizeHandler(ctx),
+    Train: unimplemented("Train"),
+    Evaluate: unimplemented("Evaluate"),
+    EstimateMemory: (
+      _call: grpc.ServerUnaryCall<unknown, unknown>,
+      callback: grpc.sendUnaryData<unknown>,
+    ) => callback(toServiceError(grpc.status.UNIMPLEMENTED, NOT_YET.EstimateMemory)),
+    ...jobHandlers(ctx),
+  };
+  server.addService(service, handlers);
+
+  const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
+  health.addToServer(server);
+  new ReflectionService(packageDefinition).addToServer(server);
+
+  const address = host.includes(":") ? `[${host}]:${opts.port ?? 0}` : `${host}:${opts.port ?? 0}`;
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(
+        address,
+        grpc.ServerCredentials.createInsecure(),
+        (err, p) => err ? reject(err) : resolve(p),
+      )
+    );
+  } catch (err) {
+    await jobs.close();
+    throw err;
+  }
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    closing ??= (async () => {
+      health.setStatus("", "NOT_SERVING");
+      health.setStatus(SERVICE_NAME, "NOT_SERVING");
+      await jobs.close(); // ends every job stream
+      await shutdown(server, 5_000);
+    })();
+  return { port, close };
+}
+
+/** Graceful shutdown; forced when calls (e.g. health watches) are still open after `graceMs`. */
+async function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, graceMs);
+    }),
+  ]);
+  clearTimeout(timer);
+}
