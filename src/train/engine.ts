@@ -28,6 +28,8 @@ export interface EngineOptions {
   vocabChunk?: number;
   /** Initial adapter (flat layout); default PEFT init from `seed`. */
   adapter?: Float32Array;
+  /** Evaluation and generation only: no gradients' optimizer state is allocated. */
+  evalOnly?: boolean;
 }
 
 export interface StepResult {
@@ -50,7 +52,7 @@ export interface EvalResult {
 export class TrainingEngine {
   readonly layout: LoraLayout;
   readonly graph: ModelGraph;
-  readonly optimizer: AdamWOptimizer;
+  readonly #optimizer: AdamWOptimizer | undefined;
   readonly params: GpuBuffer;
   readonly grads: GpuBuffer;
   readonly #norm: GpuBuffer;
@@ -82,12 +84,22 @@ export class TrainingEngine {
       gradientCheckpointing: options.gradientCheckpointing,
       vocabChunk: options.vocabChunk,
     });
-    this.optimizer = new AdamWOptimizer(
+    this.#optimizer = options.evalOnly ? undefined : new AdamWOptimizer(
       ctx,
       n,
       { ...ADAMW_DEFAULTS, ...options.adamw },
       options.optimizerGpuBudgetBytes,
     );
+  }
+
+  get optimizer(): AdamWOptimizer {
+    if (!this.#optimizer) throw new Error("engine was created evalOnly: no optimizer");
+    return this.#optimizer;
+  }
+
+  /** Optimizer steps taken so far. */
+  get step(): number {
+    return this.#optimizer?.step ?? 0;
   }
 
   /** Runs forward and backward over the micro-batches; gradients are left in `grads`. */
@@ -113,7 +125,7 @@ export class TrainingEngine {
         train: true,
         gradScale,
         seed: this.options.seed,
-        streamBase: ((this.optimizer.step * 257 + i) * 1024) >>> 0,
+        streamBase: ((this.step * 257 + i) * 1024) >>> 0,
       });
     }
     const rows = await this.ctx.readF32(this.graph.lossAcc);
@@ -190,7 +202,7 @@ export class TrainingEngine {
 
   destroy(): void {
     this.graph.destroy();
-    this.optimizer.destroy();
+    this.#optimizer?.destroy();
     for (const b of [this.params, this.grads, this.#norm, this.#clipScale, this.#normScratch]) {
       b.destroy();
     }
