@@ -1,0 +1,167 @@
+/**
+ * One JSONL line of a dataset parsed into a typed record (DESIGN.md "Dataset formats"):
+ * {"text"}, {"prompt","completion"}, {"messages"}, or {"input_ids","labels"?}. Every fault is an
+ * invalidArgument "<file>:<line>: <what>". Keys outside the format (ids, metadata) are ignored.
+ */
+import { jsonErrorOffset } from "../io/checkpoint.ts";
+import { invalidArgument } from "../util/errors.ts";
+import type { ChatMessage } from "./tokenizer.ts";
+
+/**
+ * Label that masks a position (model/graph.ts IGNORE_INDEX; repeated here so the data layer does
+ * not load the GPU graph).
+ */
+export const IGNORE_INDEX = -100;
+
+export const CHAT_ROLES = ["system", "user", "assistant"] as const;
+
+export type DataRecord =
+  | { format: "text"; text: string }
+  | { format: "prompt_completion"; prompt: string; completion: string }
+  | { format: "messages"; messages: ChatMessage[] }
+  | { format: "pretokenized"; inputIds: number[]; labels?: number[] };
+
+export type RecordFormat = DataRecord["format"];
+
+export interface RecordSource {
+  /** File label used in messages (e.g. "train.jsonl"). */
+  file: string;
+  /** 1-based line number. */
+  line: number;
+  /** Token ids must lie in [0, vocabSize). */
+  vocabSize: number;
+}
+
+/** Format keys: a record must hold exactly one group. */
+const FORMAT_KEYS: Record<RecordFormat, string[]> = {
+  text: ["text"],
+  prompt_completion: ["prompt", "completion"],
+  messages: ["messages"],
+  pretokenized: ["input_ids", "labels"],
+};
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  return typeof v === "object" ? "an object" : `${typeof v} ${JSON.stringify(v)}`.slice(0, 60);
+}
+
+function parseJsonLine(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    const reason = (e as Error).message
+      .replace(/, ".*" is not valid JSON$/s, "")
+      .replace(/ in JSON at position \d+.*$/s, "");
+    const at = jsonErrorOffset(text);
+    const pos = at < 0 ? "" : at >= text.length ? " at end of line" : ` at column ${at + 1}`;
+    return fail(where, `invalid JSON${pos}: ${reason}`);
+  }
+}
+
+function fail(where: string, what: string): never {
+  throw invalidArgument(`${where}: ${what}`);
+}
+
+function tokenIds(
+  v: unknown,
+  field: string,
+  where: string,
+  vocabSize: number,
+  allowIgnore: boolean,
+): number[] {
+  if (!Array.isArray(v)) fail(where, `"${field}" must be an array of integers, got ${describe(v)}`);
+  for (let i = 0; i < v.length; i++) {
+    const x = v[i];
+    if (typeof x !== "number" || !Number.isInteger(x)) {
+      fail(where, `"${field}"[${i}] must be an integer, got ${describe(x)}`);
+    }
+    if (allowIgnore && x === IGNORE_INDEX) continue;
+    if (x < 0 || x >= vocabSize) {
+      const range = allowIgnore ? ` (or ${IGNORE_INDEX})` : "";
+      fail(where, `"${field}"[${i}] = ${x} is outside the vocabulary [0, ${vocabSize})${range}`);
+    }
+  }
+  return v as number[];
+}
+
+function chatMessages(v: unknown, where: string): ChatMessage[] {
+  if (!Array.isArray(v)) fail(where, `"messages" must be an array, got ${describe(v)}`);
+  if (v.length === 0) fail(where, `"messages" is empty`);
+  return v.map((m, i) => {
+    if (typeof m !== "object" || m === null || Array.isArray(m)) {
+      fail(where, `"messages"[${i}] must be an object, got ${describe(m)}`);
+    }
+    const { role, content } = m as Record<string, unknown>;
+    if (typeof role !== "string" || !(CHAT_ROLES as readonly string[]).includes(role)) {
+      fail(
+        where,
+        `"messages"[${i}].role must be one of ${CHAT_ROLES.join(", ")}, got ${describe(role)}`,
+      );
+    }
+    if (typeof content !== "string") {
+      fail(where, `"messages"[${i}].content must be a string, got ${describe(content)}`);
+    }
+    return { role, content };
+  });
+}
+
+/** Parses one line; null for a blank line. */
+export function parseRecordLine(text: string, src: RecordSource): DataRecord | null {
+  if (text.trim() === "") return null;
+  const where = `${src.file}:${src.line}`;
+  const obj = parseJsonLine(text, where);
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) {
+    fail(where, `a record must be a JSON object, got ${describe(obj)}`);
+  }
+  const rec = obj as Record<string, unknown>;
+  const present = (Object.keys(FORMAT_KEYS) as RecordFormat[])
+    .filter((f) => FORMAT_KEYS[f].some((k) => k in rec));
+  if (present.length === 0) {
+    const keys = Object.keys(rec).map((k) => JSON.stringify(k)).join(", ") || "none";
+    fail(
+      where,
+      `unknown record format (keys: ${keys}); expected {"text"}, {"prompt","completion"}, ` +
+        `{"messages"} or {"input_ids","labels"?}`,
+    );
+  }
+  if (present.length > 1) {
+    const keys = present.flatMap((f) => FORMAT_KEYS[f].filter((k) => k in rec));
+    fail(where, `ambiguous record: keys ${keys.map((k) => `"${k}"`).join(", ")} mix formats`);
+  }
+  switch (present[0]) {
+    case "text":
+      if (typeof rec.text !== "string" || rec.text === "") {
+        fail(where, `"text" must be a non-empty string, got ${describe(rec.text)}`);
+      }
+      return { format: "text", text: rec.text };
+    case "prompt_completion":
+      if (!("prompt" in rec)) fail(where, `"prompt" is missing (a "completion" needs one)`);
+      if (!("completion" in rec)) fail(where, `"completion" is missing (a "prompt" needs one)`);
+      if (typeof rec.prompt !== "string") {
+        fail(where, `"prompt" must be a string, got ${describe(rec.prompt)}`);
+      }
+      if (typeof rec.completion !== "string" || rec.completion === "") {
+        fail(where, `"completion" must be a non-empty string, got ${describe(rec.completion)}`);
+      }
+      return { format: "prompt_completion", prompt: rec.prompt, completion: rec.completion };
+    case "messages":
+      return { format: "messages", messages: chatMessages(rec.messages, where) };
+    case "pretokenized": {
+      if (!("input_ids" in rec)) fail(where, `"labels" given without "input_ids"`);
+      const inputIds = tokenIds(rec.input_ids, "input_ids", where, src.vocabSize, false);
+      if (inputIds.length === 0) fail(where, `"input_ids" is empty`);
+      if (rec.labels === undefined || rec.labels === null) {
+        return { format: "pretokenized", inputIds };
+      }
+      const labels = tokenIds(rec.labels, "labels", where, src.vocabSize, true);
+      if (labels.length !== inputIds.length) {
+        fail(
+          where,
+          `"labels" has ${labels.length} entries but "input_ids" has ${inputIds.length}`,
+        );
+      }
+      return { format: "pretokenized", inputIds, labels };
+    }
+  }
+}
