@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { closeGpuAfterTests, gpu, gpuTest } from "../support/gpu.ts";
 import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
-import { runTrainJob, type TrainJobOptions } from "../../src/train/train_job.ts";
+import { runTrainJob } from "../../src/train/train_job.ts";
+import { trainOptions } from "./train_options.ts";
 import { runEvaluateJob } from "../../src/train/evaluate_job.ts";
-import { LINEAR_MODULES } from "../../src/model/config.ts";
 
 let fixtureDir: string | undefined;
 async function fixture(): Promise<string> {
@@ -18,39 +18,6 @@ async function fixture(): Promise<string> {
     await makeTinyLlama(join(fixtureDir, "model"));
   }
   return fixtureDir;
-}
-
-export function trainOptions(
-  dir: string,
-  out: string,
-  over: Partial<TrainJobOptions["hp"]> = {},
-): TrainJobOptions {
-  return {
-    baseModelDir: join(dir, "model"),
-    datasetPath: join(dir, "model", "train.jsonl"),
-    outputDir: join(dir, out),
-    lora: { r: 8, alpha: 16, dropout: 0.05, targets: [...LINEAR_MODULES], useRslora: false },
-    hp: {
-      learningRate: 3e-3,
-      lrScheduler: "cosine",
-      warmupSteps: 2,
-      maxSteps: 12,
-      epochs: 1,
-      microBatchSize: 4,
-      gradientAccumulationSteps: 2,
-      maxSeqLen: 64,
-      maxGradNorm: 1,
-      weightDecay: 0,
-      seed: 7,
-      gradientCheckpointing: true,
-      saveSteps: 4,
-      evalSteps: 0,
-      optimizerGpuBudgetBytes: 0,
-      packing: false,
-      ...over,
-    },
-    labels: { baseModel: "model", dataset: "model/train.jsonl" },
-  };
 }
 
 gpuTest(
