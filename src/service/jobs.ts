@@ -45,6 +45,7 @@ export type JobPayload =
   | { checkpoint: { path: string; step: number; is_final?: boolean } }
   | { eval_result: Record<string, unknown> }
   | { quantize_result: Record<string, unknown> }
+  | { train_result: Record<string, unknown> }
   | { error: JobErrorInfo }
   | { log: { level: "info" | "warning"; message: string } };
 

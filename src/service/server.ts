@@ -4,17 +4,21 @@
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import type { ServerWritableStream, UntypedHandleCall } from "@grpc/grpc-js";
+import type { UntypedHandleCall } from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
 import { JobManager } from "./jobs.ts";
-import { consoleLogger, toServiceError } from "./status.ts";
+import { consoleLogger } from "./status.ts";
 import type { Logger } from "./status.ts";
 import { jobHandlers } from "./handlers/jobs.ts";
 import type { ServiceContext } from "./handlers/jobs.ts";
 import { quantizeHandler } from "./handlers/quantize.ts";
 import { quantizeModel } from "../quant/quantize_model.ts";
+import { trainHandler } from "./handlers/train.ts";
+import { evaluateHandler } from "./handlers/evaluate.ts";
+import { estimateHandler } from "./handlers/estimate.ts";
+import { GpuHolder } from "./gpu.ts";
 
 /** The contract. */
 export const PROTO_PATH = fileURLToPath(
@@ -56,14 +60,6 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-const NOT_YET: Record<string, string> = {
-  Train: "Train is not implemented yet: it arrives with the training issue (after #2, Quantize)",
-  Evaluate:
-    "Evaluate is not implemented yet: it arrives with the evaluation issue (after #2, Quantize)",
-  EstimateMemory:
-    "EstimateMemory is not implemented yet: it arrives with the training issue (after #2, Quantize)",
-};
-
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const logger = opts.logger ?? consoleLogger;
   const host = opts.host ?? "127.0.0.1";
@@ -87,33 +83,34 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     logger,
     hostDirs,
   });
+  const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
+  const gpu = new GpuHolder(logger, (ok) => {
+    const state = ok ? "SERVING" : "NOT_SERVING";
+    health.setStatus("", state);
+    health.setStatus(SERVICE_NAME, state);
+  });
   const ctx: ServiceContext = {
     jobs,
     dataDir,
     logger,
     hostDirs,
     quantize: opts.quantize ?? quantizeModel,
+    gpu: gpu.get,
   };
 
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
   });
-  const unimplemented = (name: string) => (call: ServerWritableStream<unknown, unknown>) =>
-    call.emit("error", toServiceError(grpc.status.UNIMPLEMENTED, NOT_YET[name]));
   const handlers: Record<string, UntypedHandleCall> = {
     Quantize: quantizeHandler(ctx),
-    Train: unimplemented("Train"),
-    Evaluate: unimplemented("Evaluate"),
-    EstimateMemory: (
-      _call: grpc.ServerUnaryCall<unknown, unknown>,
-      callback: grpc.sendUnaryData<unknown>,
-    ) => callback(toServiceError(grpc.status.UNIMPLEMENTED, NOT_YET.EstimateMemory)),
+    Train: trainHandler(ctx),
+    Evaluate: evaluateHandler(ctx),
+    EstimateMemory: estimateHandler(ctx),
     ...jobHandlers(ctx),
   };
   server.addService(service, handlers);
 
-  const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
   health.addToServer(server);
   new ReflectionService(packageDefinition).addToServer(server);
 
@@ -138,6 +135,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       health.setStatus("", "NOT_SERVING");
       health.setStatus(SERVICE_NAME, "NOT_SERVING");
       await jobs.close(); // ends every job stream
+      await gpu.close();
       await shutdown(server, 5_000);
     })();
   return { port, close };

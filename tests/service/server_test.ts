@@ -37,29 +37,6 @@ Deno.test("reflection lists qlorad.v1.QLoRA and health, and describes the contra
   }
 });
 
-Deno.test("Train, Evaluate and EstimateMemory answer UNIMPLEMENTED naming the RPC", async () => {
-  const t = await startTestServer();
-  try {
-    for (const rpc of ["Train", "Evaluate"]) {
-      const out = await streamCall(t.qlorad, rpc, {});
-      assert.equal(out.code, status.UNIMPLEMENTED, rpc);
-      assert.match(out.details, new RegExp(`^${rpc} is not implemented yet`));
-      assert.equal(out.events.length, 0);
-    }
-    await assert.rejects(
-      call(t.qlorad, "EstimateMemory", {}),
-      (err: { code: number; details: string }) => {
-        assert.equal(err.code, status.UNIMPLEMENTED);
-        assert.match(err.details, /^EstimateMemory is not implemented yet/);
-        return true;
-      },
-    );
-    assert.equal(await healthStatus(t), "SERVING");
-  } finally {
-    await t.close();
-  }
-});
-
 /** A server whose quantizer must never be called: every request below is refused first. */
 async function withRefusingServer(fn: (t: TestServer, outside: string) => Promise<void>) {
   const calls: QuantizeOptions[] = [];

@@ -15,6 +15,7 @@ import type { JobEvent, JobKind, JobManager, JobPayload, JobRecord, JobState } f
 import { codeName, grpcCodeOf, serviceErrorOf, toServiceError } from "../status.ts";
 import type { Logger } from "../status.ts";
 import type { quantizeModel } from "../../quant/quantize_model.ts";
+import type { GpuContext } from "../../gpu/context.ts";
 
 /** What every handler needs. */
 export interface ServiceContext {
@@ -26,6 +27,8 @@ export interface ServiceContext {
   hostDirs: string[];
   /** The quantizer (tests substitute a fake). */
   quantize: typeof quantizeModel;
+  /** The shared GPU device, opened on first use. */
+  gpu: () => Promise<GpuContext>;
 }
 
 // deno-lint-ignore no-explicit-any

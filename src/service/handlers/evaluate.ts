@@ -1,0 +1,128 @@
+/** Evaluate: checks the request before any job exists, then queues an evaluation job. */
+import type { ServerWritableStream } from "@grpc/grpc-js";
+import { join } from "node:path";
+import { exists } from "../../io/atomic.ts";
+import { type EvaluateJobOptions, runEvaluateJob } from "../../train/evaluate_job.ts";
+import { invalidArgument, notFound } from "../../util/errors.ts";
+import { normalizeUserPath, resolveDataPath } from "../paths.ts";
+import type { JobRun } from "../jobs.ts";
+import { serviceErrorOf } from "../status.ts";
+import { type ServiceContext, streamJob } from "./jobs.ts";
+import { intIn } from "./validate.ts";
+
+// deno-lint-ignore no-explicit-any
+type Msg = Record<string, any>;
+
+export interface ValidatedEvaluate {
+  request: Msg;
+  options: EvaluateJobOptions;
+  summary: string;
+}
+
+export async function validateEvaluateRequest(
+  req: Msg,
+  dataDir: string,
+): Promise<ValidatedEvaluate> {
+  const maxSeqLen = intIn(req.max_seq_len, "max_seq_len", 2, 131072, 512);
+  const batchSize = intIn(req.batch_size, "batch_size", 1, 1024, 8);
+  const maxNewTokens = intIn(req.max_new_tokens, "max_new_tokens", 1, 4096, 32);
+  const prompts: string[] = [...(req.sample_prompts ?? [])];
+  if (prompts.length > 64) {
+    throw invalidArgument(`sample_prompts: at most 64, got ${prompts.length}`);
+  }
+  if (prompts.some((p) => typeof p !== "string" || p.length === 0 || p.length > 16384)) {
+    throw invalidArgument("sample_prompts: each prompt must be 1..16384 characters");
+  }
+  const baseModelDir = await resolveDataPath(dataDir, req.base_model_path, "base_model_path", {
+    mustExist: true,
+  });
+  for (const f of ["config.json", "tokenizer.json"]) {
+    if (!(await exists(join(baseModelDir, f)))) {
+      throw notFound(`base_model_path ${JSON.stringify(req.base_model_path)}: ${f} not found`);
+    }
+  }
+  const datasetPath = await resolveDataPath(dataDir, req.dataset_path, "dataset_path", {
+    mustExist: true,
+  });
+  let adapterDir: string | undefined;
+  if (req.adapter_path) {
+    adapterDir = await resolveDataPath(dataDir, req.adapter_path, "adapter_path", {
+      mustExist: true,
+    });
+    for (const f of ["adapter_config.json", "adapter_model.safetensors"]) {
+      if (!(await exists(join(adapterDir, f)))) {
+        throw notFound(`adapter_path ${JSON.stringify(req.adapter_path)}: ${f} not found`);
+      }
+    }
+  }
+  const labels = {
+    baseModel: normalizeUserPath(req.base_model_path),
+    dataset: normalizeUserPath(req.dataset_path),
+    adapter: req.adapter_path ? normalizeUserPath(req.adapter_path) : undefined,
+  };
+  return {
+    request: {
+      base_model_path: labels.baseModel,
+      adapter_path: labels.adapter ?? "",
+      dataset_path: labels.dataset,
+      max_seq_len: maxSeqLen,
+      batch_size: batchSize,
+      sample_prompts: prompts,
+      max_new_tokens: maxNewTokens,
+    },
+    options: {
+      baseModelDir,
+      adapterDir,
+      datasetPath,
+      maxSeqLen,
+      batchSize,
+      samplePrompts: prompts,
+      maxNewTokens,
+      labels,
+    },
+    summary: `evaluate ${labels.baseModel}${
+      labels.adapter ? ` + ${labels.adapter}` : ""
+    } on ${labels.dataset}`,
+  };
+}
+
+export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobRun {
+  return async ({ signal, emit }) => {
+    const r = await runEvaluateJob(ctx.gpu, v.options, {
+      progress: (message, index, total) => emit({ progress: { message, index, total } }),
+      log: (level, message) => emit({ log: { level, message } }),
+    }, signal);
+    return {
+      eval_result: {
+        loss: r.loss,
+        perplexity: r.perplexity,
+        token_accuracy: r.tokenAccuracy,
+        tokens: r.tokens,
+        examples: r.examples,
+        samples: r.samples,
+      },
+    };
+  };
+}
+
+export function evaluateHandler(ctx: ServiceContext) {
+  return async (call: ServerWritableStream<Msg, Msg>) => {
+    let jobId: string;
+    try {
+      const v = await validateEvaluateRequest(call.request, ctx.dataDir);
+      jobId = ctx.jobs.submit({
+        kind: "evaluate",
+        summary: v.summary,
+        request: v.request,
+        run: evaluateJob(v, ctx),
+      }).job_id;
+    } catch (err) {
+      call.emit(
+        "error",
+        serviceErrorOf(err, { logger: ctx.logger, hostDirs: ctx.hostDirs, context: "Evaluate" }),
+      );
+      return;
+    }
+    await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
+  };
+}

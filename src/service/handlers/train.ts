@@ -1,0 +1,286 @@
+/**
+ * Train: checks the request (every field's range, paths inside the data directory, the model,
+ * tokenizer, datasets and resume checkpoint exist, the output is free) before any job exists,
+ * then queues a job that runs the training loop and streams its events.
+ */
+import type { ServerWritableStream } from "@grpc/grpc-js";
+import { join } from "node:path";
+import { exists } from "../../io/atomic.ts";
+import { parseTargetModules } from "../../model/config.ts";
+import type { LoraSpec } from "../../model/lora.ts";
+import type { LrScheduler } from "../../train/schedule.ts";
+import { runTrainJob, type TrainJobOptions } from "../../train/train_job.ts";
+import type { TrainingSummary } from "../../train/trainer.ts";
+import { failedPrecondition, invalidArgument, notFound } from "../../util/errors.ts";
+import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
+import type { JobPayload, JobRun } from "../jobs.ts";
+import { serviceErrorOf } from "../status.ts";
+import { type ServiceContext, streamJob } from "./jobs.ts";
+import { intIn, numberIn } from "./validate.ts";
+
+// deno-lint-ignore no-explicit-any
+type Msg = Record<string, any>;
+
+const SCHEDULERS: Record<string, LrScheduler> = {
+  LR_SCHEDULER_UNSPECIFIED: "constant",
+  LR_SCHEDULER_CONSTANT: "constant",
+  LR_SCHEDULER_LINEAR: "linear",
+  LR_SCHEDULER_COSINE: "cosine",
+};
+
+export interface ValidatedTrain {
+  request: Msg;
+  options: TrainJobOptions;
+  outputPath: string;
+  summary: string;
+}
+
+async function modelFolder(dataDir: string, userPath: unknown, field: string): Promise<string> {
+  const dir = await resolveDataPath(dataDir, userPath as string, field, { mustExist: true });
+  const label = `${field} ${JSON.stringify(userPath)}`;
+  if (!(await Deno.stat(dir)).isDirectory) throw invalidArgument(`${label}: not a folder`);
+  for (const f of ["config.json", "tokenizer.json"]) {
+    if (!(await exists(join(dir, f)))) throw notFound(`${label}: ${f} not found`);
+  }
+  return dir;
+}
+
+async function dataFile(dataDir: string, userPath: unknown, field: string): Promise<string> {
+  const file = await resolveDataPath(dataDir, userPath as string, field, { mustExist: true });
+  if (!(await Deno.stat(file)).isFile) {
+    throw invalidArgument(`${field} ${JSON.stringify(userPath)}: not a file`);
+  }
+  return file;
+}
+
+/** LoraConfig with defaults (r 8, alpha 16, dropout 0.05, all seven linears). */
+export function parseLoraConfig(lora: Msg = {}): LoraSpec {
+  return {
+    r: intIn(lora.r, "lora.r", 1, 1024, 8),
+    alpha: numberIn(lora.alpha, "lora.alpha", 0, 1e6, 16, true),
+    dropout: numberIn(lora.dropout, "lora.dropout", 0, 0.99, 0.05),
+    targets: parseTargetModules([...(lora.target_modules ?? [])], "lora.target_modules"),
+    useRslora: Boolean(lora.use_rslora),
+  };
+}
+
+/** Hyperparameters with the documented defaults; every field range-checked. */
+export function parseHyperparameters(hpIn: Msg = {}): TrainJobOptions["hp"] {
+  const scheduler = SCHEDULERS[hpIn.lr_scheduler ?? "LR_SCHEDULER_UNSPECIFIED"];
+  if (!scheduler) {
+    throw invalidArgument(`hyperparameters.lr_scheduler: ${hpIn.lr_scheduler} is not supported`);
+  }
+  const hp = {
+    learningRate: numberIn(hpIn.learning_rate, "hyperparameters.learning_rate", 0, 1, 2e-4, true),
+    lrScheduler: scheduler,
+    warmupSteps: intIn(hpIn.warmup_steps, "hyperparameters.warmup_steps", 0, 1e7, 0),
+    maxSteps: intIn(hpIn.max_steps, "hyperparameters.max_steps", 0, 1e7, 0),
+    epochs: numberIn(hpIn.epochs, "hyperparameters.epochs", 0, 1000, 1, true),
+    microBatchSize: intIn(hpIn.micro_batch_size, "hyperparameters.micro_batch_size", 1, 1024, 1),
+    gradientAccumulationSteps: intIn(
+      hpIn.gradient_accumulation_steps,
+      "hyperparameters.gradient_accumulation_steps",
+      1,
+      4096,
+      1,
+    ),
+    maxSeqLen: intIn(hpIn.max_seq_len, "hyperparameters.max_seq_len", 2, 131072, 512),
+    maxGradNorm: numberIn(hpIn.max_grad_norm, "hyperparameters.max_grad_norm", 0, 1e6, 0.3),
+    weightDecay: numberIn(hpIn.weight_decay, "hyperparameters.weight_decay", 0, 1, 0),
+    seed: intIn(hpIn.seed ?? 42, "hyperparameters.seed", 0, 0xffffffff, 42),
+    gradientCheckpointing: hpIn.gradient_checkpointing ?? true,
+    saveSteps: intIn(hpIn.save_steps, "hyperparameters.save_steps", 0, 1e7, 0),
+    evalSteps: intIn(hpIn.eval_steps, "hyperparameters.eval_steps", 0, 1e7, 0),
+    optimizerGpuBudgetBytes: intIn(
+      hpIn.optimizer_gpu_budget_bytes,
+      "hyperparameters.optimizer_gpu_budget_bytes",
+      0,
+      Number.MAX_SAFE_INTEGER,
+      0,
+    ),
+    packing: Boolean(hpIn.packing),
+  };
+  if (hp.warmupSteps > 0 && hp.maxSteps > 0 && hp.warmupSteps > hp.maxSteps) {
+    throw invalidArgument(
+      `hyperparameters.warmup_steps ${hp.warmupSteps} exceeds max_steps ${hp.maxSteps}`,
+    );
+  }
+  return hp;
+}
+
+export async function validateTrainRequest(req: Msg, dataDir: string): Promise<ValidatedTrain> {
+  const spec = parseLoraConfig(req.lora);
+  const { r, alpha, dropout, targets } = spec;
+  const hp = parseHyperparameters(req.hyperparameters);
+
+  const baseModelDir = await modelFolder(dataDir, req.base_model_path, "base_model_path");
+  const datasetPath = await dataFile(dataDir, req.dataset_path, "dataset_path");
+  const evalDatasetPath = req.eval_dataset_path
+    ? await dataFile(dataDir, req.eval_dataset_path, "eval_dataset_path")
+    : undefined;
+  const outputDir = await resolveDataPath(dataDir, req.output_path, "output_path");
+  const outputLabel = `output_path ${JSON.stringify(req.output_path)}`;
+  if (isInside(baseModelDir, outputDir) || isInside(outputDir, baseModelDir)) {
+    throw invalidArgument(`${outputLabel}: must not be the base model, inside it, or contain it`);
+  }
+  let resumeFrom: string | undefined;
+  if (req.resume_from) {
+    resumeFrom = await resolveDataPath(dataDir, req.resume_from, "resume_from", {
+      mustExist: true,
+    });
+    // Resuming continues in the same output folder; its checkpoints live there.
+    if (!isInside(outputDir, resumeFrom)) {
+      throw invalidArgument(
+        `resume_from ${
+          JSON.stringify(req.resume_from)
+        }: must be ${outputLabel} or a checkpoint in it`,
+      );
+    }
+  } else if (!req.overwrite && await exists(outputDir)) {
+    throw failedPrecondition(`${outputLabel}: already exists (set overwrite, or resume_from it)`);
+  }
+
+  const labels = {
+    baseModel: normalizeUserPath(req.base_model_path),
+    dataset: normalizeUserPath(req.dataset_path),
+    evalDataset: req.eval_dataset_path ? normalizeUserPath(req.eval_dataset_path) : undefined,
+  };
+  const outputPath = normalizeUserPath(req.output_path);
+  const options: TrainJobOptions = {
+    baseModelDir,
+    datasetPath,
+    evalDatasetPath,
+    outputDir,
+    resumeFrom,
+    lora: spec,
+    hp,
+    labels,
+  };
+  const request = {
+    base_model_path: labels.baseModel,
+    dataset_path: labels.dataset,
+    eval_dataset_path: labels.evalDataset ?? "",
+    output_path: outputPath,
+    lora: {
+      r,
+      alpha,
+      dropout,
+      target_modules: targets.map((t) => `${t}_proj`),
+      use_rslora: spec.useRslora,
+    },
+    hyperparameters: {
+      learning_rate: hp.learningRate,
+      lr_scheduler: `LR_SCHEDULER_${hp.lrScheduler.toUpperCase()}`,
+      warmup_steps: hp.warmupSteps,
+      max_steps: hp.maxSteps,
+      epochs: hp.epochs,
+      micro_batch_size: hp.microBatchSize,
+      gradient_accumulation_steps: hp.gradientAccumulationSteps,
+      max_seq_len: hp.maxSeqLen,
+      max_grad_norm: hp.maxGradNorm,
+      weight_decay: hp.weightDecay,
+      seed: hp.seed,
+      gradient_checkpointing: hp.gradientCheckpointing,
+      save_steps: hp.saveSteps,
+      eval_steps: hp.evalSteps,
+      optimizer_gpu_budget_bytes: hp.optimizerGpuBudgetBytes,
+      packing: hp.packing,
+    },
+    resume_from: req.resume_from ? normalizeUserPath(req.resume_from) : "",
+    overwrite: Boolean(req.overwrite),
+  };
+  return {
+    request,
+    options,
+    outputPath,
+    summary: `train ${labels.baseModel} on ${labels.dataset} -> ${outputPath} (r ${r}${
+      resumeFrom ? ", resumed" : ""
+    })`,
+  };
+}
+
+function trainResult(v: ValidatedTrain, s: TrainingSummary): JobPayload {
+  return {
+    train_result: {
+      output_path: v.outputPath,
+      steps: s.steps,
+      first_loss: s.firstLoss ?? 0,
+      final_loss: s.finalLoss,
+      eval_loss: s.lastEval?.loss ?? 0,
+      eval_perplexity: s.lastEval?.perplexity ?? 0,
+      tokens_per_second: s.tokensPerSecond,
+      train_seconds: s.trainSeconds,
+      peak_memory_bytes: s.peakMemory,
+      trainable_parameters: s.parameters,
+      resumed_from_step: s.resumedFromStep ?? 0,
+    },
+  };
+}
+
+/** The job body: the training loop, its hooks mapped to JobEvents. */
+export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobRun {
+  return async ({ signal, emit }) => {
+    const { outputDir, resumeFrom } = v.options;
+    if (v.request.overwrite && !resumeFrom) {
+      await Deno.remove(outputDir, { recursive: true }).catch(() => {});
+    }
+    const relative = (p: string) =>
+      p.startsWith(ctx.dataDir + "/") ? p.slice(ctx.dataDir.length + 1) : p;
+    const summary = await runTrainJob(ctx.gpu, v.options, {
+      progress: (message, index, total) => emit({ progress: { message, index, total } }),
+      log: (level, message) => emit({ log: { level, message } }),
+      metrics: (m) =>
+        emit({
+          train_metrics: {
+            step: m.step,
+            total_steps: m.totalSteps,
+            epoch: m.epoch,
+            loss: m.loss,
+            learning_rate: m.learningRate,
+            grad_norm: m.gradNorm,
+            tokens_per_second: m.tokensPerSecond,
+            memory_bytes: m.memory,
+            eta_seconds: m.etaSeconds,
+            paged_bytes_in: m.pagedInBytes,
+            paged_bytes_out: m.pagedOutBytes,
+            tokens: m.tokens,
+          },
+        }),
+      eval: (e) =>
+        emit({
+          eval_result: {
+            loss: e.loss,
+            perplexity: e.perplexity,
+            token_accuracy: e.tokenAccuracy,
+            tokens: e.tokens,
+            step: e.step,
+          },
+        }),
+      checkpoint: (path, step, isFinal) =>
+        emit({ checkpoint: { path: relative(path), step, is_final: isFinal } }),
+    }, signal);
+    return trainResult(v, summary);
+  };
+}
+
+export function trainHandler(ctx: ServiceContext) {
+  return async (call: ServerWritableStream<Msg, Msg>) => {
+    let jobId: string;
+    try {
+      const v = await validateTrainRequest(call.request, ctx.dataDir);
+      jobId = ctx.jobs.submit({
+        kind: "train",
+        summary: v.summary,
+        request: v.request,
+        run: trainJob(v, ctx),
+      }).job_id;
+    } catch (err) {
+      call.emit(
+        "error",
+        serviceErrorOf(err, { logger: ctx.logger, hostDirs: ctx.hostDirs, context: "Train" }),
+      );
+      return;
+    }
+    await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
+  };
+}
