@@ -1,0 +1,557 @@
+// Inline npm: specifiers until deno.json maps "yaml" and "kubernetes-models"; then import the
+// bare names and drop this line.
+// deno-lint-ignore-file no-import-prefix
+/**
+ * deploy/k8s and the Dockerfile: every manifest validates against the Kubernetes OpenAPI schema
+ * (kubernetes-models' compiled validators) with no unknown field, and the pieces agree with each
+ * other and with the code: probes on the container port, the GPU limit, the grace period, the
+ * data volume at the CLI's --data-dir, non-root, the ConfigMap and the Service selector; the
+ * Dockerfile pins its bases and Deno (the version scripts/qlorad.sh installs) and runs as a
+ * non-root user.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseAllDocuments } from "npm:yaml@2.9.1";
+import { Deployment } from "npm:kubernetes-models@5.1.0/apps/v1/Deployment";
+import { ConfigMap } from "npm:kubernetes-models@5.1.0/v1/ConfigMap";
+import { Namespace } from "npm:kubernetes-models@5.1.0/v1/Namespace";
+import { PersistentVolumeClaim } from "npm:kubernetes-models@5.1.0/v1/PersistentVolumeClaim";
+import { Service } from "npm:kubernetes-models@5.1.0/v1/Service";
+import { validate as deploymentSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiAppsV1Deployment";
+import { validate as configMapSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiCoreV1ConfigMap";
+import { validate as namespaceSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiCoreV1Namespace";
+import { validate as pvcSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiCoreV1PersistentVolumeClaim";
+import { validate as serviceSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiCoreV1Service";
+import { SERVICE_NAME } from "../../src/service/server.ts";
+import { backendFromEnv } from "../../src/gpu/provider.ts";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const K8S_DIR = path.join(ROOT, "deploy/k8s");
+
+// deno-lint-ignore no-explicit-any
+type Obj = Record<string, any>;
+
+interface Kind {
+  /** Validates with the schema; throws a message naming the failing paths. */
+  model: new (data: Obj) => { validate(): void };
+  /** The same schema's compiled validator, called directly to see which fields it reads. */
+  schema: (data: unknown) => boolean;
+}
+
+/** apiVersion/kind -> schema. A manifest of any other kind fails the test: add it here. */
+const KINDS: Record<string, Kind> = {
+  "apps/v1/Deployment": { model: Deployment, schema: deploymentSchema },
+  "v1/ConfigMap": { model: ConfigMap, schema: configMapSchema },
+  "v1/Namespace": { model: Namespace, schema: namespaceSchema },
+  "v1/PersistentVolumeClaim": { model: PersistentVolumeClaim, schema: pvcSchema },
+  "v1/Service": { model: Service, schema: serviceSchema },
+};
+
+/** Parses a YAML stream strictly (duplicate keys, syntax errors and warnings all fail). */
+function parseYaml(text: string, where: string): Obj[] {
+  const docs = parseAllDocuments(text, { uniqueKeys: true, prettyErrors: true });
+  if (!Array.isArray(docs)) throw new Error(`${where}: not a YAML stream`);
+  const out: Obj[] = [];
+  for (const doc of docs) {
+    const problems = [...doc.errors, ...doc.warnings];
+    if (problems.length > 0) throw new Error(`${where}: ${problems.map(String).join("; ")}`);
+    const value = doc.toJS();
+    if (value !== null && value !== undefined) out.push(value);
+  }
+  return out;
+}
+
+interface Manifest {
+  file: string;
+  obj: Obj;
+}
+
+async function readManifests(): Promise<Manifest[]> {
+  const out: Manifest[] = [];
+  for (const file of await manifestFiles()) {
+    const text = await Deno.readTextFile(path.join(K8S_DIR, file));
+    for (const obj of parseYaml(text, file)) out.push({ file, obj });
+  }
+  return out;
+}
+
+/** The YAML files in deploy/k8s other than kustomization.yaml, sorted. */
+async function manifestFiles(): Promise<string[]> {
+  const files: string[] = [];
+  for await (const e of Deno.readDir(K8S_DIR)) {
+    if (e.isFile && /\.ya?ml$/.test(e.name) && e.name !== "kustomization.yaml") files.push(e.name);
+  }
+  return files.sort();
+}
+
+function kindOf(obj: Obj): string {
+  return `${obj.apiVersion}/${obj.kind}`;
+}
+
+/**
+ * Fields the schema does not know. Kubernetes' OpenAPI schemas allow unknown properties (the API
+ * server drops them, or rejects them under strict field validation), so a misspelled field
+ * would pass a plain schema check. The compiled validator reads every property its schema
+ * names, and every entry of a map it iterates: a field of the object it never read is unknown.
+ */
+function unknownFields(schema: (data: unknown) => boolean, obj: Obj): string[] {
+  const read = new Set<string>();
+  const wrap = (value: unknown, at: string): unknown => {
+    if (value === null || typeof value !== "object") return value;
+    return new Proxy(value as object, {
+      get(target, key, receiver) {
+        const child = Reflect.get(target, key, receiver);
+        if (typeof key !== "string" || !Object.hasOwn(target, key)) return child;
+        read.add(`${at}/${key}`);
+        return wrap(child, `${at}/${key}`);
+      },
+    });
+  };
+  schema(wrap(obj, ""));
+  const unknown: string[] = [];
+  const walk = (value: unknown, at: string) => {
+    if (value === null || typeof value !== "object") return;
+    for (const [key, child] of Object.entries(value)) {
+      const here = `${at}/${key}`;
+      if (!Array.isArray(value) && !read.has(here)) unknown.push(here);
+      else walk(child, here);
+    }
+  };
+  walk(obj, "");
+  return unknown;
+}
+
+/** Schema errors and unknown fields of one object, as messages; empty when it is valid. */
+function schemaProblems(obj: Obj): string[] {
+  const kind = KINDS[kindOf(obj)];
+  if (!kind) return [`${kindOf(obj)} has no schema in this test`];
+  const problems: string[] = [];
+  try {
+    new kind.model(obj).validate();
+  } catch (err) {
+    problems.push(err instanceof Error ? err.message : String(err));
+  }
+  for (const field of unknownFields(kind.schema, obj)) problems.push(`unknown field ${field}`);
+  return problems;
+}
+
+async function one(kind: string): Promise<Obj> {
+  const found = (await readManifests()).filter((m) => kindOf(m.obj) === kind);
+  assert.equal(found.length, 1, `expected one ${kind} in deploy/k8s, found ${found.length}`);
+  return found[0].obj;
+}
+
+function serverContainer(deployment: Obj): Obj {
+  const containers: Obj[] = deployment.spec.template.spec.containers;
+  const c = containers.find((c) => c.name === "qlorad");
+  assert.ok(c, "the Deployment has a container named qlorad");
+  return c;
+}
+
+/** The value following `flag` in an argument list. */
+function flagValue(args: string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+async function kubectlAvailable(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("kubectl", {
+      args: ["version", "--client"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------- schema
+
+Deno.test("every manifest in deploy/k8s validates against the Kubernetes schema", async () => {
+  const manifests = await readManifests();
+  assert.ok(manifests.length >= 4, `found ${manifests.length} objects`);
+  const problems = manifests.flatMap((m) =>
+    schemaProblems(m.obj).map((p) => `${m.file} ${m.obj.kind}/${m.obj.metadata?.name}: ${p}`)
+  );
+  assert.deepEqual(problems, []);
+  for (const m of manifests) {
+    assert.match(m.obj.metadata?.name ?? "", /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, m.file);
+  }
+});
+
+Deno.test("the schema check rejects wrong types, missing fields and unknown fields", async () => {
+  const good = await one("apps/v1/Deployment");
+  assert.deepEqual(schemaProblems(good), []);
+
+  const wrongType = structuredClone(good);
+  serverContainer(wrongType).readinessProbe.grpc.port = "grpc"; // gRPC probes take a number
+  assert.match(schemaProblems(wrongType).join("\n"), /readinessProbe\/grpc\/port must be integer/);
+
+  const missing = structuredClone(good);
+  delete missing.spec.selector;
+  assert.match(schemaProblems(missing).join("\n"), /selector/);
+
+  const misspelt = structuredClone(good);
+  const c = serverContainer(misspelt);
+  c.livenessprobe = c.livenessProbe;
+  misspelt.spec.template.spec.terminationGracePeriod = 300;
+  assert.deepEqual(schemaProblems(misspelt).sort(), [
+    "unknown field /spec/template/spec/containers/0/livenessprobe",
+    "unknown field /spec/template/spec/terminationGracePeriod",
+  ]);
+
+  // Map entries (labels, ConfigMap data, resource limits) are not unknown fields.
+  assert.deepEqual(schemaProblems(await one("v1/ConfigMap")), []);
+});
+
+Deno.test("kustomization.yaml lists exactly the manifests in deploy/k8s", async () => {
+  const [k] = parseYaml(
+    await Deno.readTextFile(path.join(K8S_DIR, "kustomization.yaml")),
+    "kustomization.yaml",
+  );
+  assert.equal(k.apiVersion, "kustomize.config.k8s.io/v1beta1");
+  assert.equal(k.kind, "Kustomization");
+  assert.deepEqual([...k.resources].sort(), await manifestFiles());
+  assert.equal(k.namespace, (await one("v1/Namespace")).metadata.name);
+  // The image the Deployment names is the one kustomize rewrites, to a pinned tag.
+  const image = serverContainer(await one("apps/v1/Deployment")).image;
+  const entry = (k.images as Obj[]).find((i) => i.name === image);
+  assert.ok(entry, `kustomization.yaml images has an entry for ${image}`);
+  assert.ok(entry.newTag && entry.newTag !== "latest", "a pinned image tag");
+});
+
+Deno.test({
+  name: "kubectl kustomize renders deploy/k8s into valid objects in the namespace",
+  ignore: !(await kubectlAvailable()),
+  async fn() {
+    const out = await new Deno.Command("kubectl", {
+      args: ["kustomize", K8S_DIR],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const objs = parseYaml(new TextDecoder().decode(out.stdout), "kubectl kustomize");
+    assert.deepEqual(
+      objs.map((o) => kindOf(o)).sort(),
+      (await readManifests()).map((m) => kindOf(m.obj)).sort(),
+    );
+    for (const o of objs) {
+      assert.deepEqual(schemaProblems(o), [], `${o.kind}/${o.metadata.name}`);
+      if (o.kind !== "Namespace") assert.equal(o.metadata.namespace, "qlorad", o.kind);
+    }
+    const deployment = objs.find((o) => o.kind === "Deployment")!;
+    assert.equal(serverContainer(deployment).image, "registry.example.com/qlorad:0.1.0");
+  },
+});
+
+// ------------------------------------------------------------------------------ deployment
+
+Deno.test("deployment: native gRPC probes on the container's gRPC port", async () => {
+  const c = serverContainer(await one("apps/v1/Deployment"));
+  const grpcPort = (c.ports as Obj[]).find((p) => p.name === "grpc");
+  assert.ok(grpcPort, "a container port named grpc");
+  assert.equal(grpcPort.protocol ?? "TCP", "TCP");
+  assert.equal(String(grpcPort.containerPort), flagValue(c.args, "--port"));
+  for (const probe of ["startupProbe", "livenessProbe", "readinessProbe"]) {
+    assert.ok(c[probe]?.grpc, `${probe} uses grpc`);
+    assert.equal(c[probe].grpc.port, grpcPort.containerPort, `${probe} port`);
+  }
+  // Liveness asks about the whole server, readiness about the API the Service routes to: the
+  // names the server's health service knows (src/service/server.ts).
+  assert.equal(c.livenessProbe.grpc.service ?? "", "");
+  assert.equal(c.readinessProbe.grpc.service, SERVICE_NAME);
+});
+
+Deno.test("deployment: one GPU, Recreate, and a grace period that covers a checkpoint", async () => {
+  const d = await one("apps/v1/Deployment");
+  const c = serverContainer(d);
+  assert.equal(Number(c.resources.limits["nvidia.com/gpu"]), 1);
+  const requestedGpu = c.resources.requests?.["nvidia.com/gpu"];
+  if (requestedGpu !== undefined) assert.equal(String(requestedGpu), "1");
+  assert.ok(c.resources.requests.cpu, "a CPU request");
+  assert.ok(c.resources.requests.memory, "a memory request");
+  assert.equal(d.spec.replicas, 1);
+  assert.equal(d.spec.strategy.type, "Recreate");
+  const grace = d.spec.template.spec.terminationGracePeriodSeconds;
+  assert.ok(Number.isInteger(grace) && grace >= 120, `terminationGracePeriodSeconds ${grace}`);
+  // The kubelet's probe must not restart a busy pod faster than a checkpoint could be written.
+  const live = c.livenessProbe;
+  assert.ok((live.periodSeconds ?? 10) * (live.failureThreshold ?? 3) >= 60);
+  // The NVIDIA container toolkit mounts the Vulkan driver only with the graphics capability.
+  const caps = (c.env as Obj[]).find((e) => e.name === "NVIDIA_DRIVER_CAPABILITIES")?.value;
+  assert.ok(caps, "NVIDIA_DRIVER_CAPABILITIES is set");
+  for (const cap of ["compute", "graphics"]) assert.ok(caps.split(",").includes(cap), cap);
+});
+
+Deno.test("deployment: the PVC is mounted at the server's --data-dir", async () => {
+  const d = await one("apps/v1/Deployment");
+  const pvc = await one("v1/PersistentVolumeClaim");
+  const c = serverContainer(d);
+  assert.equal(c.args[0], "serve");
+  const dataDir = flagValue(c.args, "--data-dir");
+  assert.equal(dataDir, "/data");
+  const mount = (c.volumeMounts as Obj[]).find((m) => m.mountPath === dataDir);
+  assert.ok(mount, `a volume mounted at ${dataDir}`);
+  assert.ok(!mount.readOnly, "the data volume is writable");
+  const volume = (d.spec.template.spec.volumes as Obj[]).find((v) => v.name === mount.name);
+  assert.equal(volume?.persistentVolumeClaim?.claimName, pvc.metadata.name);
+  assert.ok(pvc.spec.accessModes.includes("ReadWriteOnce"));
+  assert.ok(pvc.spec.resources.requests.storage);
+  // The server listens on all interfaces, or the kubelet's probes and the Service miss it.
+  assert.equal(flagValue(c.args, "--host"), "0.0.0.0");
+  // The same defaults as the image's CMD.
+  assert.deepEqual(c.args, (await dockerfile()).cmd);
+});
+
+Deno.test("deployment: non-root, read-only root filesystem, writable /tmp", async () => {
+  const d = await one("apps/v1/Deployment");
+  const pod = d.spec.template.spec.securityContext ?? {};
+  const c = serverContainer(d);
+  const sc = { ...pod, ...c.securityContext };
+  assert.equal(sc.runAsNonRoot, true);
+  assert.ok(Number.isInteger(sc.runAsUser) && sc.runAsUser > 0, `runAsUser ${sc.runAsUser}`);
+  assert.equal(String(sc.runAsUser), (await dockerfile()).user.split(":")[0]);
+  assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+  assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+  assert.deepEqual(c.securityContext.capabilities?.drop, ["ALL"]);
+  const tmp = (c.volumeMounts as Obj[]).find((m) => m.mountPath === "/tmp");
+  assert.ok(tmp, "/tmp is mounted");
+  const volume = (d.spec.template.spec.volumes as Obj[]).find((v) => v.name === tmp.name);
+  assert.ok(volume?.emptyDir, "/tmp is an emptyDir");
+});
+
+// ------------------------------------------------------------------- configmap and service
+
+Deno.test("configmap: referenced by the deployment, with OTel settings and a valid backend", async () => {
+  const cm = await one("v1/ConfigMap");
+  const c = serverContainer(await one("apps/v1/Deployment"));
+  const refs = (c.envFrom as Obj[]).map((e) => e.configMapRef?.name).filter(Boolean);
+  assert.deepEqual(refs, [cm.metadata.name]);
+  for (const key of ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_TRACES_SAMPLER"]) {
+    assert.ok(cm.data[key], key);
+  }
+  assert.equal(cm.data.OTEL_SERVICE_NAME, "qlorad");
+  new URL(cm.data.OTEL_EXPORTER_OTLP_ENDPOINT);
+  // Every value is a string (a ConfigMap's data is map[string]string).
+  for (const [k, v] of Object.entries(cm.data)) assert.equal(typeof v, "string", k);
+  // The server's own parser accepts the backend.
+  const before = Deno.env.get("QLORAD_GPU_BACKEND");
+  try {
+    Deno.env.set("QLORAD_GPU_BACKEND", cm.data.QLORAD_GPU_BACKEND);
+    assert.equal(backendFromEnv(), "vulkan");
+  } finally {
+    if (before === undefined) Deno.env.delete("QLORAD_GPU_BACKEND");
+    else Deno.env.set("QLORAD_GPU_BACKEND", before);
+  }
+});
+
+Deno.test("service: selects the deployment's pods and routes gRPC to the container port", async () => {
+  const svc = await one("v1/Service");
+  const d = await one("apps/v1/Deployment");
+  const podLabels: Obj = d.spec.template.metadata.labels;
+  // The Deployment's own selector matches its pods.
+  for (const [k, v] of Object.entries(d.spec.selector.matchLabels)) assert.equal(podLabels[k], v);
+  const selector: Obj = svc.spec.selector;
+  assert.ok(Object.keys(selector).length > 0, "the Service has a selector");
+  for (const [k, v] of Object.entries(selector)) assert.equal(podLabels[k], v, `label ${k}`);
+  assert.equal(svc.spec.type ?? "ClusterIP", "ClusterIP");
+  const [port] = svc.spec.ports;
+  assert.equal(svc.spec.ports.length, 1);
+  assert.equal(port.name, "grpc");
+  assert.equal(port.port, 50051);
+  assert.equal(port.appProtocol, "grpc");
+  const c = serverContainer(d);
+  const target = (c.ports as Obj[]).find((p) =>
+    p.name === port.targetPort || p.containerPort === port.targetPort
+  );
+  assert.ok(target, `targetPort ${port.targetPort} is a container port`);
+});
+
+// ------------------------------------------------------------------------------ Dockerfile
+
+interface Instruction {
+  keyword: string;
+  args: string;
+}
+
+interface DockerfileFacts {
+  instructions: Instruction[];
+  /** FROM references with ARG defaults substituted, in order. */
+  bases: string[];
+  /** ARG defaults declared before the first FROM. */
+  globalArgs: Record<string, string>;
+  /** The final stage's last USER. */
+  user: string;
+  /** The final stage's ENV. */
+  env: Record<string, string>;
+  entrypoint: string[];
+  cmd: string[];
+  /** HEALTHCHECK's command (exec form). */
+  healthcheck: string[];
+  expose: string[];
+  /** Paths the final stage copies from the build stage, and the build stage's COPY sources. */
+  copied: string[];
+  /** The text of every RUN, continuation lines joined. */
+  runs: string[];
+}
+
+/** Instructions with `\` continuations joined and comment lines dropped, as Docker reads them. */
+function instructions(text: string): Instruction[] {
+  const out: Instruction[] = [];
+  let current = "";
+  for (const line of text.split("\n")) {
+    if (/^\s*#/.test(line) && current === "") continue; // comment (or parser directive)
+    if (/^\s*#/.test(line)) continue; // comment inside a continued instruction
+    if (line.trim() === "" && current === "") continue;
+    if (/\\\s*$/.test(line)) {
+      current += line.replace(/\\\s*$/, " ");
+      continue;
+    }
+    current += line;
+    const m = current.trim().match(/^(\w+)\s+([\s\S]*)$/);
+    if (m) out.push({ keyword: m[1].toUpperCase(), args: m[2].trim() });
+    current = "";
+  }
+  return out;
+}
+
+function substitute(text: string, vars: Record<string, string>): string {
+  return text.replace(/\$\{(\w+)\}|\$(\w+)/g, (_, a, b) => vars[a ?? b] ?? `\${${a ?? b}}`);
+}
+
+async function dockerfile(): Promise<DockerfileFacts> {
+  const list = instructions(await Deno.readTextFile(path.join(ROOT, "Dockerfile")));
+  const globalArgs: Record<string, string> = {};
+  const bases: string[] = [];
+  let finalStage: Instruction[] = [];
+  for (const ins of list) {
+    if (ins.keyword === "ARG" && bases.length === 0) {
+      const [name, value] = ins.args.split("=", 2);
+      if (value !== undefined) globalArgs[name] = value;
+    }
+    if (ins.keyword === "FROM") {
+      bases.push(substitute(ins.args.split(/\s+/)[0], globalArgs));
+      finalStage = [];
+    }
+    finalStage.push(ins);
+  }
+  const env: Record<string, string> = {};
+  for (const ins of finalStage.filter((i) => i.keyword === "ENV")) {
+    for (const pair of ins.args.split(/\s+/)) {
+      const [k, v] = pair.split("=", 2);
+      env[k] = v;
+    }
+  }
+  const exec = (keyword: string, stage = finalStage): string[] => {
+    const ins = stage.filter((i) => i.keyword === keyword).at(-1);
+    assert.ok(ins, `the final stage has ${keyword}`);
+    const json = keyword === "HEALTHCHECK"
+      ? ins.args.match(/\bCMD\s+(\[[\s\S]*\])$/)?.[1]
+      : ins.args;
+    assert.ok(json !== undefined && json.startsWith("["), `${keyword} uses the exec (JSON) form`);
+    return JSON.parse(json);
+  };
+  return {
+    instructions: list,
+    bases,
+    globalArgs,
+    user: finalStage.filter((i) => i.keyword === "USER").at(-1)?.args ?? "root",
+    env,
+    entrypoint: exec("ENTRYPOINT"),
+    cmd: exec("CMD"),
+    healthcheck: exec("HEALTHCHECK"),
+    expose: finalStage.filter((i) => i.keyword === "EXPOSE").flatMap((i) => i.args.split(/\s+/)),
+    copied: list.filter((i) => i.keyword === "COPY").flatMap((i) =>
+      i.args.split(/\s+/).filter((a) => !a.startsWith("--")).slice(0, -1)
+    ),
+    runs: list.filter((i) => i.keyword === "RUN").map((i) => i.args),
+  };
+}
+
+/** DENO_VERSION and the apt packages scripts/qlorad.sh installs. */
+async function bootstrap(): Promise<{ denoVersion: string; aptPackages: string[] }> {
+  const text = (await Deno.readTextFile(path.join(ROOT, "scripts/qlorad.sh")))
+    .replace(/\\\n/g, " ");
+  const denoVersion = text.match(/^DENO_VERSION=(\S+)$/m)?.[1];
+  assert.ok(denoVersion, "scripts/qlorad.sh sets DENO_VERSION");
+  const apt = text.match(/apt-get install[^\n]*--no-install-recommends\s+([a-z0-9.+\- ]+)/)?.[1];
+  assert.ok(apt, "scripts/qlorad.sh installs Mesa with apt-get");
+  return { denoVersion, aptPackages: apt.trim().split(/\s+/) };
+}
+
+Deno.test("Dockerfile: every base image is pinned to a version or a digest", async () => {
+  const { bases } = await dockerfile();
+  assert.ok(bases.length >= 2, "a multi-stage build");
+  for (const ref of bases) {
+    assert.doesNotMatch(ref, /\$\{?\w/, `${ref}: unresolved ARG`);
+    const digest = /@sha256:[0-9a-f]{64}$/.test(ref);
+    const tag = ref.replace(/@.*$/, "").match(/:([^/:]+)$/)?.[1];
+    assert.ok(
+      digest || (tag !== undefined && tag !== "latest" && /\d+\.\d+/.test(tag)),
+      `${ref}: pin a version tag (e.g. 12.11-slim) or a digest`,
+    );
+  }
+});
+
+Deno.test("Dockerfile: installs the Deno version that scripts/qlorad.sh installs", async () => {
+  const df = await dockerfile();
+  const { denoVersion } = await bootstrap();
+  assert.equal(df.globalArgs.DENO_VERSION, denoVersion);
+  const install = df.runs.find((r) => /npm install/.test(r) && /deno@/.test(r));
+  assert.ok(install, "deno comes from the npm package");
+  assert.match(install, /"?deno@\$\{DENO_VERSION\}"?/);
+  assert.match(install, /deno --version/, "the build checks the installed version");
+  // Dependencies are vendored from the lock, not resolved afresh.
+  assert.ok(df.runs.some((r) => /deno install --frozen/.test(r)));
+});
+
+Deno.test("Dockerfile: runs as a non-root user and can reach the GPU or Mesa", async () => {
+  const df = await dockerfile();
+  const [uid, gid] = df.user.split(":");
+  assert.match(uid, /^\d+$/, "a numeric USER, which runAsNonRoot can verify");
+  assert.notEqual(Number(uid), 0);
+  if (gid !== undefined) assert.notEqual(Number(gid), 0);
+  const caps = df.env.NVIDIA_DRIVER_CAPABILITIES?.split(",") ?? [];
+  for (const cap of ["compute", "graphics"]) assert.ok(caps.includes(cap), cap);
+  assert.equal(df.env.NVIDIA_VISIBLE_DEVICES, "all");
+  assert.equal(df.env.EGL_PLATFORM, "surfaceless");
+  assert.ok(df.env.XDG_RUNTIME_DIR);
+  const apt = df.runs.find((r) => /apt-get install/.test(r)) ?? "";
+  const installed = new Set(apt.split(/\s+/));
+  for (const pkg of ["libvulkan1", "ca-certificates", ...(await bootstrap()).aptPackages]) {
+    assert.ok(installed.has(pkg), `the runtime image installs ${pkg}`);
+  }
+});
+
+Deno.test("Dockerfile: serves gRPC on the exposed port with the data dir, health-checked", async () => {
+  const df = await dockerfile();
+  assert.deepEqual(df.entrypoint.slice(0, 2), ["deno", "run"]);
+  assert.equal(df.entrypoint.at(-1), "src/cli.ts");
+  assert.ok(df.entrypoint.includes("--v8-flags=--expose-gc"));
+  assert.equal(df.cmd[0], "serve");
+  const port = flagValue(df.cmd, "--port");
+  assert.deepEqual(df.expose, [port]);
+  assert.equal(df.env.QLORAD_PORT, port, "the health probe asks the port the server uses");
+  assert.equal(flagValue(df.cmd, "--host"), "0.0.0.0");
+  assert.equal(flagValue(df.cmd, "--data-dir"), "/data");
+  assert.ok(df.healthcheck.includes("scripts/health_probe.ts"));
+  await Deno.stat(path.join(ROOT, "scripts/health_probe.ts"));
+  // The build context brings everything the entry points read at run time.
+  for (const p of ["deno.json", "deno.lock", "src", "shaders", "proto", "scripts"]) {
+    assert.ok(
+      df.copied.some((c) => c === p || c === `${p}/` || c.split(/\s+/).includes(p)),
+      `COPY ${p}`,
+    );
+  }
+});
+
+Deno.test(".dockerignore keeps local installs, data and git out of the build context", async () => {
+  const lines = (await Deno.readTextFile(path.join(ROOT, ".dockerignore")))
+    .split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  for (const p of ["node_modules", ".tools", "data", ".git"]) {
+    assert.ok(lines.includes(p) || lines.includes(`${p}/`), p);
+  }
+});
