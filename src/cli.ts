@@ -13,6 +13,8 @@ import { quantizeModel } from "./quant/quantize_model.ts";
 import type { QuantizeProgress, QuantType } from "./quant/quantize_model.ts";
 import { ALLOWED_BLOCKSIZES } from "./quant/blockwise.ts";
 import { CancelledError, QloradError } from "./util/errors.ts";
+import { runEstimateCommand } from "./train/estimate_cli.ts";
+import { mergeAdapter } from "./train/merge.ts";
 
 export const USAGE = `usage:
   qlorad serve --data-dir DIR [--port N] [--host H] [--max-queued N]
@@ -22,6 +24,11 @@ export const USAGE = `usage:
                   [--skip-modules NAME,NAME] [--overwrite]
       Quantize a Hugging Face checkpoint folder to a bitsandbytes 4-bit folder.
       Defaults: --type nf4, --blocksize 64, double quant on, --skip-modules lm_head.
+  qlorad estimate (--config config.json | --preset 7b|13b|33b|65b|70b|all) [--r N] [--batch N]
+                  [--seq N] [--checkpointing] [--optimizer-budget BYTES] [--compare]
+      Predict GPU memory by category for training a model (see docs/MEMORY.md).
+  qlorad export --merge --base DIR --adapter DIR --out DIR [--dtype bf16|f16|f32] [--overwrite]
+      Write a full-precision Hugging Face checkpoint: dequantized base + scaling*B*A.
 `;
 
 class UsageError extends Error {}
@@ -45,6 +52,10 @@ export async function main(args: string[]): Promise<number> {
         return await serve(rest);
       case "quantize":
         return await quantize(rest);
+      case "estimate":
+        return await runEstimateCommand(rest);
+      case "export":
+        return await exportMerged(rest);
       case "help":
       case "--help":
       case "-h":
@@ -181,6 +192,41 @@ async function quantize(args: string[]): Promise<number> {
   } finally {
     for (const s of SIGNALS) Deno.removeSignalListener(s, onSignal);
   }
+}
+
+async function exportMerged(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      merge: { type: "boolean" },
+      base: { type: "string" },
+      adapter: { type: "string" },
+      out: { type: "string" },
+      dtype: { type: "string" },
+      overwrite: { type: "boolean" },
+    },
+  });
+  if (!values.merge) usageError("export needs --merge (the only export there is)");
+  const base = values.base ?? usageError("export needs --base DIR");
+  const adapter = values.adapter ?? usageError("export needs --adapter DIR");
+  const out = values.out ?? usageError("export needs --out DIR");
+  const dtype = (values.dtype ?? "bf16").toUpperCase();
+  if (dtype !== "BF16" && dtype !== "F16" && dtype !== "F32") {
+    usageError(`--dtype must be bf16, f16 or f32, not ${values.dtype}`);
+  }
+  const r = await mergeAdapter({
+    baseModelDir: path.resolve(base),
+    adapterDir: path.resolve(adapter),
+    outputDir: path.resolve(out),
+    dtype,
+    overwrite: Boolean(values.overwrite),
+  });
+  console.log(
+    `merged the adapter into ${r.merged} linear layers; wrote ${r.tensors} tensors to ${out}`,
+  );
+  return 0;
 }
 
 function mib(bytes: number): string {
