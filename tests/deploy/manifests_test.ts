@@ -1,6 +1,3 @@
-// Inline npm: specifiers until deno.json maps "yaml" and "kubernetes-models"; then import the
-// bare names and drop this line.
-// deno-lint-ignore-file no-import-prefix
 /**
  * deploy/k8s and the Dockerfile: every manifest validates against the Kubernetes OpenAPI schema
  * (kubernetes-models' compiled validators) with no unknown field, and the pieces agree with each
@@ -12,17 +9,17 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseAllDocuments } from "npm:yaml@2.9.1";
-import { Deployment } from "npm:kubernetes-models@5.1.0/apps/v1/Deployment";
-import { ConfigMap } from "npm:kubernetes-models@5.1.0/v1/ConfigMap";
-import { Namespace } from "npm:kubernetes-models@5.1.0/v1/Namespace";
-import { PersistentVolumeClaim } from "npm:kubernetes-models@5.1.0/v1/PersistentVolumeClaim";
-import { Service } from "npm:kubernetes-models@5.1.0/v1/Service";
-import { validate as deploymentSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiAppsV1Deployment";
-import { validate as configMapSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiCoreV1ConfigMap";
-import { validate as namespaceSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiCoreV1Namespace";
-import { validate as pvcSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiCoreV1PersistentVolumeClaim";
-import { validate as serviceSchema } from "npm:kubernetes-models@5.1.0/_schemas/IoK8sApiCoreV1Service";
+import { parseAllDocuments } from "yaml";
+import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
+import { Namespace } from "kubernetes-models/v1/Namespace";
+import { PersistentVolumeClaim } from "kubernetes-models/v1/PersistentVolumeClaim";
+import { Service } from "kubernetes-models/v1/Service";
+import { validate as deploymentSchema } from "kubernetes-models/_schemas/IoK8sApiAppsV1Deployment";
+import { validate as configMapSchema } from "kubernetes-models/_schemas/IoK8sApiCoreV1ConfigMap";
+import { validate as namespaceSchema } from "kubernetes-models/_schemas/IoK8sApiCoreV1Namespace";
+import { validate as pvcSchema } from "kubernetes-models/_schemas/IoK8sApiCoreV1PersistentVolumeClaim";
+import { validate as serviceSchema } from "kubernetes-models/_schemas/IoK8sApiCoreV1Service";
 import { SERVICE_NAME } from "../../src/service/server.ts";
 import { backendFromEnv } from "../../src/gpu/provider.ts";
 
