@@ -1,0 +1,166 @@
+// Command orchestrator is the example qlorad client: Quantize -> Train -> Evaluate (base, and
+// base + adapter), with live progress, resuming a dropped stream with WatchJob.
+//
+//	orchestrator --target 127.0.0.1:50051 --model tiny-llama --data tiny-llama/train.jsonl \
+//	    --eval-data tiny-llama/eval.jsonl --workdir runs/demo
+//
+// Paths are relative to the server's data directory. Outputs go to WORKDIR/model-nf4 (the 4-bit
+// base) and WORKDIR/adapter (the LoRA adapter). Exit status: 0 when every job succeeded, 1 when
+// one failed or was refused, 2 for usage errors.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	pb "github.com/qlorad/qlorad/clients/go/gen/qloradv1"
+	"google.golang.org/grpc/status"
+)
+
+type options struct {
+	target, caCert, token              string
+	useTLS, overwrite, quantizeOnly    bool
+	model, data, evalData, workdir     string
+	steps, maxSeqLen, loraR, dropAfter int
+	learningRate                       float64
+}
+
+func parseFlags() options {
+	var o options
+	flag.StringVar(&o.target, "target", "127.0.0.1:50051", "host:port of the server")
+	flag.BoolVar(&o.useTLS, "tls", false, "TLS with the system roots")
+	flag.StringVar(&o.caCert, "ca-cert", "", "TLS with this CA certificate (PEM)")
+	flag.StringVar(&o.token, "token", os.Getenv("QLORAD_TOKEN"),
+		"bearer token (default: $QLORAD_TOKEN)")
+	flag.StringVar(&o.model, "model", "", "Hugging Face checkpoint folder (required)")
+	flag.StringVar(&o.data, "data", "", "training set, JSONL (required)")
+	flag.StringVar(&o.evalData, "eval-data", "", "evaluation set, JSONL; default: the training set")
+	flag.StringVar(&o.workdir, "workdir", "", "folder for the outputs (required)")
+	flag.IntVar(&o.steps, "steps", 10, "optimizer steps")
+	flag.IntVar(&o.maxSeqLen, "max-seq-len", 128, "tokens per sequence")
+	flag.Float64Var(&o.learningRate, "learning-rate", 1e-3, "peak learning rate")
+	flag.IntVar(&o.loraR, "lora-r", 8, "LoRA rank")
+	flag.BoolVar(&o.overwrite, "overwrite", false, "replace existing outputs")
+	flag.BoolVar(&o.quantizeOnly, "quantize-only", false, "stop after Quantize")
+	flag.IntVar(&o.dropAfter, "drop-after", 0,
+		"drop each job's first stream after `N` events and resume it with WatchJob (shows the reconnect)")
+	flag.Parse()
+	if o.model == "" || o.data == "" || o.workdir == "" || flag.NArg() > 0 {
+		fmt.Fprintln(os.Stderr,
+			"orchestrator: --model, --data and --workdir are required; no positional arguments")
+		flag.Usage()
+		os.Exit(2)
+	}
+	return o
+}
+
+// row is one line of the summary.
+type row struct {
+	name    string
+	outcome *JobOutcome // nil: the request was refused, no job exists
+	detail  string
+}
+
+func (r *row) succeeded() bool { return r.outcome != nil && r.outcome.Succeeded() }
+
+func main() { os.Exit(run(parseFlags())) }
+
+func run(o options) int {
+	quantized := o.workdir + "/model-nf4"
+	adapter := o.workdir + "/adapter"
+	evalData := o.evalData
+	if evalData == "" {
+		evalData = o.data
+	}
+	printer := NewProgressPrinter()
+	var summary []*row
+
+	client, err := Connect(o.target, o.useTLS, o.caCert, o.token, 15*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "orchestrator:", err)
+		return 1
+	}
+	defer client.Close()
+	fmt.Println("connected to", o.target)
+	stub := client.stub
+
+	// job runs one job and adds its summary row.
+	job := func(name string, start startFunc) *row {
+		fmt.Println("== " + name)
+		r := &row{name: name}
+		outcome, err := RunJob(client, start, printer, o.dropAfter)
+		if err != nil {
+			s := status.Convert(err)
+			r.detail = fmt.Sprintf("refused %s: %s", codeName(s.Code().String()), s.Message())
+			printer.Line(strings.TrimPrefix(r.detail, "refused "))
+		} else {
+			r.outcome = outcome
+			if e := outcome.Final.GetError(); e != nil {
+				r.detail = fmt.Sprintf("%s: %s", e.Code, e.Message)
+			}
+		}
+		summary = append(summary, r)
+		return r
+	}
+	evaluate := func(name, adapterPath string) {
+		req := &pb.EvaluateRequest{BaseModelPath: quantized, AdapterPath: adapterPath,
+			DatasetPath: evalData, MaxSeqLen: uint32(o.maxSeqLen)}
+		r := job(name, func(ctx context.Context) (eventStream, error) {
+			return stub.Evaluate(ctx, req)
+		})
+		if r.succeeded() {
+			r.detail = formatEval(r.outcome.Final.GetEvalResult())
+		}
+	}
+
+	qreq := &pb.QuantizeRequest{ModelPath: o.model, OutputPath: quantized,
+		QuantType: pb.QuantType_QUANT_TYPE_NF4, Overwrite: o.overwrite}
+	q := job("quantize", func(ctx context.Context) (eventStream, error) {
+		return stub.Quantize(ctx, qreq)
+	})
+	if q.succeeded() {
+		res := q.outcome.Final.GetQuantizeResult()
+		q.detail = fmt.Sprintf("%s (%.3f bits/parameter)", res.OutputPath, res.BitsPerParameter)
+	}
+	if q.succeeded() && !o.quantizeOnly {
+		lr := o.learningRate
+		treq := &pb.TrainRequest{
+			BaseModelPath: quantized, DatasetPath: o.data, EvalDatasetPath: o.evalData,
+			OutputPath: adapter, Lora: &pb.LoraConfig{R: uint32(o.loraR)},
+			Hyperparameters: &pb.Hyperparameters{MaxSteps: uint32(o.steps),
+				MaxSeqLen: uint32(o.maxSeqLen), LearningRate: &lr},
+			Overwrite: o.overwrite,
+		}
+		t := job("train", func(ctx context.Context) (eventStream, error) {
+			return stub.Train(ctx, treq)
+		})
+		if t.succeeded() {
+			t.detail = "adapter " + adapter
+			if m := t.outcome.Latest["train_metrics"]; m != nil {
+				t.detail += fmt.Sprintf("  final loss %.6f", m.GetTrainMetrics().Loss)
+			}
+		}
+		evaluate("eval-base", "")
+		if t.succeeded() {
+			evaluate("eval-adapter", adapter)
+		}
+	}
+
+	fmt.Println("summary:")
+	code := 0
+	for _, r := range summary {
+		head := "no job"
+		if r.outcome != nil {
+			head = fmt.Sprintf("job %s %s", r.outcome.Final.JobId, stateName(r.outcome.Final.State))
+		}
+		fmt.Println(strings.TrimRight(fmt.Sprintf("  %-13s%s  %s", r.name, head, r.detail), " "))
+		if !r.succeeded() {
+			code = 1
+		}
+	}
+	return code
+}
