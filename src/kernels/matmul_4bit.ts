@@ -1,0 +1,218 @@
+/**
+ * Matmuls through a frozen 4-bit weight (shaders/matmul_4bit.wgsl), W dequantized in
+ * registers, never materialized:
+ *   encodeMatmul4bit:  Y[m, out] (=|+=) X[m, in] . W^T   (forward)
+ *   encodeMatmul4bitT: dX[m, in] (=|+=) dY[m, out] . W   (backward to the input)
+ * Two variants, chosen per adapter (or forced with `variant`):
+ * - "regblock": register tiles, no barriers, vec4 activation loads, code tables as shader
+ *   constants; what llvmpipe runs fast. Shapes without whole packed words per row (in % 8 != 0;
+ *   backward also out % 4 != 0) take its scalar `_any` kernels.
+ * - "tiled": activation and dequantized-W tiles staged in workgroup memory; for real GPUs.
+ */
+import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
+import { invalidArgument } from "../util/errors.ts";
+import { dequantShaderParams, type GpuQuantWeight, offsetBits } from "./quant_weight.ts";
+
+export type Matmul4bitVariant = "regblock" | "tiled";
+export const MATMUL_4BIT_VARIANTS: readonly Matmul4bitVariant[] = ["regblock", "tiled"];
+
+const SHADER = "matmul_4bit.wgsl";
+const REGBLOCK_WG = 64;
+const TILE = 64;
+
+const chosen = new Map<string, Matmul4bitVariant>();
+
+/** True for CPU rasterizers (llvmpipe, lavapipe, SwiftShader), where barriers are costly. */
+export function isSoftwareAdapter(ctx: GpuContext): boolean {
+  const a = ctx.adapter;
+  return a.fallback ||
+    /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${a.device} ${a.description} ${a.vendor}`);
+}
+
+/** The variant for this adapter: register-blocked on software adapters, tiled elsewhere. */
+export function chooseMatmul4bitVariant(ctx: GpuContext): Matmul4bitVariant {
+  let v = chosen.get(ctx.adapterKey);
+  if (!v) {
+    v = isSoftwareAdapter(ctx) ? "regblock" : "tiled";
+    chosen.set(ctx.adapterKey, v);
+  }
+  return v;
+}
+
+export interface Matmul4bitArgs {
+  /** X [m, in] f32. */
+  x: Binding;
+  w: GpuQuantWeight;
+  /** Y [m, out] f32. */
+  y: Binding;
+  m: number;
+  /** Add into Y instead of overwriting it. */
+  accumulate?: boolean;
+  /** Force a variant (tests, benchmarks); default chooseMatmul4bitVariant. */
+  variant?: Matmul4bitVariant;
+}
+
+export interface Matmul4bitTArgs {
+  /** dY [m, out] f32. */
+  dy: Binding;
+  w: GpuQuantWeight;
+  /** dX [m, in] f32. */
+  dx: Binding;
+  m: number;
+  accumulate?: boolean;
+  variant?: Matmul4bitVariant;
+}
+
+/** Y[m, out] (=|+=) X[m, in] . W^T. */
+export async function encodeMatmul4bit(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  args: Matmul4bitArgs,
+): Promise<void> {
+  const { w, m } = args;
+  checkShapes(ctx, "encodeMatmul4bit", w, m, [
+    ["x", args.x, m * w.inFeatures],
+    ["y", args.y, m * w.outFeatures],
+  ]);
+  const plan = planDispatch(ctx, args.variant ?? chooseMatmul4bitVariant(ctx), {
+    entry: "forward",
+    m,
+    // Regblock: up to 16 rows x 4 outputs per invocation; vec4 rows of X need in % 8 == 0.
+    maxTm: 16,
+    colsPerInvocation: 4,
+    nCols: w.outFeatures,
+    vectorized: w.inFeatures % 8 === 0,
+  });
+  await dispatch(ctx, batch, w, plan, args.x, args.y, m, args.accumulate);
+}
+
+/** dX[m, in] (=|+=) dY[m, out] . W. */
+export async function encodeMatmul4bitT(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  args: Matmul4bitTArgs,
+): Promise<void> {
+  const { w, m } = args;
+  checkShapes(ctx, "encodeMatmul4bitT", w, m, [
+    ["dy", args.dy, m * w.outFeatures],
+    ["dx", args.dx, m * w.inFeatures],
+  ]);
+  const plan = planDispatch(ctx, args.variant ?? chooseMatmul4bitVariant(ctx), {
+    entry: "backward",
+    m,
+    // Regblock: up to 8 rows x 8 columns (one packed word); vec4 dY needs out % 4 == 0.
+    maxTm: 8,
+    colsPerInvocation: 8,
+    nCols: w.inFeatures,
+    vectorized: w.inFeatures % 8 === 0 && w.outFeatures % 4 === 0,
+  });
+  await dispatch(ctx, batch, w, plan, args.dy, args.dx, m, args.accumulate);
+}
+
+interface Plan {
+  entry: string;
+  tm: number;
+  workgroups: [number, number];
+  /** Workgroups along x of a 1-D grid (unused by the 2-D regblock grids). */
+  groupsX: number;
+  tiles: number;
+}
+
+function planDispatch(
+  ctx: GpuContext,
+  variant: Matmul4bitVariant,
+  o: {
+    entry: "forward" | "backward";
+    m: number;
+    maxTm: number;
+    colsPerInvocation: number;
+    nCols: number;
+    vectorized: boolean;
+  },
+): Plan {
+  const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (variant === "tiled") {
+    const tiles = Math.ceil(o.nCols / TILE);
+    const [gx, gy] = grid(tiles * Math.ceil(o.m / TILE), maxDim);
+    return { entry: `${o.entry}_tiled`, tm: 1, workgroups: [gx, gy], groupsX: gx, tiles };
+  }
+  // Few register-tile heights, so few pipelines: 1, 4, then the largest.
+  const tm = o.m >= o.maxTm ? o.maxTm : o.m >= 4 ? 4 : 1;
+  const tiles = Math.ceil(o.nCols / o.colsPerInvocation);
+  // 2-D grid: x over column tiles, y over row blocks, so a workgroup shares its rows.
+  const gx = Math.ceil(tiles / REGBLOCK_WG);
+  const gy = Math.ceil(o.m / tm);
+  if (o.vectorized && gx <= maxDim && gy <= maxDim) {
+    return { entry: `${o.entry}_regblock`, tm, workgroups: [gx, gy], groupsX: gx, tiles };
+  }
+  const anyTm = Math.min(tm, 4);
+  const [ax, ay] = grid(Math.ceil((tiles * Math.ceil(o.m / anyTm)) / REGBLOCK_WG), maxDim);
+  return {
+    entry: `${o.entry}_regblock_any`,
+    tm: anyTm,
+    workgroups: [ax, ay],
+    groupsX: ax,
+    tiles,
+  };
+}
+
+async function dispatch(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  w: GpuQuantWeight,
+  plan: Plan,
+  src: Binding,
+  dst: Binding,
+  m: number,
+  accumulate = false,
+): Promise<void> {
+  const pipeline = await ctx.pipeline(
+    SHADER,
+    {
+      ...dequantShaderParams(w),
+      ALIGNED: String(w.inFeatures % 8 === 0),
+      TM: plan.tm,
+      WG: REGBLOCK_WG,
+    },
+    plan.entry,
+  );
+  const params = new Uint32Array([
+    m,
+    w.inFeatures,
+    w.outFeatures,
+    accumulate ? 1 : 0,
+    plan.groupsX,
+    plan.tiles,
+    offsetBits(w),
+    Math.log2(w.blocksize),
+  ]);
+  batch.dispatch(pipeline, [...w.bindings, src, dst, ctx.uniform(params)], plan.workgroups);
+}
+
+function checkShapes(
+  ctx: GpuContext,
+  op: string,
+  w: GpuQuantWeight,
+  m: number,
+  tensors: Array<[string, Binding, number]>,
+): void {
+  if (!Number.isInteger(m) || m < 1) {
+    throw invalidArgument(`${op}: ${w.label}: m = ${m} is not a positive integer`);
+  }
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  for (const [name, b, elems] of tensors) {
+    const size = b.size;
+    if (size < elems * 4) {
+      throw invalidArgument(
+        `${op}: ${w.label}: ${name} holds ${size} bytes, needs ${elems * 4} (m=${m}, ` +
+          `W [${w.outFeatures}, ${w.inFeatures}])`,
+      );
+    }
+    if (size > limit) {
+      throw invalidArgument(
+        `${op}: ${w.label}: ${name} binding of ${size} bytes exceeds ` +
+          `maxStorageBufferBindingSize ${limit}; split m`,
+      );
+    }
+  }
+}

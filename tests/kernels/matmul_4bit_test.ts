@@ -1,0 +1,246 @@
+import assert from "node:assert/strict";
+import { closeGpuAfterTests, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
+import type { GpuBuffer, GpuContext } from "../../src/gpu/context.ts";
+import { Rng } from "../../src/util/random.ts";
+import { dequantizeWeight, quantizeWeight } from "../../src/quant/quant_state.ts";
+import { type QuantWeightHost, uploadQuantWeight } from "../../src/kernels/quant_weight.ts";
+import {
+  chooseMatmul4bitVariant,
+  encodeMatmul4bit,
+  encodeMatmul4bitT,
+  type Matmul4bitVariant,
+  MATMUL_4BIT_VARIANTS,
+} from "../../src/kernels/matmul_4bit.ts";
+import {
+  dequantizeF64,
+  FP4_TABLE,
+  matmulDyW,
+  matmulXWt,
+  NF4_TABLE,
+  signedDynamicMap,
+} from "../reference/dequant_f64.ts";
+
+const TOLERANCE = 1e-5;
+
+/** Random codes, absmax (or absmax codes + nested absmax + offset), the real tables. */
+function randomQuantWeight(
+  rng: Rng,
+  quantType: "nf4" | "fp4",
+  doubleQuant: boolean,
+  blocksize: number,
+  nOut: number,
+  nIn: number,
+): QuantWeightHost {
+  const n = nOut * nIn;
+  const nblocks = Math.ceil(n / blocksize);
+  const packed = new Uint8Array(Math.ceil(n / 2));
+  for (let j = 0; j < packed.length; j++) packed[j] = rng.int(256);
+  if (n % 2) packed[packed.length - 1] &= 0xf0; // the padding nibble is zero
+  const quantMap = quantType === "nf4" ? NF4_TABLE : FP4_TABLE;
+  const shape = [nOut, nIn];
+  if (!doubleQuant) {
+    const absmax = new Float32Array(nblocks);
+    for (let b = 0; b < nblocks; b++) absmax[b] = rng.uniform(0.01, 2);
+    return { quantType, blocksize, shape, packed, absmax, quantMap };
+  }
+  const codes = new Uint8Array(nblocks);
+  for (let b = 0; b < nblocks; b++) codes[b] = rng.int(256);
+  const nestedAbsmax = new Float32Array(Math.ceil(nblocks / 256));
+  for (let i = 0; i < nestedAbsmax.length; i++) nestedAbsmax[i] = rng.uniform(0.05, 0.5);
+  const offset = Math.fround(rng.uniform(0.02, 0.3));
+  return {
+    quantType,
+    blocksize,
+    shape,
+    packed,
+    dq: { codes, nestedAbsmax, offset, nestedMap: signedDynamicMap() },
+    quantMap,
+  };
+}
+
+function randomF32(rng: Rng, n: number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.uniform(-1, 1);
+  return a;
+}
+
+interface Case {
+  label: string;
+  out: GpuBuffer;
+  expected: Float64Array;
+}
+
+/** Output buffer: NaN-poisoned, or (accumulate) random values that the kernel must add to. */
+async function outputBuffer(
+  ctx: GpuContext,
+  rng: Rng,
+  count: number,
+  accumulate: boolean,
+  label: string,
+): Promise<{ buf: GpuBuffer; prior?: Float32Array }> {
+  if (!accumulate) return { buf: await poisonedF32(ctx, label, count) };
+  const prior = randomF32(rng, count);
+  return { buf: ctx.upload(label, "scratch", prior), prior };
+}
+
+async function runAll(
+  ctx: GpuContext,
+  seed: number,
+  quantType: "nf4" | "fp4",
+  doubleQuant: boolean,
+  variant: Matmul4bitVariant,
+  shapes: Array<{ blocksize: number; m: number[]; nIn: number; nOut: number }>,
+): Promise<void> {
+  const rng = new Rng(seed);
+  const cases: Case[] = [];
+  const owned: Array<{ destroy(): void }> = [];
+  const batch = ctx.batch("matmul_4bit_test");
+  for (const { blocksize, m: ms, nIn, nOut } of shapes) {
+    const q = randomQuantWeight(rng, quantType, doubleQuant, blocksize, nOut, nIn);
+    const wRef = dequantizeF64(q);
+    const w = uploadQuantWeight(ctx, q, `w${nOut}x${nIn}`);
+    owned.push(w);
+    for (const m of ms) {
+      for (const accumulate of [false, true]) {
+        const tag = `${quantType} dq=${doubleQuant} bs=${blocksize} ${variant} m=${m} ` +
+          `in=${nIn} out=${nOut} acc=${accumulate}`;
+        // forward
+        const xHost = randomF32(rng, m * nIn);
+        const x = ctx.upload("x", "scratch", xHost);
+        const y = await outputBuffer(ctx, rng, m * nOut, accumulate, "y");
+        await encodeMatmul4bit(ctx, batch, { x, w, y: y.buf, m, accumulate, variant });
+        const yRef = matmulXWt(xHost, wRef, m, nIn, nOut);
+        if (y.prior) { for (let i = 0; i < yRef.length; i++) yRef[i] += y.prior[i]; }
+        cases.push({ label: `forward ${tag}`, out: y.buf, expected: yRef });
+        // backward
+        const dyHost = randomF32(rng, m * nOut);
+        const dy = ctx.upload("dy", "scratch", dyHost);
+        const dx = await outputBuffer(ctx, rng, m * nIn, accumulate, "dx");
+        await encodeMatmul4bitT(ctx, batch, { dy, w, dx: dx.buf, m, accumulate, variant });
+        const dxRef = matmulDyW(dyHost, wRef, m, nIn, nOut);
+        if (dx.prior) { for (let i = 0; i < dxRef.length; i++) dxRef[i] += dx.prior[i]; }
+        cases.push({ label: `backward ${tag}`, out: dx.buf, expected: dxRef });
+        owned.push(x, dy, y.buf, dx.buf);
+      }
+    }
+  }
+  batch.submit();
+  const failures: string[] = [];
+  for (const c of cases) {
+    const got = await ctx.readF32(c.out);
+    const err = maxRelError(got, c.expected);
+    if (!(err < TOLERANCE)) failures.push(`${c.label}: rel err ${err}`);
+  }
+  for (const o of owned) o.destroy();
+  assert.deepEqual(failures, []);
+}
+
+// m in {1, 3, 17}, in in {80, 200}, out in {40, 216}; with in = 80 and blocksize 64 (or
+// in = 200, blocksize 128) blocks straddle rows.
+const SHAPES = [64, 128].flatMap((blocksize) => [
+  { blocksize, m: [1, 3, 17], nIn: 80, nOut: 216 },
+  { blocksize, m: [1, 17], nIn: 200, nOut: 40 },
+  { blocksize, m: [3], nIn: 200, nOut: 216 },
+  { blocksize, m: [3], nIn: 80, nOut: 40 },
+]);
+// Rows not made of whole packed words (in % 8 != 0), and in % 16 == 8.
+const UNALIGNED = [
+  { blocksize: 32, m: [5], nIn: 77, nOut: 45 },
+  { blocksize: 64, m: [2], nIn: 84, nOut: 9 },
+  { blocksize: 32, m: [6], nIn: 24, nOut: 70 },
+];
+
+let seed = 1;
+for (const variant of MATMUL_4BIT_VARIANTS) {
+  for (const quantType of ["nf4", "fp4"] as const) {
+    for (const doubleQuant of [false, true]) {
+      const s = seed++;
+      gpuTest(
+        `matmul_4bit ${variant} ${quantType} dq=${doubleQuant}: forward and backward match f64`,
+        (ctx) => runAll(ctx, s, quantType, doubleQuant, variant, SHAPES),
+      );
+    }
+  }
+  gpuTest(`matmul_4bit ${variant}: odd in (not whole packed words) matches f64`, async (ctx) => {
+    await runAll(ctx, 100, "nf4", true, variant, UNALIGNED);
+    await runAll(ctx, 101, "fp4", false, variant, UNALIGNED);
+  });
+}
+
+gpuTest("matmul_4bit: a larger m crosses several register and workgroup tiles", async (ctx) => {
+  for (const variant of MATMUL_4BIT_VARIANTS) {
+    await runAll(ctx, 200, "nf4", true, variant, [
+      { blocksize: 64, m: [70], nIn: 136, nOut: 130 },
+    ]);
+  }
+});
+
+gpuTest(
+  "matmul_4bit: a weight quantized by src/quant multiplies as its dequantization",
+  async (ctx) => {
+    const rng = new Rng(300);
+    const [nOut, nIn, m] = [24, 96, 5];
+    const wHost = rng.normals(nOut * nIn, 0.05);
+    for (const quantType of ["nf4", "fp4"] as const) {
+      for (const doubleQuant of [false, true]) {
+        const q = quantizeWeight(wHost, [nOut, nIn], {
+          quantType,
+          blocksize: 64,
+          doubleQuant,
+          dtype: "bfloat16",
+        });
+        const wRef = dequantizeWeight(q);
+        const w = uploadQuantWeight(ctx, q, "q_proj");
+        const xHost = randomF32(rng, m * nIn);
+        const x = ctx.upload("x", "scratch", xHost);
+        for (const variant of MATMUL_4BIT_VARIANTS) {
+          const y = await poisonedF32(ctx, "y", m * nOut);
+          const batch = ctx.batch();
+          await encodeMatmul4bit(ctx, batch, { x, w, y, m, variant });
+          batch.submit();
+          const err = maxRelError(await ctx.readF32(y), matmulXWt(xHost, wRef, m, nIn, nOut));
+          assert.ok(err < TOLERANCE, `${quantType} dq=${doubleQuant} ${variant}: rel err ${err}`);
+          y.destroy();
+        }
+        x.destroy();
+        w.destroy();
+      }
+    }
+  },
+);
+
+gpuTest("matmul_4bit: the adapter gets a variant; llvmpipe gets regblock", async (ctx) => {
+  const v = chooseMatmul4bitVariant(ctx);
+  assert.ok(MATMUL_4BIT_VARIANTS.includes(v));
+  if (/llvmpipe|lavapipe|swiftshader/i.test(ctx.adapter.device + ctx.adapter.description)) {
+    assert.equal(v, "regblock");
+  }
+  await Promise.resolve();
+});
+
+gpuTest("matmul_4bit: a too-small output binding is refused with the tensor named", async (ctx) => {
+  const rng = new Rng(7);
+  const w = uploadQuantWeight(ctx, randomQuantWeight(rng, "nf4", false, 64, 8, 16), "q_proj");
+  const x = ctx.createBuffer({ label: "x", category: "scratch", size: 3 * 16 * 4 });
+  const y = ctx.createBuffer({ label: "y", category: "scratch", size: 3 * 7 * 4 });
+  await assert.rejects(
+    encodeMatmul4bit(ctx, ctx.batch(), { x, w, y, m: 3 }),
+    /encodeMatmul4bit: q_proj: y holds 84 bytes, needs 96/,
+  );
+  w.destroy();
+  x.destroy();
+  y.destroy();
+});
+
+Deno.test("dequant reference tables match REFERENCE §2 and §4 checks", () => {
+  const map = signedDynamicMap();
+  assert.equal(map[0], Math.fround(-0.99296874));
+  assert.equal(map[127], 0);
+  assert.equal(map[254], Math.fround(0.99296874));
+  assert.equal(map[255], 1);
+  assert.equal(FP4_TABLE[3], 1);
+  assert.equal(FP4_TABLE[8 + 2], Math.fround(-8 / 12));
+  assert.equal(NF4_TABLE[7], 0);
+});
+
+closeGpuAfterTests();
