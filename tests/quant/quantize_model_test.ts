@@ -13,6 +13,8 @@ import {
 } from "../../src/quant/quantize_model.ts";
 import { SafetensorsFile } from "../../src/io/safetensors.ts";
 import { b64, fromB64, runReference } from "./helpers.ts";
+import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
+import { gpuQuantizer } from "../../src/quant/gpu_quantizer.ts";
 
 async function fixture(opts: Record<string, unknown> = {}): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "qlorad-qm-" });
@@ -116,16 +118,22 @@ export async function checkAgainstPython(
   }
 }
 
+// The service quantizes on the GPU: every combination the issue names goes through the kernel.
 for (const quantType of ["nf4", "fp4"] as const) {
   for (const doubleQuant of [true, false]) {
     for (const blocksize of [64, 128]) {
-      Deno.test(
-        `quantizeModel (cpu) ${quantType} dq=${doubleQuant} bs=${blocksize}: byte-identical to the Python model`,
-        () => checkAgainstPython(cpuQuantizer, quantType, doubleQuant, blocksize),
+      gpuTest(
+        `quantizeModel (gpu) ${quantType} dq=${doubleQuant} bs=${blocksize}: byte-identical to the Python model`,
+        (ctx) => checkAgainstPython(gpuQuantizer(ctx), quantType, doubleQuant, blocksize),
       );
     }
   }
 }
+
+Deno.test(
+  "quantizeModel (cpu reference) nf4 dq=true bs=64: byte-identical to the Python model",
+  () => checkAgainstPython(cpuQuantizer, "nf4", true, 64),
+);
 
 Deno.test("quantizeModel reports 4.127 bits/param for NF4+DQ at blocksize 64 on large tensors", async () => {
   const dir = await fixture({ hidden: 256, intermediate: 1024, layers: 1, heads: 4, kvHeads: 4 });
@@ -199,3 +207,5 @@ Deno.test("quantizeModel refuses an existing output unless overwrite, and never 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+closeGpuAfterTests();

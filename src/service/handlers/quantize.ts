@@ -13,6 +13,8 @@ import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
 import type { JobRun } from "../jobs.ts";
 import { serviceErrorOf } from "../status.ts";
 import { streamJob } from "./jobs.ts";
+import type { GpuContext } from "../../gpu/context.ts";
+import { gpuQuantizer } from "../../quant/gpu_quantizer.ts";
 import type { ServiceContext } from "./jobs.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -133,10 +135,16 @@ function overlaps(a: string, b: string): boolean {
 }
 
 /** The job body: quantizeModel with its progress mapped to Progress events. */
-export function quantizeJob(v: ValidatedQuantize, quantize: typeof quantizeModel): JobRun {
+export function quantizeJob(
+  v: ValidatedQuantize,
+  quantize: typeof quantizeModel,
+  gpu?: () => Promise<GpuContext>,
+): JobRun {
   return async ({ signal, emit }) => {
     const r = await quantize({
       ...v.options,
+      // The GPU kernel when a device is there; the byte-identical CPU path otherwise.
+      quantizer: gpu ? gpuQuantizer(await gpu()) : undefined,
       signal,
       onProgress: (p) =>
         emit({
@@ -178,7 +186,7 @@ export function quantizeHandler(ctx: ServiceContext) {
         kind: "quantize",
         summary: v.summary,
         request: v.request,
-        run: quantizeJob(v, ctx.quantize),
+        run: quantizeJob(v, ctx.quantize, ctx.gpu),
       }).job_id;
     } catch (err) {
       call.emit(
