@@ -35,4 +35,6 @@ fi
 
 task="${1:-demo}"
 shift || true
+# The test suite builds and runs the Python and Go client examples against a live server.
+if [ "$task" = test ]; then bash scripts/install_client_toolchains.sh >&2; fi
 exec deno task "$task" "$@"
