@@ -124,4 +124,49 @@ gpuTest("with dropout, rsLoRA and a subset of targets the gradients still match"
   }
 });
 
+gpuTest(
+  "llama3 RoPE scaling, tied embeddings and packed segments match the reference",
+  async (ctx) => {
+    const cfg = {
+      ...TINY,
+      tieEmbeddings: true,
+      ropeTheta: 500000,
+      ropeScaling: {
+        type: "llama3" as const,
+        factor: 8,
+        lowFreqFactor: 1,
+        highFreqFactor: 4,
+        originalMaxPositionEmbeddings: 16,
+      },
+    };
+    const setup = tinySetup(ctx, cfg, 17, SPEC);
+    const engine = new TrainingEngine(ctx, setup.model, {
+      lora: SPEC,
+      maxShape: { batch: 2, seq: 17 },
+      gradientCheckpointing: true,
+      seed: 99,
+      maxGradNorm: 0,
+      optimizerGpuBudgetBytes: 0,
+      adapter: setup.adapter,
+    });
+    try {
+      const b = randomBatch(cfg.vocab, [17, 12], 23);
+      // Row 0 packs two samples (positions restart, no attention across them).
+      const positions = [[...Array(10).keys(), ...Array(7).keys()], [...Array(12).keys()]];
+      const segments = [[...Array(10).fill(0), ...Array(7).fill(1)], Array(12).fill(0)];
+      const batch = { ...b, positions, segments };
+      const got = await engine.accumulateGradients([batch]);
+      const ref = forwardBackward(refConfig(cfg), setup.refWeights, setup.refLora, batch);
+      assert.ok(
+        Math.abs(got.loss - ref.loss) / ref.loss <= 1e-5,
+        `loss ${got.loss} vs ${ref.loss}`,
+      );
+      compareGrads(engine, await engine.readGradients(), ref);
+    } finally {
+      engine.destroy();
+      setup.model.destroy();
+    }
+  },
+);
+
 closeGpuAfterTests();
