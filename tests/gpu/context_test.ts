@@ -45,19 +45,22 @@ gpuTest("a WGSL compile error becomes a GpuValidationError naming the shader", a
   });
 });
 
-gpuTest("an invalid dispatch surfaces as a GpuValidationError at the next readback", async (ctx) => {
-  const pipeline = await ctx.pipeline("fill.wgsl");
-  const buf = ctx.createBuffer({ label: "t", category: "scratch", size: 64 });
-  const batch = ctx.batch("bad");
-  // Binding 1 must be a uniform buffer; a storage buffer there fails validation.
-  batch.dispatch(pipeline, [buf, buf], [1]);
-  batch.submit();
-  await assert.rejects(ctx.readF32(buf), GpuValidationError);
-  // The error is reported once; the device keeps working.
-  await fill(ctx, buf, 1.5);
-  assert.ok((await ctx.readF32(buf)).every((v) => v === 1.5));
-  buf.destroy();
-});
+gpuTest(
+  "an invalid dispatch surfaces as a GpuValidationError at the next readback",
+  async (ctx) => {
+    const pipeline = await ctx.pipeline("fill.wgsl");
+    const buf = ctx.createBuffer({ label: "t", category: "scratch", size: 64 });
+    const batch = ctx.batch("bad");
+    // Binding 1 must be a uniform buffer; a storage buffer there fails validation.
+    batch.dispatch(pipeline, [buf, buf], [1]);
+    batch.submit();
+    await assert.rejects(ctx.readF32(buf), GpuValidationError);
+    // The error is reported once; the device keeps working.
+    await fill(ctx, buf, 1.5);
+    assert.ok((await ctx.readF32(buf)).every((v) => v === 1.5));
+    buf.destroy();
+  },
+);
 
 Deno.test("grid splits large workgroup counts into two dimensions", () => {
   assert.deepEqual(grid(10), [10, 1]);

@@ -186,13 +186,16 @@ gpuTest("quantize_4bit: chunked by whole blocks, the same bytes as in one piece"
   await assertSameAsCpu(w, shape, "fp4", 64, false, 64 * 3 + 17);
 });
 
-gpuTest("quantize_4bit: a 4096x11008 weight matches (two chunks where a binding holds 128 MiB)", async () => {
-  const shape: [number, number] = [4096, 11008];
-  const rng = new Rng(5);
-  const w = new Float32Array(shape[0] * shape[1]);
-  for (let i = 0; i < w.length; i++) w[i] = bf16(rng.normal() * 0.02);
-  await assertSameAsCpu(w, shape, "nf4", 64, true);
-});
+gpuTest(
+  "quantize_4bit: a 4096x11008 weight matches (two chunks where a binding holds 128 MiB)",
+  async () => {
+    const shape: [number, number] = [4096, 11008];
+    const rng = new Rng(5);
+    const w = new Float32Array(shape[0] * shape[1]);
+    for (let i = 0; i < w.length; i++) w[i] = bf16(rng.normal() * 0.02);
+    await assertSameAsCpu(w, shape, "nf4", 64, true);
+  },
+);
 
 /**
  * Double quantization ties: absmax values 1 + v and 1 - v for float32 midpoints v of the dynamic
