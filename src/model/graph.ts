@@ -179,6 +179,8 @@ export class ModelGraph {
       seq: opts.shape.seq,
       positions: this.positions,
       segments: this.segments,
+      // Dropout is a training-time regularizer: evaluation and generation run without it.
+      dropout: opts.train ? this.lora.spec.dropout : 0,
       seed: opts.seed,
       streamBase: opts.streamBase,
     };

@@ -32,6 +32,8 @@ export interface MicroBatchPass {
   seq: number;
   positions: GpuBuffer;
   segments: GpuBuffer;
+  /** LoRA dropout probability: the adapter's when training, 0 when evaluating. */
+  dropout: number;
   /** Dropout seed and a per-micro-batch stream base; the mask is recomputed in backward. */
   seed: number;
   streamBase: number;
@@ -73,7 +75,7 @@ async function loraInput(
   x: GpuBuffer,
   scratch: GpuBuffer,
 ): Promise<GpuBuffer> {
-  const prob = p.lora.spec.dropout;
+  const prob = p.dropout;
   if (prob === 0) return x;
   const [, inp] = linearShape(p.model.cfg, m);
   await encodeDropout(p.ctx, p.batch, {
@@ -186,7 +188,7 @@ async function linearBackward(
   });
   // dx += drop'(dt A)
   const aSlice = slice(p.params, s.a.offset, s.a.numel);
-  if (p.lora.spec.dropout === 0) {
+  if (p.dropout === 0) {
     await encodeMatmul(p.ctx, p.batch, {
       a: scratch.dt,
       b: aSlice,
@@ -210,7 +212,7 @@ async function linearBackward(
     x: scratch.dInput,
     out: scratch.dInputMasked,
     n: r * inp,
-    p: p.lora.spec.dropout,
+    p: p.dropout,
     seed: p.seed,
     stream: dropoutStream(p, layer, m),
   });

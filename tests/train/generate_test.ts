@@ -55,4 +55,36 @@ gpuTest("next-token logits and greedy decoding match the float64 reference", asy
   }
 });
 
+gpuTest(
+  "evaluation runs without LoRA dropout even when the adapter trained with it",
+  async (ctx) => {
+    const spec: LoraSpec = { ...SPEC, dropout: 0.3 };
+    const setup = tinySetup(ctx, TINY, 41, spec);
+    const engine = new TrainingEngine(ctx, setup.model, {
+      lora: spec,
+      maxShape: { batch: 2, seq: 16 },
+      gradientCheckpointing: false,
+      seed: 1,
+      maxGradNorm: 0,
+      optimizerGpuBudgetBytes: 0,
+      adapter: setup.adapter,
+      evalOnly: true,
+    });
+    try {
+      const batch = randomBatch(TINY.vocab, [16, 11], 9);
+      const got = await engine.evaluate(batch);
+      const ref = forwardBackward(refConfig(TINY), setup.refWeights, setup.refLora, batch);
+      assert.equal(got.tokens, ref.count);
+      assert.ok(
+        Math.abs(got.lossSum - ref.lossSum) <= 1e-5 * ref.lossSum,
+        `${got.lossSum} vs ${ref.lossSum}`,
+      );
+      assert.equal(got.correct, ref.correct);
+    } finally {
+      engine.destroy();
+      setup.model.destroy();
+    }
+  },
+);
+
 closeGpuAfterTests();
