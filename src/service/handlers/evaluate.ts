@@ -9,6 +9,8 @@ import type { JobRun } from "../jobs.ts";
 import { serviceErrorOf } from "../status.ts";
 import { type ServiceContext, streamJob } from "./jobs.ts";
 import { intIn } from "./validate.ts";
+import { jobTrace } from "../../telemetry/tracing.ts";
+import { tracedJob } from "../../telemetry/job_hooks.ts";
 
 // deno-lint-ignore no-explicit-any
 type Msg = Record<string, any>;
@@ -87,11 +89,24 @@ export async function validateEvaluateRequest(
 }
 
 export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobRun {
-  return async ({ signal, emit }) => {
-    const r = await runEvaluateJob(ctx.gpu, v.options, {
+  // Made inside the RPC: the job's spans join the caller's trace (src/telemetry/job_hooks.ts).
+  const spans = jobTrace("evaluate", {
+    "qlorad.model": v.request.base_model_path,
+    "qlorad.adapter": v.request.adapter_path,
+    "qlorad.dataset": v.request.dataset_path,
+  });
+  const body: JobRun = async ({ signal, emit }) => {
+    const traced = tracedJob(spans, {
       progress: (message, index, total) => emit({ progress: { message, index, total } }),
       log: (level, message) => emit({ log: { level, message } }),
-    }, signal);
+    }, ctx.gpu);
+    let r;
+    try {
+      r = await runEvaluateJob(traced.gpu, v.options, traced.hooks, signal);
+    } finally {
+      await traced.finish();
+    }
+    spans.set({ "qlorad.loss": r.loss, "qlorad.tokens": r.tokens });
     return {
       eval_result: {
         loss: r.loss,
@@ -103,6 +118,7 @@ export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobRun {
       },
     };
   };
+  return (job) => spans.run(job.jobId, () => body(job), job.signal);
 }
 
 export function evaluateHandler(ctx: ServiceContext) {

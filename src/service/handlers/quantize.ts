@@ -16,6 +16,9 @@ import { streamJob } from "./jobs.ts";
 import type { GpuContext } from "../../gpu/context.ts";
 import { gpuQuantizer } from "../../quant/gpu_quantizer.ts";
 import type { ServiceContext } from "./jobs.ts";
+import { jobTrace } from "../../telemetry/tracing.ts";
+import { ATTR, metricsEnabled, recordQuantizedTensor } from "../../telemetry/metrics.ts";
+import { gpuTimeAttributes, observeGpu } from "../../telemetry/job_hooks.ts";
 
 // deno-lint-ignore no-explicit-any
 type Msg = Record<string, any>;
@@ -134,19 +137,42 @@ function overlaps(a: string, b: string): boolean {
   return isInside(a, b) || isInside(b, a);
 }
 
-/** The job body: quantizeModel with its progress mapped to Progress events. */
+/**
+ * The job body: quantizeModel with its progress mapped to Progress events. Made inside the RPC, so
+ * its trace (a `quantize tensor` span per tensor, then `write output`) joins the caller's.
+ */
 export function quantizeJob(
   v: ValidatedQuantize,
   quantize: typeof quantizeModel,
   gpu?: () => Promise<GpuContext>,
 ): JobRun {
-  return async ({ signal, emit }) => {
+  const spans = jobTrace("quantize", {
+    "qlorad.model": v.request.model_path,
+    "qlorad.output": v.request.output_path,
+    "qlorad.quant_type": v.request.quant_type,
+    "qlorad.blocksize": v.request.blocksize,
+  });
+  const body: JobRun = async ({ signal, emit }) => {
+    const device = gpu ? await gpu() : undefined;
+    const timing = device && (spans.recording || metricsEnabled()) ? observeGpu(device) : undefined;
+    spans.mark();
     const r = await quantize({
       ...v.options,
       // The GPU kernel when a device is there; the byte-identical CPU path otherwise.
-      quantizer: gpu ? gpuQuantizer(await gpu()) : undefined,
+      quantizer: device ? gpuQuantizer(device) : undefined,
       signal,
-      onProgress: (p) =>
+      onProgress: (p) => {
+        // Each report ends a tensor; the previous report ended the tensor before it.
+        spans.phase("quantize tensor", {
+          "qlorad.tensor": p.tensor,
+          "qlorad.tensor.index": p.index,
+          "qlorad.tensor.total": p.total,
+          "qlorad.bytes_in": p.bytesIn,
+          "qlorad.bytes_out": p.bytesOut,
+          [ATTR.quantized]: p.quantized,
+          ...gpuTimeAttributes(timing?.timer),
+        });
+        recordQuantizedTensor(p.quantized, p.bytesOut);
         emit({
           progress: {
             message: `${p.quantized ? "quantized" : "kept"} ${p.tensor}`,
@@ -157,7 +183,13 @@ export function quantizeJob(
             bytes_out: p.bytesOut,
             quantized: p.quantized,
           },
-        }),
+        });
+      },
+    }).finally(() => timing?.detach());
+    spans.phase("write output", { "qlorad.bytes_out": r.bytesOut });
+    spans.set({
+      "qlorad.tensors_quantized": r.tensorsQuantized,
+      "qlorad.parameters_quantized": r.parametersQuantized,
     });
     return {
       quantize_result: {
@@ -174,6 +206,7 @@ export function quantizeJob(
       },
     };
   };
+  return (job) => spans.run(job.jobId, () => body(job), job.signal);
 }
 
 /** The Quantize RPC. */

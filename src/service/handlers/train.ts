@@ -17,6 +17,8 @@ import type { JobPayload, JobRun } from "../jobs.ts";
 import { serviceErrorOf } from "../status.ts";
 import { type ServiceContext, streamJob } from "./jobs.ts";
 import { intIn, numberIn } from "./validate.ts";
+import { jobTrace } from "../../telemetry/tracing.ts";
+import { tracedJob } from "../../telemetry/job_hooks.ts";
 
 // deno-lint-ignore no-explicit-any
 type Msg = Record<string, any>;
@@ -219,14 +221,22 @@ function trainResult(v: ValidatedTrain, s: TrainingSummary): JobPayload {
 
 /** The job body: the training loop, its hooks mapped to JobEvents. */
 export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobRun {
-  return async ({ signal, emit }) => {
+  // Made inside the RPC: the job's spans join the caller's trace (src/telemetry/job_hooks.ts).
+  const spans = jobTrace("train", {
+    "qlorad.model": v.request.base_model_path,
+    "qlorad.dataset": v.request.dataset_path,
+    "qlorad.output": v.outputPath,
+    "qlorad.lora.r": v.request.lora.r,
+    "qlorad.max_steps": v.request.hyperparameters.max_steps,
+  });
+  const body: JobRun = async ({ signal, emit }) => {
     const { outputDir, resumeFrom } = v.options;
     if (v.request.overwrite && !resumeFrom) {
       await Deno.remove(outputDir, { recursive: true }).catch(() => {});
     }
     const relative = (p: string) =>
       p.startsWith(ctx.dataDir + "/") ? p.slice(ctx.dataDir.length + 1) : p;
-    const summary = await runTrainJob(ctx.gpu, v.options, {
+    const traced = tracedJob(spans, {
       progress: (message, index, total) => emit({ progress: { message, index, total } }),
       log: (level, message) => emit({ log: { level, message } }),
       metrics: (m) =>
@@ -258,9 +268,16 @@ export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobRun {
         }),
       checkpoint: (path, step, isFinal) =>
         emit({ checkpoint: { path: relative(path), step, is_final: isFinal } }),
-    }, signal);
-    return trainResult(v, summary);
+    }, ctx.gpu);
+    try {
+      const summary = await runTrainJob(traced.gpu, v.options, traced.hooks, signal);
+      spans.phase("write adapter");
+      return trainResult(v, summary);
+    } finally {
+      await traced.finish();
+    }
   };
+  return (job) => spans.run(job.jobId, () => body(job), job.signal);
 }
 
 export function trainHandler(ctx: ServiceContext) {
