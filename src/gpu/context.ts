@@ -46,6 +46,20 @@ const COPY_DST = 0x08;
 const UNIFORM = 0x40;
 const MAP_READ = 0x01;
 
+/**
+ * Optional per-batch timing (src/telemetry/gpu_timing.ts attaches one while a job is traced);
+ * defined here so the runtime does not depend on telemetry.
+ */
+export interface BatchTimingHook {
+  begin(label: string): BatchTiming | undefined;
+}
+
+export interface BatchTiming {
+  passWrites(): GPUComputePassTimestampWrites | undefined;
+  beforeFinish(encoder: GPUCommandEncoder): void;
+  submitted(): void;
+}
+
 export interface GpuOpenOptions {
   backend?: BackendChoice;
   /** Logged once with the adapter description; default prints to stderr. */
@@ -54,6 +68,8 @@ export interface GpuOpenOptions {
 
 export class GpuContext {
   readonly memory = new MemoryLedger();
+  /** Set while a job is traced; untimed batches cost one property read. */
+  timing: BatchTimingHook | undefined = undefined;
   #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   #uniforms = new Map<string, GPUBuffer>();
   #errors: Error[] = [];
@@ -84,6 +100,7 @@ export class GpuContext {
       return cap === undefined ? v : Math.min(v, cap);
     };
     const device = await found.adapter.requestDevice({
+      requiredFeatures: found.adapter.features.has("timestamp-query") ? ["timestamp-query"] : [],
       requiredLimits: {
         maxStorageBufferBindingSize: want("maxStorageBufferBindingSize"),
         maxBufferSize: want("maxBufferSize"),
@@ -286,11 +303,13 @@ export class DispatchBatch {
   #ctx: GpuContext;
   #encoder: GPUCommandEncoder;
   #pass: GPUComputePassEncoder | undefined;
+  #timing: BatchTiming | undefined;
   dispatches = 0;
 
   constructor(ctx: GpuContext, label: string) {
     this.#ctx = ctx;
     this.#encoder = ctx.device.createCommandEncoder({ label });
+    this.#timing = ctx.timing?.begin(label);
   }
 
   /** Bindings go to group 0 in order; a uniform (GPUBuffer) may be among them. */
@@ -299,7 +318,10 @@ export class DispatchBatch {
     bindings: Array<Binding | GPUBuffer>,
     workgroups: [number, number?, number?],
   ): this {
-    if (!this.#pass) this.#pass = this.#encoder.beginComputePass();
+    if (!this.#pass) {
+      const writes = this.#timing?.passWrites();
+      this.#pass = this.#encoder.beginComputePass(writes ? { timestampWrites: writes } : undefined);
+    }
     const entries = bindings.map((b, i) => ({ binding: i, resource: resourceOf(b) }));
     const group = this.#ctx.device.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
@@ -325,7 +347,9 @@ export class DispatchBatch {
 
   submit(): void {
     this.#endPass();
+    this.#timing?.beforeFinish(this.#encoder);
     this.#ctx.device.queue.submit([this.#encoder.finish()]);
+    this.#timing?.submitted();
   }
 }
 
