@@ -1,13 +1,18 @@
 /**
  * The qlorad command line.
- *   qlorad serve --data-dir DIR [--port N] [--host H] [--max-queued N]
+ *   qlorad serve --data-dir DIR [--port N] [--host H] [--max-queued N] [--tls-cert FILE
+ *                --tls-key FILE [--tls-client-ca FILE]] [--auth-token-file FILE]
+ *                [--shutdown-timeout SECONDS]
  *   qlorad quantize --model DIR --out DIR [--type nf4|fp4] [--blocksize N] [--no-double-quant]
  *                   [--skip-modules a,b] [--overwrite]
  * Usage errors print the usage and exit 2; failures print the error and exit 1.
  */
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { startServer } from "./service/server.ts";
+import { DEFAULT_SHUTDOWN_TIMEOUT_MS, startServer } from "./service/server.ts";
+import { loadAuthToken } from "./service/auth.ts";
+import { loadTls } from "./service/tls.ts";
+import type { TlsMaterial } from "./service/tls.ts";
 import { consoleLogger } from "./service/status.ts";
 import { quantizeModel } from "./quant/quantize_model.ts";
 import type { QuantizeProgress, QuantType } from "./quant/quantize_model.ts";
@@ -18,8 +23,19 @@ import { mergeAdapter } from "./train/merge.ts";
 
 export const USAGE = `usage:
   qlorad serve --data-dir DIR [--port N] [--host H] [--max-queued N]
+               [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
+               [--auth-token-file FILE] [--shutdown-timeout SECONDS]
       Serve the gRPC API (qlorad.v1.QLoRA, health, reflection). Request paths are relative to
-      DIR. Defaults: --port 50051, --host 127.0.0.1, --max-queued 16.
+      DIR. Defaults: --port 50051, --host 127.0.0.1, --max-queued 16, plaintext, no token,
+      --shutdown-timeout ${DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000}.
+      --tls-cert/--tls-key (PEM) turn on TLS; --tls-client-ca adds mutual TLS: clients must
+      present an X.509 v3 certificate issued by that CA. With a token (QLORAD_AUTH_TOKEN, or
+      --auth-token-file / QLORAD_AUTH_TOKEN_FILE), every call but grpc.health.v1.Health needs
+      the metadata "authorization: Bearer <token>". On SIGTERM/SIGINT the server stops taking
+      calls, stops the running job (training checkpoints first), waits for it up to
+      --shutdown-timeout seconds and exits 0; a second signal exits at once.
+      Environment: QLORAD_TLS_CERT, QLORAD_TLS_KEY, QLORAD_TLS_CLIENT_CA,
+      QLORAD_AUTH_TOKEN, QLORAD_AUTH_TOKEN_FILE, QLORAD_SHUTDOWN_TIMEOUT (flags win).
   qlorad quantize --model DIR --out DIR [--type nf4|fp4] [--blocksize N] [--no-double-quant]
                   [--skip-modules NAME,NAME] [--overwrite]
       Quantize a Hugging Face checkpoint folder to a bitsandbytes 4-bit folder.
@@ -95,21 +111,60 @@ async function serve(args: string[]): Promise<number> {
       host: { type: "string" },
       "data-dir": { type: "string" },
       "max-queued": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      "tls-client-ca": { type: "string" },
+      "auth-token-file": { type: "string" },
+      "shutdown-timeout": { type: "string" },
     },
   });
   const dataDir = values["data-dir"] ?? usageError("serve needs --data-dir DIR");
   const port = integer(values.port, "--port", 50051);
   if (port > 65535) usageError(`--port must be at most 65535, not ${port}`);
   const host = values.host ?? "127.0.0.1";
+  const setting = (flag: string, env: string) => {
+    const v = values[flag as keyof typeof values] as string | undefined;
+    if (v !== undefined) return { value: v, label: `--${flag}` };
+    const e = Deno.env.get(env);
+    return e !== undefined && e !== "" ? { value: e, label: env } : undefined;
+  };
+  const timeout = setting("shutdown-timeout", "QLORAD_SHUTDOWN_TIMEOUT");
+  const shutdownSeconds = timeout === undefined
+    ? DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000
+    : integer(timeout.value, timeout.label, 0);
+  if (shutdownSeconds < 1 || shutdownSeconds > 86_400) {
+    usageError(`${timeout?.label} must be 1..86400 seconds, not ${shutdownSeconds}`);
+  }
+  const tls = await tlsSettings(
+    setting("tls-cert", "QLORAD_TLS_CERT"),
+    setting("tls-key", "QLORAD_TLS_KEY"),
+    setting("tls-client-ca", "QLORAD_TLS_CLIENT_CA"),
+  );
+  const tokenFile = setting("auth-token-file", "QLORAD_AUTH_TOKEN_FILE");
+  const envToken = Deno.env.get("QLORAD_AUTH_TOKEN");
+  const authToken = await loadAuthToken({
+    token: envToken === "" ? undefined : envToken,
+    tokenLabel: "QLORAD_AUTH_TOKEN",
+    tokenFile: tokenFile?.value,
+    fileLabel: tokenFile?.label,
+  });
   const server = await startServer({
     host,
     port,
     dataDir,
     logger: consoleLogger,
     maxQueuedJobs: integer(values["max-queued"], "--max-queued", 16),
+    tls,
+    authToken,
+    shutdownTimeoutMs: shutdownSeconds * 1000,
   });
   const shown = host.includes(":") ? `[${host}]` : host;
   console.log(`qlorad listening on ${shown}:${server.port}`);
+  consoleLogger.info(
+    `${tls ? (tls.clientCa ? "mutual TLS" : "TLS") : "plaintext"}, ${
+      authToken ? "bearer token required (health open)" : "no token"
+    }, shutdown timeout ${shutdownSeconds} s`,
+  );
 
   // The first SIGINT/SIGTERM closes gracefully; a second one exits at once.
   const stopped = new Promise<void>((resolve) => {
@@ -117,7 +172,12 @@ async function serve(args: string[]): Promise<number> {
     const onSignal = () => {
       if (stopping) Deno.exit(130);
       stopping = true;
-      consoleLogger.info("shutting down");
+      consoleLogger.info(`shutting down (waiting up to ${shutdownSeconds} s for the running job)`);
+      // A last resort, should closing itself hang (it bounds every wait it makes).
+      Deno.unrefTimer(setTimeout(() => {
+        consoleLogger.error("shutdown did not finish in time; exiting");
+        Deno.exit(1);
+      }, shutdownSeconds * 1000 + 15_000));
       server.close().finally(() => {
         for (const s of SIGNALS) Deno.removeSignalListener(s, onSignal);
         resolve();
@@ -130,6 +190,28 @@ async function serve(args: string[]): Promise<number> {
 }
 
 const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+
+type Setting = { value: string; label: string } | undefined;
+
+/** TLS from the flags (or env): a cert and a key together, a client CA only with them. */
+async function tlsSettings(
+  cert: Setting,
+  key: Setting,
+  clientCa: Setting,
+): Promise<TlsMaterial | undefined> {
+  if (!cert && !key) {
+    if (clientCa) usageError(`${clientCa.label} needs --tls-cert and --tls-key`);
+    return undefined;
+  }
+  if (!cert) usageError(`${key!.label} needs --tls-cert (or QLORAD_TLS_CERT) too`);
+  if (!key) usageError(`${cert.label} needs --tls-key (or QLORAD_TLS_KEY) too`);
+  return await loadTls({
+    cert: cert.value,
+    key: key.value,
+    clientCa: clientCa?.value,
+    labels: { cert: cert.label, key: key.label, clientCa: clientCa?.label },
+  });
+}
 
 async function quantize(args: string[]): Promise<number> {
   const { values } = parseArgs({

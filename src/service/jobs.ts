@@ -4,6 +4,8 @@
  * follow live; a job never depends on its subscribers. Records and logs persist under
  * `<dataDir>/.qlorad/jobs/` (`<id>.json` written atomically, `<id>.events.jsonl` appended), and a
  * job that was queued or running when the server died is marked FAILED when the server starts.
+ * On a graceful shutdown (close) a training job that stopped at a checkpoint ends FAILED at once,
+ * with a message that says how to resume it.
  *
  * Plain objects only: payloads use the proto's field names, and the gRPC handlers translate.
  */
@@ -117,6 +119,12 @@ export interface JobManagerOptions {
 export const RESTARTED_WHILE_RUNNING = "server restarted while the job was running";
 export const RESTARTED_WHILE_QUEUED = "server restarted while the job was queued";
 
+/** The error of a training job that a shutdown stopped at a checkpoint. */
+export function shutDownAtCheckpoint(step: number, checkpoint: string, output: string): string {
+  return `server shut down at step ${step} (checkpoint ${checkpoint}); ` +
+    `resume with resume_from=${JSON.stringify(output)}`;
+}
+
 interface Entry {
   record: JobRecord;
   /** The whole log while the job is active; ended jobs' logs are read from disk. */
@@ -139,7 +147,10 @@ export class JobManager {
   readonly #jobs = new Map<string, Entry>();
   readonly #queue: Entry[] = [];
   #running?: Entry;
+  /** close() was called: no new jobs; the running one is being stopped. */
   #closed = false;
+  /** close() has returned: nothing more is written, every watch has ended. */
+  #stopped = false;
   #lastCreatedMs = 0;
   /** Disk writes, in order. */
   #io: Promise<void> = Promise.resolve();
@@ -245,12 +256,16 @@ export class JobManager {
   }
 
   /**
-   * Stops taking jobs, aborts the running one and waits for it, ends every watch, and flushes the
-   * store. Unfinished jobs stay QUEUED/RUNNING on disk, so the next start marks them FAILED.
+   * Stops taking jobs, aborts the running one and waits for it (at most the close timeout), ends
+   * every watch, and flushes the store. A training job that stopped at a checkpoint ends FAILED
+   * with a resume hint (`shutDownAtCheckpoint`), and its watchers see that final event; other
+   * unfinished jobs stay QUEUED/RUNNING on disk, so the next start marks them FAILED.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Watches of queued jobs end now; those of the running job follow it until it stops.
+    for (const entry of this.#jobs.values()) wake(entry);
     const running = this.#running;
     if (running) {
       running.controller?.abort(new CancelledError("server shutting down"));
@@ -264,6 +279,7 @@ export class JobManager {
       await Promise.race([running.finished, timeout]);
       clearTimeout(timer);
     }
+    this.#stopped = true;
     for (const entry of this.#jobs.values()) wake(entry);
     await this.#io;
   }
@@ -294,7 +310,8 @@ export class JobManager {
       jobId: entry.record.job_id,
       signal,
       emit: (payload) => {
-        if (entry.record.state === "RUNNING" && !this.#closed) {
+        // While closing, the job's last events (its checkpoint) still count.
+        if (entry.record.state === "RUNNING" && !this.#stopped) {
           this.#append(entry, "RUNNING", payload);
         }
       },
@@ -319,10 +336,27 @@ export class JobManager {
     entry.run = undefined;
     entry.controller = undefined;
     this.#running = undefined;
-    // On shutdown the record stays RUNNING: the next start marks it FAILED (and later, resumes it).
-    if (this.#closed) return;
+    // Too late: close() gave up waiting; the next start marks the record FAILED.
+    if (this.#stopped) return;
+    if (this.#closed && signal.aborted && !entry.cancelRequested) {
+      // Stopped by the shutdown. A training job that checkpointed can be resumed: say so now.
+      // Anything else stays RUNNING on disk and is marked FAILED by the next start.
+      const hint = this.#resumeHint(entry);
+      if (!hint) return;
+      outcome = { state: "FAILED", payload: { error: { kind: "unavailable", message: hint } } };
+    }
     this.#finish(entry, outcome.state, outcome.payload);
     this.#pump();
+  }
+
+  /** For a training job with a checkpoint: how to resume it (`shutDownAtCheckpoint`). */
+  #resumeHint(entry: Entry): string | undefined {
+    const output = (entry.record.request as { output_path?: unknown } | undefined)?.output_path;
+    if (entry.record.kind !== "train" || typeof output !== "string" || !output) return undefined;
+    const last = entry.events?.findLast((e) => e.payload && "checkpoint" in e.payload);
+    if (!last?.payload || !("checkpoint" in last.payload)) return undefined;
+    const { step, path: checkpoint } = last.payload.checkpoint;
+    return shutDownAtCheckpoint(step, checkpoint, output);
   }
 
   #finish(entry: Entry, state: JobState, payload?: JobPayload): void {
@@ -371,7 +405,8 @@ export class JobManager {
         yield structuredClone(ev);
         if (isTerminal(ev.state)) return;
       }
-      if (isTerminal(entry.record.state) || this.#closed || signal?.aborted) return;
+      if (isTerminal(entry.record.state) || signal?.aborted) return;
+      if (this.#stopped || (this.#closed && entry !== this.#running)) return;
       await new Promise<void>((resolve) => {
         const done = () => {
           entry.waiters.delete(done);

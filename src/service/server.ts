@@ -19,6 +19,9 @@ import { trainHandler } from "./handlers/train.ts";
 import { evaluateHandler } from "./handlers/evaluate.ts";
 import { estimateHandler } from "./handlers/estimate.ts";
 import { GpuHolder } from "./gpu.ts";
+import { tokenInterceptor } from "./auth.ts";
+import { serverCredentials } from "./tls.ts";
+import type { TlsMaterial } from "./tls.ts";
 
 /** The contract. */
 export const PROTO_PATH = fileURLToPath(
@@ -39,6 +42,12 @@ export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
 /** Requests and responses are small; these bounds stop a bad peer, not a real client. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
+/** How long close() lets a running job stop (a training job checkpoints first). */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
+
+/** How long close() waits for calls still open (e.g. health watches) once jobs have stopped. */
+const CALLS_GRACE_MS = 2_000;
+
 export interface ServerOptions {
   /** Default 127.0.0.1. */
   host?: string;
@@ -51,12 +60,23 @@ export interface ServerOptions {
   maxQueuedJobs?: number;
   /** The quantizer; default quantizeModel (tests substitute a fake). */
   quantize?: typeof quantizeModel;
+  /** TLS, or mutual TLS when it has a client CA (see tls.ts). Default: plaintext. */
+  tls?: TlsMaterial;
+  /** Every call but health's must carry `authorization: Bearer <token>` (see auth.ts). */
+  authToken?: string;
+  /** The largest request accepted (RESOURCE_EXHAUSTED beyond). Default MAX_MESSAGE_BYTES. */
+  maxMessageBytes?: number;
+  /** How long close() lets the running job stop. Default DEFAULT_SHUTDOWN_TIMEOUT_MS. */
+  shutdownTimeoutMs?: number;
 }
 
 export interface RunningServer {
   /** The bound port. */
   port: number;
-  /** Stops jobs (they are marked FAILED at next start), ends streams, and stops the server. */
+  /**
+   * Stops taking calls, stops the running job (a training job checkpoints and ends FAILED with a
+   * resume hint; others are marked FAILED at the next start), ends streams, and stops the server.
+   */
   close(): Promise<void>;
 }
 
@@ -82,6 +102,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     maxQueued: opts.maxQueuedJobs,
     logger,
     hostDirs,
+    closeTimeoutMs: opts.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
   });
   const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
   const gpu = new GpuHolder(logger, (ok) => {
@@ -99,9 +120,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   };
 
   const server = new grpc.Server({
-    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_receive_message_length": opts.maxMessageBytes ?? MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    // Authentication runs on each call's metadata, before its handler (health stays open).
+    interceptors: opts.authToken !== undefined ? [tokenInterceptor(opts.authToken)] : [],
   });
+  // Every qlorad.v1 handler, in one table (wrap it here to add per-call behaviour).
   const handlers: Record<string, UntypedHandleCall> = {
     Quantize: quantizeHandler(ctx),
     Train: trainHandler(ctx),
@@ -120,7 +144,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(
         address,
-        grpc.ServerCredentials.createInsecure(),
+        opts.tls ? serverCredentials(opts.tls) : grpc.ServerCredentials.createInsecure(),
         (err, p) => err ? reject(err) : resolve(p),
       )
     );
@@ -134,18 +158,24 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     closing ??= (async () => {
       health.setStatus("", "NOT_SERVING");
       health.setStatus(SERVICE_NAME, "NOT_SERVING");
-      await jobs.close(); // ends every job stream
+      // No new calls from here on; open ones (a Train stream) go on until their job ends.
+      const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      await jobs.close(); // the running job stops (and checkpoints); every job stream ends
       await gpu.close();
-      await shutdown(server, 5_000);
+      await forceAfter(server, drained, CALLS_GRACE_MS);
     })();
   return { port, close };
 }
 
-/** Graceful shutdown; forced when calls (e.g. health watches) are still open after `graceMs`. */
-async function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
+/** Waits for `drained`, forcing the server down when calls are still open after `graceMs`. */
+async function forceAfter(
+  server: grpc.Server,
+  drained: Promise<void>,
+  graceMs: number,
+): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([
-    new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+    drained,
     new Promise<void>((resolve) => {
       timer = setTimeout(() => {
         server.forceShutdown();

@@ -10,11 +10,27 @@ import { resolveDataPath } from "../paths.ts";
 import { serviceErrorOf } from "../status.ts";
 import type { ServiceContext } from "./jobs.ts";
 import { parseHyperparameters, parseLoraConfig } from "./train.ts";
+import { checkPathFields } from "./validate.ts";
 
 // deno-lint-ignore no-explicit-any
 type Msg = Record<string, any>;
 
+const QUANT_TYPES: Record<string, "nf4" | "fp4"> = {
+  QUANT_TYPE_UNSPECIFIED: "nf4",
+  QUANT_TYPE_NF4: "nf4",
+  QUANT_TYPE_FP4: "fp4",
+};
+
 export async function estimateFromRequest(req: Msg, dataDir: string): Promise<Msg> {
+  checkPathFields(req, ["base_model_path"]);
+  const quantType = QUANT_TYPES[req.quant_type ?? "QUANT_TYPE_UNSPECIFIED"];
+  if (!quantType) {
+    throw invalidArgument(
+      `quant_type ${
+        JSON.stringify(req.quant_type)
+      }: unsupported (QUANT_TYPE_NF4 or QUANT_TYPE_FP4)`,
+    );
+  }
   let raw: unknown;
   let label: string;
   if (req.model_config_json) {
@@ -42,7 +58,7 @@ export async function estimateFromRequest(req: Msg, dataDir: string): Promise<Ms
     maxSeqLen: hp.maxSeqLen,
     gradientCheckpointing: hp.gradientCheckpointing,
     optimizerGpuBudgetBytes: hp.optimizerGpuBudgetBytes,
-    quantType: req.quant_type === "QUANT_TYPE_FP4" ? "fp4" : "nf4",
+    quantType,
     blocksize,
     doubleQuant: req.double_quant ?? true,
   });

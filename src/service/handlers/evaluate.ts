@@ -8,7 +8,7 @@ import { normalizeUserPath, resolveDataPath } from "../paths.ts";
 import type { JobRun } from "../jobs.ts";
 import { serviceErrorOf } from "../status.ts";
 import { type ServiceContext, streamJob } from "./jobs.ts";
-import { intIn } from "./validate.ts";
+import { checkPathFields, intIn } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
 import { tracedJob } from "../../telemetry/job_hooks.ts";
 
@@ -25,6 +25,7 @@ export async function validateEvaluateRequest(
   req: Msg,
   dataDir: string,
 ): Promise<ValidatedEvaluate> {
+  checkPathFields(req, ["base_model_path", "dataset_path", "adapter_path"]);
   const maxSeqLen = intIn(req.max_seq_len, "max_seq_len", 2, 131072, 512);
   const batchSize = intIn(req.batch_size, "batch_size", 1, 1024, 8);
   const maxNewTokens = intIn(req.max_new_tokens, "max_new_tokens", 1, 4096, 32);

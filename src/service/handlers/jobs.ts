@@ -146,12 +146,27 @@ function errorFor(err: unknown, ctx: ServiceContext, context: string) {
   return serviceErrorOf(err, { logger: ctx.logger, hostDirs: ctx.hostDirs, context });
 }
 
+/** Job ids are short ("train-<time>-<hex>"); a longer one is refused without being echoed. */
+const MAX_JOB_ID_CHARS = 128;
+
 function requireJobId(req: Msg): string {
   const id = req.job_id;
   if (typeof id !== "string" || id === "") {
     throw new QloradError("invalid_argument", "job_id is required");
   }
+  if (id.length > MAX_JOB_ID_CHARS) {
+    throw new QloradError("invalid_argument", `job_id: longer than ${MAX_JOB_ID_CHARS} characters`);
+  }
   return id;
+}
+
+/** A uint64 field as a safe integer: 0 (unset) up to 2^53 - 1. */
+function safeCount(value: unknown, field: string): number {
+  const v = Number(value ?? 0);
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new QloradError("invalid_argument", `${field}: ${value} is outside 0..2^53-1`);
+  }
+  return v;
 }
 
 /** A unary handler that maps thrown errors to statuses. */
@@ -189,14 +204,16 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
   return {
     WatchJob: async (call: ServerWritableStream<Msg, Msg>) => {
       let jobId: string;
+      let fromSeq: number;
       try {
         jobId = requireJobId(call.request);
+        fromSeq = safeCount(call.request.from_seq, "from_seq") || 1;
         ctx.jobs.get(jobId);
       } catch (err) {
         call.emit("error", errorFor(err, ctx, "WatchJob"));
         return;
       }
-      await streamJob(call, ctx, jobId, Number(call.request.from_seq) || 1, {
+      await streamJob(call, ctx, jobId, fromSeq, {
         endWithJobStatus: false,
       });
     },
@@ -212,7 +229,7 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
       const states = ((req.states ?? []) as unknown[])
         .filter((s) => s !== "JOB_STATE_UNSPECIFIED")
         .map(jobStateOf);
-      const limit = Number(req.limit) || 0;
+      const limit = safeCount(req.limit, "limit");
       return { jobs: ctx.jobs.list({ kind, states, limit }).map(jobMessage) };
     }),
     CancelJob: unary(

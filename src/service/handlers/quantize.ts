@@ -13,6 +13,7 @@ import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
 import type { JobRun } from "../jobs.ts";
 import { serviceErrorOf } from "../status.ts";
 import { streamJob } from "./jobs.ts";
+import { checkPathFields, checkStringList } from "./validate.ts";
 import type { GpuContext } from "../../gpu/context.ts";
 import { gpuQuantizer } from "../../quant/gpu_quantizer.ts";
 import type { ServiceContext } from "./jobs.ts";
@@ -45,6 +46,7 @@ export async function validateQuantizeRequest(
   req: Msg,
   dataDir: string,
 ): Promise<ValidatedQuantize> {
+  checkPathFields(req, ["model_path", "output_path"]);
   const quantType = QUANT_TYPES[req.quant_type ?? "QUANT_TYPE_UNSPECIFIED"];
   if (!quantType) {
     throw new QloradError(
@@ -62,6 +64,7 @@ export async function validateQuantizeRequest(
   if (badSkip !== undefined) {
     throw new QloradError("invalid_argument", "skip_modules: names must not be empty");
   }
+  checkStringList(skip, "skip_modules", 256, 256);
   const overwrite = Boolean(req.overwrite);
 
   const modelDir = await resolveDataPath(dataDir, req.model_path, "model_path", {

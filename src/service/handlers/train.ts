@@ -16,7 +16,7 @@ import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
 import type { JobPayload, JobRun } from "../jobs.ts";
 import { serviceErrorOf } from "../status.ts";
 import { type ServiceContext, streamJob } from "./jobs.ts";
-import { intIn, numberIn } from "./validate.ts";
+import { checkPathFields, intIn, numberIn } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
 import { tracedJob } from "../../telemetry/job_hooks.ts";
 
@@ -29,6 +29,14 @@ const SCHEDULERS: Record<string, LrScheduler> = {
   LR_SCHEDULER_LINEAR: "linear",
   LR_SCHEDULER_COSINE: "cosine",
 };
+
+const PATH_FIELDS = [
+  "base_model_path",
+  "dataset_path",
+  "eval_dataset_path",
+  "output_path",
+  "resume_from",
+];
 
 export interface ValidatedTrain {
   request: Msg;
@@ -56,18 +64,25 @@ async function dataFile(dataDir: string, userPath: unknown, field: string): Prom
 }
 
 /** LoraConfig with defaults (r 8, alpha 16, dropout 0.05, all seven linears). */
-export function parseLoraConfig(lora: Msg = {}): LoraSpec {
+export function parseLoraConfig(loraIn?: Msg | null): LoraSpec {
+  // An unset message field arrives as null.
+  const lora = loraIn ?? {};
+  const targets = [...(lora.target_modules ?? [])];
+  if (targets.length > 64 || targets.some((t) => typeof t !== "string" || t.length > 64)) {
+    throw invalidArgument("lora.target_modules: at most 64 names of at most 64 characters");
+  }
   return {
     r: intIn(lora.r, "lora.r", 1, 1024, 8),
     alpha: numberIn(lora.alpha, "lora.alpha", 0, 1e6, 16, true),
     dropout: numberIn(lora.dropout, "lora.dropout", 0, 0.99, 0.05),
-    targets: parseTargetModules([...(lora.target_modules ?? [])], "lora.target_modules"),
+    targets: parseTargetModules(targets, "lora.target_modules"),
     useRslora: Boolean(lora.use_rslora),
   };
 }
 
 /** Hyperparameters with the documented defaults; every field range-checked. */
-export function parseHyperparameters(hpIn: Msg = {}): TrainJobOptions["hp"] {
+export function parseHyperparameters(hpGiven?: Msg | null): TrainJobOptions["hp"] {
+  const hpIn = hpGiven ?? {};
   const scheduler = SCHEDULERS[hpIn.lr_scheduler ?? "LR_SCHEDULER_UNSPECIFIED"];
   if (!scheduler) {
     throw invalidArgument(`hyperparameters.lr_scheduler: ${hpIn.lr_scheduler} is not supported`);
@@ -111,6 +126,7 @@ export function parseHyperparameters(hpIn: Msg = {}): TrainJobOptions["hp"] {
 }
 
 export async function validateTrainRequest(req: Msg, dataDir: string): Promise<ValidatedTrain> {
+  checkPathFields(req, PATH_FIELDS);
   const spec = parseLoraConfig(req.lora);
   const { r, alpha, dropout, targets } = spec;
   const hp = parseHyperparameters(req.hyperparameters);
