@@ -10,6 +10,7 @@
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS, startServer } from "./service/server.ts";
+import { setupTelemetry } from "./telemetry/setup.ts";
 import { loadAuthToken } from "./service/auth.ts";
 import { loadTls } from "./service/tls.ts";
 import type { TlsMaterial } from "./service/tls.ts";
@@ -148,16 +149,28 @@ async function serve(args: string[]): Promise<number> {
     tokenFile: tokenFile?.value,
     fileLabel: tokenFile?.label,
   });
-  const server = await startServer({
-    host,
-    port,
-    dataDir,
-    logger: consoleLogger,
-    maxQueuedJobs: integer(values["max-queued"], "--max-queued", 16),
-    tls,
-    authToken,
-    shutdownTimeoutMs: shutdownSeconds * 1000,
+  // OpenTelemetry from the standard OTEL_* variables; off (and free) when none is set.
+  const telemetry = await setupTelemetry({
+    serviceName: "qlorad",
+    warn: (m) => consoleLogger.warn(`telemetry: ${m}`),
   });
+  if (telemetry.tracing || telemetry.metrics) consoleLogger.info(telemetry.description);
+  let server;
+  try {
+    server = await startServer({
+      host,
+      port,
+      dataDir,
+      logger: consoleLogger,
+      maxQueuedJobs: integer(values["max-queued"], "--max-queued", 16),
+      tls,
+      authToken,
+      shutdownTimeoutMs: shutdownSeconds * 1000,
+    });
+  } catch (err) {
+    await telemetry.shutdown();
+    throw err;
+  }
   const shown = host.includes(":") ? `[${host}]` : host;
   console.log(`qlorad listening on ${shown}:${server.port}`);
   consoleLogger.info(
@@ -178,7 +191,7 @@ async function serve(args: string[]): Promise<number> {
         consoleLogger.error("shutdown did not finish in time; exiting");
         Deno.exit(1);
       }, shutdownSeconds * 1000 + 15_000));
-      server.close().finally(() => {
+      server.close().then(() => telemetry.shutdown()).finally(() => {
         for (const s of SIGNALS) Deno.removeSignalListener(s, onSignal);
         resolve();
       });

@@ -19,6 +19,8 @@ import { trainHandler } from "./handlers/train.ts";
 import { evaluateHandler } from "./handlers/evaluate.ts";
 import { estimateHandler } from "./handlers/estimate.ts";
 import { GpuHolder } from "./gpu.ts";
+import { wrapHandlers } from "../telemetry/tracing.ts";
+import { observeGpuMemory, observeJobs } from "../telemetry/metrics.ts";
 import { tokenInterceptor } from "./auth.ts";
 import { serverCredentials } from "./tls.ts";
 import type { TlsMaterial } from "./tls.ts";
@@ -104,6 +106,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     hostDirs,
     closeTimeoutMs: opts.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
   });
+  const unobserveJobs = observeJobs(() => jobs.list());
   const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
   const gpu = new GpuHolder(logger, (ok) => {
     const state = ok ? "SERVING" : "NOT_SERVING";
@@ -133,7 +136,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     EstimateMemory: estimateHandler(ctx),
     ...jobHandlers(ctx),
   };
-  server.addService(service, handlers);
+  // One span per RPC (continuing the caller's traceparent) when telemetry is configured.
+  server.addService(service, wrapHandlers(handlers, service));
 
   health.addToServer(server);
   new ReflectionService(packageDefinition).addToServer(server);
@@ -149,6 +153,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       )
     );
   } catch (err) {
+    unobserveJobs();
     await jobs.close();
     throw err;
   }
@@ -162,6 +167,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       await jobs.close(); // the running job stops (and checkpoints); every job stream ends
       await gpu.close();
+      unobserveJobs();
+      observeGpuMemory(undefined);
       await forceAfter(server, drained, CALLS_GRACE_MS);
     })();
   return { port, close };

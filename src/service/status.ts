@@ -95,7 +95,11 @@ export function publicError(
 }
 
 /** A grpc-js ServiceError (what `callback(err)` and `call.emit("error", err)` take). */
+/** Status details go in an HTTP/2 header: long ones break the client's connection. */
+const MAX_DETAILS = 1024;
+
 export function toServiceError(code: status, message: string): ServiceError {
+  if (message.length > MAX_DETAILS) message = `${message.slice(0, MAX_DETAILS - 3)}...`;
   return Object.assign(new Error(message), {
     code,
     details: message,

@@ -303,6 +303,18 @@ Deno.test("deployment: the PVC is mounted at the server's --data-dir", async () 
   assert.deepEqual(c.args, (await dockerfile()).cmd);
 });
 
+Deno.test("deployment: the shutdown timeout ends inside the termination grace period", async () => {
+  const d = await one("apps/v1/Deployment");
+  const c = serverContainer(d);
+  const timeout = Number((c.env as Obj[]).find((e) => e.name === "QLORAD_SHUTDOWN_TIMEOUT")?.value);
+  const grace = d.spec.template.spec.terminationGracePeriodSeconds;
+  assert.ok(timeout >= 60, `QLORAD_SHUTDOWN_TIMEOUT ${timeout}: a checkpoint needs time`);
+  assert.ok(
+    timeout + 15 <= grace,
+    `shutdown ${timeout} s + exit margin must fit in grace ${grace} s`,
+  );
+});
+
 Deno.test("deployment: non-root, read-only root filesystem, writable /tmp", async () => {
   const d = await one("apps/v1/Deployment");
   const pod = d.spec.template.spec.securityContext ?? {};
