@@ -40,6 +40,9 @@ export function grid(n: number, maxPerDim = 65535): [number, number] {
   return [Math.ceil(n / y), y];
 }
 
+/** Distinct uniform contents kept per generation (shapes repeat every step; lr and step do not). */
+const UNIFORM_CACHE_SIZE = 4096;
+
 const STORAGE = 0x80; // GPUBufferUsage.STORAGE
 const COPY_SRC = 0x04;
 const COPY_DST = 0x08;
@@ -72,6 +75,9 @@ export class GpuContext {
   timing: BatchTimingHook | undefined = undefined;
   #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   #uniforms = new Map<string, GPUBuffer>();
+  /** The previous generation of uniforms: destroyed only when the next one fills up, long after
+   * every batch that could have used them was submitted. */
+  #retiredUniforms = new Map<string, GPUBuffer>();
   #errors: Error[] = [];
   #lost: GpuDeviceLostError | undefined;
   #instance: GPU | undefined;
@@ -245,16 +251,24 @@ export class GpuContext {
   uniform(values: Uint32Array | Int32Array | Float32Array): GPUBuffer {
     const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
     const key = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    let buf = this.#uniforms.get(key);
-    if (!buf) {
+    const current = this.#uniforms.get(key);
+    if (current) return current;
+    let buf = this.#retiredUniforms.get(key);
+    if (buf) {
+      this.#retiredUniforms.delete(key); // in use again: back to the current generation
+    } else {
       const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
       buf = this.device.createBuffer({ size, usage: UNIFORM | COPY_DST, label: "uniform" });
       const padded = new Uint8Array(size);
       padded.set(bytes);
       this.device.queue.writeBuffer(buf, 0, padded as Uint8Array<ArrayBuffer>);
-      if (this.#uniforms.size > 4096) this.#uniforms.clear();
-      this.#uniforms.set(key, buf);
     }
+    if (this.#uniforms.size >= UNIFORM_CACHE_SIZE) {
+      for (const old of this.#retiredUniforms.values()) old.destroy();
+      this.#retiredUniforms = this.#uniforms;
+      this.#uniforms = new Map();
+    }
+    this.#uniforms.set(key, buf);
     return buf;
   }
 
@@ -284,8 +298,9 @@ export class GpuContext {
   }
 
   destroy(): void {
-    for (const u of this.#uniforms.values()) u.destroy();
+    for (const u of [...this.#uniforms.values(), ...this.#retiredUniforms.values()]) u.destroy();
     this.#uniforms.clear();
+    this.#retiredUniforms.clear();
     this.#pipelines.clear();
     this.device.destroy();
     this.#instance = undefined;

@@ -62,6 +62,21 @@ gpuTest(
   },
 );
 
+gpuTest("uniform buffers are shared by content and stay valid across cache generations", async (ctx) => {
+  const a = ctx.uniform(new Uint32Array([1, 2, 3, 4]));
+  assert.equal(ctx.uniform(new Uint32Array([1, 2, 3, 4])), a);
+  // Push well past one generation (4096) while `a` stays in use: it must survive.
+  const buf = ctx.createBuffer({ label: "t", category: "scratch", size: 32 });
+  for (let i = 0; i < 9000; i++) {
+    ctx.uniform(new Uint32Array([i, 7, 7, 7]));
+    if (i % 1000 === 0) assert.equal(ctx.uniform(new Uint32Array([1, 2, 3, 4])), a);
+  }
+  // A fill through a freshly made uniform after the rotations still works.
+  await fill(ctx, buf, 3);
+  assert.ok((await ctx.readF32(buf)).every((v) => v === 3));
+  buf.destroy();
+});
+
 Deno.test("grid splits large workgroup counts into two dimensions", () => {
   assert.deepEqual(grid(10), [10, 1]);
   const [x, y] = grid(200000);
