@@ -3,6 +3,10 @@
  * The softmax is materialized in `probs` [batch, heads, seq, seq] for the backward pass. When
  * probs for the whole batch exceed the adapter's storage binding limit the work is split by
  * batch rows (each slice then starts at a 256-byte multiple, which seq*seq*heads*4 usually is).
+ * Two variants, chosen per adapter by the kernel ladder (or forced with `variant`): `row`, one
+ * invocation per query (key) row reading K/V straight from storage, no barriers (llvmpipe); and
+ * `tiled`, a workgroup per block of 64 rows sharing K/V (Q/dout) tiles in workgroup memory (GPUs).
+ * Both visit keys in the same order, so they give the same bits.
  */
 import {
   type Binding,
@@ -12,6 +16,12 @@ import {
   grid,
 } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+
+export type AttentionVariant = "row" | "tiled";
+export const ATTENTION_VARIANTS: readonly AttentionVariant[] = ["row", "tiled"];
+/** Rows (queries or keys) per workgroup of the tiled variant; WG in shaders/attention.wgsl. */
+const TILED_ROWS = 64;
 
 export interface AttentionShape {
   batchSize: number;
@@ -35,6 +45,8 @@ export interface AttentionArgs extends AttentionShape {
   probs: Binding;
   /** Split by batch rows as if the storage binding limit were this (tests); default the adapter's. */
   maxBindingBytes?: number;
+  /** Forces a variant (tests, benchmarks); default the kernel ladder's choice. */
+  variant?: AttentionVariant;
 }
 
 export interface AttentionBackwardArgs extends AttentionShape {
@@ -57,6 +69,7 @@ export interface AttentionBackwardArgs extends AttentionShape {
    */
   scratch?: Binding;
   maxBindingBytes?: number;
+  variant?: AttentionVariant;
 }
 
 /** Bytes of the saved softmax, [batch, heads, seq, seq] f32. */
@@ -84,9 +97,15 @@ export async function encodeAttention(
   checkSize(where, "segments", args.segments, tokens);
   checkSize(where, "out", args.out, tokens * heads * headDim);
   checkSize(where, "probs", args.probs, batchSize * heads * seq * seq);
-  const pipeline = await ctx.pipeline("attention.wgsl", { HEAD_DIM: headDim }, "forward");
+  const variant = await chooseVariant(ctx, args.variant);
+  const tiled = variant === "tiled";
+  const pipeline = await ctx.pipeline(
+    "attention.wgsl",
+    shaderParams(ctx, headDim),
+    tiled ? "forward_tiled" : "forward",
+  );
   for (const part of rowParts(ctx, where, args, [args.probs])) {
-    const [gx, gy] = grid(Math.ceil((part.rows * heads * seq) / 64));
+    const [gx, gy] = workgroups(part.rows * heads, seq, tiled);
     batch.dispatch(pipeline, [
       args.q,
       args.k,
@@ -120,11 +139,15 @@ export async function encodeAttentionBackward(
   const scratchBytes = attentionScratchBytes(args);
   const scratch = args.scratch ?? sharedScratch(ctx, scratchBytes);
   checkSize(where, "scratch", scratch, scratchBytes / 4);
-  const query = await ctx.pipeline("attention.wgsl", { HEAD_DIM: headDim }, "backward_query");
-  const key = await ctx.pipeline("attention.wgsl", { HEAD_DIM: headDim }, "backward_key");
+  const variant = await chooseVariant(ctx, args.variant);
+  const tiled = variant === "tiled";
+  const suffix = tiled ? "_tiled" : "";
+  const sp = shaderParams(ctx, headDim);
+  const query = await ctx.pipeline("attention.wgsl", sp, `backward_query${suffix}`);
+  const key = await ctx.pipeline("attention.wgsl", sp, `backward_key${suffix}`);
   for (const part of rowParts(ctx, where, args, [args.probs, scratch])) {
     const [probs, ds] = part.slices;
-    const [qx, qy] = grid(Math.ceil((part.rows * heads * seq) / 64));
+    const [qx, qy] = workgroups(part.rows * heads, seq, tiled);
     batch.dispatch(query, [
       args.k,
       args.v,
@@ -134,7 +157,7 @@ export async function encodeAttentionBackward(
       args.dq,
       ctx.uniform(params(args, part.row0, part.rows, qx)),
     ], [qx, qy]);
-    const [kx, ky] = grid(Math.ceil((part.rows * kvHeads * seq) / 64));
+    const [kx, ky] = workgroups(part.rows * kvHeads, seq, tiled);
     batch.dispatch(key, [
       args.q,
       probs,
@@ -147,10 +170,85 @@ export async function encodeAttentionBackward(
   }
 }
 
+async function chooseVariant(
+  ctx: GpuContext,
+  forced: AttentionVariant | undefined,
+): Promise<AttentionVariant> {
+  const v = forced ?? (await kernelLadder.variant(ctx, "attention") as AttentionVariant);
+  if (!ATTENTION_VARIANTS.includes(v)) throw invalidArgument(`attention: unknown variant ${v}`);
+  return v;
+}
+
+/** The variant for this adapter: the kernel ladder's choice (src/kernels/ladder.ts). */
+export function chooseAttentionVariant(ctx: GpuContext): AttentionVariant {
+  return kernelLadder.choice(ctx, "attention") as AttentionVariant;
+}
+
+/**
+ * HEAD_DIM, and the tiled variant's staged rows: two tiles of KEY_TILE x head_dim floats (and
+ * KEY_TILE segment ids) must fit the adapter's workgroup storage.
+ */
+function shaderParams(ctx: GpuContext, headDim: number) {
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  const keyTile = Math.max(1, Math.min(32, Math.floor(limit / (8 * headDim + 4))));
+  return { HEAD_DIM: headDim, KEY_TILE: keyTile, TILE_FLOATS: keyTile * headDim };
+}
+
+/** Row variant: one invocation per (row, head, position); tiled: a workgroup per 64 of them. */
+function workgroups(rowsTimesHeads: number, seq: number, tiled: boolean): [number, number] {
+  return tiled
+    ? grid(rowsTimesHeads * Math.ceil(seq / TILED_ROWS))
+    : grid(Math.ceil((rowsTimesHeads * seq) / 64));
+}
+
+registerLadderKernel({
+  name: "attention",
+  variants: ATTENTION_VARIANTS,
+  prior: (ctx) => {
+    const software = ctx.adapter.fallback ||
+      /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render/i.test(ctx.adapterKey);
+    return software ? "row" : "tiled";
+  },
+  shaders: ["attention.wgsl"],
+  // Forward and backward of one 64-token row, 8 heads over 4 kv heads of 64.
+  probe: (ctx) => {
+    const bufs = new ProbeBuffers(ctx);
+    const shape = { batchSize: 1, seq: 64, heads: 8, kvHeads: 4, headDim: 64 };
+    const tokens = shape.seq;
+    const qn = tokens * shape.heads * shape.headDim;
+    const kn = tokens * shape.kvHeads * shape.headDim;
+    const io = {
+      ...shape,
+      q: bufs.random("ladder.attn.q", qn, 8),
+      k: bufs.random("ladder.attn.k", kn, 9),
+      v: bufs.random("ladder.attn.v", kn, 10),
+      segments: bufs.upload("ladder.attn.segments", new Uint32Array(tokens)),
+      probs: bufs.empty("ladder.attn.probs", attentionProbsBytes(shape)),
+    };
+    const out = bufs.empty("ladder.attn.out", qn * 4);
+    const grads = {
+      dout: bufs.random("ladder.attn.dout", qn, 11),
+      dq: bufs.empty("ladder.attn.dq", qn * 4),
+      dk: bufs.empty("ladder.attn.dk", kn * 4),
+      dv: bufs.empty("ladder.attn.dv", kn * 4),
+      scratch: bufs.empty("ladder.attn.scratch", attentionScratchBytes(shape)),
+    };
+    return Promise.resolve({
+      run: async (batch: DispatchBatch, v: string) => {
+        const variant = v as AttentionVariant;
+        await encodeAttention(ctx, batch, { ...io, out, variant });
+        await encodeAttentionBackward(ctx, batch, { ...io, ...grads, variant });
+      },
+      destroy: () => bufs.destroy(),
+    });
+  },
+});
+
 function params(s: AttentionShape, row0: number, rows: number, gx: number): Uint32Array {
   const u = new Uint32Array(12);
   u.set([s.seq, s.heads, s.kvHeads, s.headDim, rows, row0, s.heads / s.kvHeads, gx]);
   new Float32Array(u.buffer)[8] = 1 / Math.sqrt(s.headDim);
+  u[9] = Math.ceil(s.seq / TILED_ROWS);
   return u;
 }
 

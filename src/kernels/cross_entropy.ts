@@ -16,6 +16,7 @@ import {
   grid,
 } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
 export const IGNORE_INDEX = -100;
 
@@ -58,11 +59,48 @@ export interface LmHeadCrossEntropyArgs {
  */
 export type CrossEntropyVariant = "blocked" | "tiled";
 
+/** The variant for this adapter: the kernel ladder's choice (src/kernels/ladder.ts). */
 export function crossEntropyVariant(ctx: GpuContext): CrossEntropyVariant {
-  const software = ctx.adapter.fallback ||
-    /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render/i.test(ctx.adapterKey);
-  return software ? "blocked" : "tiled";
+  return kernelLadder.choice(ctx, "cross_entropy") as CrossEntropyVariant;
 }
+
+const CROSS_ENTROPY_VARIANTS: readonly CrossEntropyVariant[] = ["blocked", "tiled"];
+
+registerLadderKernel({
+  name: "cross_entropy",
+  variants: CROSS_ENTROPY_VARIANTS,
+  prior: (ctx) => {
+    const software = ctx.adapter.fallback ||
+      /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render/i.test(ctx.adapterKey);
+    return software ? "blocked" : "tiled";
+  },
+  shaders: ["cross_entropy.wgsl"],
+  // 64 rows, hidden 128, a 1024-word vocabulary in two chunks, with the gradient.
+  probe: (ctx) => {
+    const bufs = new ProbeBuffers(ctx);
+    const [rows, hidden, vocab, chunk] = [64, 128, 1024, 512];
+    const labels = Int32Array.from({ length: rows }, (_, i) => (i * 37) % vocab);
+    const common = {
+      h: bufs.random("ladder.ce.h", rows * hidden, 6),
+      weight: bufs.random("ladder.ce.w", vocab * hidden, 7),
+      labels: bufs.upload("ladder.ce.labels", labels),
+      rows,
+      hidden,
+      vocab,
+      chunk,
+      loss: bufs.empty("ladder.ce.loss", rows * 4),
+      correct: bufs.empty("ladder.ce.correct", rows * 4),
+      dh: bufs.empty("ladder.ce.dh", rows * hidden * 4),
+      gradScale: 1 / rows,
+      scratch: bufs.empty("ladder.ce.scratch", crossEntropyScratchBytes(rows, chunk)),
+    };
+    return Promise.resolve({
+      run: (batch: DispatchBatch, v: string) =>
+        encodeLmHeadCrossEntropy(ctx, batch, { ...common, variant: v as CrossEntropyVariant }),
+      destroy: () => bufs.destroy(),
+    });
+  },
+});
 
 function align256(bytes: number): number {
   return Math.ceil(bytes / 256) * 256;
@@ -131,7 +169,8 @@ export async function encodeLmHeadCrossEntropy(
     size: cols * hidden * 4,
   });
 
-  const variant = args.variant ?? crossEntropyVariant(ctx);
+  const variant = args.variant ??
+    (await kernelLadder.variant(ctx, "cross_entropy") as CrossEntropyVariant);
   if (variant !== "blocked" && variant !== "tiled") {
     throw invalidArgument(`${where}: unknown variant ${variant}`);
   }

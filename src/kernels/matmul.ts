@@ -2,10 +2,12 @@
  * Dense f32 matmul: C[m,n] (=|+=) alpha · op(A) · op(B), op(A) [m,k] (A stored [k,m] when
  * transA), op(B) [k,n] (B stored [n,k] when transB). Used for the LoRA products and as the dense
  * baseline of benchmarks. Two variants in shaders/matmul.wgsl: `blocked` (register blocking, no
- * barriers: llvmpipe and other CPU adapters) and `tiled` (workgroup-memory tiles: real GPUs).
+ * barriers: llvmpipe and other CPU adapters) and `tiled` (workgroup-memory tiles: real GPUs),
+ * chosen per adapter by the kernel ladder unless `variant` forces one.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
 export type MatmulVariant = "blocked" | "tiled";
 export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["blocked", "tiled"];
@@ -37,16 +39,45 @@ export function isSoftwareAdapter(ctx: GpuContext): boolean {
     /llvmpipe|lavapipe|swiftshader|softpipe|microsoft basic render/i.test(ctx.adapterKey);
 }
 
-const chosen = new Map<string, MatmulVariant>();
-
+/** The variant for this adapter: the kernel ladder's choice (src/kernels/ladder.ts). */
 export function chooseMatmulVariant(ctx: GpuContext): MatmulVariant {
-  let v = chosen.get(ctx.adapterKey);
-  if (!v) {
-    v = isSoftwareAdapter(ctx) ? "blocked" : "tiled";
-    chosen.set(ctx.adapterKey, v);
-  }
-  return v;
+  return kernelLadder.choice(ctx, "matmul") as MatmulVariant;
 }
+
+registerLadderKernel({
+  name: "matmul",
+  variants: MATMUL_VARIANTS,
+  prior: (ctx) => isSoftwareAdapter(ctx) ? "blocked" : "tiled",
+  shaders: ["matmul.wgsl"],
+  // A linear-sized product and the two skinny LoRA products of a rank-16 adapter.
+  probe: (ctx) => {
+    const bufs = new ProbeBuffers(ctx);
+    const [m, n, k, r] = [128, 256, 256, 16];
+    const x = bufs.random("ladder.matmul.x", m * k, 1);
+    const w = bufs.random("ladder.matmul.w", n * k, 2);
+    const y = bufs.empty("ladder.matmul.y", m * n * 4);
+    const t = bufs.empty("ladder.matmul.t", m * r * 4);
+    const g = bufs.empty("ladder.matmul.g", r * k * 4);
+    return Promise.resolve({
+      run: async (batch: DispatchBatch, v: string) => {
+        const variant = v as MatmulVariant;
+        await encodeMatmul(ctx, batch, { a: x, b: w, c: y, m, n, k, transB: true, variant });
+        await encodeMatmul(ctx, batch, { a: x, b: w, c: t, m, n: r, k, transB: true, variant });
+        await encodeMatmul(ctx, batch, {
+          a: t,
+          b: x,
+          c: g,
+          m: r,
+          n: k,
+          k: m,
+          transA: true,
+          variant,
+        });
+      },
+      destroy: () => bufs.destroy(),
+    });
+  },
+});
 
 /** Argument checks shared by the kernel wrappers; errors name the op and the field. */
 export function checkCount(op: string, field: string, value: number): void {
@@ -75,7 +106,7 @@ export async function encodeMatmul(
   checkBinding("matmul", "a", a, m * k);
   checkBinding("matmul", "b", b, k * n);
   checkBinding("matmul", "c", c, m * n);
-  const variant = args.variant ?? chooseMatmulVariant(ctx);
+  const variant = args.variant ?? (await kernelLadder.variant(ctx, "matmul") as MatmulVariant);
   if (!MATMUL_VARIANTS.includes(variant)) {
     throw invalidArgument(`matmul: unknown variant ${variant}`);
   }

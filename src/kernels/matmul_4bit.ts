@@ -3,7 +3,8 @@
  * registers, never materialized:
  *   encodeMatmul4bit:  Y[m, out] (=|+=) X[m, in] . W^T   (forward)
  *   encodeMatmul4bitT: dX[m, in] (=|+=) dY[m, out] . W   (backward to the input)
- * Two variants, chosen per adapter (or forced with `variant`):
+ * Two variants, chosen per adapter by the kernel ladder, forward and backward apart (or forced
+ * with `variant`):
  * - "regblock": register tiles, no barriers, vec4 activation loads, code tables as shader
  *   constants; what llvmpipe runs fast. Shapes without whole packed words per row (in % 8 != 0;
  *   backward also out % 4 != 0) take its scalar `_any` kernels.
@@ -12,6 +13,7 @@
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { dequantShaderParams, type GpuQuantWeight, offsetBits } from "./quant_weight.ts";
+import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
 export type Matmul4bitVariant = "regblock" | "tiled";
 export const MATMUL_4BIT_VARIANTS: readonly Matmul4bitVariant[] = ["regblock", "tiled"];
@@ -20,8 +22,6 @@ const SHADER = "matmul_4bit.wgsl";
 const REGBLOCK_WG = 64;
 const TILE = 64;
 
-const chosen = new Map<string, Matmul4bitVariant>();
-
 /** True for CPU rasterizers (llvmpipe, lavapipe, SwiftShader), where barriers are costly. */
 export function isSoftwareAdapter(ctx: GpuContext): boolean {
   const a = ctx.adapter;
@@ -29,14 +29,71 @@ export function isSoftwareAdapter(ctx: GpuContext): boolean {
     /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${a.device} ${a.description} ${a.vendor}`);
 }
 
-/** The variant for this adapter: register-blocked on software adapters, tiled elsewhere. */
+/**
+ * The forward variant for this adapter: the kernel ladder's choice (src/kernels/ladder.ts; the
+ * backward product is laddered on its own as "matmul_4bit_t").
+ */
 export function chooseMatmul4bitVariant(ctx: GpuContext): Matmul4bitVariant {
-  let v = chosen.get(ctx.adapterKey);
-  if (!v) {
-    v = isSoftwareAdapter(ctx) ? "regblock" : "tiled";
-    chosen.set(ctx.adapterKey, v);
-  }
-  return v;
+  return kernelLadder.choice(ctx, "matmul_4bit") as Matmul4bitVariant;
+}
+
+/**
+ * A random double-quantized weight (any codes are valid weights) outside the memory ledger, and
+ * activations for a 64-row product, as the ladder's probe of either direction.
+ */
+function probe4bit(ctx: GpuContext, backward: boolean) {
+  const bufs = new ProbeBuffers(ctx);
+  const [m, nIn, nOut, blocksize] = [64, 256, 512, 64];
+  const blocks = (nIn * nOut) / blocksize;
+  const bytes = (n: number, seed: number) => {
+    const b = new Uint8Array(n);
+    let s = seed;
+    for (let i = 0; i < n; i++) b[i] = (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 24;
+    return b;
+  };
+  const packed = bufs.upload("ladder.w4.packed", bytes((nIn * nOut) / 2, 3));
+  const absmax = bufs.upload("ladder.w4.absmax", bytes(blocks, 4));
+  const nestedAbsmax = bufs.upload(
+    "ladder.w4.nested",
+    new Float32Array(Math.ceil(blocks / 256)).fill(0.1),
+  );
+  const code = (n: number) => Float32Array.from({ length: n }, (_, i) => -1 + (2 * i) / (n - 1));
+  const w: GpuQuantWeight = {
+    label: "ladder.w4",
+    quantType: "nf4",
+    blocksize,
+    outFeatures: nOut,
+    inFeatures: nIn,
+    doubleQuant: true,
+    packed,
+    absmax,
+    nestedAbsmax,
+    bindings: [packed, absmax, nestedAbsmax],
+    quantMap: code(16),
+    nestedMap: code(256),
+    offset: 0.05,
+    destroy: () => {},
+  };
+  const a = bufs.random("ladder.w4.a", m * (backward ? nOut : nIn), 5);
+  const b = bufs.empty("ladder.w4.b", m * (backward ? nIn : nOut) * 4);
+  return Promise.resolve({
+    run: async (batch: DispatchBatch, v: string) => {
+      const variant = v as Matmul4bitVariant;
+      if (backward) await encodeMatmul4bitT(ctx, batch, { dy: a, w, dx: b, m, variant });
+      else await encodeMatmul4bit(ctx, batch, { x: a, w, y: b, m, variant });
+    },
+    destroy: () => bufs.destroy(),
+  });
+}
+
+for (const backward of [false, true]) {
+  registerLadderKernel({
+    name: backward ? "matmul_4bit_t" : "matmul_4bit",
+    variants: MATMUL_4BIT_VARIANTS,
+    prior: (ctx) => isSoftwareAdapter(ctx) ? "regblock" : "tiled",
+    shaders: [SHADER, "dequant_4bit.wgsl"],
+    probe: (ctx) => probe4bit(ctx, backward),
+  });
 }
 
 export interface Matmul4bitArgs {
@@ -48,7 +105,7 @@ export interface Matmul4bitArgs {
   m: number;
   /** Add into Y instead of overwriting it. */
   accumulate?: boolean;
-  /** Force a variant (tests, benchmarks); default chooseMatmul4bitVariant. */
+  /** Force a variant (tests, benchmarks); default the kernel ladder's choice. */
   variant?: Matmul4bitVariant;
 }
 
@@ -74,7 +131,9 @@ export async function encodeMatmul4bit(
     ["x", args.x, m * w.inFeatures],
     ["y", args.y, m * w.outFeatures],
   ]);
-  const plan = planDispatch(ctx, args.variant ?? chooseMatmul4bitVariant(ctx), {
+  const variant = args.variant ??
+    (await kernelLadder.variant(ctx, "matmul_4bit") as Matmul4bitVariant);
+  const plan = planDispatch(ctx, variant, {
     entry: "forward",
     m,
     // Regblock: up to 16 rows x 4 outputs per invocation; vec4 rows of X need in % 8 == 0.
@@ -97,7 +156,9 @@ export async function encodeMatmul4bitT(
     ["dy", args.dy, m * w.outFeatures],
     ["dx", args.dx, m * w.inFeatures],
   ]);
-  const plan = planDispatch(ctx, args.variant ?? chooseMatmul4bitVariant(ctx), {
+  const variant = args.variant ??
+    (await kernelLadder.variant(ctx, "matmul_4bit_t") as Matmul4bitVariant);
+  const plan = planDispatch(ctx, variant, {
     entry: "backward",
     m,
     // Regblock: up to 8 rows x 8 columns (one packed word); vec4 dY needs out % 4 == 0.

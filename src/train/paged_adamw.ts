@@ -3,8 +3,13 @@
  * moments fit in `gpuBudgetBytes` they stay resident on the GPU; otherwise they live in host
  * memory in fixed-size pages that stream through a small GPU pool (upload, update, download).
  * Both paths run the same kernel on the same values, so they give identical bits.
+ *
+ * Paging is pipelined: page k+1 is uploaded and updated while page k's moments come home, and
+ * each page comes home in one mapAsync (m and v copied into one readback buffer). Readback
+ * buffers are host-visible staging, like GpuContext.read's, so they are not part of the GPU
+ * budget or the memory ledger; the pool (POOL_SLOTS pages of m and of v) is.
  */
-import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
+import { GpuBuffer, type GpuContext } from "../gpu/context.ts";
 import { encodeAdamW } from "../kernels/adamw.ts";
 import { SLOT_ALIGN_FLOATS } from "../model/lora.ts";
 import { invalidArgument } from "../util/errors.ts";
@@ -23,8 +28,10 @@ export interface OptimizerStepStats {
   pagedOutBytes: number;
 }
 
-/** Pages in flight at once: one being updated while the other is copied. */
+/** Pages in flight at once: one being updated while the other is copied home. */
 const POOL_SLOTS = 2;
+const MAP_READ = 0x01;
+const COPY_DST = 0x08;
 
 export class AdamWOptimizer {
   readonly paged: boolean;
@@ -36,6 +43,11 @@ export class AdamWOptimizer {
   #hostV?: Float32Array;
   #poolM?: GpuBuffer;
   #poolV?: GpuBuffer;
+  /**
+   * Per pool slot: m then v of one page, mapped for reading. Wrapped as GpuBuffers (for
+   * DispatchBatch.copy) but outside the ledger: destroy the raw buffers, never the wrappers.
+   */
+  #readback: GpuBuffer[] = [];
 
   constructor(
     readonly ctx: GpuContext,
@@ -103,16 +115,31 @@ export class AdamWOptimizer {
     }
     const P = this.pageFloats;
     const pages = Math.ceil(this.n / P);
+    if (this.#readback.length === 0) {
+      for (let s = 0; s < POOL_SLOTS; s++) {
+        const label = `adam_readback_${s}`;
+        const raw = this.ctx.device.createBuffer({
+          label,
+          size: 2 * P * 4,
+          usage: MAP_READ | COPY_DST,
+        });
+        this.#readback.push(new GpuBuffer(this.ctx, raw, 2 * P * 4, "optimizer", label));
+      }
+    }
+    const inFlight: Array<Promise<void> | undefined> = new Array(POOL_SLOTS);
     let moved = 0;
-    for (let first = 0; first < pages; first += POOL_SLOTS) {
-      const group = Math.min(POOL_SLOTS, pages - first);
-      const batch = this.ctx.batch("adamw-paged");
-      for (let s = 0; s < group; s++) {
-        const start = (first + s) * P;
+    let error: unknown;
+    try {
+      for (let page = 0; page < pages; page++) {
+        const s = page % POOL_SLOTS;
+        // The slot's previous page must be home (and its readback buffer unmapped) first.
+        await inFlight[s];
+        const start = page * P;
         const len = Math.min(P, this.n - start);
+        const bytes = len * 4;
         this.ctx.write(this.#poolM!, this.#hostM!.subarray(start, start + len), s * P * 4);
         this.ctx.write(this.#poolV!, this.#hostV!.subarray(start, start + len), s * P * 4);
-        const bytes = len * 4;
+        const batch = this.ctx.batch("adamw-paged");
         await encodeAdamW(this.ctx, batch, {
           ...common,
           param: { buffer: params, offset: start * 4, size: bytes },
@@ -121,14 +148,29 @@ export class AdamWOptimizer {
           v: { buffer: this.#poolV!, offset: s * P * 4, size: bytes },
           n: len,
         });
+        const readback = this.#readback[s];
+        batch.copy(this.#poolM!, s * P * 4, readback, 0, bytes);
+        batch.copy(this.#poolV!, s * P * 4, readback, P * 4, bytes);
+        batch.submit();
         moved += 2 * bytes;
+        const raw = readback.buffer;
+        inFlight[s] = raw.mapAsync(MAP_READ, 0, P * 4 + bytes).then(() => {
+          const got = raw.getMappedRange(0, P * 4 + bytes);
+          this.#hostM!.set(new Float32Array(got, 0, len), start);
+          this.#hostV!.set(new Float32Array(got, P * 4, len), start);
+          raw.unmap();
+        });
       }
-      batch.submit();
-      const groupFloats = Math.min(group * P, this.n - first * P);
-      const m = await this.ctx.readF32(this.#poolM!, 0, groupFloats);
-      const v = await this.ctx.readF32(this.#poolV!, 0, groupFloats);
-      this.#hostM!.set(m, first * P);
-      this.#hostV!.set(v, first * P);
+    } catch (e) {
+      error = e;
+    }
+    // Wait for every readback even after an error: none may stay mapped or unobserved.
+    const settled = await Promise.allSettled(inFlight.filter(Boolean));
+    if (error) throw error;
+    const failed = settled.find((r) => r.status === "rejected");
+    if (failed) {
+      this.ctx.check();
+      throw (failed as PromiseRejectedResult).reason;
     }
     return { pagedInBytes: moved, pagedOutBytes: moved };
   }
@@ -164,5 +206,7 @@ export class AdamWOptimizer {
 
   destroy(): void {
     for (const b of [this.#m, this.#v, this.#poolM, this.#poolV]) b?.destroy();
+    for (const b of this.#readback) b.buffer.destroy();
+    this.#readback = [];
   }
 }

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
 import {
+  ATTENTION_VARIANTS,
   attentionScratchBytes,
   type AttentionShape,
+  type AttentionVariant,
   encodeAttention,
   encodeAttentionBackward,
 } from "../../src/kernels/attention.ts";
@@ -44,6 +46,7 @@ async function runGpu(
   ctx: GpuContext,
   c: Case,
   x: Inputs,
+  variant: AttentionVariant,
   maxBindingBytes?: number,
 ): Promise<GpuResult> {
   const tokens = c.batchSize * c.seq;
@@ -54,6 +57,7 @@ async function runGpu(
     kvHeads: c.kvHeads,
     headDim: c.headDim,
     maxBindingBytes,
+    variant,
   };
   const q = ctx.upload("q", "activations", x.q);
   const k = ctx.upload("k", "activations", x.k);
@@ -138,21 +142,33 @@ const CASES: Array<[string, Case]> = [
   }],
 ];
 
-CASES.forEach(([name, c], n) => {
-  gpuTest(`attention forward and backward vs float64: ${name}`, async (ctx) => {
-    const x = randomInputs(c, 100 + n);
-    const gpu = await runGpu(ctx, c, x);
-    const fwd = attentionForwardF64(x.q, x.k, x.v, c.segments, c);
-    const bwd = attentionBackwardF64(x.q, x.k, x.v, c.segments, x.dout, c);
-    check("out", gpu.out, fwd.out, 1e-5);
-    check("probs", gpu.probs, fwd.probs, 1e-5);
-    // Masked entries are exact zeros (the backward pass relies on it).
-    fwd.probs.forEach((p, i) => p === 0 && assert.equal(gpu.probs[i], 0, `probs[${i}]`));
-    check("dq", gpu.dq, bwd.dq, 1e-5);
-    check("dk", gpu.dk, bwd.dk, 1e-5);
-    check("dv", gpu.dv, bwd.dv, 1e-5);
+// The tiled variant's blocks are 64 rows: seq 70 spans two, with a short second block.
+CASES.push(["seq 70, heads 4 / kv 2, packed: segments of 40 and 30 (tiled: two blocks)", {
+  batchSize: 1,
+  seq: 70,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 12,
+  segments: [...Array(40).fill(0), ...Array(30).fill(1)],
+}]);
+
+for (const variant of ATTENTION_VARIANTS) {
+  CASES.forEach(([name, c], n) => {
+    gpuTest(`attention ${variant} forward and backward vs float64: ${name}`, async (ctx) => {
+      const x = randomInputs(c, 100 + n);
+      const gpu = await runGpu(ctx, c, x, variant);
+      const fwd = attentionForwardF64(x.q, x.k, x.v, c.segments, c);
+      const bwd = attentionBackwardF64(x.q, x.k, x.v, c.segments, x.dout, c);
+      check("out", gpu.out, fwd.out, 1e-5);
+      check("probs", gpu.probs, fwd.probs, 1e-5);
+      // Masked entries are exact zeros (the backward pass relies on it).
+      fwd.probs.forEach((p, i) => p === 0 && assert.equal(gpu.probs[i], 0, `probs[${i}]`));
+      check("dq", gpu.dq, bwd.dq, 1e-5);
+      check("dk", gpu.dk, bwd.dk, 1e-5);
+      check("dv", gpu.dv, bwd.dv, 1e-5);
+    });
   });
-});
+}
 
 Deno.test("attention float64 backward agrees with finite differences of the forward", () => {
   const c = CASES[2][1];
@@ -187,55 +203,74 @@ Deno.test("attention float64 backward agrees with finite differences of the forw
   }
 });
 
-gpuTest("attention over packed segments equals attention over each segment alone", async (ctx) => {
-  const lengths = [6, 8, 3];
-  const packed: Case = {
-    batchSize: 1,
-    seq: 17,
-    heads: 4,
-    kvHeads: 2,
-    headDim: 20,
-    segments: lengths.flatMap((len, s) => Array(len).fill(s)),
-  };
-  const x = randomInputs(packed, 21);
-  const whole = await runGpu(ctx, packed, x);
-  const qw = packed.heads * packed.headDim;
-  const kw = packed.kvHeads * packed.headDim;
-  let start = 0;
-  for (const len of lengths) {
-    const alone: Case = { ...packed, seq: len, segments: Array(len).fill(0) };
-    const part = await runGpu(ctx, alone, {
-      q: x.q.slice(start * qw, (start + len) * qw),
-      k: x.k.slice(start * kw, (start + len) * kw),
-      v: x.v.slice(start * kw, (start + len) * kw),
-      dout: x.dout.slice(start * qw, (start + len) * qw),
-    });
-    const tol = 1e-6;
-    const region = (a: Float32Array, w: number) => a.slice(start * w, (start + len) * w);
-    assert.ok(maxRelError(region(whole.out, qw), part.out) <= tol, `out of segment at ${start}`);
-    assert.ok(maxRelError(region(whole.dq, qw), part.dq) <= tol, `dq of segment at ${start}`);
-    assert.ok(maxRelError(region(whole.dk, kw), part.dk) <= tol, `dk of segment at ${start}`);
-    assert.ok(maxRelError(region(whole.dv, kw), part.dv) <= tol, `dv of segment at ${start}`);
-    start += len;
-  }
-});
+for (const variant of ATTENTION_VARIANTS) {
+  gpuTest(`attention ${variant} over packed segments equals each segment alone`, async (ctx) => {
+    const lengths = [6, 8, 3];
+    const packed: Case = {
+      batchSize: 1,
+      seq: 17,
+      heads: 4,
+      kvHeads: 2,
+      headDim: 20,
+      segments: lengths.flatMap((len, s) => Array(len).fill(s)),
+    };
+    const x = randomInputs(packed, 21);
+    const whole = await runGpu(ctx, packed, x, variant);
+    const qw = packed.heads * packed.headDim;
+    const kw = packed.kvHeads * packed.headDim;
+    let start = 0;
+    for (const len of lengths) {
+      const alone: Case = { ...packed, seq: len, segments: Array(len).fill(0) };
+      const part = await runGpu(ctx, alone, {
+        q: x.q.slice(start * qw, (start + len) * qw),
+        k: x.k.slice(start * kw, (start + len) * kw),
+        v: x.v.slice(start * kw, (start + len) * kw),
+        dout: x.dout.slice(start * qw, (start + len) * qw),
+      }, variant);
+      const tol = 1e-6;
+      const region = (a: Float32Array, w: number) => a.slice(start * w, (start + len) * w);
+      assert.ok(maxRelError(region(whole.out, qw), part.out) <= tol, `out of segment at ${start}`);
+      assert.ok(maxRelError(region(whole.dq, qw), part.dq) <= tol, `dq of segment at ${start}`);
+      assert.ok(maxRelError(region(whole.dk, kw), part.dk) <= tol, `dk of segment at ${start}`);
+      assert.ok(maxRelError(region(whole.dv, kw), part.dv) <= tol, `dv of segment at ${start}`);
+      start += len;
+    }
+  });
 
-gpuTest("attention split by batch rows (binding limit) gives the same bits", async (ctx) => {
-  const c: Case = {
-    batchSize: 3,
-    seq: 8,
-    heads: 4,
-    kvHeads: 2,
-    headDim: 20,
-    segments: [...Array(8).fill(0), ...Array(5).fill(1), 2, 3, 4, ...Array(8).fill(5)],
-  };
-  const x = randomInputs(c, 33);
-  const whole = await runGpu(ctx, c, x);
-  const split = await runGpu(ctx, c, x, 2 * c.heads * c.seq * c.seq * 4); // rows [0, 2), [2, 3)
-  for (const key of ["out", "probs", "dq", "dk", "dv"] as const) {
-    assert.deepEqual(split[key], whole[key], key);
-  }
-});
+  gpuTest(
+    `attention ${variant} split by batch rows (binding limit) gives the same bits`,
+    async (ctx) => {
+      const c: Case = {
+        batchSize: 3,
+        seq: 8,
+        heads: 4,
+        kvHeads: 2,
+        headDim: 20,
+        segments: [...Array(8).fill(0), ...Array(5).fill(1), 2, 3, 4, ...Array(8).fill(5)],
+      };
+      const x = randomInputs(c, 33);
+      const whole = await runGpu(ctx, c, x, variant);
+      // rows [0, 2), [2, 3)
+      const split = await runGpu(ctx, c, x, variant, 2 * c.heads * c.seq * c.seq * 4);
+      for (const key of ["out", "probs", "dq", "dk", "dv"] as const) {
+        assert.deepEqual(split[key], whole[key], key);
+      }
+    },
+  );
+}
+
+gpuTest(
+  "attention row and tiled variants give the same bits (same visiting order)",
+  async (ctx) => {
+    const c = CASES.at(-1)![1];
+    const x = randomInputs(c, 55);
+    const row = await runGpu(ctx, c, x, "row");
+    const tiled = await runGpu(ctx, c, x, "tiled");
+    for (const key of ["out", "probs", "dq", "dk", "dv"] as const) {
+      assert.deepEqual(tiled[key], row[key], key);
+    }
+  },
+);
 
 gpuTest("attention refuses heads that are not a multiple of kvHeads", async (ctx) => {
   const b = ctx.createBuffer({ label: "b", category: "scratch", size: 4096 });
