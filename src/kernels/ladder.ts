@@ -3,8 +3,8 @@
  * wrapper registers its variants, a prior guess (the barrier-free variant on CPU adapters) and a
  * probe on a representative shape; at first use the ladder times every variant for a few
  * milliseconds (warm-up, then interleaved rounds, median), keeps the fastest, and caches the
- * choice per adapter in memory and on disk, keyed by a fingerprint of the shaders so an edited
- * kernel is timed again. Environment:
+ * choice per adapter in memory and on disk, keyed by a fingerprint of the shaders and the probe
+ * so an edited kernel is timed again. Environment:
  * - QLORAD_KERNEL_VARIANTS=matmul=blocked,matmul_4bit=regblock forces choices (no timing);
  * - QLORAD_LADDER_CACHE=<file> moves the disk cache, `off` keeps choices in memory only; the
  *   default is $XDG_CACHE_HOME/qlorad/ladder.json, else ~/.cache/qlorad/ladder.json.
@@ -108,7 +108,8 @@ const fingerprints = new Map<string, string>();
 function fingerprint(k: LadderKernel): string {
   let f = fingerprints.get(k.name);
   if (f === undefined) {
-    let text = `v${LADDER_VERSION}|${k.name}|${k.variants.join(",")}`;
+    // The probe's and prior's source too: a changed probe shape invalidates old timings.
+    let text = `v${LADDER_VERSION}|${k.name}|${k.variants.join(",")}|${k.probe}|${k.prior}`;
     for (const s of k.shaders) {
       try {
         text += `|${s}:${Deno.readTextFileSync(new URL(s, SHADER_DIR))}`;

@@ -4,10 +4,14 @@
  * memory in fixed-size pages that stream through a small GPU pool (upload, update, download).
  * Both paths run the same kernel on the same values, so they give identical bits.
  *
- * Paging is pipelined: page k+1 is uploaded and updated while page k's moments come home, and
- * each page comes home in one mapAsync (m and v copied into one readback buffer). Readback
- * buffers are host-visible staging, like GpuContext.read's, so they are not part of the GPU
- * budget or the memory ledger; the pool (POOL_SLOTS pages of m and of v) is.
+ * Paging works on groups of POOL_SLOTS consecutive pages, which sit contiguously in the pool
+ * and in the parameters, so a group takes one update dispatch (per-dispatch cost is what
+ * dominates small pages on CPU adapters). It is pipelined: group g+1 is uploaded and updated
+ * while group g's moments come home, each group in one mapAsync (m and v copied into one
+ * readback buffer). The pool is reused without waiting: the queue runs a group's update and
+ * copy-out, submitted earlier, before the next group's uploads. Readback buffers are
+ * host-visible staging, like GpuContext.read's, so they are not part of the GPU budget or the
+ * memory ledger; the pool (POOL_SLOTS pages of m and of v) is.
  */
 import { GpuBuffer, type GpuContext } from "../gpu/context.ts";
 import { encodeAdamW } from "../kernels/adamw.ts";
@@ -28,8 +32,10 @@ export interface OptimizerStepStats {
   pagedOutBytes: number;
 }
 
-/** Pages in flight at once: one being updated while the other is copied home. */
+/** Pages in the GPU pool (src/train/estimate.ts mirrors it); a group is this many pages. */
 const POOL_SLOTS = 2;
+/** Readback buffers: groups on their way home while the next one is updated. */
+const READBACK_RING = 2;
 const MAP_READ = 0x01;
 const COPY_DST = 0x08;
 
@@ -113,51 +119,52 @@ export class AdamWOptimizer {
       batch.submit();
       return { pagedInBytes: 0, pagedOutBytes: 0 };
     }
-    const P = this.pageFloats;
-    const pages = Math.ceil(this.n / P);
+    // A group: POOL_SLOTS consecutive pages, the whole pool.
+    const G = POOL_SLOTS * this.pageFloats;
+    const groups = Math.ceil(this.n / G);
     if (this.#readback.length === 0) {
-      for (let s = 0; s < POOL_SLOTS; s++) {
-        const label = `adam_readback_${s}`;
+      for (let r = 0; r < READBACK_RING; r++) {
+        const label = `adam_readback_${r}`;
         const raw = this.ctx.device.createBuffer({
           label,
-          size: 2 * P * 4,
+          size: 2 * G * 4,
           usage: MAP_READ | COPY_DST,
         });
-        this.#readback.push(new GpuBuffer(this.ctx, raw, 2 * P * 4, "optimizer", label));
+        this.#readback.push(new GpuBuffer(this.ctx, raw, 2 * G * 4, "optimizer", label));
       }
     }
-    const inFlight: Array<Promise<void> | undefined> = new Array(POOL_SLOTS);
+    const inFlight: Array<Promise<void> | undefined> = new Array(READBACK_RING);
     let moved = 0;
     let error: unknown;
     try {
-      for (let page = 0; page < pages; page++) {
-        const s = page % POOL_SLOTS;
-        // The slot's previous page must be home (and its readback buffer unmapped) first.
-        await inFlight[s];
-        const start = page * P;
-        const len = Math.min(P, this.n - start);
+      for (let g = 0; g < groups; g++) {
+        const r = g % READBACK_RING;
+        // The readback buffer's previous group must be home (and the buffer unmapped) first.
+        await inFlight[r];
+        const start = g * G;
+        const len = Math.min(G, this.n - start);
         const bytes = len * 4;
-        this.ctx.write(this.#poolM!, this.#hostM!.subarray(start, start + len), s * P * 4);
-        this.ctx.write(this.#poolV!, this.#hostV!.subarray(start, start + len), s * P * 4);
+        this.ctx.write(this.#poolM!, this.#hostM!.subarray(start, start + len));
+        this.ctx.write(this.#poolV!, this.#hostV!.subarray(start, start + len));
         const batch = this.ctx.batch("adamw-paged");
         await encodeAdamW(this.ctx, batch, {
           ...common,
           param: { buffer: params, offset: start * 4, size: bytes },
           grad: { buffer: grads, offset: start * 4, size: bytes },
-          m: { buffer: this.#poolM!, offset: s * P * 4, size: bytes },
-          v: { buffer: this.#poolV!, offset: s * P * 4, size: bytes },
+          m: { buffer: this.#poolM!, offset: 0, size: bytes },
+          v: { buffer: this.#poolV!, offset: 0, size: bytes },
           n: len,
         });
-        const readback = this.#readback[s];
-        batch.copy(this.#poolM!, s * P * 4, readback, 0, bytes);
-        batch.copy(this.#poolV!, s * P * 4, readback, P * 4, bytes);
+        const readback = this.#readback[r];
+        batch.copy(this.#poolM!, 0, readback, 0, bytes);
+        batch.copy(this.#poolV!, 0, readback, G * 4, bytes);
         batch.submit();
         moved += 2 * bytes;
         const raw = readback.buffer;
-        inFlight[s] = raw.mapAsync(MAP_READ, 0, P * 4 + bytes).then(() => {
-          const got = raw.getMappedRange(0, P * 4 + bytes);
+        inFlight[r] = raw.mapAsync(MAP_READ, 0, G * 4 + bytes).then(() => {
+          const got = raw.getMappedRange(0, G * 4 + bytes);
           this.#hostM!.set(new Float32Array(got, 0, len), start);
-          this.#hostV!.set(new Float32Array(got, P * 4, len), start);
+          this.#hostV!.set(new Float32Array(got, G * 4, len), start);
           raw.unmap();
         });
       }
@@ -167,7 +174,7 @@ export class AdamWOptimizer {
     // Wait for every readback even after an error: none may stay mapped or unobserved.
     const settled = await Promise.allSettled(inFlight.filter(Boolean));
     if (error) throw error;
-    const failed = settled.find((r) => r.status === "rejected");
+    const failed = settled.find((x) => x.status === "rejected");
     if (failed) {
       this.ctx.check();
       throw (failed as PromiseRejectedResult).reason;
