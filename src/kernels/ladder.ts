@@ -7,7 +7,8 @@
  * so an edited kernel is timed again. Environment:
  * - QLORAD_KERNEL_VARIANTS=matmul=blocked,matmul_4bit=regblock forces choices (no timing);
  * - QLORAD_LADDER_CACHE=<file> moves the disk cache, `off` keeps choices in memory only; the
- *   default is $XDG_CACHE_HOME/qlorad/ladder.json, else ~/.cache/qlorad/ladder.json.
+ *   default is $XDG_CACHE_HOME/qlorad/ladder.json, else ~/.cache/qlorad/ladder.json;
+ * - QLORAD_LADDER_LOG=1 logs each timing as it starts and ends.
  * A cache that cannot be read or parsed is ignored (and rewritten); one that cannot be written
  * leaves the choice in memory. Probe buffers stay outside the memory ledger, so timing at first
  * use does not show in the peaks that the memory estimator is checked against.
@@ -26,6 +27,15 @@ const HOPELESS = 25;
 
 export const VARIANTS_ENV = "QLORAD_KERNEL_VARIANTS";
 export const CACHE_ENV = "QLORAD_LADDER_CACHE";
+export const LOG_ENV = "QLORAD_LADDER_LOG";
+
+function envFlag(name: string): boolean {
+  try {
+    return Boolean(Deno.env.get(name));
+  } catch {
+    return false;
+  }
+}
 
 /** A kernel's inputs on one context, ready to record any variant into a batch. */
 export interface LadderProbe {
@@ -299,7 +309,14 @@ export class KernelLadder {
   }
 
   async #time(ctx: GpuContext, k: LadderKernel): Promise<LadderDecision> {
+    const d = await this.#timeAll(ctx, k);
+    if (envFlag(LOG_ENV)) this.#log(`${k.name}: ${JSON.stringify(d.ms)} -> ${d.variant}`);
+    return d;
+  }
+
+  async #timeAll(ctx: GpuContext, k: LadderKernel): Promise<LadderDecision> {
     this.timings++;
+    if (envFlag(LOG_ENV)) this.#log(`timing ${k.name} on ${ctx.adapterKey}`);
     const failures: Record<string, string> = {};
     const ms: Record<string, number | null> = {};
     let probe: LadderProbe;
