@@ -4,6 +4,7 @@
  * reported as UNAVAILABLE; health turns NOT_SERVING while no device can be had.
  */
 import { GpuContext } from "../gpu/context.ts";
+import { kernelLadder } from "../kernels/ladder.ts";
 import type { Logger } from "./status.ts";
 
 export class GpuHolder {
@@ -19,7 +20,17 @@ export class GpuHolder {
   get = (): Promise<GpuContext> => {
     if (!this.#ctx) {
       this.#ctx = GpuContext.open({ log: (line) => this.logger.info(line) }).then(
-        (ctx) => {
+        async (ctx) => {
+          // Choose each hot kernel's variant for this adapter now (timed once, cached on disk),
+          // rather than inside the first training step.
+          try {
+            const choices = await kernelLadder.warm(ctx);
+            this.logger.info(
+              `kernels: ${choices.map((c) => `${c.kernel}=${c.variant}`).join(", ")}`,
+            );
+          } catch (err) {
+            this.logger.warn(`kernel timing failed, using default variants: ${err}`);
+          }
           this.#failed = false;
           this.onHealth(true);
           return ctx;
