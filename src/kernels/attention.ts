@@ -8,13 +8,8 @@
  * `tiled`, a workgroup per block of 64 rows sharing K/V (Q/dout) tiles in workgroup memory (GPUs).
  * Both visit keys in the same order, so they give the same bits.
  */
-import {
-  type Binding,
-  type DispatchBatch,
-  GpuBuffer,
-  type GpuContext,
-  grid,
-} from "../gpu/context.ts";
+import { bindingParts, checkBindingSize, sharedScratch } from "./bindings.ts";
+import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
@@ -91,12 +86,12 @@ export async function encodeAttention(
   checkShape(where, args);
   const { batchSize, seq, heads, kvHeads, headDim } = args;
   const tokens = batchSize * seq;
-  checkSize(where, "q", args.q, tokens * heads * headDim);
-  checkSize(where, "k", args.k, tokens * kvHeads * headDim);
-  checkSize(where, "v", args.v, tokens * kvHeads * headDim);
-  checkSize(where, "segments", args.segments, tokens);
-  checkSize(where, "out", args.out, tokens * heads * headDim);
-  checkSize(where, "probs", args.probs, batchSize * heads * seq * seq);
+  checkBindingSize(where, "q", args.q, tokens * heads * headDim);
+  checkBindingSize(where, "k", args.k, tokens * kvHeads * headDim);
+  checkBindingSize(where, "v", args.v, tokens * kvHeads * headDim);
+  checkBindingSize(where, "segments", args.segments, tokens);
+  checkBindingSize(where, "out", args.out, tokens * heads * headDim);
+  checkBindingSize(where, "probs", args.probs, batchSize * heads * seq * seq);
   const variant = await chooseVariant(ctx, args.variant);
   const tiled = variant === "tiled";
   const pipeline = await ctx.pipeline(
@@ -127,18 +122,18 @@ export async function encodeAttentionBackward(
   checkShape(where, args);
   const { batchSize, seq, heads, kvHeads, headDim } = args;
   const tokens = batchSize * seq;
-  checkSize(where, "q", args.q, tokens * heads * headDim);
-  checkSize(where, "k", args.k, tokens * kvHeads * headDim);
-  checkSize(where, "v", args.v, tokens * kvHeads * headDim);
-  if (args.segments) checkSize(where, "segments", args.segments, tokens);
-  checkSize(where, "probs", args.probs, batchSize * heads * seq * seq);
-  checkSize(where, "dout", args.dout, tokens * heads * headDim);
-  checkSize(where, "dq", args.dq, tokens * heads * headDim);
-  checkSize(where, "dk", args.dk, tokens * kvHeads * headDim);
-  checkSize(where, "dv", args.dv, tokens * kvHeads * headDim);
+  checkBindingSize(where, "q", args.q, tokens * heads * headDim);
+  checkBindingSize(where, "k", args.k, tokens * kvHeads * headDim);
+  checkBindingSize(where, "v", args.v, tokens * kvHeads * headDim);
+  if (args.segments) checkBindingSize(where, "segments", args.segments, tokens);
+  checkBindingSize(where, "probs", args.probs, batchSize * heads * seq * seq);
+  checkBindingSize(where, "dout", args.dout, tokens * heads * headDim);
+  checkBindingSize(where, "dq", args.dq, tokens * heads * headDim);
+  checkBindingSize(where, "dk", args.dk, tokens * kvHeads * headDim);
+  checkBindingSize(where, "dv", args.dv, tokens * kvHeads * headDim);
   const scratchBytes = attentionScratchBytes(args);
-  const scratch = args.scratch ?? sharedScratch(ctx, scratchBytes);
-  checkSize(where, "scratch", scratch, scratchBytes / 4);
+  const scratch = args.scratch ?? sharedScratch(ctx, "attention scratch (dS)", scratchBytes);
+  checkBindingSize(where, "scratch", scratch, scratchBytes / 4);
   const variant = await chooseVariant(ctx, args.variant);
   const tiled = variant === "tiled";
   const suffix = tiled ? "_tiled" : "";
@@ -291,7 +286,7 @@ function rowParts(
       row0,
       rows,
       slices: perRow.map((b) => {
-        const { buffer, offset } = parts_(b);
+        const { buffer, offset } = bindingParts(b);
         return { buffer, offset: offset + row0 * rowBytes, size: rows * rowBytes };
       }),
     });
@@ -300,16 +295,12 @@ function rowParts(
 }
 
 function exact(b: Binding, size: number): Binding {
-  const { buffer, offset } = parts_(b);
+  const { buffer, offset } = bindingParts(b);
   return { buffer, offset, size };
 }
 
 function gcd(a: number, b: number): number {
   return b === 0 ? a : gcd(b, a % b);
-}
-
-function parts_(b: Binding): { buffer: GpuBuffer; offset: number; size: number } {
-  return b instanceof GpuBuffer ? { buffer: b, offset: 0, size: b.size } : b;
 }
 
 function checkShape(where: string, s: AttentionShape): void {
@@ -322,29 +313,4 @@ function checkShape(where: string, s: AttentionShape): void {
   if (s.heads % s.kvHeads !== 0) {
     throw invalidArgument(`${where}: heads ${s.heads} is not a multiple of kvHeads ${s.kvHeads}`);
   }
-}
-
-function checkSize(where: string, name: string, b: Binding, elems: number): void {
-  const { buffer, size } = parts_(b);
-  if (size < elems * 4) {
-    throw invalidArgument(
-      `${where}: ${name} (${buffer.label}) holds ${size} bytes, needs ${elems * 4}`,
-    );
-  }
-}
-
-const scratchByContext = new WeakMap<GpuContext, GpuBuffer>();
-
-/**
- * A per-context scratch buffer of at least `bytes`. A smaller one is replaced, not destroyed:
- * dispatches already recorded may still use it, and Dawn frees it once they are done.
- */
-function sharedScratch(ctx: GpuContext, bytes: number): GpuBuffer {
-  let buf = scratchByContext.get(ctx);
-  if (!buf || buf.size < bytes) {
-    if (buf) ctx.memory.remove(buf.category, buf.buffer.size);
-    buf = ctx.createBuffer({ label: "attention scratch (dS)", category: "scratch", size: bytes });
-    scratchByContext.set(ctx, buf);
-  }
-  return buf;
 }

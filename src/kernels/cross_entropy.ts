@@ -8,13 +8,8 @@
  *     scratch after pass 1, so pass 2 walks the chunks backwards and starts without recomputing.
  * Also encodeSumRows, to reduce per-row losses or correct counts to one number on the GPU.
  */
-import {
-  type Binding,
-  type DispatchBatch,
-  GpuBuffer,
-  type GpuContext,
-  grid,
-} from "../gpu/context.ts";
+import { bindingParts, checkBindingSize, sharedScratch } from "./bindings.ts";
+import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
@@ -132,15 +127,15 @@ export async function encodeLmHeadCrossEntropy(
         `start at 256-byte boundaries`,
     );
   }
-  checkSize(where, "h", args.h, rows * hidden);
-  checkSize(where, "weight", args.weight, vocab * hidden);
-  checkSize(where, "labels", args.labels, rows);
-  checkSize(where, "loss", args.loss, rows);
-  checkSize(where, "correct", args.correct, rows);
-  if (args.dh) checkSize(where, "dh", args.dh, rows * hidden);
+  checkBindingSize(where, "h", args.h, rows * hidden);
+  checkBindingSize(where, "weight", args.weight, vocab * hidden);
+  checkBindingSize(where, "labels", args.labels, rows);
+  checkBindingSize(where, "loss", args.loss, rows);
+  checkBindingSize(where, "correct", args.correct, rows);
+  if (args.dh) checkBindingSize(where, "dh", args.dh, rows * hidden);
   const scaleIndex = args.gradScaleIndex ?? 0;
   const scaleBuf = typeof args.gradScale === "object" ? args.gradScale : undefined;
-  if (scaleBuf) checkSize(where, "gradScale", scaleBuf, scaleIndex + 1);
+  if (scaleBuf) checkBindingSize(where, "gradScale", scaleBuf, scaleIndex + 1);
   const scaleValue = typeof args.gradScale === "number" ? args.gradScale : 1;
   if (!Number.isFinite(scaleValue)) throw invalidArgument(`${where}: gradScale must be finite`);
 
@@ -153,16 +148,16 @@ export async function encodeLmHeadCrossEntropy(
     );
   }
   const scratchBytes = crossEntropyScratchBytes(rows, chunk);
-  const scratch = args.scratch ?? sharedScratch(ctx, scratchBytes);
-  checkSize(where, "scratch", scratch, scratchBytes / 4);
-  const s = whole(scratch);
+  const scratch = args.scratch ?? sharedScratch(ctx, "cross-entropy scratch", scratchBytes);
+  checkBindingSize(where, "scratch", scratch, scratchBytes / 4);
+  const s = bindingParts(scratch);
   const logits: Binding = { buffer: s.buffer, offset: s.offset, size: logitsBytes };
   const stats: Binding = {
     buffer: s.buffer,
     offset: s.offset + align256(logitsBytes),
     size: rows * 16,
   };
-  const w = whole(args.weight);
+  const w = bindingParts(args.weight);
   const weightChunk = (c0: number, cols: number): Binding => ({
     buffer: w.buffer,
     offset: w.offset + c0 * hidden * 4,
@@ -266,38 +261,9 @@ export async function encodeSumRows(
   const { n } = args;
   const outIndex = args.outIndex ?? 0;
   if (!Number.isInteger(n) || n < 0) throw invalidArgument(`${where}: n must be >= 0, got ${n}`);
-  checkSize(where, "input", args.input, n);
-  checkSize(where, "out", args.out, outIndex + 1);
+  checkBindingSize(where, "input", args.input, n);
+  checkBindingSize(where, "out", args.out, outIndex + 1);
   const pipeline = await ctx.pipeline("cross_entropy.wgsl", {}, `sum_${args.type ?? "f32"}`);
   const u = new Uint32Array([n, args.accumulate ? 1 : 0, outIndex, 0]);
   batch.dispatch(pipeline, [args.input, args.out, ctx.uniform(u)], [1]);
-}
-
-function whole(b: Binding): { buffer: GpuBuffer; offset: number; size: number } {
-  return b instanceof GpuBuffer ? { buffer: b, offset: 0, size: b.size } : b;
-}
-
-function checkSize(where: string, name: string, b: Binding, elems: number): void {
-  const { buffer, size } = whole(b);
-  if (size < elems * 4) {
-    throw invalidArgument(
-      `${where}: ${name} (${buffer.label}) holds ${size} bytes, needs ${elems * 4}`,
-    );
-  }
-}
-
-const scratchByContext = new WeakMap<GpuContext, GpuBuffer>();
-
-/**
- * A per-context scratch buffer of at least `bytes`. A smaller one is replaced, not destroyed:
- * dispatches already recorded may still use it, and Dawn frees it once they are done.
- */
-function sharedScratch(ctx: GpuContext, bytes: number): GpuBuffer {
-  let buf = scratchByContext.get(ctx);
-  if (!buf || buf.size < bytes) {
-    if (buf) ctx.memory.remove(buf.category, buf.buffer.size);
-    buf = ctx.createBuffer({ label: "cross-entropy scratch", category: "scratch", size: bytes });
-    scratchByContext.set(ctx, buf);
-  }
-  return buf;
 }
