@@ -4,7 +4,12 @@
  * capture that turns validation errors, OOM and device loss into typed errors.
  */
 import { type AdapterDescription, type BackendChoice, findAdapter } from "./provider.ts";
-import { GpuDeviceLostError, GpuOutOfMemoryError, GpuValidationError } from "./errors.ts";
+import {
+  GpuDeviceLostError,
+  GpuOutOfMemoryError,
+  GpuTimeoutError,
+  GpuValidationError,
+} from "./errors.ts";
 import { type MemoryCategory, MemoryLedger } from "./memory.ts";
 import { type ShaderParams, shaderSource } from "./shader_source.ts";
 
@@ -38,6 +43,11 @@ export function grid(n: number, maxPerDim = 65535): [number, number] {
   if (n <= maxPerDim) return [Math.max(1, n), 1];
   const y = Math.ceil(n / maxPerDim);
   return [Math.ceil(n / y), y];
+}
+
+function envSeconds(name: string, fallback: number): number {
+  const v = Number(Deno.env.get(name));
+  return Number.isFinite(v) && v > 0 ? v : fallback;
 }
 
 /** Distinct uniform contents kept per generation (shapes repeat every step; lr and step do not). */
@@ -189,7 +199,7 @@ export class GpuContext {
     enc.copyBufferToBuffer(buf.buffer, byteOffset, staging, 0, size);
     this.device.queue.submit([enc.finish()]);
     try {
-      await staging.mapAsync(0x0001 /* GPUMapMode.READ */);
+      await this.wait(staging.mapAsync(0x0001 /* GPUMapMode.READ */), `readback of ${buf.label}`);
       const out = staging.getMappedRange().slice(0, byteLength);
       staging.unmap();
       return out;
@@ -279,8 +289,38 @@ export class GpuContext {
 
   /** Waits for submitted work to finish. */
   async sync(): Promise<void> {
-    await this.device.queue.onSubmittedWorkDone();
+    await this.wait(this.device.queue.onSubmittedWorkDone(), "submitted work");
     this.check();
+  }
+
+  /**
+   * Awaits a GPU promise with a watchdog: a warning after `QLORAD_GPU_STALL_WARN_S` (10 s) and a
+   * GpuTimeoutError after `QLORAD_GPU_TIMEOUT_S` (600 s), so a device that stops answering fails
+   * the job with a clear message instead of hanging it forever.
+   */
+  async wait<T>(promise: Promise<T>, what: string): Promise<T> {
+    const warnMs = envSeconds("QLORAD_GPU_STALL_WARN_S", 10) * 1000;
+    const failMs = envSeconds("QLORAD_GPU_TIMEOUT_S", 600) * 1000;
+    const started = performance.now();
+    let warned: ReturnType<typeof setTimeout> | undefined;
+    let failed: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await Promise.race([
+        promise,
+        new Promise<never>((_, reject) => {
+          warned = setTimeout(() => {
+            console.error(`qlorad: warning: GPU wait for ${what} has taken ${warnMs / 1000} s`);
+          }, warnMs);
+          failed = setTimeout(() => {
+            const s = ((performance.now() - started) / 1000).toFixed(0);
+            reject(new GpuTimeoutError(`no answer from the GPU for ${what} after ${s} s`));
+          }, failMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(warned);
+      clearTimeout(failed);
+    }
   }
 
   /** Throws the first GPU error seen since the last check. */

@@ -37,3 +37,11 @@ export class GpuDeviceLostError extends GpuError {
     this.name = "GpuDeviceLostError";
   }
 }
+
+/** The device stopped answering (a wait passed QLORAD_GPU_TIMEOUT_S). */
+export class GpuTimeoutError extends QloradError {
+  constructor(message: string) {
+    super("unavailable", `GPU timeout: ${message}`);
+    this.name = "GpuTimeoutError";
+  }
+}

@@ -436,7 +436,7 @@ async function timeSubmit(
     const batch = ctx.batch(`ladder ${variant}`);
     for (let i = 0; i < reps; i++) await probe.run(batch, variant);
     batch.submit();
-    await device.queue.onSubmittedWorkDone();
+    await ctx.wait(device.queue.onSubmittedWorkDone(), `kernel timing of ${variant}`);
   } catch (e) {
     thrown = e;
   }

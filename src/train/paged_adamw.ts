@@ -161,12 +161,13 @@ export class AdamWOptimizer {
         batch.submit();
         moved += 2 * bytes;
         const raw = readback.buffer;
-        inFlight[r] = raw.mapAsync(MAP_READ, 0, G * 4 + bytes).then(() => {
-          const got = raw.getMappedRange(0, G * 4 + bytes);
-          this.#hostM!.set(new Float32Array(got, 0, len), start);
-          this.#hostV!.set(new Float32Array(got, G * 4, len), start);
-          raw.unmap();
-        });
+        inFlight[r] = this.ctx.wait(raw.mapAsync(MAP_READ, 0, G * 4 + bytes), "optimizer page")
+          .then(() => {
+            const got = raw.getMappedRange(0, G * 4 + bytes);
+            this.#hostM!.set(new Float32Array(got, 0, len), start);
+            this.#hostV!.set(new Float32Array(got, G * 4, len), start);
+            raw.unmap();
+          });
       }
     } catch (e) {
       error = e;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
 import { encodeFill, f32Bits, fill } from "../../src/kernels/fill.ts";
 import { grid } from "../../src/gpu/context.ts";
-import { GpuValidationError } from "../../src/gpu/errors.ts";
+import { GpuTimeoutError, GpuValidationError } from "../../src/gpu/errors.ts";
 
 gpuTest(
   "fill writes the first n elements of an odd-sized buffer and nothing past them",
@@ -62,20 +62,40 @@ gpuTest(
   },
 );
 
-gpuTest("uniform buffers are shared by content and stay valid across cache generations", async (ctx) => {
-  const a = ctx.uniform(new Uint32Array([1, 2, 3, 4]));
-  assert.equal(ctx.uniform(new Uint32Array([1, 2, 3, 4])), a);
-  // Push well past one generation (4096) while `a` stays in use: it must survive.
-  const buf = ctx.createBuffer({ label: "t", category: "scratch", size: 32 });
-  for (let i = 0; i < 9000; i++) {
-    ctx.uniform(new Uint32Array([i, 7, 7, 7]));
-    if (i % 1000 === 0) assert.equal(ctx.uniform(new Uint32Array([1, 2, 3, 4])), a);
-  }
-  // A fill through a freshly made uniform after the rotations still works.
-  await fill(ctx, buf, 3);
-  assert.ok((await ctx.readF32(buf)).every((v) => v === 3));
-  buf.destroy();
-});
+gpuTest(
+  "uniform buffers are shared by content and stay valid across cache generations",
+  async (ctx) => {
+    const a = ctx.uniform(new Uint32Array([1, 2, 3, 4]));
+    assert.equal(ctx.uniform(new Uint32Array([1, 2, 3, 4])), a);
+    // Push well past one generation (4096) while `a` stays in use: it must survive.
+    const buf = ctx.createBuffer({ label: "t", category: "scratch", size: 32 });
+    for (let i = 0; i < 9000; i++) {
+      ctx.uniform(new Uint32Array([i, 7, 7, 7]));
+      if (i % 1000 === 0) assert.equal(ctx.uniform(new Uint32Array([1, 2, 3, 4])), a);
+    }
+    // A fill through a freshly made uniform after the rotations still works.
+    await fill(ctx, buf, 3);
+    assert.ok((await ctx.readF32(buf)).every((v) => v === 3));
+    buf.destroy();
+  },
+);
+
+gpuTest(
+  "a GPU wait that never ends fails with a GpuTimeoutError naming what it waited for",
+  async (ctx) => {
+    Deno.env.set("QLORAD_GPU_TIMEOUT_S", "0.05");
+    try {
+      await assert.rejects(ctx.wait(new Promise(() => {}), "readback of x"), (e) => {
+        assert.ok(e instanceof GpuTimeoutError);
+        assert.match((e as Error).message, /no answer from the GPU for readback of x/);
+        return true;
+      });
+      assert.equal(await ctx.wait(Promise.resolve(7), "y"), 7);
+    } finally {
+      Deno.env.delete("QLORAD_GPU_TIMEOUT_S");
+    }
+  },
+);
 
 Deno.test("grid splits large workgroup counts into two dimensions", () => {
   assert.deepEqual(grid(10), [10, 1]);
