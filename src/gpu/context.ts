@@ -243,13 +243,17 @@ export class GpuContext {
   async #compile(shader: string, code: string, entry: string) {
     const module = this.device.createShaderModule({ label: shader, code });
     try {
-      return await this.device.createComputePipelineAsync({
-        label: `${shader}:${entry}`,
-        layout: "auto",
-        compute: { module, entryPoint: entry },
-      });
+      return await this.wait(
+        this.device.createComputePipelineAsync({
+          label: `${shader}:${entry}`,
+          layout: "auto",
+          compute: { module, entryPoint: entry },
+        }),
+        `pipeline ${shader}:${entry}`,
+      );
     } catch (e) {
-      const info = await module.getCompilationInfo();
+      if (e instanceof GpuTimeoutError) throw e;
+      const info = await this.wait(module.getCompilationInfo(), `compilation info of ${shader}`);
       const msgs = info.messages.map((m) => `${shader}:${m.lineNum}:${m.linePos} ${m.message}`);
       throw new GpuValidationError(
         `pipeline ${shader}:${entry}: ${msgs.join("; ") || (e as Error).message}`,

@@ -441,8 +441,8 @@ async function timeSubmit(
     thrown = e;
   }
   const elapsed = performance.now() - t0;
-  const oom = await device.popErrorScope();
-  const invalid = await device.popErrorScope();
+  const oom = await ctx.wait(device.popErrorScope(), "kernel timing error scope");
+  const invalid = await ctx.wait(device.popErrorScope(), "kernel timing error scope");
   if (thrown) throw thrown;
   const err = oom ?? invalid;
   if (err) throw new Error(err.message);
