@@ -4,9 +4,11 @@
 // Variants (src/kernels/matmul_4bit.ts picks one per adapter):
 //   *_regblock: register tiles, no barriers (llvmpipe). Needs in % 8 == 0 (whole packed words
 //     per row) and, backward, out % 4 == 0 (vec4 loads of dY); *_regblock_any takes any shape.
+//   *_wide: larger register tiles for large m (llvmpipe): TM rows x OC outputs (forward) or
+//     TM rows x NW packed words of columns (backward) per invocation. Need in % 8 == 0.
 //   *_tiled: the activation tile and the dequantized W tile staged in workgroup memory (GPUs).
 // Template: the dequant_4bit.wgsl parameters, ALIGNED (in % 8 == 0), TM (rows per invocation in
-// the regblock kernels), WG (regblock workgroup size).
+// the regblock and wide kernels), WG (their workgroup size), OC and NW (the wide kernels' widths).
 //!include dequant_4bit.wgsl
 
 struct Params {
@@ -35,6 +37,8 @@ struct Params {
 const ALIGNED: bool = {{ALIGNED}};
 const TM: u32 = {{TM}}u;
 const WG: u32 = {{WG}}u;
+const OC: u32 = {{OC}}u;
+const NW: u32 = {{NW}}u;
 
 fn q_nested_offset() -> f32 {
   return bitcast<f32>(p.offset_bits);
@@ -178,6 +182,108 @@ fn backward_regblock(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation
         let base = (i0 + i) * p.n_in + c0;
         for (var j = 0u; j < 8u; j++) {
           store(base + j, acc[2u * i + j / 4u][j % 4u]);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wide register tiles (in % 8 == 0), for large m: more arithmetic per load than the regblock
+// kernels, which llvmpipe turns into speed once m fills the rows. Rows, outputs and columns past
+// the end load valid ones (clamped); their results are not stored.
+
+// Forward: workgroup (x, y) covers outputs [x*WG*OC, +WG*OC) and rows [y*TM, +TM); each
+// invocation TM rows x OC outputs, one packed word of each of its OC rows of W a step.
+@compute @workgroup_size(WG)
+fn forward_wide(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let o0 = (wg.x * WG + li) * OC;
+  let i0 = wg.y * TM;
+  let in4 = p.n_in / 4u;
+  var xrow: array<u32, TM>;
+  for (var i = 0u; i < TM; i++) {
+    xrow[i] = min(i0 + i, p.m - 1u) * in4;
+  }
+  let block_mask = (1u << p.block_shift) - 1u;
+  var wrow: array<u32, OC>;
+  var s: array<f32, OC>;
+  for (var j = 0u; j < OC; j++) {
+    wrow[j] = min(o0 + j, p.n_out - 1u) * p.n_in;
+    s[j] = q_block_absmax(wrow[j] >> p.block_shift);
+  }
+  var acc: array<array<f32, OC>, TM>;
+  for (var k = 0u; k < p.n_in; k += 8u) {
+    var wlo: array<vec4f, OC>;
+    var whi: array<vec4f, OC>;
+    for (var j = 0u; j < OC; j++) {
+      let e = wrow[j] + k;
+      // A row's absmax changes only at block starts (which need not align across rows).
+      if ((e & block_mask) == 0u) {
+        s[j] = q_block_absmax(e >> p.block_shift);
+      }
+      let u = q_unpack8(q_packed[e >> 3u], s[j]);
+      wlo[j] = u.lo;
+      whi[j] = u.hi;
+    }
+    for (var i = 0u; i < TM; i++) {
+      let r = xrow[i] + k / 4u;
+      let xa = x4[r];
+      let xb = x4[r + 1u];
+      for (var j = 0u; j < OC; j++) {
+        acc[i][j] += dot(xa, wlo[j]) + dot(xb, whi[j]);
+      }
+    }
+  }
+  for (var i = 0u; i < TM; i++) {
+    if (i0 + i < p.m) {
+      let base = (i0 + i) * p.n_out;
+      for (var j = 0u; j < OC; j++) {
+        if (o0 + j < p.n_out) {
+          store(base + o0 + j, acc[i][j]);
+        }
+      }
+    }
+  }
+}
+
+// Backward: workgroup (x, y) covers columns [x*WG*NW*8, +WG*NW*8) and rows [y*TM, +TM); each
+// invocation TM rows x NW packed words (8*NW columns), one row of W a step.
+@compute @workgroup_size(WG)
+fn backward_wide(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let c0 = (wg.x * WG + li) * NW * 8u;
+  let i0 = wg.y * TM;
+  var col: array<u32, NW>;
+  for (var t = 0u; t < NW; t++) {
+    col[t] = min(c0 + 8u * t, p.n_in - 8u);
+  }
+  var drow: array<u32, TM>;
+  for (var i = 0u; i < TM; i++) {
+    drow[i] = min(i0 + i, p.m - 1u) * p.n_out;
+  }
+  var acc: array<array<vec4f, 2u * NW>, TM>;
+  for (var o = 0u; o < p.n_out; o++) {
+    let e = o * p.n_in;
+    var w: array<vec4f, 2u * NW>;
+    for (var t = 0u; t < NW; t++) {
+      let u = q_weights8(e + col[t]);
+      w[2u * t] = u.lo;
+      w[2u * t + 1u] = u.hi;
+    }
+    for (var i = 0u; i < TM; i++) {
+      let d = src[drow[i] + o];
+      for (var t = 0u; t < 2u * NW; t++) {
+        acc[i][t] += d * w[t];
+      }
+    }
+  }
+  for (var i = 0u; i < TM; i++) {
+    if (i0 + i < p.m) {
+      let base = (i0 + i) * p.n_in + c0;
+      for (var t = 0u; t < NW; t++) {
+        if (c0 + 8u * t < p.n_in) {
+          for (var j = 0u; j < 8u; j++) {
+            store(base + 8u * t + j, acc[i][2u * t + j / 4u][j % 4u]);
+          }
         }
       }
     }

@@ -6,8 +6,10 @@
  * Two variants, chosen per adapter by the kernel ladder, forward and backward apart (or forced
  * with `variant`):
  * - "regblock": register tiles, no barriers, vec4 activation loads, code tables as shader
- *   constants; what llvmpipe runs fast. Shapes without whole packed words per row (in % 8 != 0;
- *   backward also out % 4 != 0) take its scalar `_any` kernels.
+ *   constants; what llvmpipe runs fast. From m >= WIDE_MIN_M rows it runs the `_wide` kernels
+ *   (larger tiles: more arithmetic per load, but rows past m are wasted work, so small m keeps
+ *   the narrow tiles). Shapes without whole packed words per row (in % 8 != 0; narrow backward
+ *   also out % 4 != 0) take its scalar `_any` kernels.
  * - "tiled": activation and dequantized-W tiles staged in workgroup memory; for real GPUs.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
@@ -21,6 +23,19 @@ export const MATMUL_4BIT_VARIANTS: readonly Matmul4bitVariant[] = ["regblock", "
 const SHADER = "matmul_4bit.wgsl";
 const REGBLOCK_WG = 64;
 const TILE = 64;
+/**
+ * The wide kernels' tiles (llvmpipe, measured on the Llama shapes ÷8): forward 32 rows x 16
+ * outputs, backward 16 rows x 4 packed words (32 columns); small workgroups so that m = 128 still
+ * gives every core several. Forward 32 x 32 runs about as fast but llvmpipe takes ~65 s to
+ * compile it (32 x 16: ~16 s, once per machine with Mesa's shader disk cache).
+ */
+const WIDE = {
+  forward: { tm: 32, cols: 16, minM: 32 },
+  backward: { tm: 16, cols: 32, minM: 32 },
+};
+const WIDE_WG = 16;
+const WIDE_OC = WIDE.forward.cols;
+const WIDE_NW = WIDE.backward.cols / 8;
 
 /** True for CPU rasterizers (llvmpipe, lavapipe, SwiftShader), where barriers are costly. */
 export function isSoftwareAdapter(ctx: GpuContext): boolean {
@@ -141,6 +156,7 @@ export async function encodeMatmul4bit(
     colsPerInvocation: 4,
     nCols: w.outFeatures,
     vectorized: w.inFeatures % 8 === 0,
+    wide: w.inFeatures % 8 === 0,
   });
   await dispatch(ctx, batch, w, plan, args.x, args.y, m, args.accumulate);
 }
@@ -166,6 +182,7 @@ export async function encodeMatmul4bitT(
     colsPerInvocation: 8,
     nCols: w.inFeatures,
     vectorized: w.inFeatures % 8 === 0 && w.outFeatures % 4 === 0,
+    wide: w.inFeatures % 8 === 0,
   });
   await dispatch(ctx, batch, w, plan, args.dy, args.dx, m, args.accumulate);
 }
@@ -177,6 +194,8 @@ interface Plan {
   /** Workgroups along x of a 1-D grid (unused by the 2-D regblock grids). */
   groupsX: number;
   tiles: number;
+  /** Invocations per workgroup. */
+  wg: number;
 }
 
 function planDispatch(
@@ -188,14 +207,33 @@ function planDispatch(
     maxTm: number;
     colsPerInvocation: number;
     nCols: number;
+    /** The regblock (narrow) kernels' vec4 loads fit the shape. */
     vectorized: boolean;
+    /** The wide kernels' loads fit the shape. */
+    wide: boolean;
   },
 ): Plan {
   const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (variant === "tiled") {
     const tiles = Math.ceil(o.nCols / TILE);
     const [gx, gy] = grid(tiles * Math.ceil(o.m / TILE), maxDim);
-    return { entry: `${o.entry}_tiled`, tm: 1, workgroups: [gx, gy], groupsX: gx, tiles };
+    return { entry: `${o.entry}_tiled`, tm: 1, workgroups: [gx, gy], groupsX: gx, tiles, wg: 0 };
+  }
+  const wide = WIDE[o.entry];
+  if (o.wide && o.m >= wide.minM) {
+    const tiles = Math.ceil(o.nCols / wide.cols);
+    const gx = Math.ceil(tiles / WIDE_WG);
+    const gy = Math.ceil(o.m / wide.tm);
+    if (gx <= maxDim && gy <= maxDim) {
+      return {
+        entry: `${o.entry}_wide`,
+        tm: wide.tm,
+        workgroups: [gx, gy],
+        groupsX: gx,
+        tiles,
+        wg: WIDE_WG,
+      };
+    }
   }
   // Few register-tile heights, so few pipelines: 1, 4, then the largest.
   const tm = o.m >= o.maxTm ? o.maxTm : o.m >= 4 ? 4 : 1;
@@ -204,7 +242,14 @@ function planDispatch(
   const gx = Math.ceil(tiles / REGBLOCK_WG);
   const gy = Math.ceil(o.m / tm);
   if (o.vectorized && gx <= maxDim && gy <= maxDim) {
-    return { entry: `${o.entry}_regblock`, tm, workgroups: [gx, gy], groupsX: gx, tiles };
+    return {
+      entry: `${o.entry}_regblock`,
+      tm,
+      workgroups: [gx, gy],
+      groupsX: gx,
+      tiles,
+      wg: REGBLOCK_WG,
+    };
   }
   const anyTm = Math.min(tm, 4);
   const [ax, ay] = grid(Math.ceil((tiles * Math.ceil(o.m / anyTm)) / REGBLOCK_WG), maxDim);
@@ -214,6 +259,7 @@ function planDispatch(
     workgroups: [ax, ay],
     groupsX: ax,
     tiles,
+    wg: REGBLOCK_WG,
   };
 }
 
@@ -233,7 +279,10 @@ async function dispatch(
       ...dequantShaderParams(w),
       ALIGNED: String(w.inFeatures % 8 === 0),
       TM: plan.tm,
-      WG: REGBLOCK_WG,
+      // The tiled kernels ignore these; fixed values there keep to one pipeline per entry.
+      WG: plan.wg || REGBLOCK_WG,
+      OC: WIDE_OC,
+      NW: WIDE_NW,
     },
     plan.entry,
   );

@@ -175,6 +175,31 @@ gpuTest("matmul_4bit: a larger m crosses several register and workgroup tiles", 
   }
 });
 
+// m >= 32 takes the regblock variant's wide kernels (forward 32 rows x 16 outputs, backward 16
+// rows x 32 columns per invocation): m, out and in not multiples of the tiles, in < 32 (the
+// backward tile past in), blocks straddling rows (in = 40 with blocksize 64, in = 24 with 32),
+// and in % 8 != 0 (which falls back to the scalar kernels).
+const WIDE_SHAPES = [
+  { blocksize: 64, m: [33], nIn: 40, nOut: 21 },
+  { blocksize: 32, m: [47], nIn: 24, nOut: 35 },
+  { blocksize: 64, m: [32], nIn: 72, nOut: 16 },
+  { blocksize: 32, m: [33], nIn: 21, nOut: 19 },
+];
+let wideSeed = 400;
+for (const quantType of ["nf4", "fp4"] as const) {
+  for (const doubleQuant of [false, true]) {
+    const s = wideSeed++;
+    gpuTest(
+      `matmul_4bit ${quantType} dq=${doubleQuant}: m >= 32 (wide register tiles) matches f64`,
+      async (ctx) => {
+        for (const variant of MATMUL_4BIT_VARIANTS) {
+          await runAll(ctx, s, quantType, doubleQuant, variant, WIDE_SHAPES);
+        }
+      },
+    );
+  }
+}
+
 gpuTest(
   "matmul_4bit: a weight quantized by src/quant multiplies as its dequantization",
   async (ctx) => {
