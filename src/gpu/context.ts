@@ -141,6 +141,16 @@ export class GpuContext {
     return this.device.limits;
   }
 
+  /** CPU rasterizers (llvmpipe, lavapipe, SwiftShader), where barriers are costly and register
+   * blocking pays; llvmpipe does not report itself as a fallback adapter, hence the names. */
+  get isSoftware(): boolean {
+    const d = this.adapter;
+    return d.fallback ||
+      /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render/i.test(
+        `${d.device} ${d.description} ${d.vendor} ${d.architecture}`,
+      );
+  }
+
   /** A short name for the adapter, used to key per-adapter caches (kernel choices). */
   get adapterKey(): string {
     const d = this.adapter;

@@ -33,12 +33,6 @@ const BLOCKED_ROWS = 16; // rows of C per workgroup (the same for all its invoca
 const BLOCKED_COLS = 8 * 16; // 8 invocations × 16 columns
 const TILE = 64;
 
-/** CPU-backed adapters (llvmpipe, lavapipe, SwiftShader, WARP) where barriers are expensive. */
-export function isSoftwareAdapter(ctx: GpuContext): boolean {
-  return ctx.adapter.fallback ||
-    /llvmpipe|lavapipe|swiftshader|softpipe|microsoft basic render/i.test(ctx.adapterKey);
-}
-
 /** The variant for this adapter: the kernel ladder's choice (src/kernels/ladder.ts). */
 export function chooseMatmulVariant(ctx: GpuContext): MatmulVariant {
   return kernelLadder.choice(ctx, "matmul") as MatmulVariant;
@@ -47,7 +41,7 @@ export function chooseMatmulVariant(ctx: GpuContext): MatmulVariant {
 registerLadderKernel({
   name: "matmul",
   variants: MATMUL_VARIANTS,
-  prior: (ctx) => isSoftwareAdapter(ctx) ? "blocked" : "tiled",
+  prior: (ctx) => ctx.isSoftware ? "blocked" : "tiled",
   shaders: ["matmul.wgsl"],
   // A linear-sized product and the two skinny LoRA products of a rank-16 adapter.
   probe: (ctx) => {

@@ -37,13 +37,6 @@ const WIDE_WG = 16;
 const WIDE_OC = WIDE.forward.cols;
 const WIDE_NW = WIDE.backward.cols / 8;
 
-/** True for CPU rasterizers (llvmpipe, lavapipe, SwiftShader), where barriers are costly. */
-export function isSoftwareAdapter(ctx: GpuContext): boolean {
-  const a = ctx.adapter;
-  return a.fallback ||
-    /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${a.device} ${a.description} ${a.vendor}`);
-}
-
 /**
  * The forward variant for this adapter: the kernel ladder's choice (src/kernels/ladder.ts; the
  * backward product is laddered on its own as "matmul_4bit_t").
@@ -105,7 +98,7 @@ for (const backward of [false, true]) {
   registerLadderKernel({
     name: backward ? "matmul_4bit_t" : "matmul_4bit",
     variants: MATMUL_4BIT_VARIANTS,
-    prior: (ctx) => isSoftwareAdapter(ctx) ? "regblock" : "tiled",
+    prior: (ctx) => ctx.isSoftware ? "regblock" : "tiled",
     shaders: [SHADER, "dequant_4bit.wgsl"],
     probe: (ctx) => probe4bit(ctx, backward),
   });

@@ -6,7 +6,7 @@
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { checkBinding, checkCount, isSoftwareAdapter } from "./matmul.ts";
+import { checkBinding, checkCount } from "./matmul.ts";
 
 export type RmsNormVariant = "row" | "workgroup";
 export const RMSNORM_VARIANTS: readonly RmsNormVariant[] = ["row", "workgroup"];
@@ -14,7 +14,7 @@ export const RMSNORM_VARIANTS: readonly RmsNormVariant[] = ["row", "workgroup"];
 const WG = 64;
 
 export function chooseRmsNormVariant(ctx: GpuContext): RmsNormVariant {
-  return isSoftwareAdapter(ctx) ? "row" : "workgroup";
+  return ctx.isSoftware ? "row" : "workgroup";
 }
 
 export interface RmsNormArgs {
