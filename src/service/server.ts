@@ -19,6 +19,7 @@ import { trainHandler } from "./handlers/train.ts";
 import { evaluateHandler } from "./handlers/evaluate.ts";
 import { estimateHandler } from "./handlers/estimate.ts";
 import { GpuHolder } from "./gpu.ts";
+import { sweepPartials } from "../io/sweep_partials.ts";
 import { wrapHandlers } from "../telemetry/tracing.ts";
 import { observeGpuMemory, observeJobs } from "../telemetry/metrics.ts";
 import { tokenInterceptor } from "./auth.ts";
@@ -99,6 +100,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const loaded = grpc.loadPackageDefinition(packageDefinition) as any;
   const service: grpc.ServiceDefinition = loaded.qlorad.v1.QLoRA.service;
 
+  // Temporary files a crash left behind are never under a final name; remove them now.
+  const swept = await sweepPartials(dataDir, { skip: [".qlorad"] });
+  if (swept.length) {
+    logger.info(`removed ${swept.length} unfinished temporary file(s) left by a crash`);
+  }
   const jobs = await JobManager.open({
     dataDir,
     maxQueued: opts.maxQueuedJobs,
