@@ -27,8 +27,8 @@ export async function validateEvaluateRequest(
 ): Promise<ValidatedEvaluate> {
   checkPathFields(req, ["base_model_path", "dataset_path", "adapter_path"]);
   const maxSeqLen = intIn(req.max_seq_len, "max_seq_len", 2, 131072, 512);
-  const batchSize = intIn(req.batch_size, "batch_size", 1, 1024, 8);
-  const maxNewTokens = intIn(req.max_new_tokens, "max_new_tokens", 1, 4096, 32);
+  const batchSize = intIn(req.batch_size, "batch_size", 1, 1024, 1);
+  const maxNewTokens = intIn(req.max_new_tokens, "max_new_tokens", 1, 4096, 64);
   const prompts: string[] = [...(req.sample_prompts ?? [])];
   if (prompts.length > 64) {
     throw invalidArgument(`sample_prompts: at most 64, got ${prompts.length}`);
