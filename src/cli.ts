@@ -21,6 +21,7 @@ import { ALLOWED_BLOCKSIZES } from "./quant/blockwise.ts";
 import { CancelledError, QloradError } from "./util/errors.ts";
 import { runEstimateCommand } from "./train/estimate_cli.ts";
 import { mergeAdapter } from "./train/merge.ts";
+import { LOCAL_JOBS_USAGE, runEvalCommand, runTrainCommand } from "./local_jobs_cli.ts";
 
 export const USAGE = `usage:
   qlorad serve --data-dir DIR [--port N] [--host H] [--max-queued N]
@@ -46,7 +47,7 @@ export const USAGE = `usage:
       Predict GPU memory by category for training a model (see docs/MEMORY.md).
   qlorad export --merge --base DIR --adapter DIR --out DIR [--dtype bf16|f16|f32] [--overwrite]
       Write a full-precision Hugging Face checkpoint: dequantized base + scaling*B*A.
-`;
+${LOCAL_JOBS_USAGE}`;
 
 class UsageError extends Error {}
 
@@ -73,6 +74,10 @@ export async function main(args: string[]): Promise<number> {
         return await runEstimateCommand(rest);
       case "export":
         return await exportMerged(rest);
+      case "train":
+        return await withInterrupt((signal) => runTrainCommand(rest, signal));
+      case "eval":
+        return await withInterrupt((signal) => runEvalCommand(rest, signal));
       case "help":
       case "--help":
       case "-h":
@@ -203,6 +208,18 @@ async function serve(args: string[]): Promise<number> {
 }
 
 const SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+
+/** Runs a local job; SIGINT/SIGTERM stop it at the next step boundary (training checkpoints). */
+async function withInterrupt(fn: (signal: AbortSignal) => Promise<number>): Promise<number> {
+  const abort = new AbortController();
+  const onSignal = () => abort.abort(new CancelledError());
+  for (const s of SIGNALS) Deno.addSignalListener(s, onSignal);
+  try {
+    return await fn(abort.signal);
+  } finally {
+    for (const s of SIGNALS) Deno.removeSignalListener(s, onSignal);
+  }
+}
 
 type Setting = { value: string; label: string } | undefined;
 
