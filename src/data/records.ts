@@ -3,7 +3,7 @@
  * {"text"}, {"prompt","completion"}, {"messages"}, or {"input_ids","labels"?}. Every fault is an
  * invalidArgument "<file>:<line>: <what>". Keys outside the format (ids, metadata) are ignored.
  */
-import { jsonErrorOffset } from "../io/checkpoint.ts";
+import { jsonErrorOffset, jsonSyntaxReason } from "../util/json.ts";
 import { invalidArgument } from "../util/errors.ts";
 import type { ChatMessage } from "./tokenizer.ts";
 
@@ -50,9 +50,7 @@ function parseJsonLine(text: string, where: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    const reason = (e as Error).message
-      .replace(/, ".*" is not valid JSON$/s, "")
-      .replace(/ in JSON at position \d+.*$/s, "");
+    const reason = jsonSyntaxReason(e);
     const at = jsonErrorOffset(text);
     const pos = at < 0 ? "" : at >= text.length ? " at end of line" : ` at column ${at + 1}`;
     return fail(where, `invalid JSON${pos}: ${reason}`);

@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
-import { parseJsonText } from "../io/checkpoint.ts";
+import { parseJsonText } from "../util/json.ts";
 import { invalidArgument, notFound, QloradError } from "../util/errors.ts";
 
 export const TOKENIZER_FILE = "tokenizer.json";

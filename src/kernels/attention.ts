@@ -199,11 +199,7 @@ function workgroups(rowsTimesHeads: number, seq: number, tiled: boolean): [numbe
 registerLadderKernel({
   name: "attention",
   variants: ATTENTION_VARIANTS,
-  prior: (ctx) => {
-    const software = ctx.adapter.fallback ||
-      /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render/i.test(ctx.adapterKey);
-    return software ? "row" : "tiled";
-  },
+  prior: (ctx) => ctx.isSoftware ? "row" : "tiled",
   shaders: ["attention.wgsl"],
   // Forward and backward of one 64-token row, 8 heads over 4 kv heads of 64.
   probe: (ctx) => {

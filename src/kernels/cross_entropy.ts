@@ -64,11 +64,7 @@ const CROSS_ENTROPY_VARIANTS: readonly CrossEntropyVariant[] = ["blocked", "tile
 registerLadderKernel({
   name: "cross_entropy",
   variants: CROSS_ENTROPY_VARIANTS,
-  prior: (ctx) => {
-    const software = ctx.adapter.fallback ||
-      /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render/i.test(ctx.adapterKey);
-    return software ? "blocked" : "tiled";
-  },
+  prior: (ctx) => ctx.isSoftware ? "blocked" : "tiled",
   shaders: ["cross_entropy.wgsl"],
   // 64 rows, hidden 128, a 1024-word vocabulary in two chunks, with the gradient.
   probe: (ctx) => {

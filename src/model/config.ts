@@ -1,15 +1,9 @@
 /** Llama-family model configuration from a Hugging Face config.json, validated. */
 import { invalidArgument } from "../util/errors.ts";
+import type { RopeScaling } from "../kernels/rope.ts";
 
-export type RopeScaling =
-  | { type: "linear"; factor: number }
-  | {
-    type: "llama3";
-    factor: number;
-    lowFreqFactor: number;
-    highFreqFactor: number;
-    originalMaxPositionEmbeddings: number;
-  };
+// The rope kernel defines the scaling it implements; the model config carries it.
+export type { RopeScaling };
 
 export interface LlamaConfig {
   hidden: number;

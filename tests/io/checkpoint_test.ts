@@ -1,12 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { OutputDir, writeFileAtomic } from "../../src/io/atomic.ts";
-import {
-  HfCheckpoint,
-  jsonErrorOffset,
-  lineColumn,
-  parseJsonText,
-} from "../../src/io/checkpoint.ts";
+import { HfCheckpoint } from "../../src/io/checkpoint.ts";
+import { jsonErrorOffset, lineColumn, parseJsonText } from "../../src/util/json.ts";
 import { fromFloat } from "../../src/io/dtype.ts";
 import { type TensorData, writeSafetensors } from "../../src/io/safetensors.ts";
 import { QloradError } from "../../src/util/errors.ts";

@@ -1,7 +1,8 @@
 /** EstimateMemory: bytes by category for a model config and training settings. */
 import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
 import { join } from "node:path";
-import { parseJsonText, readJsonFile } from "../../io/checkpoint.ts";
+import { readJsonFile } from "../../io/checkpoint.ts";
+import { parseJsonText } from "../../util/json.ts";
 import { llamaConfigFromHf } from "../../model/config.ts";
 import { estimateMemory } from "../../train/estimate.ts";
 import { validateBlocksize } from "../../quant/blockwise.ts";
