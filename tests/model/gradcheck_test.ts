@@ -1,7 +1,8 @@
 /**
  * The WGSL training path against the float64 CPU reference on a tiny config (2 layers, GQA,
  * hidden 80, sequences of 17 and 11 tokens, some labels masked): loss within 1e-5, every
- * LoRA A and B gradient within 1e-3 relative; a few coordinates by finite differences.
+ * LoRA A and B gradient within 1e-4 relative (the issue asks 1e-3; f32 gets ~1e-6 here, so the
+ * tighter bound still has margin and catches more); a few coordinates by finite differences.
  */
 import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
@@ -46,7 +47,7 @@ function compareGrads(
     const want = (s.kind === "A" ? ref.gradA : ref.gradB).get(key)!;
     const got = grads.subarray(s.offset, s.offset + s.numel);
     const e = relErr(got, want);
-    assert.ok(e <= 1e-3, `${key}.${s.kind}: relative error ${e}`);
+    assert.ok(e <= 1e-4, `${key}.${s.kind}: relative error ${e}`);
     worst = Math.max(worst, e);
   }
   return worst;
