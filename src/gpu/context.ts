@@ -79,8 +79,75 @@ export interface GpuOpenOptions {
   log?: (line: string) => void;
 }
 
+/**
+ * Features requested whenever the adapter has them: kernels pick variants by what the device
+ * got (`ctx.capabilities`), never by adapter name.
+ */
+const OPTIONAL_FEATURES = [
+  "timestamp-query",
+  "shader-f16",
+  "subgroups",
+  "subgroup-size-control",
+  "chromium-experimental-subgroup-matrix",
+] as const;
+
+/** One shape `subgroupMatrixMultiplyAccumulate` supports: M x N result, K deep, its types. */
+export interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+
+/** What the device can run beyond core WebGPU, for choosing kernel variants. */
+export interface GpuCapabilities {
+  /** `shader-f16`: f16 storage and arithmetic in WGSL (`enable f16;`). */
+  f16: boolean;
+  /** `subgroups`: subgroupAdd, subgroupShuffle, ... (`enable subgroups;`). */
+  subgroups: boolean;
+  subgroupMinSize: number;
+  subgroupMaxSize: number;
+  /** Dawn's `chromium-experimental-subgroup-matrix` shapes; empty when the feature is absent. */
+  subgroupMatrixConfigs: SubgroupMatrixConfig[];
+  timestampQuery: boolean;
+}
+
+const NO_CAPABILITIES: GpuCapabilities = {
+  f16: false,
+  subgroups: false,
+  subgroupMinSize: 0,
+  subgroupMaxSize: 0,
+  subgroupMatrixConfigs: [],
+  timestampQuery: false,
+};
+
+function capabilitiesOf(adapter: GPUAdapter, device: GPUDevice): GpuCapabilities {
+  const info = (adapter as GPUAdapter & { info?: Record<string, unknown> }).info ?? {};
+  const has = (f: string) => device.features.has(f);
+  const configs = has("chromium-experimental-subgroup-matrix")
+    ? ((info.subgroupMatrixConfigs as SubgroupMatrixConfig[] | undefined) ?? []).map((c) => ({
+      componentType: String(c.componentType),
+      resultComponentType: String(c.resultComponentType),
+      M: Number(c.M),
+      N: Number(c.N),
+      K: Number(c.K),
+    }))
+    : [];
+  return {
+    f16: has("shader-f16"),
+    subgroups: has("subgroups"),
+    subgroupMinSize: Number(info.subgroupMinSize ?? 0),
+    subgroupMaxSize: Number(info.subgroupMaxSize ?? 0),
+    subgroupMatrixConfigs: configs,
+    timestampQuery: has("timestamp-query"),
+  };
+}
+
 export class GpuContext {
   readonly memory = new MemoryLedger();
+  /** Optional features the device was created with (set by `open`). */
+  capabilities: GpuCapabilities = NO_CAPABILITIES;
   /** Set while a job is traced; untimed batches cost one property read. */
   timing: BatchTimingHook | undefined = undefined;
   #pipelines = new Map<string, Promise<GPUComputePipeline>>();
@@ -115,8 +182,9 @@ export class GpuContext {
       const v = a[name] as number;
       return cap === undefined ? v : Math.min(v, cap);
     };
+    const features = OPTIONAL_FEATURES.filter((f) => found.adapter.features.has(f));
     const device = await found.adapter.requestDevice({
-      requiredFeatures: found.adapter.features.has("timestamp-query") ? ["timestamp-query"] : [],
+      requiredFeatures: features as GPUFeatureName[],
       requiredLimits: {
         maxStorageBufferBindingSize: want("maxStorageBufferBindingSize"),
         maxBufferSize: want("maxBufferSize"),
@@ -128,6 +196,7 @@ export class GpuContext {
       },
     });
     const ctx = new GpuContext(device, found.description, found.instance);
+    ctx.capabilities = capabilitiesOf(found.adapter, device);
     const d = found.description;
     (options.log ?? ((l) => console.error(l)))(
       `qlorad: GPU ${d.provider}/${d.backend}: ${

@@ -26,6 +26,12 @@ export interface FoundAdapter {
   instance?: GPU;
 }
 
+const DAWN_TOGGLES = [
+  "allow_unsafe_apis",
+  "vulkan_enable_f16_on_nvidia",
+  "use_vulkan_memory_model",
+];
+
 let globalsInstalled = false;
 /**
  * Every Dawn instance created stays referenced until exit: an instance that found no
@@ -48,7 +54,12 @@ async function tryDawn(
   featureLevel: "core" | "compatibility",
 ): Promise<FoundAdapter | undefined> {
   installDawnGlobals();
-  const flags = backend ? [`backend=${backend}`] : [];
+  // Unsafe APIs expose the experimental subgroup-matrix feature; NVIDIA's Vulkan driver needs
+  // the f16 toggle for `shader-f16`. Both are inert where the hardware lacks the feature.
+  const flags = [
+    ...(backend ? [`backend=${backend}`] : []),
+    `enable-dawn-features=${DAWN_TOGGLES.join(",")}`,
+  ];
   const instance = create(flags) as unknown as GPU;
   dawnInstances.push(instance);
   const adapter = await instance.requestAdapter({
