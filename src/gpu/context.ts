@@ -124,7 +124,7 @@ const NO_CAPABILITIES: GpuCapabilities = {
 
 function capabilitiesOf(adapter: GPUAdapter, device: GPUDevice): GpuCapabilities {
   const info = (adapter as GPUAdapter & { info?: Record<string, unknown> }).info ?? {};
-  const has = (f: string) => (device.features as ReadonlySet<string>).has(f);
+  const has = (f: string) => (device.features as unknown as { has(f: string): boolean }).has(f);
   const configs = has("chromium-experimental-subgroup-matrix")
     ? ((info.subgroupMatrixConfigs as SubgroupMatrixConfig[] | undefined) ?? []).map((c) => ({
       componentType: String(c.componentType),
@@ -182,7 +182,7 @@ export class GpuContext {
       const v = a[name] as number;
       return cap === undefined ? v : Math.min(v, cap);
     };
-    const offered = found.adapter.features as ReadonlySet<string>;
+    const offered = found.adapter.features as unknown as { has(f: string): boolean };
     const features = OPTIONAL_FEATURES.filter((f) => offered.has(f));
     const device = await found.adapter.requestDevice({
       requiredFeatures: features as GPUFeatureName[],
