@@ -16,6 +16,8 @@ import { TrainingEngine } from "./engine.ts";
 import { greedyGenerate } from "./generate.ts";
 import { evalBatches, type JobHooks } from "./train_job.ts";
 import { CancelledError, invalidArgument } from "../util/errors.ts";
+import { estimateMemory } from "./estimate.ts";
+import { activationSeqLen, checkMemoryFits, quantSettingsOf } from "./memory_fit.ts";
 
 export interface EvaluateJobOptions {
   baseModelDir: string;
@@ -26,7 +28,16 @@ export interface EvaluateJobOptions {
   samplePrompts: string[];
   maxNewTokens: number;
   labels: { baseModel: string; dataset: string; adapter?: string };
+  /** GPU memory the job may use (bytes); 0 or absent: only the adapter's buffer limits. */
+  gpuMemoryBudgetBytes?: number;
 }
+
+/** The Evaluate request's field names, as errors quote them. */
+const EVALUATE_SETTING_NAMES = {
+  microBatchSize: "batch_size",
+  maxSeqLen: "max_seq_len",
+  budget: "GPU memory budget",
+};
 
 export interface EvaluateJobResult {
   loss: number;
@@ -46,10 +57,8 @@ export async function runEvaluateJob(
   hooks: JobHooks,
   signal?: AbortSignal,
 ): Promise<EvaluateJobResult> {
-  const cfg = llamaConfigFromHf(
-    await readJsonFile(join(o.baseModelDir, "config.json")),
-    `${o.labels.baseModel}/config.json`,
-  );
+  const rawConfig = await readJsonFile(join(o.baseModelDir, "config.json"));
+  const cfg = llamaConfigFromHf(rawConfig, `${o.labels.baseModel}/config.json`);
   if (o.maxSeqLen > cfg.maxPositions) {
     throw invalidArgument(
       `max_seq_len ${o.maxSeqLen} exceeds the model's max_position_embeddings ${cfg.maxPositions}`,
@@ -68,15 +77,38 @@ export async function runEvaluateJob(
   if (ds.examples.length === 0) {
     throw invalidArgument(`${o.labels.dataset}: no example has a token to evaluate`);
   }
+  // Samples are generated inside the same buffers: a prompt plus its new tokens must fit too.
+  const promptIds = o.samplePrompts.map((p) => tokenizer.encode(p, { addSpecialTokens: true }));
+  const seqLen = activationSeqLen(
+    [
+      ...ds.examples.map((e) => e.tokens.length),
+      ...promptIds.map((ids) => ids.length + o.maxNewTokens),
+    ],
+    o.maxSeqLen,
+  );
+  const spec = adapter?.spec ?? NO_LORA;
+  const estimate = estimateMemory(cfg, {
+    lora: spec,
+    microBatchSize: o.batchSize,
+    maxSeqLen: seqLen,
+    gradientCheckpointing: false,
+    optimizerGpuBudgetBytes: 0,
+    ...quantSettingsOf(rawConfig),
+  });
   const ctx = await gpu();
+  checkMemoryFits(estimate, {
+    limits: ctx.limits,
+    budgetBytes: o.gpuMemoryBudgetBytes,
+    names: EVALUATE_SETTING_NAMES,
+    shape: { batch: o.batchSize, seq: seqLen, gradientCheckpointing: false },
+  });
   const model = await loadBaseModel(ctx, o.baseModelDir, {
     signal,
     onProgress: (tensor, index, total) => hooks.progress?.(`loading ${tensor}`, index, total),
   });
-  const spec = adapter?.spec ?? NO_LORA;
   const engine = new TrainingEngine(ctx, model, {
     lora: spec,
-    maxShape: { batch: o.batchSize, seq: o.maxSeqLen },
+    maxShape: { batch: o.batchSize, seq: seqLen },
     gradientCheckpointing: false,
     seed: 0,
     maxGradNorm: 0,
@@ -99,8 +131,8 @@ export async function runEvaluateJob(
     }
     const samples = [];
     const stop = [...cfg.eosTokenIds, ...(tokenizer.eosId !== undefined ? [tokenizer.eosId] : [])];
-    for (const prompt of o.samplePrompts) {
-      const ids = tokenizer.encode(prompt, { addSpecialTokens: true });
+    for (const [i, prompt] of o.samplePrompts.entries()) {
+      const ids = promptIds[i];
       const out = await greedyGenerate(engine, ids, o.maxNewTokens, stop, signal);
       const text = tokenizer.decode(out.filter((t) => !stop.includes(t)));
       samples.push({ prompt, completion: text });

@@ -23,6 +23,16 @@ import {
   type TrainingSummary,
 } from "./trainer.ts";
 import { failedPrecondition, invalidArgument } from "../util/errors.ts";
+import { estimateMemory } from "./estimate.ts";
+import { activationSeqLen, checkMemoryFits, quantSettingsOf } from "./memory_fit.ts";
+
+/** The Train request's field names, as errors quote them. */
+const TRAIN_SETTING_NAMES = {
+  microBatchSize: "hyperparameters.micro_batch_size",
+  maxSeqLen: "hyperparameters.max_seq_len",
+  gradientCheckpointing: "hyperparameters.gradient_checkpointing",
+  budget: "GPU memory budget",
+};
 import { join } from "node:path";
 
 export interface TrainJobOptions {
@@ -35,6 +45,8 @@ export interface TrainJobOptions {
   hp: Hyperparameters & { packing: boolean };
   /** What the user called things (errors and files show these, never host paths). */
   labels: { baseModel: string; dataset: string; evalDataset?: string };
+  /** GPU memory the job may use (bytes); 0 or absent: only the adapter's buffer limits. */
+  gpuMemoryBudgetBytes?: number;
 }
 
 export interface JobHooks extends TrainingEvents {
@@ -109,10 +121,8 @@ export async function runTrainJob(
   hooks: JobHooks,
   signal?: AbortSignal,
 ): Promise<TrainingSummary> {
-  const cfg = llamaConfigFromHf(
-    await readJsonFile(join(o.baseModelDir, "config.json")),
-    `${o.labels.baseModel}/config.json`,
-  );
+  const rawConfig = await readJsonFile(join(o.baseModelDir, "config.json"));
+  const cfg = llamaConfigFromHf(rawConfig, `${o.labels.baseModel}/config.json`);
   if (o.hp.maxSeqLen > cfg.maxPositions) {
     throw invalidArgument(
       `hyperparameters.max_seq_len ${o.hp.maxSeqLen} exceeds the model's max_position_embeddings ${cfg.maxPositions}`,
@@ -162,7 +172,35 @@ export async function runTrainJob(
     );
   }
 
+  const seqLen = activationSeqLen(
+    [...train.examples, ...(evalSet?.examples ?? [])].map((e) => e.tokens.length),
+    o.hp.maxSeqLen,
+    o.hp.packing,
+  );
+  const estimate = estimateMemory(cfg, {
+    lora: o.lora,
+    microBatchSize: o.hp.microBatchSize,
+    maxSeqLen: seqLen,
+    gradientCheckpointing: o.hp.gradientCheckpointing,
+    optimizerGpuBudgetBytes: o.hp.optimizerGpuBudgetBytes,
+    ...quantSettingsOf(rawConfig),
+  });
   const ctx = await gpu();
+  checkMemoryFits(estimate, {
+    limits: ctx.limits,
+    budgetBytes: o.gpuMemoryBudgetBytes,
+    names: TRAIN_SETTING_NAMES,
+    shape: {
+      batch: o.hp.microBatchSize,
+      seq: seqLen,
+      gradientCheckpointing: o.hp.gradientCheckpointing,
+    },
+  });
+  hooks.log?.(
+    "info",
+    `estimated GPU memory ${(estimate.total / 1024 ** 3).toFixed(2)} GiB ` +
+      `(micro-batch ${o.hp.microBatchSize} x ${seqLen} tokens)`,
+  );
   const model = await loadBaseModel(ctx, o.baseModelDir, {
     signal,
     onProgress: (tensor, index, total) => hooks.progress?.(`loading ${tensor}`, index, total),
@@ -181,6 +219,7 @@ export async function runTrainJob(
         evalData: evalSet ? evalBatches(evalSet.examples, o.hp.microBatchSize) : undefined,
         resume,
         settings,
+        activationSeqLen: seqLen,
       },
       hooks,
       signal,

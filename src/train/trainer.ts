@@ -94,6 +94,8 @@ export interface TrainingSpec {
   resume?: { checkpoint: LoadedCheckpoint; adapter: Float32Array };
   /** Settings recorded in checkpoints; a resume must match them. */
   settings: Record<string, unknown>;
+  /** Tokens per sequence the buffers are sized for (the data's longest); default max_seq_len. */
+  activationSeqLen?: number;
 }
 
 export interface TrainingSummary {
@@ -149,7 +151,7 @@ export async function runTraining(
   if (totalSteps < 1) throw invalidArgument("the dataset and settings give no training steps");
   const engine = new TrainingEngine(ctx, model, {
     lora: spec.lora,
-    maxShape: { batch: hp.microBatchSize, seq: hp.maxSeqLen },
+    maxShape: { batch: hp.microBatchSize, seq: spec.activationSeqLen ?? hp.maxSeqLen },
     gradientCheckpointing: hp.gradientCheckpointing,
     seed: hp.seed,
     adamw: { weightDecay: hp.weightDecay },
