@@ -19,6 +19,7 @@ import { LINEAR_MODULES, linearPath, llamaConfigFromHf } from "../../src/model/c
 import type { LlamaConfig } from "../../src/model/config.ts";
 import { LoraLayout, type LoraSpec } from "../../src/model/lora.ts";
 import { TrainingEngine } from "../../src/train/engine.ts";
+import { estimateMemory } from "../../src/train/estimate.ts";
 import { HfCheckpoint } from "../../src/io/checkpoint.ts";
 import { runTrainJob } from "../../src/train/train_job.ts";
 import { runEvaluateJob } from "../../src/train/evaluate_job.ts";
@@ -195,7 +196,18 @@ gpuTest(
     // At least 100x the bounds below (loss 1e-5, gradients 1e-4).
     assert.ok(biasEffect > 1e-3 && gradEffect > 1e-2, `${biasEffect} ${gradEffect}`);
 
+    const before = ctx.memory.current().base_weights;
     const model = await loadBaseModel(ctx, qDir);
+    // The memory estimate counts the bias buffers too: base weights to the byte.
+    const est = estimateMemory(cfg, {
+      lora: SPEC,
+      microBatchSize: 1,
+      maxSeqLen: 16,
+      gradientCheckpointing: false,
+      optimizerGpuBudgetBytes: 0,
+    });
+    assert.ok(est.details.some((d) => d.name.startsWith("q_proj bias")));
+    assert.equal(ctx.memory.current().base_weights - before, est.bytes.base_weights);
     const onLoad = await loadBaseModel(ctx, join(dir, "model"));
     const maxShape = { batch: 2, seq: 17 };
     const common = { lora: SPEC, maxShape, seed: 3, maxGradNorm: 0, optimizerGpuBudgetBytes: 0 };
