@@ -6,8 +6,8 @@
  *   dequantized by tests/reference/dequant_f64.ts, biases/norms/embeddings from bf16); loading
  *   the full-precision shards (quantized on load) computes the same bits.
  * - Train, PEFT adapter and merged export of that model keep the biases and the tie.
- * - A Mistral folder computes what the same weights as a Llama compute; a job longer than its
- *   sliding_window is refused naming the field.
+ * - A Mistral folder with head_dim != hidden / heads matches float64 and computes what the same
+ *   weights as a Llama compute; a job longer than its sliding_window is refused naming the field.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -341,26 +341,40 @@ gpuTest(
 );
 
 gpuTest(
-  "Mistral: the same weights compute what Llama computes; sliding_window bounds max_seq_len",
+  "Mistral (head_dim != hidden / heads): float64 loss, the same bits as Llama; sliding_window bounds max_seq_len",
   async (ctx) => {
     const dir = await Deno.makeTempDir({ prefix: "qlorad-mistral-" });
     try {
-      const opts = { layers: 1, seed: 97, trainRecords: 8, evalRecords: 4 };
+      // head_dim 16 with hidden 80 and 4 heads: q/k/v are 64 wide, not hidden (as Mistral
+      // NeMo's 128 of 5120 / 32): the layout follows head_dim everywhere.
+      const opts = { layers: 1, headDim: 16, seed: 97, trainRecords: 8, evalRecords: 4 };
       await makeTinyLlama(join(dir, "llama"), opts);
       await makeTinyLlama(join(dir, "model"), { ...opts, modelType: "mistral", slidingWindow: 32 });
+      await quantizeModel({
+        modelDir: join(dir, "model"),
+        outputDir: join(dir, "q"),
+        quantType: "nf4",
+        blocksize: 64,
+        doubleQuant: true,
+        skipModules: ["lm_head"],
+        overwrite: false,
+      });
       const llama = await loadBaseModel(ctx, join(dir, "llama"));
-      const mistral = await loadBaseModel(ctx, join(dir, "model"));
+      const mistral = await loadBaseModel(ctx, join(dir, "q"));
       assert.equal(mistral.cfg.modelType, "mistral");
       assert.equal(mistral.cfg.slidingWindow, 32);
-      const spec: LoraSpec = { ...SPEC, targets: [] };
+      assert.equal(mistral.cfg.headDim, 16);
+      const ref = await refWeightsOf(join(dir, "q"), mistral.cfg);
+      const { flat, ref: refLora } = randomLora(mistral.cfg, 98);
       const engines = [llama, mistral].map((m) =>
         new TrainingEngine(ctx, m, {
-          lora: spec,
+          lora: SPEC,
           maxShape: { batch: 2, seq: 29 },
           gradientCheckpointing: false,
           seed: 0,
           maxGradNorm: 0,
           optimizerGpuBudgetBytes: 0,
+          adapter: flat,
           evalOnly: true,
         })
       );
@@ -369,6 +383,11 @@ gpuTest(
         const batch = randomBatch(llama.cfg.vocab, [29, 13], 99);
         const [a, b] = [await engines[0].evaluate(batch), await engines[1].evaluate(batch)];
         assert.equal(b.lossSum, a.lossSum);
+        const want = forwardBackward(refConfig(mistral.cfg), ref, refLora, batch);
+        assert.ok(
+          Math.abs(b.lossSum - want.lossSum) <= 1e-5 * want.lossSum,
+          `${b.lossSum} vs ${want.lossSum}`,
+        );
       } finally {
         for (const e of engines) e.destroy();
         llama.destroy();
