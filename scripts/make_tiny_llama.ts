@@ -1,10 +1,12 @@
 /**
- * Deterministic tiny Hugging Face Llama for tests and demos: config.json, BF16 weights
- * (one file or shards + index), a byte-level BPE tokenizer.json learned from a built-in corpus,
+ * Deterministic tiny Hugging Face Llama for tests and demos: config.json, BF16/F16/F32 weights
+ * (one file or shards + index), as a Llama, a Mistral or a Qwen2 (q/k/v biases) checkpoint,
+ * a byte-level BPE tokenizer.json learned from a built-in corpus,
  * tokenizer_config.json with a chat template, generation_config.json, and train/eval JSONL
  * datasets with a learnable pattern (country capitals, small sums).
  *
  *   deno run -A scripts/make_tiny_llama.ts --out data/tiny-llama [--preset small] [--shards 3]
+ *     [--model-type qwen2]
  */
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -17,7 +19,12 @@ import { SafetensorsWriter, type TensorEntry } from "../src/io/safetensors.ts";
 import { invalidArgument, QloradError } from "../src/util/errors.ts";
 import { Rng } from "../src/util/random.ts";
 
+/** The architectures the fixture writes (config.json `model_type`). */
+export type TinyModelType = "llama" | "mistral" | "qwen2";
+
 export interface TinyLlamaOptions {
+  /** config.json layout and tensors: qwen2 adds q/k/v biases. */
+  modelType: TinyModelType;
   hidden: number;
   intermediate: number;
   layers: number;
@@ -41,11 +48,20 @@ export interface TinyLlamaOptions {
   trainRecords: number;
   evalRecords: number;
   tieWordEmbeddings: boolean;
+  /** Std of the normal init of the q/k/v biases (qwen2). */
+  biasStd: number;
+  /** mistral / qwen2 `sliding_window` (qwen2 sets `use_sliding_window` when not null). */
+  slidingWindow: number | null;
+  /** config.json `rope_scaling` (e.g. Llama 3's llama3 scaling), null for none. */
+  ropeScaling: Record<string, unknown> | null;
+  /** Fields written over config.json last (tests of refused configs). */
+  configOverrides: Record<string, unknown>;
   /** Replace an existing non-empty folder (an empty one is always replaced). */
   overwrite: boolean;
 }
 
 export const TINY_LLAMA_DEFAULTS: Readonly<Omit<TinyLlamaOptions, "headDim">> = {
+  modelType: "llama",
   hidden: 80,
   intermediate: 216,
   layers: 2,
@@ -63,6 +79,10 @@ export const TINY_LLAMA_DEFAULTS: Readonly<Omit<TinyLlamaOptions, "headDim">> = 
   trainRecords: 320,
   evalRecords: 64,
   tieWordEmbeddings: false,
+  biasStd: 0.3,
+  slidingWindow: null,
+  ropeScaling: null,
+  configOverrides: {},
   overwrite: false,
 };
 
@@ -480,21 +500,25 @@ function tokenizerConfigJson(base: number, maxPositions: number): Record<string,
 
 // ---- weights ----------------------------------------------------------------------------------
 
-/** Tensor list in HF naming (REFERENCE.md §7), weights [out, in]. */
+type TensorKind = "linear" | "embed" | "norm" | "bias";
+
+/** Tensor list in HF naming (REFERENCE.md §7), weights [out, in]; Qwen2 q/k/v biases [out]. */
 export function llamaTensorEntries(
   o: TinyLlamaOptions,
   vocabSize: number,
-): (TensorEntry & { kind: "linear" | "embed" | "norm" })[] {
+): (TensorEntry & { kind: TensorKind })[] {
   const { hidden: h, intermediate: f, heads, kvHeads, headDim: d, dtype } = o;
-  const out: (TensorEntry & { kind: "linear" | "embed" | "norm" })[] = [];
-  const add = (name: string, shape: number[], kind: "linear" | "embed" | "norm") =>
+  const out: (TensorEntry & { kind: TensorKind })[] = [];
+  const add = (name: string, shape: number[], kind: TensorKind) =>
     out.push({ name, dtype, shape, kind });
+  const bias = o.modelType === "qwen2";
   add("model.embed_tokens.weight", [vocabSize, h], "embed");
   for (let l = 0; l < o.layers; l++) {
     const p = `model.layers.${l}.`;
-    add(p + "self_attn.q_proj.weight", [heads * d, h], "linear");
-    add(p + "self_attn.k_proj.weight", [kvHeads * d, h], "linear");
-    add(p + "self_attn.v_proj.weight", [kvHeads * d, h], "linear");
+    for (const [m, rows] of [["q", heads * d], ["k", kvHeads * d], ["v", kvHeads * d]] as const) {
+      add(`${p}self_attn.${m}_proj.weight`, [rows, h], "linear");
+      if (bias) add(`${p}self_attn.${m}_proj.bias`, [rows], "bias");
+    }
     add(p + "self_attn.o_proj.weight", [h, heads * d], "linear");
     add(p + "mlp.gate_proj.weight", [f, h], "linear");
     add(p + "mlp.up_proj.weight", [f, h], "linear");
@@ -525,7 +549,7 @@ function tensorValues(
     for (let i = 0; i < n; i++) v[i] += 1;
     return v;
   }
-  return rng.normals(n, o.initStd);
+  return rng.normals(n, e.kind === "bias" ? o.biasStd : o.initStd);
 }
 
 /** Split entries into `shards` contiguous groups of about equal bytes, none empty. */
@@ -589,10 +613,68 @@ function resolveOptions(opts: Partial<TinyLlamaOptions>): TinyLlamaOptions {
     throw invalidArgument(`kvHeads: ${o.kvHeads} does not divide heads ${o.heads}`);
   }
   if (!["BF16", "F16", "F32"].includes(o.dtype)) throw invalidArgument(`dtype: got ${o.dtype}`);
+  if (!["llama", "mistral", "qwen2"].includes(o.modelType)) {
+    throw invalidArgument(`modelType: got ${o.modelType}`);
+  }
   return o;
 }
 
 const TORCH_DTYPE = { BF16: "bfloat16", F16: "float16", F32: "float32" } as const;
+
+/** config.json as transformers writes it for the model type (keys sorted). */
+function configJson(
+  o: TinyLlamaOptions,
+  vocabSize: number,
+  bosId: number,
+  eosId: number,
+): Record<string, unknown> {
+  const common: Record<string, unknown> = {
+    attention_dropout: 0.0,
+    bos_token_id: bosId,
+    eos_token_id: eosId,
+    hidden_act: "silu",
+    hidden_size: o.hidden,
+    initializer_range: o.initStd,
+    intermediate_size: o.intermediate,
+    max_position_embeddings: o.maxPositions,
+    model_type: o.modelType,
+    num_attention_heads: o.heads,
+    num_hidden_layers: o.layers,
+    num_key_value_heads: o.kvHeads,
+    rms_norm_eps: o.rmsNormEps,
+    rope_scaling: o.ropeScaling,
+    rope_theta: o.ropeTheta,
+    tie_word_embeddings: o.tieWordEmbeddings,
+    torch_dtype: TORCH_DTYPE[o.dtype],
+    transformers_version: "4.46.0",
+    use_cache: true,
+    vocab_size: vocabSize,
+  };
+  const byType: Record<TinyModelType, Record<string, unknown>> = {
+    llama: {
+      architectures: ["LlamaForCausalLM"],
+      attention_bias: false,
+      head_dim: o.headDim,
+      mlp_bias: false,
+      pretraining_tp: 1,
+    },
+    mistral: {
+      architectures: ["MistralForCausalLM"],
+      head_dim: o.headDim,
+      sliding_window: o.slidingWindow,
+    },
+    qwen2: {
+      architectures: ["Qwen2ForCausalLM"],
+      // Qwen2 reads head_dim only when present; write it only when it is not hidden / heads.
+      ...(o.headDim * o.heads !== o.hidden ? { head_dim: o.headDim } : {}),
+      max_window_layers: o.slidingWindow === null ? o.layers : 0,
+      sliding_window: o.slidingWindow,
+      use_sliding_window: o.slidingWindow !== null,
+    },
+  };
+  const all = { ...common, ...byType[o.modelType], ...o.configOverrides };
+  return Object.fromEntries(Object.entries(all).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
 
 async function isEmptyDir(path: string): Promise<boolean> {
   try {
@@ -618,33 +700,7 @@ export async function makeTinyLlama(
   const vocabSize = base + Object.keys(SPECIAL_TOKENS).length;
   const bosId = base;
   const eosId = base + 1;
-  const config: Record<string, unknown> = {
-    architectures: ["LlamaForCausalLM"],
-    attention_bias: false,
-    attention_dropout: 0.0,
-    bos_token_id: bosId,
-    eos_token_id: eosId,
-    head_dim: o.headDim,
-    hidden_act: "silu",
-    hidden_size: o.hidden,
-    initializer_range: o.initStd,
-    intermediate_size: o.intermediate,
-    max_position_embeddings: o.maxPositions,
-    mlp_bias: false,
-    model_type: "llama",
-    num_attention_heads: o.heads,
-    num_hidden_layers: o.layers,
-    num_key_value_heads: o.kvHeads,
-    pretraining_tp: 1,
-    rms_norm_eps: o.rmsNormEps,
-    rope_scaling: null,
-    rope_theta: o.ropeTheta,
-    tie_word_embeddings: o.tieWordEmbeddings,
-    torch_dtype: TORCH_DTYPE[o.dtype],
-    transformers_version: "4.46.0",
-    use_cache: true,
-    vocab_size: vocabSize,
-  };
+  const config = configJson(o, vocabSize, bosId, eosId);
   const data = makeDatasets(o.seed, o.trainRecords, o.evalRecords);
 
   const overwrite = o.overwrite || await isEmptyDir(dir);
@@ -768,6 +824,7 @@ if (import.meta.main) {
       "train-records": { type: "string" },
       "eval-records": { type: "string" },
       tie: { type: "boolean" },
+      "model-type": { type: "string" },
       force: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -777,7 +834,7 @@ if (import.meta.main) {
       "usage: deno run -A scripts/make_tiny_llama.ts --out DIR [--preset tiny|small] [--hidden N]\n" +
         "  [--intermediate N] [--layers N] [--heads N] [--kv-heads N] [--head-dim N] [--merges N]\n" +
         "  [--shards N] [--seed N] [--dtype BF16|F16|F32] [--init-std X] [--train-records N]\n" +
-        "  [--eval-records N] [--tie] [--force]",
+        "  [--eval-records N] [--tie] [--model-type llama|mistral|qwen2] [--force]",
     );
     Deno.exit(values.help ? 0 : 2);
   }
@@ -806,6 +863,7 @@ if (import.meta.main) {
   set("evalRecords", num(values["eval-records"]));
   set("dtype", values.dtype as TinyLlamaOptions["dtype"] | undefined);
   set("tieWordEmbeddings", values.tie);
+  set("modelType", values["model-type"] as TinyModelType | undefined);
   set("overwrite", values.force);
   try {
     const r = await makeTinyLlama(values.out, opts);

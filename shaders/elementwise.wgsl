@@ -3,15 +3,17 @@
 //   axpy: y += alpha * x
 //   copy: y = x
 //   scale: x *= alpha     (in place)
+//   add_rows: y[r, c] += x[c] for y [n / cols, cols] (a bias broadcast over rows)
 
 struct Params {
   n: u32,
   alpha: f32,
   groups_x: u32,
-  _pad: u32,
+  // add_rows only: the row length (x holds one row).
+  cols: u32,
 }
 
-// add, axpy, copy: x, y, params
+// add, axpy, copy, add_rows: x, y, params
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
@@ -53,5 +55,13 @@ fn scale(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: 
   let i = index(wg, li, ps.groups_x);
   if (i < ps.n) {
     data[i] = ps.alpha * data[i];
+  }
+}
+
+@compute @workgroup_size(256)
+fn add_rows(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let i = index(wg, li, p.groups_x);
+  if (i < p.n) {
+    y[i] = y[i] + x[i % p.cols];
   }
 }

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { invalidArgument, notFound, QloradError } from "../util/errors.ts";
 import { parseJsonText } from "../util/json.ts";
 import { PARTIAL_MARK } from "./atomic.ts";
+import { firstDuplicateKey } from "./json_keys.ts";
 import { SafetensorsFile, type TensorInfo } from "./safetensors.ts";
 
 export const CONFIG_FILE = "config.json";
@@ -41,6 +42,45 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 /** A shard name must be a plain file name inside the folder. */
 function isPlainFileName(name: string): boolean {
   return name !== "" && name !== "." && name !== ".." && !/[\/\\\0]/.test(name);
+}
+
+/**
+ * model.safetensors.index.json: `weight_map` (tensor -> shard file name in the same folder) and
+ * `metadata`. A tensor named twice in the text is refused (JSON.parse would keep the last).
+ */
+async function readWeightIndex(
+  indexPath: string,
+): Promise<{ weightMap: Map<string, string>; indexMetadata: Record<string, unknown> }> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(indexPath);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw notFound(`${indexPath}: no such file`);
+    throw e;
+  }
+  const index = parseJsonText(text, indexPath);
+  if (!isPlainObject(index) || !isPlainObject(index.weight_map)) {
+    throw invalidArgument(`${indexPath}: "weight_map" must be an object`);
+  }
+  const twice = firstDuplicateKey(text);
+  if (twice !== undefined) {
+    throw invalidArgument(
+      `${indexPath}: ${JSON.stringify(twice)} is listed twice (which shard holds it is ambiguous)`,
+    );
+  }
+  for (const [tensor, shard] of Object.entries(index.weight_map)) {
+    if (typeof shard !== "string" || !isPlainFileName(shard)) {
+      throw invalidArgument(
+        `${indexPath}: tensor ${JSON.stringify(tensor)}: shard ${
+          JSON.stringify(shard)
+        } must be a file name in the same folder`,
+      );
+    }
+  }
+  return {
+    weightMap: new Map(Object.entries(index.weight_map as Record<string, string>)),
+    indexMetadata: isPlainObject(index.metadata) ? index.metadata : {},
+  };
 }
 
 // ---- checkpoint ----------------------------------------------------------------------------
@@ -123,25 +163,11 @@ export class HfCheckpoint {
         );
       }
       const indexPath = join(dir, WEIGHTS_INDEX_FILE);
-      const index = await readJsonFile(indexPath);
-      if (!isPlainObject(index) || !isPlainObject(index.weight_map)) {
-        throw invalidArgument(`${indexPath}: "weight_map" must be an object`);
-      }
-      const indexMetadata = isPlainObject(index.metadata) ? index.metadata : {};
-      const shardNames = new Set<string>();
-      for (const [tensor, shard] of Object.entries(index.weight_map)) {
-        if (typeof shard !== "string" || !isPlainFileName(shard)) {
-          throw invalidArgument(
-            `${indexPath}: tensor ${JSON.stringify(tensor)}: shard ${
-              JSON.stringify(shard)
-            } must be a file name in the same folder`,
-          );
-        }
-        shardNames.add(shard);
-      }
-      for (const shard of [...shardNames].sort()) {
+      const { weightMap, indexMetadata } = await readWeightIndex(indexPath);
+      const shardNames = [...new Set(weightMap.values())].sort();
+      for (const shard of shardNames) {
         if (!has.has(shard)) {
-          const first = Object.entries(index.weight_map).find(([, s]) => s === shard)![0];
+          const first = [...weightMap].find(([, s]) => s === shard)![0];
           throw notFound(
             `${indexPath}: shard ${JSON.stringify(shard)} (holding tensor ${
               JSON.stringify(first)
@@ -150,16 +176,42 @@ export class HfCheckpoint {
         }
         files.set(shard, await SafetensorsFile.open(join(dir, shard)));
       }
-      for (const [tensor, shard] of Object.entries(index.weight_map) as [string, string][]) {
-        if (!files.get(shard)!.has(tensor)) {
+      // Which shard really holds each tensor: one and only one, and the one the index names.
+      const holder = new Map<string, string>();
+      for (const [shard, f] of files) {
+        for (const tensor of f.names()) {
+          const other = holder.get(tensor);
+          if (other !== undefined) {
+            throw invalidArgument(
+              `${dir}: tensor ${JSON.stringify(tensor)} is in two shards, ${
+                JSON.stringify(other)
+              } and ${JSON.stringify(shard)}`,
+            );
+          }
+          holder.set(tensor, shard);
+          if (!weightMap.has(tensor)) {
+            throw invalidArgument(
+              `${join(dir, shard)}: tensor ${
+                JSON.stringify(tensor)
+              } is not listed in ${indexPath} "weight_map"`,
+            );
+          }
+        }
+      }
+      for (const [tensor, shard] of weightMap) {
+        const actual = holder.get(tensor);
+        if (actual !== shard) {
           throw invalidArgument(
             `${indexPath}: tensor ${JSON.stringify(tensor)} is mapped to ${
               JSON.stringify(shard)
-            }, which does not contain it`,
+            }, which does not contain it (${
+              actual === undefined ? "no shard does" : `it is in ${JSON.stringify(actual)}`
+            })`,
           );
         }
-        where.set(tensor, shard);
       }
+      // Shard by shard, each in its header order: readers stream one file after the other.
+      for (const [shard, f] of files) for (const tensor of f.names()) where.set(tensor, shard);
       return new HfCheckpoint(dir, config, files, where, true, indexMetadata, other);
     } catch (e) {
       closeAll();
@@ -167,7 +219,7 @@ export class HfCheckpoint {
     }
   }
 
-  /** Tensor names: header order for one file, weight_map order for shards. */
+  /** Tensor names in file order: shard by shard (shards by name), each in its header order. */
   names(): string[] {
     return [...this.#where.keys()];
   }

@@ -7,6 +7,7 @@ import { dirname } from "node:path";
 import { invalidArgument, notFound, QloradError } from "../util/errors.ts";
 import { fsyncDir, partialPath } from "./atomic.ts";
 import { byteLengthOf, type Dtype, isDtype, toFloat32, toFloat64 } from "./dtype.ts";
+import { firstDuplicateKey } from "./json_keys.ts";
 
 /** Largest header the reference implementation accepts. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -64,6 +65,10 @@ export function parseHeader(
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw bad("header is not a JSON object");
+  }
+  const twice = firstDuplicateKey(text);
+  if (twice !== undefined) {
+    throw bad(`header lists ${JSON.stringify(twice)} twice (the reader would keep only the last)`);
   }
   const metadata: Record<string, string> = {};
   const tensors: TensorInfo[] = [];

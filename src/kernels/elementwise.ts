@@ -1,13 +1,14 @@
 /**
  * Elementwise f32 vector ops for the training graph: y += x (residuals, gradient sums),
- * x *= alpha, dst = src, y += alpha·x. The two operands of add/axpy/copy must not overlap.
+ * x *= alpha, dst = src, y += alpha·x, and y[r, :] += bias (a linear's bias on every row).
+ * The two operands of add/axpy/copy/addRows must not overlap.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { checkBinding, checkCount } from "./matmul.ts";
 
-function params(ctx: GpuContext, n: number, alpha: number) {
+function params(ctx: GpuContext, n: number, alpha: number, cols = 0) {
   const [gx, gy] = grid(Math.ceil(n / 256), ctx.limits.maxComputeWorkgroupsPerDimension);
-  const u = new Uint32Array([n, 0, gx, 0]);
+  const u = new Uint32Array([n, 0, gx, cols]);
   new Float32Array(u.buffer)[1] = alpha;
   return { groups: [gx, gy] as [number, number], uniform: ctx.uniform(u) };
 }
@@ -68,4 +69,20 @@ export async function encodeScale(
   const { groups, uniform } = params(ctx, args.n, args.alpha);
   const pipeline = await ctx.pipeline("elementwise.wgsl", {}, "scale");
   batch.dispatch(pipeline, [args.x, uniform], groups);
+}
+
+/** y[r, c] += bias[c] for y [rows, cols] row-major: a Linear's bias added to each output row. */
+export async function encodeAddRows(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  args: { bias: Binding; y: Binding; rows: number; cols: number },
+): Promise<void> {
+  const { rows, cols } = args;
+  checkCount("add_rows", "rows", rows);
+  checkCount("add_rows", "cols", cols);
+  checkBinding("add_rows", "bias", args.bias, cols);
+  checkBinding("add_rows", "y", args.y, rows * cols);
+  const { groups, uniform } = params(ctx, rows * cols, 1, cols);
+  const pipeline = await ctx.pipeline("elementwise.wgsl", {}, "add_rows");
+  batch.dispatch(pipeline, [args.bias, args.y, uniform], groups);
 }

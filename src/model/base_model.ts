@@ -10,6 +10,8 @@ export interface BaseLayer {
   inputNorm: GpuBuffer;
   postNorm: GpuBuffer;
   linears: Record<LinearModule, GpuQuantWeight>;
+  /** f32 [out] biases of the linears that have one (Qwen2: q, k, v); frozen. */
+  biases?: Partial<Record<LinearModule, GpuBuffer>>;
 }
 
 export interface BaseModel {

@@ -1,6 +1,6 @@
 /**
  * Encodes one Llama decoder layer, forward and backward, with LoRA on the targeted linears:
- *   n1 = rms(x); q,k,v = W n1 + s·B A drop(n1); rope(q,k); attn; h = x + W_o attn (+LoRA)
+ *   n1 = rms(x); q,k,v = W n1 (+ b) + s·B A drop(n1); rope(q,k); attn; h = x + W_o attn (+LoRA)
  *   n2 = rms(h); a = silu(W_g n2) * (W_u n2); out = h + W_d a (+LoRA on each).
  * Backward keeps one running residual gradient (`gradX`) and walks the same graph in reverse.
  */
@@ -16,7 +16,7 @@ import { encodeRmsNorm, encodeRmsNormBackward } from "../kernels/rmsnorm.ts";
 import { encodeRope } from "../kernels/rope.ts";
 import { encodeSwiglu, encodeSwigluBackward } from "../kernels/swiglu.ts";
 import { encodeAttention, encodeAttentionBackward } from "../kernels/attention.ts";
-import { encodeAdd, encodeCopy } from "../kernels/elementwise.ts";
+import { encodeAdd, encodeAddRows, encodeCopy } from "../kernels/elementwise.ts";
 import { encodeDropout } from "../kernels/dropout.ts";
 
 /** What every layer of one micro-batch shares. */
@@ -103,9 +103,12 @@ async function linearForward(
   const w = p.model.layers[layer].linears[m];
   const r = rows(p);
   await encodeMatmul4bit(p.ctx, p.batch, { x, w, y, m: r, accumulate });
+  const [out, inp] = linearShape(p.model.cfg, m);
+  // A frozen bias (Qwen2 q/k/v) adds a constant per output: nothing changes in backward.
+  const bias = p.model.layers[layer].biases?.[m];
+  if (bias) await encodeAddRows(p.ctx, p.batch, { bias, y, rows: r, cols: out });
   const s = loraSlots(p, layer, m);
   if (!s) return;
-  const [out, inp] = linearShape(p.model.cfg, m);
   const rank = p.lora.spec.r;
   const xin = await loraInput(p, layer, m, x, scratch.drop);
   const t = acts.t.get(m)!;

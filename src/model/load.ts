@@ -1,8 +1,9 @@
 /**
  * Loads the frozen base model onto the GPU from a model folder: a bitsandbytes 4-bit folder
  * (ours or one saved by transformers + bitsandbytes), or a full-precision checkpoint that is
- * quantized on load. Tensors are read one at a time; only 4-bit linears reach the GPU in
- * 4-bit form, embeddings, norms and lm_head in f32.
+ * quantized on load. Tensors are read one at a time (shard by shard for a sharded folder); only
+ * 4-bit linears reach the GPU in 4-bit form, embeddings, norms, lm_head and Qwen2's q/k/v biases
+ * in f32.
  */
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import { HfCheckpoint } from "../io/checkpoint.ts";
@@ -25,6 +26,8 @@ export interface HostLayer {
   inputNorm: Float32Array;
   postNorm: Float32Array;
   linears: Record<LinearModule, QuantizedWeight>;
+  /** [out] biases of the linears that have one (Qwen2: q, k, v). */
+  biases?: Partial<Record<LinearModule, Float32Array>>;
 }
 
 /** A base model in host memory (tests build one directly; the loader streams instead). */
@@ -65,7 +68,9 @@ export async function loadBaseModel(
   try {
     const cfg = llamaConfigFromHf(ckpt.config, `${ckpt.dir}/config.json`);
     const bnb = isBnb4bit(ckpt.config);
-    const total = cfg.layers * (LINEAR_MODULES.length + 2) + 3;
+    refuseUndeclaredBiases(ckpt, cfg, dir);
+    const biased = biasedModules(cfg);
+    const total = cfg.layers * (LINEAR_MODULES.length + biased.length + 2) + 3;
     let index = 0;
     const step = (name: string) => {
       if (opts.signal?.aborted) throw opts.signal.reason ?? new Error("aborted");
@@ -106,6 +111,7 @@ export async function loadBaseModel(
         await readVector(`${p}post_attention_layernorm.weight`, cfg.hidden),
       ));
       const linears = {} as Record<LinearModule, GpuQuantWeight>;
+      const biases: Partial<Record<LinearModule, GpuBuffer>> = {};
       for (const m of LINEAR_MODULES) {
         const path = linearPath(l, m);
         step(`${path}.weight`);
@@ -119,8 +125,20 @@ export async function loadBaseModel(
           );
         }
         linears[m] = keep(uploadQuantWeight(ctx, q, path));
+        if (biased.includes(m)) {
+          // Kept in 16-bit by the quantizer (as bitsandbytes does); f32 on the GPU, it is small.
+          step(`${path}.bias`);
+          if (!ckpt.has(`${path}.bias`)) {
+            throw invalidArgument(
+              `${dir}: missing tensor ${path}.bias (model_type "${cfg.modelType}" has q/k/v biases)`,
+            );
+          }
+          biases[m] = keep(
+            uploadF32(ctx, `${path}.bias`, await readVector(`${path}.bias`, shape[0])),
+          );
+        }
       }
-      layers.push({ inputNorm, postNorm, linears });
+      layers.push({ inputNorm, postNorm, linears, ...(biased.length > 0 ? { biases } : {}) });
     }
     step("model.norm.weight");
     const finalNorm = keep(
@@ -140,6 +158,35 @@ export async function loadBaseModel(
   } finally {
     ckpt.close();
   }
+}
+
+/** The linears that carry a bias in this architecture (Qwen2: q, k, v; Llama, Mistral: none). */
+function biasedModules(cfg: LlamaConfig): LinearModule[] {
+  return cfg.qkvBias ? ["q", "k", "v"] : [];
+}
+
+/**
+ * A bias tensor the architecture does not have (e.g. q_proj.bias in a Llama folder whose
+ * config.json says attention_bias false) would be silently dropped, computing a different model:
+ * refuse it, naming the tensor and the config field.
+ */
+function refuseUndeclaredBiases(ckpt: HfCheckpoint, cfg: LlamaConfig, dir: string): void {
+  const declared = new Set<string>();
+  for (let l = 0; l < cfg.layers; l++) {
+    for (const m of biasedModules(cfg)) declared.add(`${linearPath(l, m)}.bias`);
+  }
+  const extra = ckpt.names().find((n) => n.endsWith(".bias") && !declared.has(n));
+  if (extra === undefined) return;
+  const why = cfg.modelType === "qwen2"
+    ? `model_type "qwen2" has biases on q/k/v only`
+    : `model_type "${cfg.modelType ?? "llama"}" has no biases${
+      cfg.modelType === "mistral" ? "" : " (attention_bias and mlp_bias are false)"
+    }`;
+  throw invalidArgument(
+    `${dir}: tensor ${extra} (in ${
+      ckpt.info(extra).file
+    }) is a bias that config.json does not declare: ${why}`,
+  );
 }
 
 async function readBnbLinear(ckpt: HfCheckpoint, path: string, dir: string) {
@@ -216,12 +263,21 @@ export function uploadBaseModel(ctx: GpuContext, host: HostBaseModel): BaseModel
   const embed = keep(uploadF32(ctx, "embed_tokens", host.embed));
   const lmHead = host.lmHead ? keep(uploadF32(ctx, "lm_head", host.lmHead)) : embed;
   const finalNorm = keep(uploadF32(ctx, "norm", host.finalNorm));
-  const layers = host.layers.map((l, i) => ({
+  const layers = host.layers.map((l, i): BaseLayer => ({
     inputNorm: keep(uploadF32(ctx, `layer${i}.input_norm`, l.inputNorm)),
     postNorm: keep(uploadF32(ctx, `layer${i}.post_norm`, l.postNorm)),
     linears: Object.fromEntries(
       LINEAR_MODULES.map((m) => [m, keep(uploadQuantWeight(ctx, l.linears[m], linearPath(i, m)))]),
     ) as Record<LinearModule, GpuQuantWeight>,
+    ...(l.biases
+      ? {
+        biases: Object.fromEntries(
+          Object.entries(l.biases).map((
+            [m, b],
+          ) => [m, keep(uploadF32(ctx, `${linearPath(i, m as LinearModule)}.bias`, b))]),
+        ),
+      }
+      : {}),
   }));
   return assemble(ctx, cfg, embed, lmHead, finalNorm, layers, owned);
 }

@@ -1,13 +1,16 @@
 /**
  * Quantize a Hugging Face checkpoint folder into a bitsandbytes 4-bit folder that
  * transformers + bitsandbytes load: every Linear weight (2-D `.weight`, not embeddings, not
- * `skipModules`) becomes a 4-bit group (REFERENCE §5); everything else is copied as it was.
- * Tensors stream one at a time: each result is appended to a spill file of its output shard
+ * `skipModules`) becomes a 4-bit group (REFERENCE §5); everything else is copied as it was
+ * (biases too: bitsandbytes' Linear4bit saves its bias as `*.bias` in the original dtype).
+ * Inputs: one file or shards + index, BF16, F16 or F32. Tensors stream one at a time, shard by
+ * shard (HfCheckpoint.names order): each result is appended to a spill file of its output shard
  * at once, so memory holds about one tensor at a time whatever the model's size. The folder
  * is built under a temporary name and renamed into place only when complete.
  */
 import { join } from "node:path";
 import { HfCheckpoint } from "../io/checkpoint.ts";
+import { llamaConfigFromHf } from "../model/config.ts";
 import { SafetensorsWriter, type TensorEntry } from "../io/safetensors.ts";
 import { OutputDir, writeFileAtomic } from "../io/atomic.ts";
 import type { Dtype } from "../io/dtype.ts";
@@ -97,6 +100,24 @@ export function isQuantizable(
   return !skipModules.some((s) => module === s || module.endsWith(`.${s}`));
 }
 
+/**
+ * A Linear weight in a dtype the quantizer does not read (F64, FP8, integers: already quantized
+ * by another tool) would be copied through unquantized and then fail to load: refuse it first.
+ */
+function refuseUnquantizableLinears(ckpt: HfCheckpoint, skipModules: readonly string[]): void {
+  for (const name of ckpt.names()) {
+    const info = ckpt.info(name);
+    if (!isQuantizable(name, "F32", info.shape, skipModules) || FLOAT_DTYPES.has(info.dtype)) {
+      continue;
+    }
+    throw invalidArgument(
+      `${join(ckpt.dir, info.file)}: tensor ${
+        JSON.stringify(name)
+      } is ${info.dtype}; Linear weights must be BF16, F16 or F32 to quantize`,
+    );
+  }
+}
+
 /** A tensor staged in a shard's spill file, waiting for the shard's header to be written. */
 interface Staged {
   entry: TensorEntry;
@@ -180,6 +201,9 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizeResu
         `${opts.modelDir}/config.json: the model is already quantized (quantization_config present)`,
       );
     }
+    // Only architectures we can train are worth quantizing: refuse others before any work.
+    llamaConfigFromHf(ckpt.config, `${opts.modelDir}/config.json`);
+    refuseUnquantizableLinears(ckpt, opts.skipModules);
     out = await OutputDir.create(opts.outputDir, { overwrite: opts.overwrite });
     const names = ckpt.names();
     const total = names.length;

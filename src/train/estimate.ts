@@ -151,6 +151,12 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
     );
   }
 
+  if (cfg.qkvBias) {
+    for (const m of ["q", "k", "v"] as const) {
+      add("base_weights", `${m}_proj bias (f32)`, cfg.layers, f32(linearShape(cfg, m)[0]));
+    }
+  }
+
   // LoRA, gradients, optimizer: src/train/engine.ts, src/train/paged_adamw.ts.
   add("lora", "LoRA A/B (f32, flat, 64-float slots)", 1, f32(n));
   add("gradients", "LoRA gradients (f32)", 1, f32(n));

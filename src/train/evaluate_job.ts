@@ -8,7 +8,7 @@ import type { GpuContext } from "../gpu/context.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
 import { loadDataset } from "../data/dataset.ts";
 import { loadBaseModel } from "../model/load.ts";
-import { llamaConfigFromHf } from "../model/config.ts";
+import { checkSequenceLength, llamaConfigFromHf } from "../model/config.ts";
 import type { LoraSpec } from "../model/lora.ts";
 import { readJsonFile } from "../io/checkpoint.ts";
 import { loadAdapter } from "./peft.ts";
@@ -59,11 +59,7 @@ export async function runEvaluateJob(
 ): Promise<EvaluateJobResult> {
   const rawConfig = await readJsonFile(join(o.baseModelDir, "config.json"));
   const cfg = llamaConfigFromHf(rawConfig, `${o.labels.baseModel}/config.json`);
-  if (o.maxSeqLen > cfg.maxPositions) {
-    throw invalidArgument(
-      `max_seq_len ${o.maxSeqLen} exceeds the model's max_position_embeddings ${cfg.maxPositions}`,
-    );
-  }
+  checkSequenceLength(cfg, o.maxSeqLen, "max_seq_len", `${o.labels.baseModel}/config.json`);
   const tokenizer = await loadTokenizer(o.baseModelDir);
   const adapter = o.adapterDir ? await loadAdapter(o.adapterDir, cfg) : undefined;
   hooks.progress?.("reading dataset");

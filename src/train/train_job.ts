@@ -10,7 +10,7 @@ import { type Example, loadDataset } from "../data/dataset.ts";
 import { BatchPlan } from "../data/batches.ts";
 import type { MicroBatch } from "../model/graph.ts";
 import { loadBaseModel } from "../model/load.ts";
-import { llamaConfigFromHf } from "../model/config.ts";
+import { checkSequenceLength, llamaConfigFromHf } from "../model/config.ts";
 import type { LoraSpec } from "../model/lora.ts";
 import { readJsonFile } from "../io/checkpoint.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
@@ -123,11 +123,12 @@ export async function runTrainJob(
 ): Promise<TrainingSummary> {
   const rawConfig = await readJsonFile(join(o.baseModelDir, "config.json"));
   const cfg = llamaConfigFromHf(rawConfig, `${o.labels.baseModel}/config.json`);
-  if (o.hp.maxSeqLen > cfg.maxPositions) {
-    throw invalidArgument(
-      `hyperparameters.max_seq_len ${o.hp.maxSeqLen} exceeds the model's max_position_embeddings ${cfg.maxPositions}`,
-    );
-  }
+  checkSequenceLength(
+    cfg,
+    o.hp.maxSeqLen,
+    "hyperparameters.max_seq_len",
+    `${o.labels.baseModel}/config.json`,
+  );
   hooks.progress?.("reading datasets");
   const tokenizer = await loadTokenizer(o.baseModelDir);
   const train = await loadDataset(o.datasetPath, tokenizer, {

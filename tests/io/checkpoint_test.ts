@@ -177,6 +177,94 @@ Deno.test("sharded checkpoint: missing shard, wrong shard, unsafe shard name", a
   });
 });
 
+Deno.test("sharded checkpoint: names stream shard by shard, in each shard's header order", async () => {
+  await withDir(async (dir) => {
+    const ts = tensors(new Rng(34));
+    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(CONFIG));
+    const map = await writeSharded(dir, ts);
+    // The index lists tensors in reverse (sorted) order; reading follows the files instead.
+    const reversed = Object.fromEntries(Object.entries(map).reverse());
+    await Deno.writeTextFile(
+      join(dir, "model.safetensors.index.json"),
+      JSON.stringify({ weight_map: reversed }),
+    );
+    const ck = await HfCheckpoint.open(dir);
+    try {
+      assert.deepEqual(ck.names(), ts.map((t) => t.name));
+    } finally {
+      ck.close();
+    }
+  });
+});
+
+Deno.test("sharded checkpoint: a tensor in two shards, in no shard, unlisted, or listed twice", async (t) => {
+  await withDir(async (dir) => {
+    const ts = tensors(new Rng(35));
+    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(CONFIG));
+    const map = await writeSharded(dir, ts);
+    const a = "model-00001-of-00002.safetensors";
+    const b = "model-00002-of-00002.safetensors";
+    const indexPath = join(dir, "model.safetensors.index.json");
+    const withMap = (m: Record<string, string>) =>
+      Deno.writeTextFile(indexPath, JSON.stringify({ metadata: {}, weight_map: m }));
+
+    await t.step("tensor in no shard", async () => {
+      await withMap({ ...map, "model.layers.0.mlp.up_proj.weight": b });
+      await assert.rejects(
+        HfCheckpoint.open(dir),
+        rejectsWith(
+          "invalid_argument",
+          indexPath,
+          '"model.layers.0.mlp.up_proj.weight"',
+          `"${b}"`,
+          "no shard does",
+        ),
+      );
+    });
+    await t.step("tensor mapped to the other shard names where it is", async () => {
+      await withMap({ ...map, "model.norm.weight": a });
+      await assert.rejects(
+        HfCheckpoint.open(dir),
+        rejectsWith("invalid_argument", indexPath, '"model.norm.weight"', `it is in "${b}"`),
+      );
+    });
+    await t.step("tensor in a shard but not in the index", async () => {
+      const partial = { ...map };
+      delete partial["lm_head.weight"];
+      await withMap(partial);
+      await assert.rejects(
+        HfCheckpoint.open(dir),
+        rejectsWith("invalid_argument", join(dir, b), '"lm_head.weight"', "not listed"),
+      );
+    });
+    await t.step("tensor listed twice in the index", async () => {
+      const entries = Object.entries(map).map(([k, v]) => `${JSON.stringify(k)}: "${v}"`);
+      const text = `{"weight_map": {${entries.join(", ")}, "model.norm.weight": "${a}"}}`;
+      await Deno.writeTextFile(indexPath, text);
+      await assert.rejects(
+        HfCheckpoint.open(dir),
+        rejectsWith("invalid_argument", indexPath, '"model.norm.weight" is listed twice'),
+      );
+    });
+    await t.step("tensor in two shards", async () => {
+      // A third shard holds a second copy of a tensor of the first shard.
+      const c = "model-00003-of-00003.safetensors";
+      await writeSafetensors(join(dir, c), [ts[0]], { format: "pt" });
+      await withMap({ ...map, "model.extra.weight": c });
+      await assert.rejects(
+        HfCheckpoint.open(dir),
+        rejectsWith(
+          "invalid_argument",
+          dir,
+          `"${ts[0].name}" is in two shards`,
+          `"${a}"`,
+          `"${c}"`,
+        ),
+      );
+    });
+  });
+});
+
 Deno.test("checkpoint folder errors name the file", async (t) => {
   await withDir(async (dir) => {
     await t.step("missing folder", async () => {

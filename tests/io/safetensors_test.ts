@@ -217,6 +217,16 @@ Deno.test("reader rejects corrupt files, naming the file and the fault", async (
       /tensor "a": data_offsets must be \[begin, end\]/,
     ],
     [
+      // JSON.parse would keep the second "a" and silently drop the first.
+      "tensor listed twice",
+      handBuilt(
+        '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},' +
+          '"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',
+        new Array(8).fill(1),
+      ),
+      /header lists "a" twice/,
+    ],
+    [
       "metadata not strings",
       handBuilt('{"__metadata__":{"n":1}}', []),
       /"__metadata__" key "n": value must be a string/,

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
-import { encodeAdd, encodeAxpy, encodeCopy, encodeScale } from "../../src/kernels/elementwise.ts";
+import {
+  encodeAdd,
+  encodeAddRows,
+  encodeAxpy,
+  encodeCopy,
+  encodeScale,
+} from "../../src/kernels/elementwise.ts";
 import { Rng } from "../../src/util/random.ts";
 
 const SIZES = [1, 7, 1001, 33 * 216];
@@ -71,6 +77,40 @@ gpuTest("elementwise ops on Binding slices leave the rest of the buffers alone",
   }
   bx.destroy();
   by.destroy();
+});
+
+gpuTest("add_rows adds a bias to every row, at odd shapes and on a slice", async (ctx) => {
+  const rng = new Rng(53);
+  for (const [rows, cols] of [[1, 1], [7, 33], [29, 40], [3, 1001]]) {
+    const bias = rng.normals(cols);
+    const y0 = rng.normals(rows * cols);
+    // y sits at float 64 (byte 256) of a bigger buffer: the floats around it must not change.
+    const pad = 64;
+    const whole = new Float32Array(pad + rows * cols + 9);
+    whole.set(rng.normals(whole.length));
+    whole.set(y0, pad);
+    const gb = ctx.upload("bias", "scratch", bias);
+    const gy = ctx.upload("y", "scratch", whole);
+    const batch = ctx.batch();
+    await encodeAddRows(ctx, batch, {
+      bias: gb,
+      y: { buffer: gy, offset: pad * 4, size: rows * cols * 4 },
+      rows,
+      cols,
+    });
+    batch.submit();
+    const got = await ctx.readF32(gy);
+    for (let i = 0; i < whole.length; i++) {
+      const j = i - pad;
+      const inside = j >= 0 && j < rows * cols;
+      // One f32 addition: within half an ulp of the float64 sum.
+      const want = inside ? y0[j] + bias[j % cols] : whole[i];
+      const tol = inside ? 6e-8 * (Math.abs(y0[j]) + Math.abs(bias[j % cols])) : 0;
+      assert.ok(Math.abs(got[i] - want) <= tol, `${rows}x${cols} [${i}]: ${got[i]} vs ${want}`);
+    }
+    gb.destroy();
+    gy.destroy();
+  }
 });
 
 gpuTest("add covers more than 65535 workgroups (2-D grid)", async (ctx) => {

@@ -47,6 +47,7 @@ export function refConfig(cfg: LlamaConfig): RefConfig {
     ropeTheta: cfg.ropeTheta,
     ropeScaling: cfg.ropeScaling,
     tieEmbeddings: cfg.tieEmbeddings,
+    ...(cfg.qkvBias ? { qkvBias: true } : {}),
   };
 }
 

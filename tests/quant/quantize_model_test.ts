@@ -1,5 +1,6 @@
 /**
- * The quantize pipeline end to end: a random bf16 Llama folder in, a bitsandbytes folder out,
+ * The quantize pipeline end to end: a random bf16 (also f16, f32) Llama folder in, a bitsandbytes
+ * folder out,
  * every 4-bit group byte-identical to the independent Python model of bitsandbytes
  * (tests/reference/bnb_reference.py), kept tensors untouched, config.json extended.
  */
@@ -31,8 +32,10 @@ export async function checkAgainstPython(
   quantType: "nf4" | "fp4",
   doubleQuant: boolean,
   blocksize: number,
+  dtype: "BF16" | "F16" | "F32" = "BF16",
 ): Promise<void> {
-  const dir = await fixture();
+  const torchDtype = { BF16: "bfloat16", F16: "float16", F32: "float32" }[dtype];
+  const dir = await fixture({ dtype });
   try {
     const out = join(dir, "q");
     const result = await quantizeModel({
@@ -67,7 +70,7 @@ export async function checkAgainstPython(
           quant_type: quantType,
           blocksize,
           double_quant: doubleQuant,
-          dtype: "bfloat16",
+          dtype: torchDtype,
         });
         assert.deepEqual(await dst.readBytes(name), fromB64(r.packed as string), `${name} codes`);
         const absmax = await dst.readBytes(`${name}.absmax`);
@@ -105,7 +108,7 @@ export async function checkAgainstPython(
     assert.equal(config.quantization_config.load_in_4bit, true);
     assert.equal(config.quantization_config.bnb_4bit_quant_type, quantType);
     assert.equal(config.quantization_config.bnb_4bit_use_double_quant, doubleQuant);
-    assert.equal(config.quantization_config.bnb_4bit_compute_dtype, "bfloat16");
+    assert.equal(config.quantization_config.bnb_4bit_compute_dtype, torchDtype);
     assert.equal(config.quantization_config.bnb_4bit_quant_storage, "uint8");
     for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
       assert.deepEqual(
@@ -134,6 +137,14 @@ Deno.test(
   "quantizeModel (cpu reference) nf4 dq=true bs=64: byte-identical to the Python model",
   () => checkAgainstPython(cpuQuantizer, "nf4", true, 64),
 );
+
+// Published checkpoints come in bf16, f16 and f32: each input dtype through the GPU kernel.
+for (const dtype of ["F16", "F32"] as const) {
+  gpuTest(
+    `quantizeModel (gpu) from ${dtype} weights: byte-identical to the Python model`,
+    (ctx) => checkAgainstPython(gpuQuantizer(ctx), "nf4", true, 64, dtype),
+  );
+}
 
 Deno.test("quantizeModel reports 4.127 bits/param for NF4+DQ at blocksize 64 on large tensors", async () => {
   const dir = await fixture({ hidden: 256, intermediate: 1024, layers: 1, heads: 4, kvHeads: 4 });

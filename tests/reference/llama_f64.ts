@@ -1,6 +1,6 @@
 /**
- * Float64 CPU reference of a Hugging Face Llama (transformers `modeling_llama.py`) with PEFT
- * LoRA adapters: forward, cross-entropy loss, and analytical gradients for every LoRA A and B
+ * Float64 CPU reference of a Hugging Face Llama (transformers `modeling_llama.py`; Mistral is the
+ * same math, Qwen2 adds a bias to q, k and v: `modeling_qwen2.py`) with PEFT LoRA adapters: forward, cross-entropy loss, and analytical gradients for every LoRA A and B
  * (the base weights are frozen). The test suite checks the GPU training engine against this file,
  * so it is written straight from the math with plain loops and no shortcuts; see
  * ../../../shared/REFERENCE.md §6 and §7.
@@ -38,6 +38,8 @@ export interface RefConfig {
   ropeTheta: number;
   ropeScaling?: RopeScaling;
   tieEmbeddings: boolean;
+  /** Qwen2: q, k and v projections have a bias (o, gate, up, down do not). */
+  qkvBias?: boolean;
 }
 
 export interface RefLayerWeights {
@@ -50,6 +52,8 @@ export interface RefLayerWeights {
   gate: Float64Array;
   up: Float64Array;
   down: Float64Array;
+  /** [out] biases, when cfg.qkvBias: keys q, k, v. */
+  bias?: Partial<Record<LoraModule, Float64Array>>;
 }
 
 export interface RefWeights {
@@ -166,6 +170,10 @@ export function refConfigFromHf(json: Record<string, unknown>): RefConfig {
   if (json.hidden_act !== undefined && json.hidden_act !== "silu") {
     throw new Error(`config.json: field hidden_act ${JSON.stringify(json.hidden_act)} unsupported`);
   }
+  const modelType = json.model_type ?? "llama";
+  if (!["llama", "mistral", "qwen2"].includes(String(modelType))) {
+    throw new Error(`config.json: field model_type ${JSON.stringify(modelType)} unsupported`);
+  }
   for (const f of ["attention_bias", "mlp_bias"]) {
     if (json[f] === true) throw new Error(`config.json: field ${f} = true is unsupported`);
   }
@@ -200,6 +208,7 @@ export function refConfigFromHf(json: Record<string, unknown>): RefConfig {
     ropeTheta,
     ropeScaling,
     tieEmbeddings: json.tie_word_embeddings === true,
+    ...(modelType === "qwen2" ? { qkvBias: true } : {}),
   };
 }
 
@@ -470,12 +479,14 @@ interface LinearCache {
 interface LinearSpec {
   key: string;
   W: Float64Array;
+  /** [out], or absent for no bias. */
+  b?: Float64Array;
   out: number;
   in: number;
   lora: RefLora | null;
 }
 
-/** y_t = W x_t + scaling * B A (mask_t * x_t) for every row t. */
+/** y_t = W x_t (+ b) + scaling * B A (mask_t * x_t) for every row t. */
 function linearForward(
   spec: LinearSpec,
   x: Float64Array,
@@ -487,7 +498,7 @@ function linearForward(
   const y = new Float64Array(T * out);
   for (let t = 0; t < T; t++) {
     for (let o = 0; o < out; o++) {
-      let acc = 0;
+      let acc = spec.b ? spec.b[o] : 0;
       for (let i = 0; i < inn; i++) acc += W[o * inn + i] * x[t * inn + i];
       y[t * out + o] = acc;
     }
@@ -520,7 +531,8 @@ function linearForward(
 }
 
 /**
- * Backward of linearForward: accumulates dB[o,j] += s dy[o] z[j] and dA[j,i] += dz[j] xd[i] with
+ * Backward of linearForward (the bias is frozen and adds a constant, so it has no term here):
+ * accumulates dB[o,j] += s dy[o] z[j] and dA[j,i] += dz[j] xd[i] with
  * dz[j] = s sum_o B[o,j] dy[o]; returns dx[i] = sum_o W[o,i] dy[o] + mask[i] sum_j A[j,i] dz[j].
  */
 function linearBackward(
@@ -631,6 +643,9 @@ function validate(cfg: RefConfig, w: RefWeights, lora: RefLora | null, batch: Re
     for (const m of LORA_MODULES) {
       const [o, i] = moduleShape(cfg, m);
       need(`layers.${l}.${m}`, L[m], o * i);
+      const biased = cfg.qkvBias === true && (m === "q" || m === "k" || m === "v");
+      if (biased) need(`layers.${l}.bias.${m}`, L.bias?.[m], o);
+      else if (L.bias?.[m]) throw new Error(`weights: layers.${l}.bias.${m} but no such bias`);
       if (lora && lora.targets.includes(m)) {
         need(`lora.A ${loraKey(l, m)}`, lora.A.get(loraKey(l, m)), lora.r * i);
         need(`lora.B ${loraKey(l, m)}`, lora.B.get(loraKey(l, m)), o * lora.r);
@@ -700,7 +715,14 @@ export function forwardBackward(
   const spec = (l: number, m: LoraModule): LinearSpec => {
     const [out, inn] = moduleShape(cfg, m);
     const targeted = lora !== null && lora.targets.includes(m);
-    return { key: loraKey(l, m), W: w.layers[l][m], out, in: inn, lora: targeted ? lora : null };
+    return {
+      key: loraKey(l, m),
+      W: w.layers[l][m],
+      b: w.layers[l].bias?.[m],
+      out,
+      in: inn,
+      lora: targeted ? lora : null,
+    };
   };
 
   let lossSum = 0;
@@ -859,8 +881,9 @@ function normWeights(rng: Rng, n: number): Float64Array {
 
 /**
  * Seeded random base weights (linears std 0.1, embeddings std 0.5 untied / 0.2 tied, norms
- * 1 +- 0.1) and a LoRA whose A AND B are both random (std loraStd, default 0.1): PEFT starts B
- * at zero, but a gradient check needs every path live.
+ * 1 +- 0.1, q/k/v biases std 0.3 when cfg.qkvBias, drawn last so the other weights do not depend
+ * on it) and a LoRA whose A AND B are both random (std loraStd, default 0.1): PEFT starts B at
+ * zero, but a gradient check needs every path live.
  */
 export function randomRefSetup(
   cfg: RefConfig,
@@ -899,6 +922,14 @@ export function randomRefSetup(
       const [o, i] = moduleShape(cfg, m);
       A.set(loraKey(l, m), normals(rng, spec.r * i, spec.loraStd ?? 0.1));
       B.set(loraKey(l, m), normals(rng, o * spec.r, spec.loraStd ?? 0.1));
+    }
+  }
+  if (cfg.qkvBias) {
+    for (const layer of layers) {
+      layer.bias = {};
+      for (const m of ["q", "k", "v"] as const) {
+        layer.bias[m] = normals(rng, moduleShape(cfg, m)[0], 0.3);
+      }
     }
   }
   const scaling = spec.useRslora ? spec.alpha / Math.sqrt(spec.r) : spec.alpha / spec.r;

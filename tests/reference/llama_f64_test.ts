@@ -182,12 +182,19 @@ function plainLossSum(cfg: RefConfig, w: RefWeights, tokens: number[], labels: n
   };
   const heads = (x: number[], n: number) =>
     Array.from({ length: n }, (_, h) => x.slice(h * hd, (h + 1) * hd));
+  // Qwen2: nn.Linear(bias=True) on q, k, v adds b after W x.
+  const withBias = (y: number[], b: Float64Array | undefined) =>
+    y.map((yi, o) => yi + (b?.[o] ?? 0));
   let xs = tokens.map((tok) => Array.from(w.embed.subarray(tok * H, (tok + 1) * H)));
   for (const L of w.layers) {
     const n1 = xs.map((x) => norm(x, L.inputNorm));
-    const q = n1.map((x, t) => heads(matvec(L.q, x, nq * hd), nq).map((v) => rope(v, t)));
-    const kSmall = n1.map((x, t) => heads(matvec(L.k, x, nkv * hd), nkv).map((v) => rope(v, t)));
-    const vSmall = n1.map((x) => heads(matvec(L.v, x, nkv * hd), nkv));
+    const q = n1.map((x, t) =>
+      heads(withBias(matvec(L.q, x, nq * hd), L.bias?.q), nq).map((v) => rope(v, t))
+    );
+    const kSmall = n1.map((x, t) =>
+      heads(withBias(matvec(L.k, x, nkv * hd), L.bias?.k), nkv).map((v) => rope(v, t))
+    );
+    const vSmall = n1.map((x) => heads(withBias(matvec(L.v, x, nkv * hd), L.bias?.v), nkv));
     // repeat_kv: kv head j serves query heads j*groups .. (j+1)*groups-1
     const rep = (kv: number[][]) => kv.flatMap((v) => Array.from({ length: nq / nkv }, () => v));
     const k = kSmall.map(rep);
@@ -245,6 +252,39 @@ Deno.test("with B = 0 the loss equals a plain forward without LoRA", () => {
   // With B = 0, dA = scaling * B^T dy * x = 0 exactly, while dB is live.
   for (const [key, g] of withLora.gradA) assert.ok(g.every((x) => x === 0), `gradA ${key}`);
   for (const [key, g] of withLora.gradB) assert.ok(g.some((x) => x !== 0), `gradB ${key}`);
+});
+
+Deno.test("q/k/v biases (Qwen2): plain forward agrees, finite differences match", () => {
+  const cfg: RefConfig = { ...TINY, qkvBias: true, tieEmbeddings: true };
+  const { weights, lora } = randomRefSetup(cfg, 41, {
+    r: 4,
+    alpha: 80000,
+    targets: [...LORA_MODULES],
+    loraStd: 0.001,
+  });
+  for (const L of weights.layers) {
+    assert.deepEqual(Object.keys(L.bias!).sort(), ["k", "q", "v"]);
+  }
+  const batch = tinyBatch(42, cfg.vocab);
+  const ref = forwardBackward(cfg, weights, null, batch);
+  const plain = batch.tokens.reduce(
+    (acc, toks, s) => acc + plainLossSum(cfg, weights, toks, batch.labels[s]),
+    0,
+  );
+  closeRel(ref.lossSum, plain, 1e-12, "loss sum vs independent plain forward with biases");
+  // The biases matter: without them the loss moves far more than any tolerance used on it.
+  const noBias = {
+    ...weights,
+    layers: weights.layers.map((L) => ({ ...L, bias: undefined })),
+  };
+  const without = forwardBackward({ ...cfg, qkvBias: false }, noBias, null, batch);
+  assert.ok(Math.abs(without.loss - ref.loss) > 1e-3 * ref.loss, `${without.loss} vs ${ref.loss}`);
+  checkFiniteDifferences(cfg, weights, lora, batch, {}, 43, 2);
+  // Biases the config does not declare are refused rather than silently used or ignored.
+  assert.throws(
+    () => forwardBackward({ ...cfg, qkvBias: false }, weights, null, batch),
+    /layers\.0\.bias\.q but no such bias/,
+  );
 });
 
 Deno.test("dropout mask of all zeros removes the LoRA path; accuracy counts argmax hits", () => {

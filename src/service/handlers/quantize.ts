@@ -6,6 +6,7 @@
 import type { ServerWritableStream } from "@grpc/grpc-js";
 import { exists } from "../../io/atomic.ts";
 import { HfCheckpoint } from "../../io/checkpoint.ts";
+import { llamaConfigFromHf } from "../../model/config.ts";
 import { validateBlocksize } from "../../quant/blockwise.ts";
 import type { quantizeModel, QuantizeOptions, QuantType } from "../../quant/quantize_model.ts";
 import { QloradError } from "../../util/errors.ts";
@@ -133,7 +134,12 @@ async function checkCheckpoint(modelDir: string, modelName: string): Promise<voi
     }
     throw err;
   }
-  ckpt.close();
+  try {
+    // An architecture or config field we do not implement is refused before a job exists.
+    llamaConfigFromHf(ckpt.config, `${modelName}: config.json`);
+  } finally {
+    ckpt.close();
+  }
 }
 
 function overlaps(a: string, b: string): boolean {
