@@ -13,6 +13,7 @@ import {
 } from "./errors.ts";
 import { type MemoryCategory, MemoryLedger } from "./memory.ts";
 import { BindGroupCache, type BindingKey, WHOLE_BUFFER } from "./bind_groups.ts";
+import { UniformCache } from "./uniforms.ts";
 import { type ShaderParams, shaderSource } from "./shader_source.ts";
 
 /** A GPU buffer with its accounting; `size` is the logical byte size. */
@@ -53,13 +54,9 @@ function envSeconds(name: string, fallback: number): number {
   return Number.isFinite(v) && v > 0 ? v : fallback;
 }
 
-/** Distinct uniform contents kept per generation (shapes repeat every step; lr and step do not). */
-const UNIFORM_CACHE_SIZE = 4096;
-
 const STORAGE = 0x80; // GPUBufferUsage.STORAGE
 const COPY_SRC = 0x04;
 const COPY_DST = 0x08;
-const UNIFORM = 0x40;
 const MAP_READ = 0x01;
 
 /**
@@ -195,10 +192,7 @@ export class GpuContext {
   readonly stats: GpuStats = emptyStats();
   readonly bindGroups: BindGroupCache;
   #pipelines = new Map<string, Promise<GPUComputePipeline>>();
-  #uniforms = new Map<string, GPUBuffer>();
-  /** The previous generation of uniforms: destroyed only when the next one fills up, long after
-   * every batch that could have used them was submitted. */
-  #retiredUniforms = new Map<string, GPUBuffer>();
+  readonly #uniforms: UniformCache;
   #errors: Error[] = [];
   #lost: GpuDeviceLostError | undefined;
   #instance: GPU | undefined;
@@ -210,6 +204,7 @@ export class GpuContext {
   ) {
     this.#instance = instance;
     this.bindGroups = new BindGroupCache(device);
+    this.#uniforms = new UniformCache(device, (b) => this.bindGroups.dropBuffer(b));
     device.lost.then((info) => {
       if (info.reason !== "destroyed") {
         this.#lost = new GpuDeviceLostError(info.message || String(info.reason));
@@ -386,32 +381,10 @@ export class GpuContext {
     }
   }
 
-  /** A small uniform buffer with these bytes, shared by every dispatch that needs the same values. */
+  /** A small uniform buffer with these values, shared by every dispatch that needs the same ones
+   * (src/gpu/uniforms.ts: found again without allocating; kept for two generations). */
   uniform(values: Uint32Array | Int32Array | Float32Array): GPUBuffer {
-    const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-    const key = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    const current = this.#uniforms.get(key);
-    if (current) return current;
-    let buf = this.#retiredUniforms.get(key);
-    if (buf) {
-      this.#retiredUniforms.delete(key); // in use again: back to the current generation
-    } else {
-      const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
-      buf = this.device.createBuffer({ size, usage: UNIFORM | COPY_DST, label: "uniform" });
-      const padded = new Uint8Array(size);
-      padded.set(bytes);
-      this.device.queue.writeBuffer(buf, 0, padded as Uint8Array<ArrayBuffer>);
-    }
-    if (this.#uniforms.size >= UNIFORM_CACHE_SIZE) {
-      for (const old of this.#retiredUniforms.values()) {
-        this.bindGroups.dropBuffer(old);
-        old.destroy();
-      }
-      this.#retiredUniforms = this.#uniforms;
-      this.#uniforms = new Map();
-    }
-    this.#uniforms.set(key, buf);
-    return buf;
+    return this.#uniforms.get(values);
   }
 
   batch(label = "batch"): DispatchBatch {
@@ -484,9 +457,7 @@ export class GpuContext {
   }
 
   destroy(): void {
-    for (const u of [...this.#uniforms.values(), ...this.#retiredUniforms.values()]) u.destroy();
-    this.#uniforms.clear();
-    this.#retiredUniforms.clear();
+    this.#uniforms.destroyAll();
     this.#pipelines.clear();
     this.bindGroups.clear();
     this.device.destroy();
