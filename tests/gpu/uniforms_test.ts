@@ -38,6 +38,7 @@ gpuTest(
     // A subarray is read at its offset.
     const big = new Uint32Array([99, 7, 0x3f800000, 1, 0]);
     assert.equal(ctx.uniform(big.subarray(1)), a);
+    await Promise.resolve();
   },
 );
 
@@ -77,6 +78,7 @@ gpuTest(
     cache.destroyAll();
     assert.ok(dropped.includes(kept));
     assert.equal(cache.size, 0);
+    await Promise.resolve();
   },
 );
 
