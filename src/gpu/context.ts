@@ -1,6 +1,7 @@
 /**
  * The GPU runtime: one device, one memory ledger through which every buffer goes, a
- * pipeline cache, batched dispatch (many dispatches per pass, one submit), and error
+ * pipeline cache, batched dispatch (many dispatches per pass, one submit) with bind groups and
+ * uniforms reused across steps, counters of the host's share of each step (`stats`), and error
  * capture that turns validation errors, OOM and device loss into typed errors.
  */
 import { type AdapterDescription, type BackendChoice, findAdapter } from "./provider.ts";
@@ -11,6 +12,8 @@ import {
   GpuValidationError,
 } from "./errors.ts";
 import { type MemoryCategory, MemoryLedger } from "./memory.ts";
+import { BindGroupCache, type BindingKey, WHOLE_BUFFER } from "./bind_groups.ts";
+import { UniformCache } from "./uniforms.ts";
 import { type ShaderParams, shaderSource } from "./shader_source.ts";
 
 /** A GPU buffer with its accounting; `size` is the logical byte size. */
@@ -32,6 +35,7 @@ export class GpuBuffer {
     if (this.#destroyed) return;
     this.#destroyed = true;
     this.#ctx.memory.remove(this.category, this.buffer.size);
+    this.#ctx.forgetBuffer(this.buffer);
     this.buffer.destroy();
   }
 }
@@ -50,13 +54,9 @@ function envSeconds(name: string, fallback: number): number {
   return Number.isFinite(v) && v > 0 ? v : fallback;
 }
 
-/** Distinct uniform contents kept per generation (shapes repeat every step; lr and step do not). */
-const UNIFORM_CACHE_SIZE = 4096;
-
 const STORAGE = 0x80; // GPUBufferUsage.STORAGE
 const COPY_SRC = 0x04;
 const COPY_DST = 0x08;
-const UNIFORM = 0x40;
 const MAP_READ = 0x01;
 
 /**
@@ -71,6 +71,44 @@ export interface BatchTiming {
   passWrites(): GPUComputePassTimestampWrites | undefined;
   beforeFinish(encoder: GPUCommandEncoder): void;
   submitted(): void;
+}
+
+/**
+ * Running totals of the host's work on the GPU, for "dispatches per step and host ms per step":
+ * take `ctx.statsSnapshot()` before and after a step and subtract (`statsDelta`).
+ */
+export interface GpuStats {
+  /** DispatchBatch objects made. */
+  batches: number;
+  /** Queue submits of batches (a training step should make one). */
+  submits: number;
+  dispatches: number;
+  /** Buffer-to-buffer copies recorded in batches. */
+  copies: number;
+  /** Bind groups made, and dispatches that found theirs in the cache. */
+  bindGroupsCreated: number;
+  bindGroupHits: number;
+  /** Host milliseconds inside DispatchBatch calls (recording dispatches and copies, submitting). */
+  encodeMs: number;
+}
+
+function emptyStats(): GpuStats {
+  return {
+    batches: 0,
+    submits: 0,
+    dispatches: 0,
+    copies: 0,
+    bindGroupsCreated: 0,
+    bindGroupHits: 0,
+    encodeMs: 0,
+  };
+}
+
+/** after - before, field by field. */
+export function statsDelta(before: GpuStats, after: GpuStats): GpuStats {
+  const out = emptyStats();
+  for (const k of Object.keys(out) as Array<keyof GpuStats>) out[k] = after[k] - before[k];
+  return out;
 }
 
 export interface GpuOpenOptions {
@@ -150,11 +188,11 @@ export class GpuContext {
   capabilities: GpuCapabilities = NO_CAPABILITIES;
   /** Set while a job is traced; untimed batches cost one property read. */
   timing: BatchTimingHook | undefined = undefined;
+  /** Counters since the device was opened (see GpuStats). */
+  readonly stats: GpuStats = emptyStats();
+  readonly bindGroups: BindGroupCache;
   #pipelines = new Map<string, Promise<GPUComputePipeline>>();
-  #uniforms = new Map<string, GPUBuffer>();
-  /** The previous generation of uniforms: destroyed only when the next one fills up, long after
-   * every batch that could have used them was submitted. */
-  #retiredUniforms = new Map<string, GPUBuffer>();
+  readonly #uniforms: UniformCache;
   #errors: Error[] = [];
   #lost: GpuDeviceLostError | undefined;
   #instance: GPU | undefined;
@@ -165,6 +203,8 @@ export class GpuContext {
     instance: GPU | undefined,
   ) {
     this.#instance = instance;
+    this.bindGroups = new BindGroupCache(device);
+    this.#uniforms = new UniformCache(device, (b) => this.bindGroups.dropBuffer(b));
     device.lost.then((info) => {
       if (info.reason !== "destroyed") {
         this.#lost = new GpuDeviceLostError(info.message || String(info.reason));
@@ -341,34 +381,29 @@ export class GpuContext {
     }
   }
 
-  /** A small uniform buffer with these bytes, shared by every dispatch that needs the same values. */
+  /** A small uniform buffer with these values, shared by every dispatch that needs the same ones
+   * (src/gpu/uniforms.ts: found again without allocating; kept for two generations). */
   uniform(values: Uint32Array | Int32Array | Float32Array): GPUBuffer {
-    const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-    const key = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    const current = this.#uniforms.get(key);
-    if (current) return current;
-    let buf = this.#retiredUniforms.get(key);
-    if (buf) {
-      this.#retiredUniforms.delete(key); // in use again: back to the current generation
-    } else {
-      const size = Math.max(16, Math.ceil(bytes.byteLength / 16) * 16);
-      buf = this.device.createBuffer({ size, usage: UNIFORM | COPY_DST, label: "uniform" });
-      const padded = new Uint8Array(size);
-      padded.set(bytes);
-      this.device.queue.writeBuffer(buf, 0, padded as Uint8Array<ArrayBuffer>);
-    }
-    if (this.#uniforms.size >= UNIFORM_CACHE_SIZE) {
-      for (const old of this.#retiredUniforms.values()) old.destroy();
-      this.#retiredUniforms = this.#uniforms;
-      this.#uniforms = new Map();
-    }
-    this.#uniforms.set(key, buf);
-    return buf;
+    return this.#uniforms.get(values);
   }
 
   batch(label = "batch"): DispatchBatch {
     this.#throwIfLost();
+    this.stats.batches++;
     return new DispatchBatch(this, label);
+  }
+
+  /** A copy of the counters, to subtract from a later one (`statsDelta`). */
+  statsSnapshot(): GpuStats {
+    return { ...this.stats };
+  }
+
+  /**
+   * Drops what the context remembers about a raw buffer (its cached bind groups); call before
+   * destroying a GPUBuffer made outside `createBuffer`. GpuBuffer.destroy() calls it.
+   */
+  forgetBuffer(buffer: GPUBuffer): void {
+    this.bindGroups.dropBuffer(buffer);
   }
 
   /** Waits for submitted work to finish. */
@@ -422,10 +457,9 @@ export class GpuContext {
   }
 
   destroy(): void {
-    for (const u of [...this.#uniforms.values(), ...this.#retiredUniforms.values()]) u.destroy();
-    this.#uniforms.clear();
-    this.#retiredUniforms.clear();
+    this.#uniforms.destroyAll();
     this.#pipelines.clear();
+    this.bindGroups.clear();
     this.device.destroy();
     this.#instance = undefined;
   }
@@ -443,6 +477,12 @@ export class DispatchBatch {
   #encoder: GPUCommandEncoder;
   #pass: GPUComputePassEncoder | undefined;
   #timing: BatchTiming | undefined;
+  /** What the open pass has set, so repeated pipelines and groups are not set again. */
+  #pipeline: GPUComputePipeline | undefined;
+  #group: GPUBindGroup | undefined;
+  /** The bindings of the dispatch being recorded, read by #resolve (no closure per dispatch). */
+  #bindings: ReadonlyArray<Binding | GPUBuffer> = [];
+  readonly #resolve = (i: number, out: BindingKey) => resolveBinding(this.#bindings[i], out);
   dispatches = 0;
 
   constructor(ctx: GpuContext, label: string) {
@@ -454,48 +494,77 @@ export class DispatchBatch {
   /** Bindings go to group 0 in order; a uniform (GPUBuffer) may be among them. */
   dispatch(
     pipeline: GPUComputePipeline,
-    bindings: Array<Binding | GPUBuffer>,
-    workgroups: [number, number?, number?],
+    bindings: ReadonlyArray<Binding | GPUBuffer>,
+    workgroups: readonly [number, number?, number?],
   ): this {
+    const t0 = performance.now();
+    const stats = this.#ctx.stats;
     if (!this.#pass) {
       const writes = this.#timing?.passWrites();
       this.#pass = this.#encoder.beginComputePass(writes ? { timestampWrites: writes } : undefined);
     }
-    const entries = bindings.map((b, i) => ({ binding: i, resource: resourceOf(b) }));
-    const group = this.#ctx.device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries,
-    });
-    this.#pass.setPipeline(pipeline);
-    this.#pass.setBindGroup(0, group);
+    const cache = this.#ctx.bindGroups;
+    const misses = cache.misses;
+    this.#bindings = bindings;
+    const group = cache.get(pipeline, bindings.length, this.#resolve);
+    this.#bindings = [];
+    if (cache.misses === misses) stats.bindGroupHits++;
+    else stats.bindGroupsCreated++;
+    if (pipeline !== this.#pipeline) {
+      this.#pass.setPipeline(pipeline);
+      this.#pipeline = pipeline;
+    }
+    if (group !== this.#group) {
+      this.#pass.setBindGroup(0, group);
+      this.#group = group;
+    }
     this.#pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
     this.dispatches++;
+    stats.dispatches++;
+    stats.encodeMs += performance.now() - t0;
     return this;
   }
 
   copy(src: GpuBuffer, srcOffset: number, dst: GpuBuffer, dstOffset: number, size: number): this {
+    const t0 = performance.now();
     this.#endPass();
     this.#encoder.copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, size);
+    this.#ctx.stats.copies++;
+    this.#ctx.stats.encodeMs += performance.now() - t0;
     return this;
   }
 
   #endPass(): void {
     this.#pass?.end();
     this.#pass = undefined;
+    this.#pipeline = undefined;
+    this.#group = undefined;
   }
 
   submit(): void {
+    const t0 = performance.now();
     this.#endPass();
     this.#timing?.beforeFinish(this.#encoder);
     this.#ctx.device.queue.submit([this.#encoder.finish()]);
     this.#timing?.submitted();
+    this.#ctx.stats.submits++;
+    this.#ctx.stats.encodeMs += performance.now() - t0;
   }
 }
 
-function resourceOf(b: Binding | GPUBuffer): GPUBufferBinding {
-  if (b instanceof GpuBuffer) return { buffer: b.buffer };
-  if ("buffer" in b && b.buffer instanceof GpuBuffer) {
-    return { buffer: b.buffer.buffer, offset: b.offset, size: b.size };
+/** Fills `out` with what a binding names: a whole buffer, or a slice of one. */
+function resolveBinding(b: Binding | GPUBuffer, out: BindingKey): void {
+  if (b instanceof GpuBuffer) {
+    out.buffer = b.buffer;
+    out.offset = 0;
+    out.size = WHOLE_BUFFER;
+  } else if ("buffer" in b && b.buffer instanceof GpuBuffer) {
+    out.buffer = b.buffer.buffer;
+    out.offset = b.offset;
+    out.size = b.size;
+  } else {
+    out.buffer = b as GPUBuffer;
+    out.offset = 0;
+    out.size = WHOLE_BUFFER;
   }
-  return { buffer: b as GPUBuffer };
 }

@@ -6,6 +6,7 @@
  */
 import { create, globals } from "webgpu";
 import { GpuUnavailableError } from "./errors.ts";
+import { installDawnTickPacing } from "./dawn_ticks.ts";
 
 export type BackendChoice = "auto" | "dawn" | "vulkan" | "metal" | "d3d12" | "opengles" | "deno";
 
@@ -39,9 +40,13 @@ let globalsInstalled = false;
  */
 const dawnInstances: GPU[] = [];
 
-/** Dawn's GPU* classes and usage constants (GPUBufferUsage, ...) as globals, once. */
+/**
+ * Dawn's GPU* classes and usage constants (GPUBufferUsage, ...) as globals, and the pacing of
+ * its completion polling (src/gpu/dawn_ticks.ts), once.
+ */
 function installDawnGlobals(): void {
   if (globalsInstalled) return;
+  installDawnTickPacing();
   // Deno has its own GPUBufferUsage etc.; Dawn's values are the same spec constants.
   for (const [name, value] of Object.entries(globals)) {
     if (!(name in globalThis)) Object.defineProperty(globalThis, name, { value, writable: true });

@@ -4,8 +4,20 @@
  * probe on a representative shape; at first use the ladder times every variant for a few
  * milliseconds (warm-up, then interleaved rounds, median), keeps the fastest, and caches the
  * choice per adapter in memory and on disk, keyed by a fingerprint of the shaders and the probe
- * so an edited kernel is timed again. Environment:
+ * so an edited kernel is timed again.
+ *
+ * One timing run on a busy machine can be wrong, so a cached choice does not stick for good:
+ * the disk keeps each run's medians (up to MAX_RUNS), and a later process times the kernel again
+ * and merges the runs while the choice is unsettled: a close call (the runner-up within CLOSE of
+ * the best), or a single run that overrules the prior. Each run's times are divided by that
+ * run's fastest, so a run on a loaded machine weighs the same as a quiet one; the merged score of
+ * a variant is the median of its ratios. Choices older than MAX_AGE_DAYS, or from another ladder
+ * version, are timed from scratch.
+ *
+ * Environment:
  * - QLORAD_KERNEL_VARIANTS=matmul=blocked,matmul_4bit=regblock forces choices (no timing);
+ * - QLORAD_LADDER=prior uses each kernel's prior and times nothing (the test suite: results do
+ *   not depend on a timing race); the default `time` times as above;
  * - QLORAD_LADDER_CACHE=<file> moves the disk cache, `off` keeps choices in memory only; the
  *   default is $XDG_CACHE_HOME/qlorad/ladder.json, else ~/.cache/qlorad/ladder.json;
  * - QLORAD_LADDER_LOG=1 logs each timing as it starts and ends.
@@ -16,25 +28,36 @@
 import { type DispatchBatch, GpuBuffer, type GpuContext } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
 
-/** Bump when the timing method changes, so cached choices are made again. */
-const LADDER_VERSION = 1;
+/** Bump when the timing method or the cache format changes, so cached choices are made again. */
+export const LADDER_VERSION = 2;
 /** A timed submit of the fastest variant should take about this long. */
 const TARGET_MS = 4;
 const MAX_REPS = 64;
 const ROUNDS = 3;
 /** A variant whose warm-up run is this many times the fastest's (and over 50 ms) is not rounded. */
 const HOPELESS = 25;
+/** Runs kept per choice; a choice with this many runs is settled. */
+export const MAX_RUNS = 3;
+/** A runner-up within this fraction of the best is a close call, timed again next time. */
+export const CLOSE = 0.1;
+/** Choices older than this are timed from scratch (drivers and machines change). */
+export const MAX_AGE_DAYS = 30;
 
 export const VARIANTS_ENV = "QLORAD_KERNEL_VARIANTS";
+export const MODE_ENV = "QLORAD_LADDER";
 export const CACHE_ENV = "QLORAD_LADDER_CACHE";
 export const LOG_ENV = "QLORAD_LADDER_LOG";
 
-function envFlag(name: string): boolean {
+function envValue(name: string): string | undefined {
   try {
-    return Boolean(Deno.env.get(name));
+    return Deno.env.get(name);
   } catch {
-    return false;
+    return undefined; // no --allow-env
   }
+}
+
+function envFlag(name: string): boolean {
+  return Boolean(envValue(name));
 }
 
 /** A kernel's inputs on one context, ready to record any variant into a batch. */
@@ -49,6 +72,8 @@ export interface LadderKernel {
   variants: readonly string[];
   /** The choice before (or without) timing. */
   prior(ctx: GpuContext): string;
+  /** Whether a variant can run on this device (e.g. needs `ctx.capabilities.f16`); default yes. */
+  supported?(ctx: GpuContext, variant: string): boolean;
   /** Files in shaders/ whose text keys the cached choice (includes too). */
   shaders: readonly string[];
   probe(ctx: GpuContext): Promise<LadderProbe>;
@@ -56,15 +81,32 @@ export interface LadderKernel {
 
 export type DecisionSource = "override" | "cache" | "timed" | "prior";
 
+/** Median ms per run of each variant in one timing run (null: failed). */
+export type RunTimes = Record<string, number | null>;
+
 export interface LadderDecision {
   kernel: string;
   variant: string;
   source: DecisionSource;
-  /** Median ms per run of each timed variant (null: failed); absent for overrides and priors. */
+  /**
+   * Merged score per variant (median ms of the latest run for a single run; with several runs
+   * the median over runs of each run's ms divided by its fastest); absent for overrides and
+   * priors. null: the variant failed.
+   */
   ms?: Record<string, number | null>;
+  /** The timing runs behind the choice, oldest first. */
+  runs?: RunTimes[];
+  /** False while the choice will be timed again by a later process (see the header). */
+  settled?: boolean;
   /** Why a variant could not run (compile or validation error). */
   failures?: Record<string, string>;
   measuredAt?: string;
+}
+
+/** What one timing run found; `timeVariants` in the options replaces the real timing (tests). */
+export interface TimingRun {
+  ms: RunTimes;
+  failures?: Record<string, string>;
 }
 
 const registry = new Map<string, LadderKernel>();
@@ -134,28 +176,25 @@ function fingerprint(k: LadderKernel): string {
 }
 
 interface CacheEntry {
+  /** The merged choice (redundant with `runs`; kept for people reading the file). */
   variant: string;
   fingerprint: string;
-  ms?: Record<string, number | null>;
-  measuredAt?: string;
+  runs: RunTimes[];
+  /** ISO time of the first run: the age that MAX_AGE_DAYS counts. */
+  firstMeasuredAt: string;
+  /** ISO time of the latest run. */
+  measuredAt: string;
 }
 
 /** adapterKey -> kernel -> entry */
 type CacheFile = Record<string, Record<string, CacheEntry>>;
 
 function defaultCachePath(): string | null {
-  const env = (name: string) => {
-    try {
-      return Deno.env.get(name);
-    } catch {
-      return undefined; // no --allow-env
-    }
-  };
-  const explicit = env(CACHE_ENV);
+  const explicit = envValue(CACHE_ENV);
   if (explicit !== undefined && explicit !== "") return explicit === "off" ? null : explicit;
-  const xdg = env("XDG_CACHE_HOME");
+  const xdg = envValue("XDG_CACHE_HOME");
   if (xdg) return `${xdg}/qlorad/ladder.json`;
-  const home = env("HOME");
+  const home = envValue("HOME");
   return home ? `${home}/.cache/qlorad/ladder.json` : null;
 }
 
@@ -181,16 +220,72 @@ function readCacheFile(path: string): { file: CacheFile; problem?: string } {
 function validEntry(e: unknown, k: LadderKernel): e is CacheEntry {
   const c = e as CacheEntry | undefined;
   return typeof c === "object" && c !== null && typeof c.variant === "string" &&
-    k.variants.includes(c.variant) && c.fingerprint === fingerprint(k);
+    k.variants.includes(c.variant) && c.fingerprint === fingerprint(k) &&
+    Array.isArray(c.runs) && c.runs.length > 0 &&
+    c.runs.every((r) => typeof r === "object" && r !== null) &&
+    typeof c.firstMeasuredAt === "string" && Number.isFinite(Date.parse(c.firstMeasuredAt));
 }
+
+/** The merge of several timing runs: a score per variant, the choice, and how close it was. */
+export interface MergedRuns {
+  /** Median over runs of (variant ms / that run's fastest ms); null when it ever failed. */
+  score: Record<string, number | null>;
+  /** Lowest score; undefined when no variant ran. */
+  best?: string;
+  /** Runner-up score / best score - 1 (Infinity with a single candidate). */
+  margin: number;
+}
+
+/**
+ * Merges timing runs over `variants`: a variant that failed (null) or was not timed in any run is
+ * out (a failure is a compile or validation error, not noise). Ties go to the earlier variant.
+ */
+export function mergeRuns(runs: RunTimes[], variants: readonly string[]): MergedRuns {
+  const score: Record<string, number | null> = {};
+  const ratios = new Map<string, number[]>(variants.map((v) => [v, []]));
+  for (const run of runs) {
+    const times = variants.map((v) => run[v]).filter((t): t is number => typeof t === "number");
+    const fastest = Math.min(...times);
+    if (!(fastest > 0)) continue;
+    for (const v of variants) {
+      const t = run[v];
+      if (typeof t === "number" && t > 0) ratios.get(v)!.push(t / fastest);
+      else ratios.set(v, [NaN]);
+    }
+  }
+  for (const [v, r] of ratios) score[v] = r.length === 0 || r.some(isNaN) ? null : median(r);
+  const ranked = variants.filter((v) => score[v] !== null)
+    .sort((a, b) => score[a]! - score[b]! || variants.indexOf(a) - variants.indexOf(b));
+  if (ranked.length === 0) return { score, margin: 0 };
+  const margin = ranked.length < 2 ? Infinity : score[ranked[1]]! / score[ranked[0]]! - 1;
+  return { score, best: ranked[0], margin };
+}
+
+/**
+ * Whether a choice needs no more timing: MAX_RUNS runs, or a clear winner (margin >= CLOSE) that
+ * either agrees with the prior or was confirmed by a second run.
+ */
+export function isSettled(runs: RunTimes[], merged: MergedRuns, prior: string): boolean {
+  if (runs.length >= MAX_RUNS) return true;
+  if (merged.best === undefined || merged.margin < CLOSE) return false;
+  return runs.length >= 2 || merged.best === prior;
+}
+
+export type LadderMode = "time" | "prior";
 
 export interface KernelLadderOptions {
   /** Disk cache file; null keeps choices in memory only; default from the environment. */
   cachePath?: string | null;
   /** Overrides in QLORAD_KERNEL_VARIANTS syntax; default: that variable, read at each use. */
   overrides?: string;
+  /** `prior` times nothing; default QLORAD_LADDER (else `time`), read at each use. */
+  mode?: LadderMode;
   /** Where notes go (a broken cache, a failed variant); default stderr. */
   log?: (line: string) => void;
+  /** Replaces the timing of a kernel's variants (tests inject fake timings). */
+  timeVariants?: (ctx: GpuContext, kernel: LadderKernel, variants: string[]) => Promise<TimingRun>;
+  /** Milliseconds since the epoch; default Date.now (tests age cache entries). */
+  now?: () => number;
 }
 
 export class KernelLadder {
@@ -212,6 +307,19 @@ export class KernelLadder {
     return this.#options.cachePath === undefined ? defaultCachePath() : this.#options.cachePath;
   }
 
+  get mode(): LadderMode {
+    const raw = this.#options.mode ?? envValue(MODE_ENV) ?? "time";
+    const mode = raw === "" ? "time" : raw;
+    if (mode !== "time" && mode !== "prior") {
+      throw invalidArgument(`${MODE_ENV}: "${mode}" is not one of time, prior`);
+    }
+    return mode;
+  }
+
+  #now(): number {
+    return (this.#options.now ?? Date.now)();
+  }
+
   #log(line: string): void {
     if (this.#logged.has(line)) return;
     this.#logged.add(line);
@@ -219,14 +327,7 @@ export class KernelLadder {
   }
 
   #override(k: LadderKernel): string | undefined {
-    let raw = this.#options.overrides;
-    if (raw === undefined) {
-      try {
-        raw = Deno.env.get(VARIANTS_ENV);
-      } catch {
-        raw = undefined;
-      }
-    }
+    const raw = this.#options.overrides ?? envValue(VARIANTS_ENV);
     const v = parseVariantOverrides(raw).get(k.name);
     if (v !== undefined && !k.variants.includes(v)) {
       throw invalidArgument(
@@ -234,6 +335,14 @@ export class KernelLadder {
       );
     }
     return v;
+  }
+
+  #candidates(ctx: GpuContext, k: LadderKernel): string[] {
+    return k.variants.filter((v) => k.supported?.(ctx, v) ?? true);
+  }
+
+  #prior(ctx: GpuContext, k: LadderKernel): string {
+    return k.prior(ctx);
   }
 
   #loadDisk(): CacheFile {
@@ -245,14 +354,23 @@ export class KernelLadder {
     return (this.#disk = file);
   }
 
-  #cached(ctx: GpuContext, k: LadderKernel): LadderDecision | undefined {
+  /** The disk entry for this adapter and kernel, unless missing, invalid or too old. */
+  #entry(ctx: GpuContext, k: LadderKernel): CacheEntry | undefined {
     const e = this.#loadDisk()[ctx.adapterKey]?.[k.name];
     if (!validEntry(e, k)) return undefined;
+    const ageDays = (this.#now() - Date.parse(e.firstMeasuredAt)) / 86_400_000;
+    return ageDays <= MAX_AGE_DAYS ? e : undefined;
+  }
+
+  #fromEntry(ctx: GpuContext, k: LadderKernel, e: CacheEntry): LadderDecision {
+    const merged = mergeRuns(e.runs, this.#candidates(ctx, k));
     return {
       kernel: k.name,
-      variant: e.variant,
+      variant: merged.best ?? this.#prior(ctx, k),
       source: "cache",
-      ms: e.ms,
+      ms: merged.score,
+      runs: e.runs,
+      settled: isSettled(e.runs, merged, this.#prior(ctx, k)),
       measuredAt: e.measuredAt,
     };
   }
@@ -262,13 +380,12 @@ export class KernelLadder {
     const k = kernelOf(kernel);
     const forced = this.#override(k);
     if (forced !== undefined) return forced;
+    if (this.mode === "prior") return this.#prior(ctx, k);
     const key = `${ctx.adapterKey}|${k.name}`;
-    const known = this.#decided.get(key) ?? this.#cached(ctx, k);
-    if (known) {
-      this.#decided.set(key, known);
-      return known.variant;
-    }
-    return k.prior(ctx);
+    const known = this.#decided.get(key);
+    if (known) return known.variant;
+    const e = this.#entry(ctx, k);
+    return e ? this.#fromEntry(ctx, k, e).variant : this.#prior(ctx, k);
   }
 
   /** The variant to run: as `choice`, but times the variants when nothing is known yet. */
@@ -276,23 +393,36 @@ export class KernelLadder {
     return (await this.decide(ctx, kernel)).variant;
   }
 
+  /**
+   * The decision for this kernel on this adapter: forced, the prior (mode `prior`), decided
+   * earlier in this process, a settled disk entry, or a timing now (merged with an unsettled
+   * disk entry's runs). Each kernel is timed at most once per process.
+   */
   async decide(ctx: GpuContext, kernel: string): Promise<LadderDecision> {
     const k = kernelOf(kernel);
     const forced = this.#override(k);
     if (forced !== undefined) return { kernel: k.name, variant: forced, source: "override" };
+    if (this.mode === "prior") {
+      return { kernel: k.name, variant: this.#prior(ctx, k), source: "prior" };
+    }
     const key = `${ctx.adapterKey}|${k.name}`;
-    const known = this.#decided.get(key) ?? this.#cached(ctx, k);
-    if (known) {
-      this.#decided.set(key, known);
-      return known;
+    const known = this.#decided.get(key);
+    if (known) return known;
+    const entry = this.#entry(ctx, k);
+    if (entry) {
+      const d = this.#fromEntry(ctx, k, entry);
+      if (d.settled) {
+        this.#decided.set(key, d);
+        return d;
+      }
     }
     let p = this.#pending.get(key);
     if (!p) {
-      const run = this.#queue.then(() => this.#time(ctx, k));
+      const run = this.#queue.then(() => this.#time(ctx, k, entry));
       this.#queue = run.catch(() => {});
       p = run.then((d) => {
         this.#decided.set(key, d);
-        if (d.source === "timed") this.#store(ctx, k, d);
+        if (d.source === "timed") this.#store(ctx, k, d, entry);
         return d;
       }).finally(() => this.#pending.delete(key));
       this.#pending.set(key, p);
@@ -308,80 +438,52 @@ export class KernelLadder {
     return out;
   }
 
-  async #time(ctx: GpuContext, k: LadderKernel): Promise<LadderDecision> {
-    const d = await this.#timeAll(ctx, k);
-    if (envFlag(LOG_ENV)) this.#log(`${k.name}: ${JSON.stringify(d.ms)} -> ${d.variant}`);
-    return d;
-  }
-
-  async #timeAll(ctx: GpuContext, k: LadderKernel): Promise<LadderDecision> {
+  /** Times the kernel's variants once and merges the run with an unsettled entry's runs. */
+  async #time(ctx: GpuContext, k: LadderKernel, entry?: CacheEntry): Promise<LadderDecision> {
     this.timings++;
-    if (envFlag(LOG_ENV)) this.#log(`timing ${k.name} on ${ctx.adapterKey}`);
-    const failures: Record<string, string> = {};
-    const ms: Record<string, number | null> = {};
-    let probe: LadderProbe;
-    try {
-      probe = await k.probe(ctx);
-    } catch (e) {
-      this.#log(`${k.name}: probe failed (${(e as Error).message}); using ${k.prior(ctx)}`);
-      return { kernel: k.name, variant: k.prior(ctx), source: "prior" };
+    const log = envFlag(LOG_ENV);
+    if (log) this.#log(`timing ${k.name} on ${ctx.adapterKey}`);
+    const candidates = this.#candidates(ctx, k);
+    const run = this.#options.timeVariants
+      ? await this.#options.timeVariants(ctx, k, candidates)
+      : await timeVariants(ctx, k, candidates, (line) => this.#log(line));
+    for (const [v, why] of Object.entries(run.failures ?? {})) {
+      this.#log(`${k.name}: variant ${v} failed on ${ctx.adapterKey}: ${why}`);
     }
-    try {
-      // Warm-up: compiles, and a first duration to size the timed submits.
-      const first = new Map<string, number>();
-      for (const v of k.variants) {
-        try {
-          first.set(v, await timeSubmit(ctx, probe, v, 1));
-        } catch (e) {
-          failures[v] = (e as Error).message;
-          ms[v] = null;
-        }
-      }
-      if (first.size === 0) {
-        this.#log(`${k.name}: no variant ran (${JSON.stringify(failures)}); using the prior`);
-        return { kernel: k.name, variant: k.prior(ctx), source: "prior", ms, failures };
-      }
-      const fastest = Math.min(...first.values());
-      const rounded = [...first].filter(([, t]) => t <= Math.max(50, HOPELESS * fastest));
-      for (const [v, t] of first) if (!rounded.some(([r]) => r === v)) ms[v] = t;
-      const reps = Math.max(1, Math.min(MAX_REPS, Math.ceil(TARGET_MS / Math.max(fastest, 0.01))));
-      const samples = new Map<string, number[]>(rounded.map(([v]) => [v, []]));
-      for (let r = 0; r < ROUNDS; r++) {
-        for (const [v] of rounded) {
-          try {
-            samples.get(v)!.push((await timeSubmit(ctx, probe, v, reps)) / reps);
-          } catch (e) {
-            failures[v] = (e as Error).message;
-          }
-        }
-      }
-      for (const [v, s] of samples) ms[v] = failures[v] || s.length === 0 ? null : median(s);
-      const ranked = Object.entries(ms).filter((e): e is [string, number] => e[1] !== null)
-        .sort((a, b) => a[1] - b[1]);
-      const variant = ranked[0]?.[0] ?? k.prior(ctx);
-      for (const [v, why] of Object.entries(failures)) {
-        this.#log(`${k.name}: variant ${v} failed on ${ctx.adapterKey}: ${why}`);
-      }
+    if (!candidates.some((v) => typeof run.ms[v] === "number")) {
+      this.#log(`${k.name}: no variant ran; using ${this.#prior(ctx, k)}`);
       return {
         kernel: k.name,
-        variant,
-        source: "timed",
-        ms,
-        failures: Object.keys(failures).length ? failures : undefined,
-        measuredAt: new Date().toISOString(),
+        variant: this.#prior(ctx, k),
+        source: "prior",
+        ms: run.ms,
+        failures: run.failures,
       };
-    } finally {
-      probe.destroy();
     }
+    const runs = [...(entry?.runs ?? []), run.ms].slice(-MAX_RUNS);
+    const merged = mergeRuns(runs, candidates);
+    const variant = merged.best!;
+    if (log) this.#log(`${k.name}: ${JSON.stringify(run.ms)} -> ${variant} (${runs.length} runs)`);
+    return {
+      kernel: k.name,
+      variant,
+      source: "timed",
+      ms: runs.length === 1 ? run.ms : merged.score,
+      runs,
+      settled: isSettled(runs, merged, this.#prior(ctx, k)),
+      failures: run.failures && Object.keys(run.failures).length ? run.failures : undefined,
+      measuredAt: new Date(this.#now()).toISOString(),
+    };
   }
 
-  #store(ctx: GpuContext, k: LadderKernel, d: LadderDecision): void {
+  #store(ctx: GpuContext, k: LadderKernel, d: LadderDecision, previous?: CacheEntry): void {
     const path = this.cachePath;
     const entry: CacheEntry = {
       variant: d.variant,
       fingerprint: fingerprint(k),
-      ms: d.ms,
-      measuredAt: d.measuredAt,
+      runs: d.runs ?? [],
+      firstMeasuredAt: previous?.firstMeasuredAt ?? d.measuredAt!,
+      measuredAt: d.measuredAt!,
     };
     const disk = this.#loadDisk();
     (disk[ctx.adapterKey] ??= {})[k.name] = entry;
@@ -411,6 +513,57 @@ export class KernelLadder {
       if (d) out.push(d);
     }
     return out;
+  }
+}
+
+/**
+ * One timing run on the device: a warm-up submit of each variant (compiles, and sizes the timed
+ * submits), then ROUNDS interleaved rounds of the ones not hopelessly slow; median ms per run.
+ */
+async function timeVariants(
+  ctx: GpuContext,
+  k: LadderKernel,
+  variants: string[],
+  log: (line: string) => void,
+): Promise<TimingRun> {
+  const failures: Record<string, string> = {};
+  const ms: RunTimes = {};
+  let probe: LadderProbe;
+  try {
+    probe = await k.probe(ctx);
+  } catch (e) {
+    log(`${k.name}: probe failed (${(e as Error).message})`);
+    return { ms, failures: Object.fromEntries(variants.map((v) => [v, "probe failed"])) };
+  }
+  try {
+    const first = new Map<string, number>();
+    for (const v of variants) {
+      try {
+        first.set(v, await timeSubmit(ctx, probe, v, 1));
+      } catch (e) {
+        failures[v] = (e as Error).message;
+        ms[v] = null;
+      }
+    }
+    if (first.size === 0) return { ms, failures };
+    const fastest = Math.min(...first.values());
+    const rounded = [...first].filter(([, t]) => t <= Math.max(50, HOPELESS * fastest));
+    for (const [v, t] of first) if (!rounded.some(([r]) => r === v)) ms[v] = t;
+    const reps = Math.max(1, Math.min(MAX_REPS, Math.ceil(TARGET_MS / Math.max(fastest, 0.01))));
+    const samples = new Map<string, number[]>(rounded.map(([v]) => [v, []]));
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const [v] of rounded) {
+        try {
+          samples.get(v)!.push((await timeSubmit(ctx, probe, v, reps)) / reps);
+        } catch (e) {
+          failures[v] = (e as Error).message;
+        }
+      }
+    }
+    for (const [v, s] of samples) ms[v] = failures[v] || s.length === 0 ? null : median(s);
+    return { ms, failures };
+  } finally {
+    probe.destroy();
   }
 }
 
@@ -496,7 +649,10 @@ export class ProbeBuffers {
   }
 
   destroy(): void {
-    for (const b of this.#raw) b.destroy();
+    for (const b of this.#raw) {
+      this.ctx.forgetBuffer(b);
+      b.destroy();
+    }
     this.#raw = [];
   }
 }

@@ -1,17 +1,31 @@
 /**
- * The kernel ladder: it times and picks a variant that exists for every registered kernel,
- * caches the choice (in memory and on disk: a second ladder reading the file times nothing),
- * honours QLORAD_KERNEL_VARIANTS, and survives a broken or unwritable cache file.
+ * The kernel ladder: it times every registered kernel's variants on this adapter and picks the
+ * fastest it measured; caches the choice in memory and on disk; times a choice again in a later
+ * process while it is unsettled (a close call, or one run against the prior) and merges the runs;
+ * re-times choices that are too old or from another ladder version; honours QLORAD_KERNEL_VARIANTS
+ * and QLORAD_LADDER=prior; and survives a broken or unwritable cache file. Only the first test
+ * times for real (and asserts nothing about which variant wins); the rest inject fake timings, so
+ * no assertion depends on a timing race.
  */
 import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
 import {
+  CLOSE,
+  isSettled,
   KernelLadder,
+  LADDER_VERSION,
+  type LadderKernel,
   ladderKernels,
+  MAX_AGE_DAYS,
+  MAX_RUNS,
+  mergeRuns,
+  MODE_ENV,
   parseVariantOverrides,
+  type RunTimes,
   VARIANTS_ENV,
 } from "../../src/kernels/ladder.ts";
-import { chooseMatmulVariant, MATMUL_VARIANTS } from "../../src/kernels/matmul.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
+import { chooseMatmulVariant } from "../../src/kernels/matmul.ts";
 import { chooseMatmul4bitVariant } from "../../src/kernels/matmul_4bit.ts";
 import { ATTENTION_VARIANTS, chooseAttentionVariant } from "../../src/kernels/attention.ts";
 import { crossEntropyVariant } from "../../src/kernels/cross_entropy.ts";
@@ -30,7 +44,7 @@ gpuTest("every registered kernel gets a timed choice among its own variants", as
   const names = ladderKernels().map((k) => k.name).sort();
   assert.deepEqual(names, ["attention", "cross_entropy", "matmul", "matmul_4bit", "matmul_4bit_t"]);
   const before = ctx.memory.total;
-  const ladder = new KernelLadder({ cachePath: null, overrides: "", ...quiet });
+  const ladder = new KernelLadder({ cachePath: null, overrides: "", mode: "time", ...quiet });
   const decisions = await ladder.warm(ctx);
   assert.equal(ladder.timings, names.length);
   for (const d of decisions) {
@@ -46,31 +60,118 @@ gpuTest("every registered kernel gets a timed choice among its own variants", as
   assert.equal(ctx.memory.total, before);
 });
 
+/** Fake timing runs, one table per run: ms by role (the prior, the other variant); every other
+ * variant gets 1000 ms so it never wins. Counts the runs it served. */
+function fakeTimings(
+  ctx: GpuContext,
+  kernel: string,
+  tables: Array<{ prior: number; other: number }>,
+) {
+  const k = ladderKernels().find((x) => x.name === kernel)!;
+  const prior = k.prior(ctx);
+  const other = k.variants.find((v) => v !== prior)!;
+  const served = { runs: 0 };
+  const timeVariants = (_ctx: GpuContext, _k: LadderKernel, variants: string[]) => {
+    const t = tables[served.runs++];
+    if (!t) throw new Error(`fake timing: no table for run ${served.runs}`);
+    const ms: RunTimes = {};
+    for (const v of variants) ms[v] = v === prior ? t.prior : v === other ? t.other : 1000;
+    return Promise.resolve({ ms });
+  };
+  return { prior, other, served, timeVariants };
+}
+
 gpuTest(
-  "a choice is cached: the second call and a second ladder on the file time nothing",
+  "a clear choice that agrees with the prior is settled: a second ladder on the file times nothing",
   async (ctx) => {
     const cache = await tempCache();
     try {
-      const first = new KernelLadder({ cachePath: cache.path, overrides: "", ...quiet });
-      const a = await first.decide(ctx, "matmul");
+      const fake = fakeTimings(ctx, "matmul_4bit", [{ prior: 4, other: 9 }]);
+      const opts = { cachePath: cache.path, overrides: "", mode: "time" as const, ...quiet };
+      const first = new KernelLadder({ ...opts, timeVariants: fake.timeVariants });
+      const a = await first.decide(ctx, "matmul_4bit");
       assert.equal(a.source, "timed");
-      assert.ok(MATMUL_VARIANTS.includes(a.variant as never));
+      assert.equal(a.variant, fake.prior);
+      assert.equal(a.settled, true);
+      assert.equal((await first.decide(ctx, "matmul_4bit")).variant, a.variant);
+      assert.equal(first.choice(ctx, "matmul_4bit"), a.variant);
       assert.equal(first.timings, 1);
-      assert.equal((await first.decide(ctx, "matmul")).variant, a.variant);
-      assert.equal(first.choice(ctx, "matmul"), a.variant);
-      assert.equal(first.timings, 1);
-      // Concurrent first uses share one timing.
-      await Promise.all([first.decide(ctx, "attention"), first.decide(ctx, "attention")]);
-      assert.equal(first.timings, 2);
 
       const file = JSON.parse(await Deno.readTextFile(cache.path));
-      assert.equal(file.adapters[ctx.adapterKey].matmul.variant, a.variant);
-      const second = new KernelLadder({ cachePath: cache.path, overrides: "", ...quiet });
-      const b = await second.decide(ctx, "matmul");
+      const entry = file.adapters[ctx.adapterKey].matmul_4bit;
+      assert.equal(entry.variant, fake.prior);
+      assert.equal(entry.runs.length, 1);
+      const second = new KernelLadder({ ...opts, timeVariants: fake.timeVariants });
+      const b = await second.decide(ctx, "matmul_4bit");
       assert.equal(b.source, "cache");
       assert.equal(b.variant, a.variant);
-      assert.equal(second.choice(ctx, "attention"), first.choice(ctx, "attention"));
       assert.equal(second.timings, 0);
+      assert.equal(fake.served.runs, 1);
+    } finally {
+      await cache.cleanup();
+    }
+  },
+);
+
+gpuTest("concurrent first uses share one timing", async (ctx) => {
+  const fake = fakeTimings(ctx, "matmul_4bit", [{ prior: 4, other: 9 }]);
+  const ladder = new KernelLadder({
+    cachePath: null,
+    overrides: "",
+    mode: "time",
+    timeVariants: fake.timeVariants,
+    ...quiet,
+  });
+  const [a, b] = await Promise.all([
+    ladder.decide(ctx, "matmul_4bit"),
+    ladder.decide(ctx, "matmul_4bit"),
+  ]);
+  assert.equal(a, b);
+  assert.equal(ladder.timings, 1);
+});
+
+gpuTest(
+  "a noisy run that overrules the prior is timed again; the merged runs decide and then settle",
+  async (ctx) => {
+    const cache = await tempCache();
+    try {
+      // Run 1 on a loaded machine: the other variant looks twice as fast. Run 2, quiet: the
+      // prior is 2.5x faster. Ratios to each run's fastest: other [1, 2.5] -> median 1.75;
+      // prior [2, 1] -> 1.5. The prior wins by 1.75 / 1.5 - 1 = 16.7% >= CLOSE: settled.
+      const fake = fakeTimings(ctx, "matmul_4bit", [{ prior: 10, other: 5 }, {
+        prior: 8,
+        other: 20,
+      }]);
+      const opts = {
+        cachePath: cache.path,
+        overrides: "",
+        mode: "time" as const,
+        timeVariants: fake.timeVariants,
+        ...quiet,
+      };
+      const first = new KernelLadder(opts);
+      const a = await first.decide(ctx, "matmul_4bit");
+      assert.equal(a.variant, fake.other);
+      assert.equal(a.settled, false); // one run against the prior: to be confirmed
+      // Until it is timed again, a later process still starts from the cached choice.
+      assert.equal(new KernelLadder(opts).choice(ctx, "matmul_4bit"), fake.other);
+
+      const second = new KernelLadder(opts);
+      const b = await second.decide(ctx, "matmul_4bit");
+      assert.equal(second.timings, 1);
+      assert.equal(b.source, "timed");
+      assert.equal(b.variant, fake.prior);
+      assert.equal(b.runs?.length, 2);
+      assert.equal(b.ms?.[fake.prior], 1.5);
+      assert.equal(b.ms?.[fake.other], 1.75);
+      assert.equal(b.settled, true);
+
+      const third = new KernelLadder(opts);
+      const c = await third.decide(ctx, "matmul_4bit");
+      assert.equal(third.timings, 0);
+      assert.equal(c.source, "cache");
+      assert.equal(c.variant, fake.prior);
+      assert.equal(fake.served.runs, 2);
     } finally {
       await cache.cleanup();
     }
@@ -78,11 +179,175 @@ gpuTest(
 );
 
 gpuTest(
+  "a close call is timed again by later processes, runs merged, and settles after MAX_RUNS",
+  async (ctx) => {
+    const cache = await tempCache();
+    try {
+      // Ratios: run 1 prior 1, other 1.05; run 2 prior 1.1, other 1; run 3 prior 1, other 1.02.
+      // Medians: prior 1, other 1.02 -> the prior, by 2% (< CLOSE) but with MAX_RUNS runs.
+      const fake = fakeTimings(ctx, "matmul_4bit", [
+        { prior: 10, other: 10.5 },
+        { prior: 11, other: 10 },
+        { prior: 5, other: 5.1 },
+      ]);
+      const opts = {
+        cachePath: cache.path,
+        overrides: "",
+        mode: "time" as const,
+        timeVariants: fake.timeVariants,
+        ...quiet,
+      };
+      const settledAfter: boolean[] = [];
+      for (let run = 1; run <= MAX_RUNS; run++) {
+        const ladder = new KernelLadder(opts);
+        const d = await ladder.decide(ctx, "matmul_4bit");
+        assert.equal(ladder.timings, 1, `process ${run}`);
+        assert.equal(d.runs?.length, run);
+        settledAfter.push(d.settled!);
+      }
+      assert.deepEqual(settledAfter, [false, false, true]);
+      const file = JSON.parse(await Deno.readTextFile(cache.path));
+      const entry = file.adapters[ctx.adapterKey].matmul_4bit;
+      assert.equal(entry.runs.length, MAX_RUNS);
+      assert.equal(entry.variant, fake.prior);
+      const last = new KernelLadder(opts);
+      assert.equal((await last.decide(ctx, "matmul_4bit")).variant, fake.prior);
+      assert.equal(last.timings, 0);
+      assert.equal(fake.served.runs, MAX_RUNS);
+    } finally {
+      await cache.cleanup();
+    }
+  },
+);
+
+gpuTest("a choice older than MAX_AGE_DAYS is timed from scratch, not merged", async (ctx) => {
+  const cache = await tempCache();
+  try {
+    const fake = fakeTimings(ctx, "matmul_4bit", [{ prior: 4, other: 9 }, { prior: 9, other: 4 }]);
+    let now = Date.parse("2026-01-01T00:00:00Z");
+    const opts = {
+      cachePath: cache.path,
+      overrides: "",
+      mode: "time" as const,
+      timeVariants: fake.timeVariants,
+      now: () => now,
+      ...quiet,
+    };
+    assert.equal((await new KernelLadder(opts).decide(ctx, "matmul_4bit")).variant, fake.prior);
+    now += (MAX_AGE_DAYS - 1) * 86_400_000;
+    const young = new KernelLadder(opts);
+    await young.decide(ctx, "matmul_4bit");
+    assert.equal(young.timings, 0);
+    now += 2 * 86_400_000;
+    const old = new KernelLadder(opts);
+    const d = await old.decide(ctx, "matmul_4bit");
+    assert.equal(old.timings, 1);
+    assert.equal(d.runs?.length, 1); // the old run is dropped, not merged
+    assert.equal(d.variant, fake.other);
+    const file = JSON.parse(await Deno.readTextFile(cache.path));
+    assert.equal(
+      file.adapters[ctx.adapterKey].matmul_4bit.firstMeasuredAt,
+      new Date(now).toISOString(),
+    );
+  } finally {
+    await cache.cleanup();
+  }
+});
+
+gpuTest("a cache written by another ladder version is ignored and rewritten", async (ctx) => {
+  const cache = await tempCache();
+  const logs: string[] = [];
+  try {
+    const fake = fakeTimings(ctx, "matmul_4bit", [{ prior: 4, other: 9 }]);
+    await Deno.mkdir(cache.path.replace(/\/[^/]*$/, ""), { recursive: true });
+    const stale = {
+      version: LADDER_VERSION - 1,
+      adapters: { [ctx.adapterKey]: { matmul_4bit: { variant: fake.other, fingerprint: "x" } } },
+    };
+    await Deno.writeTextFile(cache.path, JSON.stringify(stale));
+    const ladder = new KernelLadder({
+      cachePath: cache.path,
+      overrides: "",
+      mode: "time",
+      timeVariants: fake.timeVariants,
+      log: (l) => logs.push(l),
+    });
+    assert.equal(ladder.choice(ctx, "matmul_4bit"), fake.prior); // not the stale choice
+    const d = await ladder.decide(ctx, "matmul_4bit");
+    assert.equal(d.source, "timed");
+    assert.ok(logs.some((l) => l.includes(`not a version ${LADDER_VERSION}`)), logs.join("\n"));
+    const file = JSON.parse(await Deno.readTextFile(cache.path));
+    assert.equal(file.version, LADDER_VERSION);
+    assert.equal(file.adapters[ctx.adapterKey].matmul_4bit.variant, fake.prior);
+  } finally {
+    await cache.cleanup();
+  }
+});
+
+gpuTest(
+  "prior mode (QLORAD_LADDER=prior) times nothing and answers each kernel's prior",
+  async (ctx) => {
+    const ladder = new KernelLadder({ cachePath: null, overrides: "", mode: "prior", ...quiet });
+    for (const k of ladderKernels()) {
+      const d = await ladder.decide(ctx, k.name);
+      assert.equal(d.source, "prior");
+      assert.equal(d.variant, k.prior(ctx));
+      assert.equal(ladder.choice(ctx, k.name), k.prior(ctx));
+    }
+    assert.equal(ladder.timings, 0);
+    const saved = Deno.env.get(MODE_ENV);
+    try {
+      Deno.env.set(MODE_ENV, "prior");
+      const fromEnv = new KernelLadder({ cachePath: null, overrides: "", ...quiet });
+      assert.equal((await fromEnv.decide(ctx, "matmul")).source, "prior");
+      Deno.env.set(MODE_ENV, "fastest");
+      await assert.rejects(fromEnv.decide(ctx, "matmul"), /QLORAD_LADDER: "fastest"/);
+    } finally {
+      if (saved === undefined) Deno.env.delete(MODE_ENV);
+      else Deno.env.set(MODE_ENV, saved);
+    }
+  },
+);
+
+Deno.test("mergeRuns: ratios to each run's fastest, medians, failures out, ties to the earlier", () => {
+  const v = ["a", "b", "c"];
+  // One run: ratios a 1, b 2, c 1.5.
+  const one = mergeRuns([{ a: 2, b: 4, c: 3 }], v);
+  assert.deepEqual(one.score, { a: 1, b: 2, c: 1.5 });
+  assert.equal(one.best, "a");
+  assert.equal(one.margin, 0.5);
+  // A run at ten times the load weighs the same: a [1, 1.2, 1] -> 1; b [2, 1, 3] -> 2;
+  // c failed once -> out.
+  const three = mergeRuns(
+    [{ a: 2, b: 4, c: 3 }, { a: 60, b: 50, c: null }, { a: 1, b: 3, c: 2 }],
+    v,
+  );
+  assert.deepEqual(three.score, { a: 1, b: 2, c: null });
+  assert.equal(three.best, "a");
+  assert.equal(three.margin, 1);
+  // Equal scores: the earlier variant, and a margin of 0 (a close call).
+  const tie = mergeRuns([{ a: 5, b: 5 }], ["a", "b"]);
+  assert.equal(tie.best, "a");
+  assert.equal(tie.margin, 0);
+  // Nothing ran.
+  assert.equal(mergeRuns([{ a: null, b: null }], ["a", "b"]).best, undefined);
+  // Settled: MAX_RUNS runs; or a clear margin that agrees with the prior or has two runs.
+  const clear = mergeRuns([{ a: 1, b: 2 }], ["a", "b"]);
+  assert.equal(isSettled([{ a: 1, b: 2 }], clear, "a"), true);
+  assert.equal(isSettled([{ a: 1, b: 2 }], clear, "b"), false);
+  const close = mergeRuns([{ a: 1, b: 1.05 }], ["a", "b"]);
+  assert.ok(close.margin < CLOSE);
+  assert.equal(isSettled([{ a: 1, b: 1.05 }], close, "a"), false);
+  assert.equal(isSettled(Array(MAX_RUNS).fill({ a: 1, b: 1.05 }), close, "a"), true);
+});
+
+gpuTest(
   "QLORAD_KERNEL_VARIANTS forces choices without timing and rejects unknown variants",
   async (ctx) => {
     const forced = new KernelLadder({
       cachePath: null,
       overrides: "matmul=tiled, attention = tiled",
+      mode: "time",
       ...quiet,
     });
     assert.equal(await forced.variant(ctx, "matmul"), "tiled");
@@ -118,26 +383,29 @@ gpuTest("a broken cache file is ignored, timed again and rewritten", async (ctx)
   const cache = await tempCache();
   const logs: string[] = [];
   try {
+    const fake = fakeTimings(ctx, "matmul_4bit", [{ prior: 4, other: 9 }, { prior: 4, other: 9 }]);
     await Deno.mkdir(cache.path.replace(/\/[^/]*$/, ""), { recursive: true });
     await Deno.writeTextFile(cache.path, "{ not json");
-    const ladder = new KernelLadder({
+    const opts = {
       cachePath: cache.path,
       overrides: "",
-      log: (l) => logs.push(l),
-    });
+      mode: "time" as const,
+      timeVariants: fake.timeVariants,
+    };
+    const ladder = new KernelLadder({ ...opts, log: (l) => logs.push(l) });
     // Before any timing the prior answers; broken files do not throw.
-    assert.ok(MATMUL_VARIANTS.includes(ladder.choice(ctx, "matmul") as never));
-    const d = await ladder.decide(ctx, "matmul");
+    assert.equal(ladder.choice(ctx, "matmul_4bit"), fake.prior);
+    const d = await ladder.decide(ctx, "matmul_4bit");
     assert.equal(d.source, "timed");
     assert.ok(logs.some((l) => l.includes("ignoring the cache")), logs.join("\n"));
     const file = JSON.parse(await Deno.readTextFile(cache.path));
-    assert.equal(file.adapters[ctx.adapterKey].matmul.variant, d.variant);
+    assert.equal(file.adapters[ctx.adapterKey].matmul_4bit.variant, d.variant);
 
     // A well-formed file naming a variant that does not exist is not trusted either.
-    file.adapters[ctx.adapterKey].matmul.variant = "warp_speed";
+    file.adapters[ctx.adapterKey].matmul_4bit.variant = "warp_speed";
     await Deno.writeTextFile(cache.path, JSON.stringify(file));
-    const again = new KernelLadder({ cachePath: cache.path, overrides: "", ...quiet });
-    assert.equal((await again.decide(ctx, "matmul")).source, "timed");
+    const again = new KernelLadder({ ...opts, ...quiet });
+    assert.equal((await again.decide(ctx, "matmul_4bit")).source, "timed");
     assert.equal(again.timings, 1);
   } finally {
     await cache.cleanup();
@@ -151,14 +419,17 @@ gpuTest("an unwritable cache path keeps the choice in memory", async (ctx) => {
     const blocker = cache.path.replace(/\/[^/]*$/, "");
     await Deno.writeTextFile(blocker, "a file, not a folder");
     const logs: string[] = [];
+    const fake = fakeTimings(ctx, "matmul_4bit", [{ prior: 4, other: 9 }]);
     const ladder = new KernelLadder({
       cachePath: cache.path,
       overrides: "",
+      mode: "time",
+      timeVariants: fake.timeVariants,
       log: (l) => logs.push(l),
     });
-    const d = await ladder.decide(ctx, "matmul");
-    assert.ok(MATMUL_VARIANTS.includes(d.variant as never));
-    assert.equal((await ladder.decide(ctx, "matmul")).variant, d.variant);
+    const d = await ladder.decide(ctx, "matmul_4bit");
+    assert.equal(d.variant, fake.prior);
+    assert.equal((await ladder.decide(ctx, "matmul_4bit")).variant, d.variant);
     assert.equal(ladder.timings, 1);
     assert.ok(logs.some((l) => l.includes("cannot write")), logs.join("\n"));
   } finally {

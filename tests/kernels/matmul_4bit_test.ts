@@ -11,6 +11,7 @@ import {
   type Matmul4bitVariant,
   MATMUL_4BIT_VARIANTS,
 } from "../../src/kernels/matmul_4bit.ts";
+import { KernelLadder } from "../../src/kernels/ladder.ts";
 import {
   dequantizeF64,
   FP4_TABLE,
@@ -234,14 +235,24 @@ gpuTest(
   },
 );
 
-gpuTest("matmul_4bit: the adapter gets a variant; llvmpipe gets regblock", async (ctx) => {
-  const v = chooseMatmul4bitVariant(ctx);
-  assert.ok(MATMUL_4BIT_VARIANTS.includes(v));
-  if (/llvmpipe|lavapipe|swiftshader/i.test(ctx.adapter.device + ctx.adapter.description)) {
-    assert.equal(v, "regblock");
-  }
-  await Promise.resolve();
-});
+gpuTest(
+  "matmul_4bit: a software adapter's prior is regblock; forced and chosen are variants",
+  async (ctx) => {
+    // Which variant wins a timing race is never asserted (tests/kernels/ladder_test.ts checks that
+    // a timed choice is the fastest the ladder measured); the prior and a forced choice are fixed.
+    const quiet = { cachePath: null, log: () => {} };
+    const prior = await new KernelLadder({ ...quiet, overrides: "", mode: "prior" })
+      .variant(ctx, "matmul_4bit");
+    assert.ok(MATMUL_4BIT_VARIANTS.includes(prior as Matmul4bitVariant));
+    if (ctx.isSoftware) assert.equal(prior, "regblock");
+    for (const v of MATMUL_4BIT_VARIANTS) {
+      const forced = new KernelLadder({ ...quiet, overrides: `matmul_4bit=${v}`, mode: "time" });
+      assert.equal(await forced.variant(ctx, "matmul_4bit"), v);
+      assert.equal(forced.timings, 0);
+    }
+    assert.ok(MATMUL_4BIT_VARIANTS.includes(chooseMatmul4bitVariant(ctx)));
+  },
+);
 
 gpuTest("matmul_4bit: a too-small output binding is refused with the tensor named", async (ctx) => {
   const rng = new Rng(7);
