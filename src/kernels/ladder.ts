@@ -52,6 +52,15 @@ export interface LadderKernel {
   /** Files in shaders/ whose text keys the cached choice (includes too). */
   shaders: readonly string[];
   probe(ctx: GpuContext): Promise<LadderProbe>;
+  /**
+   * Whether this device can run the variant (e.g. it needs `ctx.capabilities.subgroups`);
+   * omitted: every variant can. Unavailable variants are never timed, cached or forced.
+   */
+  variantAvailable?(ctx: GpuContext, variant: string): boolean;
+}
+
+function available(ctx: GpuContext, k: LadderKernel, variant: string): boolean {
+  return k.variantAvailable?.(ctx, variant) ?? true;
 }
 
 export type DecisionSource = "override" | "cache" | "timed" | "prior";
@@ -218,7 +227,7 @@ export class KernelLadder {
     (this.#options.log ?? ((l) => console.error(l)))(`qlorad: kernel ladder: ${line}`);
   }
 
-  #override(k: LadderKernel): string | undefined {
+  #override(ctx: GpuContext, k: LadderKernel): string | undefined {
     let raw = this.#options.overrides;
     if (raw === undefined) {
       try {
@@ -231,6 +240,11 @@ export class KernelLadder {
     if (v !== undefined && !k.variants.includes(v)) {
       throw invalidArgument(
         `${VARIANTS_ENV}: ${k.name}=${v}: not one of ${k.variants.join(", ")}`,
+      );
+    }
+    if (v !== undefined && !available(ctx, k, v)) {
+      throw invalidArgument(
+        `${VARIANTS_ENV}: ${k.name}=${v}: needs a feature this adapter lacks (${ctx.adapterKey})`,
       );
     }
     return v;
@@ -247,7 +261,7 @@ export class KernelLadder {
 
   #cached(ctx: GpuContext, k: LadderKernel): LadderDecision | undefined {
     const e = this.#loadDisk()[ctx.adapterKey]?.[k.name];
-    if (!validEntry(e, k)) return undefined;
+    if (!validEntry(e, k) || !available(ctx, k, e.variant)) return undefined;
     return {
       kernel: k.name,
       variant: e.variant,
@@ -260,7 +274,7 @@ export class KernelLadder {
   /** The choice without timing: override, then memory, then disk, then the prior. */
   choice(ctx: GpuContext, kernel: string): string {
     const k = kernelOf(kernel);
-    const forced = this.#override(k);
+    const forced = this.#override(ctx, k);
     if (forced !== undefined) return forced;
     const key = `${ctx.adapterKey}|${k.name}`;
     const known = this.#decided.get(key) ?? this.#cached(ctx, k);
@@ -278,7 +292,7 @@ export class KernelLadder {
 
   async decide(ctx: GpuContext, kernel: string): Promise<LadderDecision> {
     const k = kernelOf(kernel);
-    const forced = this.#override(k);
+    const forced = this.#override(ctx, k);
     if (forced !== undefined) return { kernel: k.name, variant: forced, source: "override" };
     const key = `${ctx.adapterKey}|${k.name}`;
     const known = this.#decided.get(key) ?? this.#cached(ctx, k);
@@ -329,7 +343,7 @@ export class KernelLadder {
     try {
       // Warm-up: compiles, and a first duration to size the timed submits.
       const first = new Map<string, number>();
-      for (const v of k.variants) {
+      for (const v of k.variants.filter((v) => available(ctx, k, v))) {
         try {
           first.set(v, await timeSubmit(ctx, probe, v, 1));
         } catch (e) {
