@@ -1,48 +1,11 @@
-// RMSNorm over the last dimension (transformers LlamaRMSNorm, in f32):
-//   rstd = 1 / sqrt(mean(x^2) + eps),  y = x * rstd * weight
-// and its gradient with respect to x (the weight is frozen):
-//   dx = rstd * weight * dy - x * rstd^3 / dim * sum_j(dy_j * weight_j * x_j)
-// Two layouts of the same math: `*_row` runs one invocation per row with serial loops (no
-// barriers, for llvmpipe); `*_wg` runs one workgroup of 64 per row with a tree reduction in
-// workgroup memory (real GPUs).
-
-struct Params {
-  rows: u32,
-  dim: u32,
-  eps: f32,
-  accumulate: u32,
-  groups_x: u32,
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
-}
-
-// forward: x, weight, y, rstd, params
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> weight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> rstd_out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
-
-// backward: x, weight, rstd, dy, dx, params
-@group(0) @binding(2) var<storage, read> rstd_in: array<f32>;
-@group(0) @binding(3) var<storage, read> dy: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(5) var<uniform> pb: Params;
-
+// RMSNorm forward and backward in core WebGPU (the math: rmsnorm_common.wgsl). Two layouts:
+// `*_row` runs one invocation per row with serial loops (no barriers, for CPU adapters); `*_wg`
+// runs one workgroup of 64 per row with a tree reduction in workgroup memory (GPUs without
+// subgroups; rmsnorm_subgroups.wgsl is the same layout with subgroupAdd).
 const WG: u32 = 64u;
 
-fn row_of(wg: vec3u, groups_x: u32) -> u32 {
-  return wg.y * groups_x + wg.x;
-}
-
-fn write_dx(i: u32, v: f32) {
-  if (pb.accumulate != 0u) {
-    dx[i] = dx[i] + v;
-  } else {
-    dx[i] = v;
-  }
-}
+//!include rmsnorm_common.wgsl
+//!include workgroup_sum.wgsl
 
 // ---- one invocation per row ---------------------------------------------------------------
 
@@ -85,58 +48,12 @@ fn backward_row(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_inde
 
 // ---- one workgroup per row ----------------------------------------------------------------
 
-var<workgroup> partial: array<f32, WG>;
-
-// Sum of `v` over the workgroup; every invocation gets the total.
-fn workgroup_sum(v: f32, li: u32) -> f32 {
-  partial[li] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (li < s) {
-      partial[li] += partial[li + s];
-    }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();
-  return total;
-}
-
 @compute @workgroup_size(WG)
 fn forward_wg(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let row = row_of(wg, p.groups_x);
-  if (row >= p.rows) {
-    return;
-  }
-  let base = row * p.dim;
-  var ss = 0.0;
-  for (var j = li; j < p.dim; j += WG) {
-    let v = x[base + j];
-    ss += v * v;
-  }
-  let r = inverseSqrt(workgroup_sum(ss, li) / f32(p.dim) + p.eps);
-  if (li == 0u) {
-    rstd_out[row] = r;
-  }
-  for (var j = li; j < p.dim; j += WG) {
-    y[base + j] = x[base + j] * r * weight[j];
-  }
+  forward_workgroup_row(wg, li);
 }
 
 @compute @workgroup_size(WG)
 fn backward_wg(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let row = row_of(wg, pb.groups_x);
-  if (row >= pb.rows) {
-    return;
-  }
-  let base = row * pb.dim;
-  var dot = 0.0;
-  for (var j = li; j < pb.dim; j += WG) {
-    dot += dy[base + j] * weight[j] * x[base + j];
-  }
-  let r = rstd_in[row];
-  let c = workgroup_sum(dot, li) * r * r * r / f32(pb.dim);
-  for (var j = li; j < pb.dim; j += WG) {
-    write_dx(base + j, r * weight[j] * dy[base + j] - x[base + j] * c);
-  }
+  backward_workgroup_row(wg, li);
 }

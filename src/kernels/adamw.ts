@@ -4,6 +4,13 @@
  * (param, grad, m, v) through it; an element's update depends only on that element, so paged
  * and resident runs give identical bits. Slices are Bindings, so pages start at multiples of 256
  * bytes (64 elements); a page may end anywhere (`n`).
+ * Variants, chosen per adapter by the kernel ladder (src/kernels/ladder.ts) unless `variant`
+ * forces one: `scalar`, one element per invocation, and `vec4`, four per invocation with 16-byte
+ * loads and stores (the last n % 4 elements by the scalar entry). Both do the same f32
+ * operations in the same order, so they give the same bits. There is no f16 or subgroup variant:
+ * the update is elementwise (nothing to reduce), bitsandbytes keeps the moments and the update
+ * in f32, and the buffers stay f32, so f16 could only round values the f32 kernel keeps, and
+ * would change the bits, while the kernel's cost is its 28 bytes of memory traffic per element.
  */
 import {
   type Binding,
@@ -13,6 +20,14 @@ import {
   grid,
 } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { bindingParts } from "./bindings.ts";
+import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+
+export type AdamWVariant = "scalar" | "vec4";
+export const ADAMW_VARIANTS: readonly AdamWVariant[] = ["scalar", "vec4"];
+
+/** Invocations per workgroup of every entry point of shaders/adamw.wgsl. */
+const WG = 256;
 
 export interface AdamWArgs {
   param: Binding;
@@ -40,7 +55,44 @@ export interface AdamWArgs {
    */
   gradScale?: Binding;
   gradScaleIndex?: number;
+  /** Forces a variant (tests, benchmarks); default the kernel ladder's choice. */
+  variant?: AdamWVariant;
+  /**
+   * Splits the grid as if the adapter allowed this many workgroups per dimension (tests: a 2-D
+   * grid without 17M-element tensors); default the adapter's limit.
+   */
+  maxWorkgroupsPerDimension?: number;
 }
+
+registerLadderKernel({
+  name: "adamw",
+  variants: ADAMW_VARIANTS,
+  prior: () => "scalar",
+  shaders: ["adamw.wgsl"],
+  // One step over 256K parameters (a rank-16 adapter of four 4096-wide projections).
+  probe: (ctx) => {
+    const bufs = new ProbeBuffers(ctx);
+    const n = 4 * 16 * 4096;
+    const state = {
+      param: bufs.random("ladder.adamw.param", n, 41),
+      grad: bufs.random("ladder.adamw.grad", n, 42),
+      m: bufs.upload("ladder.adamw.m", new Float32Array(n)),
+      v: bufs.upload("ladder.adamw.v", new Float32Array(n)),
+    };
+    return Promise.resolve({
+      run: (batch: DispatchBatch, v: string) =>
+        encodeAdamW(ctx, batch, {
+          ...state,
+          n,
+          lr: 1e-4,
+          weightDecay: 0.01,
+          step: 1,
+          variant: v as AdamWVariant,
+        }),
+      destroy: () => bufs.destroy(),
+    });
+  },
+});
 
 /** The per-step float32 scalars, computed as the CUDA kernel does (powf, sqrtf in float). */
 export function adamwScalars(args: {
@@ -108,30 +160,45 @@ export async function encodeAdamW(
   const scaleIndex = args.gradScaleIndex ?? 0;
   if (args.gradScale) checkSize(where, "gradScale", args.gradScale, scaleIndex + 1);
 
+  const maxPerDim = args.maxWorkgroupsPerDimension ?? ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (!Number.isInteger(maxPerDim) || maxPerDim < 1) {
+    throw invalidArgument(`${where}: maxWorkgroupsPerDimension must be >= 1, got ${maxPerDim}`);
+  }
+  const variant = args.variant ?? (await kernelLadder.variant(ctx, "adamw") as AdamWVariant);
+  if (!ADAMW_VARIANTS.includes(variant)) {
+    throw invalidArgument(`${where}: unknown variant ${variant}`);
+  }
+
   const s = adamwScalars(args);
-  const [gx, gy] = grid(Math.ceil(n / 256));
-  const u = new Uint32Array(12);
-  u.set([n, gx, scaleIndex, s.decayOn ? 1 : 0]);
-  new Float32Array(u.buffer, 16).set([
-    s.beta1,
-    s.beta2,
-    s.oneMinusBeta1,
-    s.oneMinusBeta2,
-    s.stepSize,
-    s.epsC2,
-    s.decay,
-    0,
-  ]);
-  const bindings: Array<Binding | GPUBuffer> = [
-    args.param,
-    args.grad,
-    args.m,
-    args.v,
-    ctx.uniform(u),
-  ];
-  if (args.gradScale) bindings.push(args.gradScale);
-  const pipeline = await ctx.pipeline("adamw.wgsl", {}, args.gradScale ? "main_scaled" : "main");
-  batch.dispatch(pipeline, bindings, [gx, gy]);
+  const scaled = args.gradScale ? "_scaled" : "";
+  /** Updates `count` elements (vec4s for the vec4 entry) from element `first` on. */
+  const dispatch = async (entry: string, count: number, first: number, tensors: Binding[]) => {
+    const [gx, gy] = grid(Math.ceil((count - first) / WG), maxPerDim);
+    const u = new Uint32Array(12);
+    u.set([count, gx, scaleIndex, s.decayOn ? 1 : 0]);
+    new Float32Array(u.buffer, 16).set([
+      s.beta1,
+      s.beta2,
+      s.oneMinusBeta1,
+      s.oneMinusBeta2,
+      s.stepSize,
+      s.epsC2,
+      s.decay,
+    ]);
+    u[11] = first;
+    const bindings: Array<Binding | GPUBuffer> = [...tensors, ctx.uniform(u)];
+    if (args.gradScale) bindings.push(args.gradScale);
+    const pipeline = await ctx.pipeline("adamw.wgsl", {}, entry + scaled);
+    batch.dispatch(pipeline, bindings, [gx, gy]);
+  };
+  const tensors = [args.param, args.grad, args.m, args.v];
+  const quads = variant === "vec4" ? Math.floor(n / 4) : 0;
+  if (quads > 0) {
+    // The same slices cut to whole vec4s: a vec4 array binding ignores a trailing partial one.
+    const prefix = tensors.map((b) => ({ ...bindingParts(b), size: quads * 16 }));
+    await dispatch("main_vec4", quads, 0, prefix);
+  }
+  if (4 * quads < n) await dispatch("main", n, 4 * quads, tensors);
 }
 
 function checkSize(where: string, name: string, b: Binding, elems: number): void {

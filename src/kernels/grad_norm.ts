@@ -2,6 +2,12 @@
  * Global L2 norm over all LoRA gradients and torch.nn.utils.clip_grad_norm_'s scale,
  * min(1, maxNorm / (norm + 1e-6)), computed on the GPU with a fixed reduction order (two runs
  * give identical bits). The result stays on the GPU: encodeAdamW reads the scale from `out`.
+ * Variants, chosen per adapter by the kernel ladder (src/kernels/ladder.ts) unless `variant`
+ * forces one: `workgroup` (a tree reduction in workgroup memory; shaders/grad_norm.wgsl) and
+ * `subgroup` (subgroupAdd, 2 barriers per workgroup instead of 10;
+ * shaders/grad_norm_subgroups.wgsl), only where the device has the `subgroups` feature. Both
+ * read each element once and sum in f32; no f16 variant, as the inputs are f32 and the sum of
+ * squares needs f32's range and precision.
  */
 import {
   type Binding,
@@ -11,9 +17,20 @@ import {
   grid,
 } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
-/** Elements summed per workgroup of the partial pass (256 invocations x 8). */
+/** Elements summed per workgroup of the partial pass (PER_GROUP in the shaders). */
 const PER_GROUP = 2048;
+/** Invocations per workgroup (WG in shaders/grad_norm.wgsl; the subgroup variant's default). */
+const WG = 256;
+
+export type GradNormVariant = "workgroup" | "subgroup";
+export const GRAD_NORM_VARIANTS: readonly GradNormVariant[] = ["workgroup", "subgroup"];
+
+/** Whether this device can run the variant (`subgroup` needs the `subgroups` feature). */
+export function gradNormVariantAvailable(ctx: GpuContext, variant: GradNormVariant): boolean {
+  return variant !== "subgroup" || ctx.capabilities.subgroups;
+}
 
 export interface GradTensor {
   buffer: Binding;
@@ -31,6 +48,18 @@ export interface GlobalNormArgs {
   maxNorm: number;
   /** At least globalNormScratchBytes(tensors) bytes. */
   scratch: Binding;
+  /** Forces a variant (tests, benchmarks); default the kernel ladder's choice. */
+  variant?: GradNormVariant;
+  /**
+   * Invocations per workgroup of the `subgroup` variant (default 256). Tests set sizes that are
+   * not a multiple of the subgroup size, so the last subgroup of each workgroup is partial.
+   */
+  workgroupSize?: number;
+  /**
+   * Splits the partial pass's grid as if the adapter allowed this many workgroups per dimension
+   * (tests: a 2-D grid without a 134M-element tensor); default the adapter's limit.
+   */
+  maxWorkgroupsPerDimension?: number;
 }
 
 /** Scratch bytes for the per-workgroup partial sums of these tensors. */
@@ -38,6 +67,68 @@ export function globalNormScratchBytes(tensors: Array<{ n: number } | number>): 
   let partials = 0;
   for (const t of tensors) partials += Math.ceil((typeof t === "number" ? t : t.n) / PER_GROUP);
   return Math.max(1, partials) * 4;
+}
+
+registerLadderKernel({
+  name: "grad_norm",
+  variants: GRAD_NORM_VARIANTS,
+  prior: () => "workgroup",
+  variantAvailable: (ctx, v) => gradNormVariantAvailable(ctx, v as GradNormVariant),
+  shaders: [
+    "grad_norm.wgsl",
+    "grad_norm_subgroups.wgsl",
+    "grad_norm_common.wgsl",
+    "workgroup_sum.wgsl",
+    "subgroup_sum.wgsl",
+  ],
+  // Eight rank-16 LoRA factors of a 4096-wide layer: 8 tensors of 64K gradients.
+  probe: (ctx) => {
+    const bufs = new ProbeBuffers(ctx);
+    const n = 16 * 4096;
+    const tensors = Array.from({ length: 8 }, (_, i) => ({
+      buffer: bufs.random(`ladder.grad_norm.g${i}`, n, 31 + i),
+      n,
+    }));
+    const out = bufs.empty("ladder.grad_norm.out", 8);
+    const scratch = bufs.empty("ladder.grad_norm.scratch", globalNormScratchBytes(tensors));
+    return Promise.resolve({
+      run: (batch: DispatchBatch, v: string) =>
+        encodeGlobalNorm(ctx, batch, {
+          tensors,
+          out,
+          maxNorm: 1,
+          scratch,
+          variant: v as GradNormVariant,
+        }),
+      destroy: () => bufs.destroy(),
+    });
+  },
+});
+
+async function pipelines(ctx: GpuContext, args: GlobalNormArgs, where: string) {
+  const variant = args.variant ??
+    (await kernelLadder.variant(ctx, "grad_norm") as GradNormVariant);
+  if (!GRAD_NORM_VARIANTS.includes(variant)) {
+    throw invalidArgument(`${where}: unknown variant ${variant}`);
+  }
+  if (!gradNormVariantAvailable(ctx, variant)) {
+    throw invalidArgument(`${where}: variant ${variant} needs the subgroups feature`);
+  }
+  let shader = "grad_norm.wgsl";
+  let params = {};
+  if (variant === "subgroup") {
+    const size = args.workgroupSize ?? WG;
+    const max = ctx.limits.maxComputeInvocationsPerWorkgroup;
+    if (!Number.isInteger(size) || size < 1 || size > max) {
+      throw invalidArgument(`${where}: workgroupSize must be 1..${max}, got ${size}`);
+    }
+    shader = "grad_norm_subgroups.wgsl";
+    params = { WG: size };
+  }
+  return {
+    partial: await ctx.pipeline(shader, params, "partial"),
+    finish: await ctx.pipeline(shader, params, "finish"),
+  };
 }
 
 export async function encodeGlobalNorm(
@@ -52,9 +143,10 @@ export async function encodeGlobalNorm(
   checkSize(where, "out", args.out, 2);
   const scratchBytes = globalNormScratchBytes(args.tensors);
   checkSize(where, "scratch", args.scratch, scratchBytes / 4);
-  const partial = await ctx.pipeline("grad_norm.wgsl", {}, "partial");
-  const finish = await ctx.pipeline("grad_norm.wgsl", {}, "finish");
-  let base = 0;
+  const maxPerDim = args.maxWorkgroupsPerDimension ?? ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (!Number.isInteger(maxPerDim) || maxPerDim < 1) {
+    throw invalidArgument(`${where}: maxWorkgroupsPerDimension must be >= 1, got ${maxPerDim}`);
+  }
   args.tensors.forEach((t, i) => {
     if (!Number.isInteger(t.n) || t.n < 0) {
       throw invalidArgument(`${where}: tensors[${i}].n must be >= 0, got ${t.n}`);
@@ -65,18 +157,14 @@ export async function encodeGlobalNorm(
     }
     checkSize(where, `tensors[${i}]`, t.buffer, offset + t.n);
   });
+  const { partial, finish } = await pipelines(ctx, args, where);
+  let base = 0;
   for (const t of args.tensors) {
     if (t.n === 0) continue;
     const groups = Math.ceil(t.n / PER_GROUP);
-    const [gx, gy] = grid(groups);
-    batch.dispatch(partial, [
-      t.buffer,
-      args.scratch,
-      ctx.uniform(new Uint32Array([t.n, base, gx, t.offset ?? 0])),
-    ], [
-      gx,
-      gy,
-    ]);
+    const [gx, gy] = grid(groups, maxPerDim);
+    const u = ctx.uniform(new Uint32Array([t.n, base, gx, t.offset ?? 0]));
+    batch.dispatch(partial, [t.buffer, args.scratch, u], [gx, gy]);
     base += groups;
   }
   const u = new Uint32Array([base, args.maxNorm > 0 ? 1 : 0, 0, 0]);

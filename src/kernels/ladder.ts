@@ -73,7 +73,7 @@ export interface LadderKernel {
   /** The choice before (or without) timing. */
   prior(ctx: GpuContext): string;
   /** Whether a variant can run on this device (e.g. needs `ctx.capabilities.f16`); default yes. */
-  supported?(ctx: GpuContext, variant: string): boolean;
+  variantAvailable?(ctx: GpuContext, variant: string): boolean;
   /** Files in shaders/ whose text keys the cached choice (includes too). */
   shaders: readonly string[];
   probe(ctx: GpuContext): Promise<LadderProbe>;
@@ -326,7 +326,7 @@ export class KernelLadder {
     (this.#options.log ?? ((l) => console.error(l)))(`qlorad: kernel ladder: ${line}`);
   }
 
-  #override(k: LadderKernel): string | undefined {
+  #override(ctx: GpuContext, k: LadderKernel): string | undefined {
     const raw = this.#options.overrides ?? envValue(VARIANTS_ENV);
     const v = parseVariantOverrides(raw).get(k.name);
     if (v !== undefined && !k.variants.includes(v)) {
@@ -334,11 +334,16 @@ export class KernelLadder {
         `${VARIANTS_ENV}: ${k.name}=${v}: not one of ${k.variants.join(", ")}`,
       );
     }
+    if (v !== undefined && !(k.variantAvailable?.(ctx, v) ?? true)) {
+      throw invalidArgument(
+        `${VARIANTS_ENV}: ${k.name}=${v}: needs a feature this adapter lacks (${ctx.adapterKey})`,
+      );
+    }
     return v;
   }
 
   #candidates(ctx: GpuContext, k: LadderKernel): string[] {
-    return k.variants.filter((v) => k.supported?.(ctx, v) ?? true);
+    return k.variants.filter((v) => k.variantAvailable?.(ctx, v) ?? true);
   }
 
   #prior(ctx: GpuContext, k: LadderKernel): string {
@@ -378,7 +383,7 @@ export class KernelLadder {
   /** The choice without timing: override, then memory, then disk, then the prior. */
   choice(ctx: GpuContext, kernel: string): string {
     const k = kernelOf(kernel);
-    const forced = this.#override(k);
+    const forced = this.#override(ctx, k);
     if (forced !== undefined) return forced;
     if (this.mode === "prior") return this.#prior(ctx, k);
     const key = `${ctx.adapterKey}|${k.name}`;
@@ -400,7 +405,7 @@ export class KernelLadder {
    */
   async decide(ctx: GpuContext, kernel: string): Promise<LadderDecision> {
     const k = kernelOf(kernel);
-    const forced = this.#override(k);
+    const forced = this.#override(ctx, k);
     if (forced !== undefined) return { kernel: k.name, variant: forced, source: "override" };
     if (this.mode === "prior") {
       return { kernel: k.name, variant: this.#prior(ctx, k), source: "prior" };

@@ -1,23 +1,48 @@
 /**
  * RMSNorm (LlamaRMSNorm) forward, saving 1/rms per row for the backward pass, and the gradient
  * with respect to x (the weight is frozen in LoRA training). Rows are [rows, dim] row-major.
- * Variants: `row` (one invocation per row, no barriers: CPU adapters) and `workgroup` (one
- * workgroup per row with a reduction in workgroup memory: real GPUs).
+ * Variants, chosen per adapter by the kernel ladder (src/kernels/ladder.ts) unless `variant`
+ * forces one:
+ * - `row`: one invocation per row, no barriers (CPU adapters; shaders/rmsnorm.wgsl);
+ * - `workgroup`: one workgroup of 64 per row, a tree reduction in workgroup memory (GPUs);
+ * - `subgroup`: the same layout reducing with subgroupAdd, 2 barriers per row instead of 8
+ *   (shaders/rmsnorm_subgroups.wgsl); only where the device has the `subgroups` feature.
+ * No f16 variant: inputs and outputs stay f32 and the kernel is bound by memory traffic (about
+ * 2 flops per 4-byte load), so f16 arithmetic would cost precision and save no time.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { checkBinding, checkCount } from "./matmul.ts";
+import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
-export type RmsNormVariant = "row" | "workgroup";
-export const RMSNORM_VARIANTS: readonly RmsNormVariant[] = ["row", "workgroup"];
+export type RmsNormVariant = "row" | "workgroup" | "subgroup";
+export const RMSNORM_VARIANTS: readonly RmsNormVariant[] = ["row", "workgroup", "subgroup"];
 
+/** Rows per workgroup of `row`; invocations per row of `workgroup` (WG in the shaders). */
 const WG = 64;
+/** Invocations per row of `subgroup` unless the arguments set `workgroupSize`. */
+const SUBGROUP_WG = 64;
 
-export function chooseRmsNormVariant(ctx: GpuContext): RmsNormVariant {
-  return ctx.isSoftware ? "row" : "workgroup";
+/** Whether this device can run the variant (`subgroup` needs the `subgroups` feature). */
+export function rmsNormVariantAvailable(ctx: GpuContext, variant: RmsNormVariant): boolean {
+  return variant !== "subgroup" || ctx.capabilities.subgroups;
 }
 
-export interface RmsNormArgs {
+/** The variant for this adapter without timing: the kernel ladder's choice so far. */
+export function chooseRmsNormVariant(ctx: GpuContext): RmsNormVariant {
+  return kernelLadder.choice(ctx, "rmsnorm") as RmsNormVariant;
+}
+
+interface VariantChoice {
+  variant?: RmsNormVariant;
+  /**
+   * Invocations per row of the `subgroup` variant (default 64). Tests set sizes that are not a
+   * multiple of the subgroup size, so the last subgroup of each workgroup is partial.
+   */
+  workgroupSize?: number;
+}
+
+export interface RmsNormArgs extends VariantChoice {
   /** [rows, dim] */
   x: Binding;
   /** [dim] */
@@ -29,10 +54,9 @@ export interface RmsNormArgs {
   rows: number;
   dim: number;
   eps: number;
-  variant?: RmsNormVariant;
 }
 
-export interface RmsNormBackwardArgs {
+export interface RmsNormBackwardArgs extends VariantChoice {
   x: Binding;
   weight: Binding;
   /** [rows] from the forward pass. */
@@ -44,8 +68,39 @@ export interface RmsNormBackwardArgs {
   rows: number;
   dim: number;
   accumulate?: boolean;
-  variant?: RmsNormVariant;
 }
+
+registerLadderKernel({
+  name: "rmsnorm",
+  variants: RMSNORM_VARIANTS,
+  prior: (ctx) => ctx.isSoftware ? "row" : "workgroup",
+  variantAvailable: (ctx, v) => rmsNormVariantAvailable(ctx, v as RmsNormVariant),
+  shaders: [
+    "rmsnorm.wgsl",
+    "rmsnorm_subgroups.wgsl",
+    "rmsnorm_common.wgsl",
+    "workgroup_sum.wgsl",
+    "subgroup_sum.wgsl",
+  ],
+  // Forward and backward of 512 rows of 1024, the shape of a short batch of a small model.
+  probe: (ctx) => {
+    const bufs = new ProbeBuffers(ctx);
+    const [rows, dim] = [512, 1024];
+    const x = bufs.random("ladder.rmsnorm.x", rows * dim, 21);
+    const weight = bufs.random("ladder.rmsnorm.w", dim, 22);
+    const dy = bufs.random("ladder.rmsnorm.dy", rows * dim, 23);
+    const y = bufs.empty("ladder.rmsnorm.y", rows * dim * 4);
+    const rstd = bufs.empty("ladder.rmsnorm.rstd", rows * 4);
+    return Promise.resolve({
+      run: async (batch: DispatchBatch, v: string) => {
+        const variant = v as RmsNormVariant;
+        await encodeRmsNorm(ctx, batch, { x, weight, y, rstd, rows, dim, eps: 1e-5, variant });
+        await encodeRmsNormBackward(ctx, batch, { x, weight, rstd, dy, dx: y, rows, dim, variant });
+      },
+      destroy: () => bufs.destroy(),
+    });
+  },
+});
 
 function params(ctx: GpuContext, rows: number, dim: number, eps: number, acc: boolean, gx: number) {
   const u = new Uint32Array(8);
@@ -54,12 +109,53 @@ function params(ctx: GpuContext, rows: number, dim: number, eps: number, acc: bo
   return ctx.uniform(u);
 }
 
-function dispatchShape(ctx: GpuContext, rows: number, variant: RmsNormVariant) {
+interface Plan {
+  groups: [number, number];
+  shader: string;
+  shaderParams: Record<string, number>;
+  /** Entry point suffix: forward_<suffix>, backward_<suffix>. */
+  suffix: string;
+}
+
+async function plan(
+  ctx: GpuContext,
+  where: string,
+  rows: number,
+  args: VariantChoice,
+): Promise<Plan> {
+  const variant = args.variant ?? (await kernelLadder.variant(ctx, "rmsnorm") as RmsNormVariant);
   if (!RMSNORM_VARIANTS.includes(variant)) {
-    throw invalidArgument(`rmsnorm: unknown variant ${variant}`);
+    throw invalidArgument(`${where}: unknown variant ${variant}`);
   }
-  const groups = variant === "row" ? Math.ceil(rows / WG) : rows;
-  return grid(groups, ctx.limits.maxComputeWorkgroupsPerDimension);
+  if (!rmsNormVariantAvailable(ctx, variant)) {
+    throw invalidArgument(`${where}: variant ${variant} needs the subgroups feature`);
+  }
+  const max = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (variant === "row") {
+    return {
+      groups: grid(Math.ceil(rows / WG), max),
+      shader: "rmsnorm.wgsl",
+      shaderParams: {},
+      suffix: "row",
+    };
+  }
+  if (variant === "workgroup") {
+    return { groups: grid(rows, max), shader: "rmsnorm.wgsl", shaderParams: {}, suffix: "wg" };
+  }
+  const size = args.workgroupSize ?? SUBGROUP_WG;
+  if (
+    !Number.isInteger(size) || size < 1 || size > ctx.limits.maxComputeInvocationsPerWorkgroup
+  ) {
+    throw invalidArgument(
+      `${where}: workgroupSize must be 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}, got ${size}`,
+    );
+  }
+  return {
+    groups: grid(rows, max),
+    shader: "rmsnorm_subgroups.wgsl",
+    shaderParams: { WG: size },
+    suffix: "sg",
+  };
 }
 
 export async function encodeRmsNorm(
@@ -75,10 +171,9 @@ export async function encodeRmsNorm(
   checkBinding("rmsnorm", "weight", weight, dim);
   checkBinding("rmsnorm", "y", y, rows * dim);
   checkBinding("rmsnorm", "rstd", rstd, rows);
-  const variant = args.variant ?? chooseRmsNormVariant(ctx);
-  const [gx, gy] = dispatchShape(ctx, rows, variant);
-  const entry = variant === "row" ? "forward_row" : "forward_wg";
-  const pipeline = await ctx.pipeline("rmsnorm.wgsl", {}, entry);
+  const pl = await plan(ctx, "rmsnorm", rows, args);
+  const [gx, gy] = pl.groups;
+  const pipeline = await ctx.pipeline(pl.shader, pl.shaderParams, `forward_${pl.suffix}`);
   batch.dispatch(pipeline, [x, weight, y, rstd, params(ctx, rows, dim, eps, false, gx)], [gx, gy]);
 }
 
@@ -95,10 +190,9 @@ export async function encodeRmsNormBackward(
   checkBinding("rmsnorm backward", "rstd", rstd, rows);
   checkBinding("rmsnorm backward", "dy", dy, rows * dim);
   checkBinding("rmsnorm backward", "dx", dx, rows * dim);
-  const variant = args.variant ?? chooseRmsNormVariant(ctx);
-  const [gx, gy] = dispatchShape(ctx, rows, variant);
-  const entry = variant === "row" ? "backward_row" : "backward_wg";
-  const pipeline = await ctx.pipeline("rmsnorm.wgsl", {}, entry);
+  const pl = await plan(ctx, "rmsnorm backward", rows, args);
+  const [gx, gy] = pl.groups;
+  const pipeline = await ctx.pipeline(pl.shader, pl.shaderParams, `backward_${pl.suffix}`);
   const u = params(ctx, rows, dim, 0, args.accumulate ?? false, gx);
   batch.dispatch(pipeline, [x, weight, rstd, dy, dx, u], [gx, gy]);
 }

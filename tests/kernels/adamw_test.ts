@@ -1,6 +1,17 @@
+/**
+ * The AdamW step, both variants, against the float64 reference (3 steps, with and without
+ * weight decay and clip scale), paged against whole, `vec4` against `scalar` to the bit at every
+ * length mod 4 and page split, and a grid split into two dimensions.
+ */
 import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest, maxRelError } from "../support/gpu.ts";
-import { type AdamWArgs, encodeAdamW } from "../../src/kernels/adamw.ts";
+import {
+  ADAMW_VARIANTS,
+  type AdamWArgs,
+  type AdamWVariant,
+  encodeAdamW,
+} from "../../src/kernels/adamw.ts";
+import { KernelLadder } from "../../src/kernels/ladder.ts";
 import type { GpuContext } from "../../src/gpu/context.ts";
 import { Rng } from "../../src/util/random.ts";
 import { type AdamWRefHyper, adamwStepF64 } from "../reference/attn_ce_f64.ts";
@@ -25,7 +36,12 @@ async function runGpu(
   ctx: GpuContext,
   st: State,
   hp: AdamWRefHyper,
-  opts: { page?: number; gradScale?: number } = {},
+  opts: {
+    page?: number;
+    gradScale?: number;
+    variant?: AdamWVariant;
+    maxWorkgroupsPerDimension?: number;
+  } = {},
 ): Promise<{ p: Float32Array; m: Float32Array; v: Float32Array }> {
   const n = st.p.length;
   const param = ctx.upload("param", "lora", st.p);
@@ -54,6 +70,8 @@ async function runGpu(
         eps: hp.eps,
         weightDecay: hp.weightDecay,
         step: t,
+        variant: opts.variant,
+        maxWorkgroupsPerDimension: opts.maxWorkgroupsPerDimension,
       };
       if (scale) Object.assign(args, { gradScale: scale, gradScaleIndex: 1 });
       await encodeAdamW(ctx, batch, args);
@@ -84,36 +102,85 @@ function runRef(st: State, hp64: AdamWRefHyper, gradScale = 1) {
   return { p, m, v };
 }
 
-gpuTest("adamw: 3 steps with weight decay match the float64 reference", async (ctx) => {
-  const st = randomState(1001, 3, 1);
-  const gpu = await runGpu(ctx, st, HP);
-  const ref = runRef(st, HP);
-  assert.ok(maxRelError(gpu.p, ref.p) < 1e-5, `p ${maxRelError(gpu.p, ref.p)}`);
-  assert.ok(maxRelError(gpu.m, ref.m) < 1e-5, `m ${maxRelError(gpu.m, ref.m)}`);
-  assert.ok(maxRelError(gpu.v, ref.v) < 1e-5, `v ${maxRelError(gpu.v, ref.v)}`);
-  // The step moved the parameters by far more than the tolerance.
-  assert.ok(maxRelError(st.p, ref.p) > 1e-3);
+for (const variant of ADAMW_VARIANTS) {
+  gpuTest(
+    `adamw: 3 steps with weight decay match the float64 reference (${variant})`,
+    async (ctx) => {
+      const st = randomState(1001, 3, 1);
+      const gpu = await runGpu(ctx, st, HP, { variant });
+      const ref = runRef(st, HP);
+      assert.ok(maxRelError(gpu.p, ref.p) < 1e-5, `p ${maxRelError(gpu.p, ref.p)}`);
+      assert.ok(maxRelError(gpu.m, ref.m) < 1e-5, `m ${maxRelError(gpu.m, ref.m)}`);
+      assert.ok(maxRelError(gpu.v, ref.v) < 1e-5, `v ${maxRelError(gpu.v, ref.v)}`);
+      // The step moved the parameters by far more than the tolerance.
+      assert.ok(maxRelError(st.p, ref.p) > 1e-3);
+    },
+  );
+
+  gpuTest(
+    `adamw: without weight decay, and with a clip scale from a buffer (${variant})`,
+    async (ctx) => {
+      const st = randomState(517, 3, 2);
+      const hp = { ...HP, weightDecay: 0, lr: 2e-4 };
+      const gpu = await runGpu(ctx, st, hp, { gradScale: 0.37, variant });
+      const ref = runRef(st, hp, 0.37);
+      assert.ok(maxRelError(gpu.p, ref.p) < 1e-5, `p ${maxRelError(gpu.p, ref.p)}`);
+      assert.ok(maxRelError(gpu.m, ref.m) < 1e-5, `m ${maxRelError(gpu.m, ref.m)}`);
+      assert.ok(maxRelError(gpu.v, ref.v) < 1e-5, `v ${maxRelError(gpu.v, ref.v)}`);
+      const unscaled = runRef(st, hp);
+      assert.ok(maxRelError(gpu.m, unscaled.m) > 0.5, "the scale was applied");
+    },
+  );
+
+  gpuTest(
+    `adamw: paged in 256-element slices gives the same bits as one pass (${variant})`,
+    async (ctx) => {
+      const st = randomState(1001, 3, 3);
+      const whole = await runGpu(ctx, st, HP, { gradScale: 0.8, variant });
+      const paged = await runGpu(ctx, st, HP, { page: 256, gradScale: 0.8, variant });
+      assert.deepEqual(paged.p, whole.p);
+      assert.deepEqual(paged.m, whole.m);
+      assert.deepEqual(paged.v, whole.v);
+    },
+  );
+}
+
+// The same f32 operations in the same order: vec4 must give the scalar variant's bits, at every
+// length mod 4 (3 has no whole vec4), with pages whose last one ends mid-vec4, with and without
+// the clip scale and decay.
+gpuTest("adamw: vec4 gives the same bits as scalar", async (ctx) => {
+  for (const [n, page] of [[1001, 0], [1026, 0], [4099, 192], [1024, 256], [3, 0], [1001, 192]]) {
+    const st = randomState(n, 3, 10 + n);
+    for (const [hp, gradScale] of [[HP, 0.6], [{ ...HP, weightDecay: 0 }, undefined]] as const) {
+      const opts = { page: page || undefined, gradScale };
+      const scalar = await runGpu(ctx, st, hp, { ...opts, variant: "scalar" });
+      const vec4 = await runGpu(ctx, st, hp, { ...opts, variant: "vec4" });
+      assert.deepEqual(vec4, scalar, `n=${n} page=${page} scale=${gradScale}`);
+    }
+  }
 });
 
-gpuTest("adamw: without weight decay, and with a clip scale read from a buffer", async (ctx) => {
-  const st = randomState(517, 3, 2);
-  const hp = { ...HP, weightDecay: 0, lr: 2e-4 };
-  const gpu = await runGpu(ctx, st, hp, { gradScale: 0.37 });
-  const ref = runRef(st, hp, 0.37);
-  assert.ok(maxRelError(gpu.p, ref.p) < 1e-5, `p ${maxRelError(gpu.p, ref.p)}`);
-  assert.ok(maxRelError(gpu.m, ref.m) < 1e-5, `m ${maxRelError(gpu.m, ref.m)}`);
-  assert.ok(maxRelError(gpu.v, ref.v) < 1e-5, `v ${maxRelError(gpu.v, ref.v)}`);
-  const unscaled = runRef(st, hp);
-  assert.ok(maxRelError(gpu.m, unscaled.m) > 0.5, "the scale was applied");
+// 5123 elements: 21 scalar workgroups in 11 x 2, 5 vec4 workgroups in 3 x 2 (and a scalar tail).
+gpuTest("adamw: a grid split into two dimensions gives the same bits", async (ctx) => {
+  const st = randomState(5123, 2, 20);
+  for (const variant of ADAMW_VARIANTS) {
+    const whole = await runGpu(ctx, st, HP, { variant, gradScale: 0.9 });
+    const split = await runGpu(ctx, st, HP, {
+      variant,
+      gradScale: 0.9,
+      maxWorkgroupsPerDimension: 2,
+    });
+    assert.deepEqual(split, whole, variant);
+    const ref = runRef(st, HP, 0.9);
+    assert.ok(maxRelError(split.p, ref.p) < 1e-5, `${variant}: p ${maxRelError(split.p, ref.p)}`);
+  }
 });
 
-gpuTest("adamw: paged in 256-element slices gives the same bits as one pass", async (ctx) => {
-  const st = randomState(1001, 3, 3);
-  const whole = await runGpu(ctx, st, HP, { gradScale: 0.8 });
-  const paged = await runGpu(ctx, st, HP, { page: 256, gradScale: 0.8 });
-  assert.deepEqual(paged.p, whole.p);
-  assert.deepEqual(paged.m, whole.m);
-  assert.deepEqual(paged.v, whole.v);
+gpuTest("the ladder times both adamw variants", async (ctx) => {
+  const ladder = new KernelLadder({ cachePath: null, overrides: "", log: () => {} });
+  const d = await ladder.decide(ctx, "adamw");
+  assert.equal(d.source, "timed");
+  for (const v of ADAMW_VARIANTS) assert.ok((d.ms?.[v] ?? 0) > 0, `${v}: ${d.ms?.[v]}`);
 });
 
 gpuTest("adamw: bad arguments name the field", async (ctx) => {
