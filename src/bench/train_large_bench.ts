@@ -2,8 +2,8 @@
  * QLoRA training at a real model's shape (Llama-2-7B: 32 layers of hidden 4096, intermediate
  * 11008, vocabulary 32000) on random NF4 weights made on the GPU (src/bench/random_model_gpu.ts):
  * LoRA r 16 on all seven linears, one micro-batch of batch x seq tokens, gradient checkpointing.
- * A short step first compiles the pipelines (batch 1 x 64 tokens); then full steps (forward, backward, clip, AdamW, the
- * loss read back: TrainingEngine.trainStep) as long as the time box allows another. Tokens/s are
+ * A short step first compiles the pipelines (batch x 64 tokens); then full steps (forward,
+ * backward, clip, AdamW, the loss read back: TrainingEngine.trainStep) as long as the time box allows another. Tokens/s are
  * of the median full step; peak GPU memory is the memory ledger's peak from the first step on
  * (base weights included). Then, if time is left, the same steps with the AdamW moments paged
  * through a GPU pool of a quarter of their bytes. Every finished step is reported at once through
@@ -47,7 +47,7 @@ export interface LargeTrainResult {
   parameters: number;
   loraParameters: number;
   modelBuildS: number;
-  /** The compiling step (batch 1 x a short sequence). */
+  /** The compiling step (the batch at 64 tokens per sequence). */
   warmupStepS?: number;
   resident?: PlacementResult;
   paged?: PlacementResult & {
@@ -100,13 +100,14 @@ export async function benchLargeTraining(
       try {
         result.loraParameters = engine.layout.totalFloats;
         if (result.warmupStepS === undefined) {
-          // The compiling step: every pipeline of a step, at a size that takes little time.
+          // The compiling step: the full batch of short sequences, so that kernels see as many
+          // rows as in a full step and pick the same pipelines (register-tile heights, say).
           const s0 = performance.now();
-          const short = randomBatch(o.cfg.vocab, 1, Math.min(64, o.seq), 899);
+          const short = randomBatch(o.cfg.vocab, o.batch, Math.min(64, o.seq), 899);
           await engine.trainStep([short], 1e-4);
           result.warmupStepS = (performance.now() - s0) / 1000;
           log(
-            `warm-up step (1 x ${short.tokens[0].length} tokens): ${
+            `warm-up step (${o.batch} x ${short.tokens[0].length} tokens): ${
               result.warmupStepS.toFixed(2)
             } s`,
           );
