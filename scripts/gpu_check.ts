@@ -31,6 +31,7 @@ import {
 } from "../src/bench/gpu_check_report.ts";
 import { type MeasuringStage, runStage } from "../src/bench/gpu_check_stages.ts";
 import { gpuTestFiles, runTestSubset, type TestRun } from "../src/bench/test_subset.ts";
+import { BENCH_LORA } from "../src/bench/train_bench.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -82,14 +83,16 @@ async function stageMain(name: string): Promise<never> {
   // Saves in order: a stage may report again before the previous write finished.
   let last: Record<string, unknown> = {};
   let chain = Promise.resolve();
+  let ctx: GpuContext | undefined;
   const save = (data: Record<string, unknown>) => {
-    last = data;
-    chain = chain.then(() => writeFileAtomic(file, JSON.stringify(data))).catch((e) =>
+    // Every stage names its adapter, so a report without the adapter stage still has one.
+    last = { ...data, adapter: ctx?.adapterKey };
+    const text = JSON.stringify(last);
+    chain = chain.then(() => writeFileAtomic(file, text)).catch((e) =>
       log(`cannot write ${file}: ${(e as Error).message}`)
     );
     return chain;
   };
-  let ctx: GpuContext | undefined;
   let code = 0;
   try {
     ctx = await GpuContext.open({ log });
@@ -171,7 +174,12 @@ async function checkMain(): Promise<never> {
           gemm_m: plan.gemm.m,
           ...Object.fromEntries(plan.gemm.shapes.map((s) => [s.key, [s.out, s.in]])),
           gemv: [plan.gemv.out, plan.gemv.in],
-          train_7b: { ...plan.train7b.cfg, batch: plan.train7b.batch, seq: plan.train7b.seq },
+          train_7b: {
+            ...plan.train7b.cfg,
+            batch: plan.train7b.batch,
+            seq: plan.train7b.seq,
+            r: BENCH_LORA.r,
+          },
           train_50m: {
             name: plan.train50m.name,
             batch: plan.train50m.batch,
@@ -196,11 +204,10 @@ async function checkMain(): Promise<never> {
   );
   await write(selected.map((s) => s.name));
   progress(`${mode} check, budget ${budgetS} s, writing to ${out}`);
-  for (const [i, st] of plan.stages.entries()) {
-    if (!selected.includes(st)) continue;
-    const pending = selected.slice(selected.indexOf(st) + 1).map((s) => s.name);
+  for (const [i, st] of selected.entries()) {
+    const pending = selected.slice(i + 1).map((s) => s.name);
     const leftS = (deadline - Date.now()) / 1000;
-    const timeoutS = Math.floor(stageTimeoutS(plan, i, leftS));
+    const timeoutS = Math.floor(stageTimeoutS(selected, i, leftS));
     if (timeoutS < Math.min(10, st.minS)) {
       stages.push({
         name: st.name,

@@ -43,7 +43,15 @@ export interface CheckPlan {
     targetMs: number;
     rounds: number;
   };
-  train50m: { name: string; cfg: LlamaConfig; batch: number; seq: number; rounds: number };
+  train50m: {
+    name: string;
+    cfg: LlamaConfig;
+    batch: number;
+    seq: number;
+    rounds: number;
+    /** Random weights made on the GPU (seconds of host quantization saved at ~50M). */
+    gpuWeights: boolean;
+  };
   train7b: { cfg: LlamaConfig; batch: number; seq: number; maxSteps: number; paged: boolean };
   tests: { jobs: number; fileTimeoutS: number };
   /**
@@ -96,7 +104,7 @@ export function checkPlan(mode: CheckMode): CheckPlan {
       },
       // Eight 14336x4096 weights: 235 MB of codes, several times an H100/H200's 50-60 MB L2.
       gemv: { out: 14336, in: 4096, copies: 8, copyBytes: 256 << 20, targetMs: 50, rounds: 5 },
-      train50m: { name: "~50M", cfg: MID_BENCH, batch: 4, seq: 1024, rounds: 3 },
+      train50m: { name: "~50M", cfg: MID_BENCH, batch: 4, seq: 1024, rounds: 3, gpuWeights: true },
       train7b: { cfg: llamaPresets["7b"].cfg, batch: 4, seq: 1024, maxSteps: 3, paged: true },
       tests: { jobs: 4, fileTimeoutS: 75 },
       warmLadder: true,
@@ -129,15 +137,18 @@ export function checkPlan(mode: CheckMode): CheckPlan {
       rounds: 2,
     },
     gemv: { out: 448, in: 128, copies: 2, copyBytes: 1 << 20, targetMs: 5, rounds: 2 },
-    train50m: { name: "tiny", cfg: TINY_BENCH, batch: 1, seq: 24, rounds: 2 },
+    train50m: { name: "tiny", cfg: TINY_BENCH, batch: 1, seq: 24, rounds: 2, gpuWeights: true },
     train7b: { cfg: TOY_7B, batch: 1, seq: 24, maxSteps: 2, paged: true },
     tests: { jobs: 1, fileTimeoutS: 240 },
     warmLadder: false,
   };
 }
 
-/** Seconds stage `i` may take now: its cap, less what the stages after it need at least. */
-export function stageTimeoutS(plan: CheckPlan, i: number, secondsLeft: number): number {
-  const later = plan.stages.slice(i + 1).reduce((s, st) => s + st.minS, 0);
-  return Math.min(plan.stages[i].capS, secondsLeft - later);
+/**
+ * Seconds stage `i` of `stages` (those selected to run) may take now: its cap, less what the
+ * stages after it need at least.
+ */
+export function stageTimeoutS(stages: StagePlan[], i: number, secondsLeft: number): number {
+  const later = stages.slice(i + 1).reduce((s, st) => s + st.minS, 0);
+  return Math.min(stages[i].capS, secondsLeft - later);
 }

@@ -26,17 +26,19 @@ export interface StageRecord {
 
 /** What the stages saved (each stage's JSON), by stage name. */
 export interface StageData {
-  adapter?: { info?: GpuInfo; ladder?: LadderDecision[] };
-  gemm?: { rows?: GemmRow[]; ladder?: LadderDecision[] };
-  gemv?: { gemv?: GemvResult; ladder?: LadderDecision[] };
+  // Each stage's data also names the adapter it ran on (`adapter`).
+  adapter?: { info?: GpuInfo; ladder?: LadderDecision[]; adapter?: string };
+  gemm?: { rows?: GemmRow[]; ladder?: LadderDecision[]; adapter?: string };
+  gemv?: { gemv?: GemvResult; ladder?: LadderDecision[]; adapter?: string };
   train_50m?: {
     row?: TrainRow;
     batch?: number;
     seq?: number;
     parameters?: number;
     ladder?: LadderDecision[];
+    adapter?: string;
   };
-  train_7b?: { result?: LargeTrainResult; ladder?: LadderDecision[] };
+  train_7b?: { result?: LargeTrainResult; ladder?: LadderDecision[]; adapter?: string };
 }
 
 export interface RunMeta {
@@ -103,13 +105,15 @@ export function assembleResults(
     commit: meta.commit,
     commit_source: meta.commitSource,
     mode: meta.mode,
-    adapter: info?.adapter ?? null,
+    adapter: info?.adapter ??
+      [data.gemm, data.gemv, data.train_50m, data.train_7b].find((d) => d?.adapter)?.adapter ??
+      null,
     suggested_name: `docs/gpu/${meta.date.slice(0, 10)}-${gpuSlug(info)}.json`,
     nf4_gemm_tflops: byShape(rows, (r) => r.nf4.tflops),
     dense_f16_gemm_tflops: byShape(rows, (r) => "tflops" in r.denseF16 ? r.denseF16.tflops : null),
     dense_f32_gemm_tflops: byShape(rows, (r) => r.denseF32.tflops),
     dense_f16_gemm_unavailable: f16Reason,
-    gemm_m: rows?.[0]?.m ?? null,
+    gemm_m: rows?.[0]?.m ?? meta.shapes.gemm_m ?? null,
     nf4_gemv_gbps: gemv?.gemvGbps ?? null,
     copy_gbps: gemv?.copyGbps ?? null,
     nf4_gemv_vs_copy: gemv?.ratio ?? null,
@@ -211,7 +215,7 @@ export function renderMarkdown(r: Record<string, unknown>): string {
   out.push("");
 
   const g = (o: Record<string, number | null>, k: string) => o?.[k] ?? null;
-  const t7 = x.train_7b;
+  const t7 = x.train_7b ?? x.shapes.train_7b;
   const p7 = x.paged_adamw_7b;
   const rows: string[][] = [];
   for (const k of GEMM_KEYS) {
@@ -269,7 +273,7 @@ export function renderMarkdown(r: Record<string, unknown>): string {
   const t = x.tests;
   rows.push([
     "GPU test subset, 3 runs",
-    `${t.runs} runs: ${t.passed} passed, ${t.failed} failed${
+    `${t.runs} run${t.runs === 1 ? "" : "s"}: ${t.passed} passed, ${t.failed} failed${
       t.incomplete ? `, ${t.incomplete} incomplete` : ""
     }`,
     "3 passing runs in a row",
