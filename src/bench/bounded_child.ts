@@ -117,17 +117,29 @@ export async function runBounded(
       resolve();
     }, Math.max(1, o.timeoutMs));
   });
-  const status = await Promise.race([
+  // A process stuck in the kernel (a GPU driver call, say) dies only when that call returns:
+  // after the kill, wait for it a while, then go on without it.
+  let grace: ReturnType<typeof setTimeout> | undefined;
+  const unkillable = { code: null, signal: "SIGKILL (still alive 20 s later)" };
+  const status: { code: number | null; signal: string | null } = await Promise.race([
     child.status,
-    overrun.then(() => child.status),
+    overrun.then(() =>
+      Promise.race([
+        child.status,
+        new Promise<typeof unkillable>((r) => (grace = setTimeout(() => r(unkillable), 20_000))),
+      ])
+    ),
   ]);
+  clearTimeout(grace);
   clearTimeout(timer);
   // The child may have ended while its stacks were being captured: let the capture finish.
   if (timedOut) await overrun;
   // Whatever the child left in its group goes with it (servers a test started, say).
   if (setsid !== null) killGroup(child.pid, true);
   // A grandchild outside the group could hold the pipes open: do not wait on it for long.
-  await Promise.race([pumps, new Promise((r) => setTimeout(r, 5000))]);
+  let drained: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([pumps, new Promise((r) => (drained = setTimeout(r, 5000)))]);
+  clearTimeout(drained);
   return {
     code: status.code,
     signal: status.signal,

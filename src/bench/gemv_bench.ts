@@ -48,7 +48,12 @@ export function gemvBytes(out: number, inF: number): number {
   return n / 2 + blocks + Math.ceil(blocks / 256) * 4 + inF * 4 + out * 4;
 }
 
-export async function benchGemv(ctx: GpuContext, o: GemvBenchOptions): Promise<GemvResult> {
+export async function benchGemv(ctx: GpuContext, opts: GemvBenchOptions): Promise<GemvResult> {
+  // The copy is one binding: no larger than the device allows.
+  const maxCopy = Math.floor(
+    Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize) / 16,
+  ) * 16;
+  const o = { ...opts, copyBytes: Math.min(opts.copyBytes, maxCopy) };
   const weights: GpuQuantWeight[] = [];
   const owned: GpuBuffer[] = [];
   try {

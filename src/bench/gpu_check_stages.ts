@@ -13,7 +13,7 @@ import {
 } from "../kernels/ladder.ts";
 import { benchGemm } from "./gemm_bench.ts";
 import { benchGemv } from "./gemv_bench.ts";
-import { describeGpu } from "./gpu_info.ts";
+import { describeDevice, describeGpu } from "./gpu_info.ts";
 import type { CheckPlan, StageName } from "./gpu_check_plan.ts";
 import { parameterCount } from "./random_model.ts";
 import { num } from "./report.ts";
@@ -48,6 +48,8 @@ export async function runStage(name: MeasuringStage, s: StageContext): Promise<v
   const { ctx, plan } = s;
   switch (name) {
     case "adapter": {
+      // What the device says first: the second adapter request is the riskier step.
+      await s.save({ info: describeDevice(ctx) });
       const info = await describeGpu(ctx);
       await s.save({ info });
       // Decide every laddered kernel now, so that later stages (other processes) read the

@@ -82,30 +82,35 @@ function plain(info: unknown): Record<string, unknown> {
   return out;
 }
 
-export async function describeGpu(ctx: GpuContext): Promise<GpuInfo> {
-  const problems: string[] = [];
-  let adapterFeatures: string[] | null = null;
-  let adapterLimits: Record<string, number> | null = null;
-  let adapterInfo: Record<string, unknown> | null = null;
-  try {
-    // The context keeps no adapter; ask again for the same one to read what it offers.
-    const found = await findAdapter();
-    adapterFeatures = featuresOf(found.adapter.features);
-    adapterLimits = limitsOf(found.adapter.limits);
-    adapterInfo = plain((found.adapter as GPUAdapter & { info?: unknown }).info ?? {});
-  } catch (e) {
-    problems.push(`second adapter request: ${(e as Error).message}`);
-  }
+/** What the context itself knows: no new adapter request. */
+export function describeDevice(ctx: GpuContext): GpuInfo {
   return {
     adapter: ctx.adapterKey,
     description: ctx.adapter,
     isSoftware: ctx.isSoftware,
     deviceFeatures: featuresOf(ctx.device.features),
-    adapterFeatures,
+    adapterFeatures: null,
     limits: limitsOf(ctx.limits),
-    adapterLimits,
+    adapterLimits: null,
     capabilities: ctx.capabilities,
-    adapterInfo,
-    problems,
+    adapterInfo: null,
+    problems: [],
   };
+}
+
+/**
+ * The device's description plus what the adapter offers, read from a second request for the
+ * same adapter (the context keeps none); a failed request is noted in `problems`.
+ */
+export async function describeGpu(ctx: GpuContext): Promise<GpuInfo> {
+  const info = describeDevice(ctx);
+  try {
+    const found = await findAdapter();
+    info.adapterFeatures = featuresOf(found.adapter.features);
+    info.adapterLimits = limitsOf(found.adapter.limits);
+    info.adapterInfo = plain((found.adapter as GPUAdapter & { info?: unknown }).info ?? {});
+  } catch (e) {
+    info.problems.push(`second adapter request: ${(e as Error).message}`);
+  }
+  return info;
 }
