@@ -10,6 +10,7 @@ import { LINEAR_MODULES, type LlamaConfig } from "../model/config.ts";
 import type { LoraSpec } from "../model/lora.ts";
 import { TrainingEngine } from "../train/engine.ts";
 import { parameterCount, randomBatch, randomModel } from "./random_model.ts";
+import { randomModelGpu } from "./random_model_gpu.ts";
 import { interleaved, type Timing } from "./timing.ts";
 
 export const BENCH_LORA: LoraSpec = {
@@ -26,6 +27,8 @@ export interface TrainCase {
   batch: number;
   seq: number;
   rounds: number;
+  /** Make the random base model on the GPU (src/bench/random_model_gpu.ts), not on the host. */
+  gpuWeights?: boolean;
 }
 
 export interface TrainRow {
@@ -51,7 +54,9 @@ export async function benchTraining(
   c: TrainCase,
   onProgress?: (line: string) => void,
 ): Promise<TrainRow> {
-  const model = randomModel(ctx, c.cfg, 4242);
+  const model = c.gpuWeights
+    ? await randomModelGpu(ctx, c.cfg, 4242)
+    : randomModel(ctx, c.cfg, 4242);
   const engines: TrainingEngine[] = [];
   try {
     const make = (over: { gradientCheckpointing: boolean; optimizerGpuBudgetBytes: number }) => {

@@ -1,0 +1,154 @@
+/**
+ * What `deno task gpu-check` measures and how long each stage may take: the real shapes on a GPU
+ * ("full"), or the same stages at tiny shapes ("small", a couple of minutes on a CPU adapter, for
+ * CI). Stages run in this order; each gets at most its cap, and never so much that the stages
+ * after it could not have their minimum (stageTimeoutS).
+ */
+import type { LlamaConfig } from "../model/config.ts";
+import { llamaPresets } from "../train/estimate.ts";
+import { MID_BENCH, TINY_BENCH } from "./random_model.ts";
+import type { GemmShape } from "./gemm_bench.ts";
+
+export type CheckMode = "full" | "small";
+
+export type StageName =
+  | "adapter"
+  | "tests-1"
+  | "gemm"
+  | "gemv"
+  | "train_50m"
+  | "train_7b"
+  | "tests-2"
+  | "tests-3";
+
+export interface StagePlan {
+  name: StageName;
+  /** Longest this stage may run, s. */
+  capS: number;
+  /** Time kept back for it while earlier stages run, s. */
+  minS: number;
+}
+
+export interface CheckPlan {
+  mode: CheckMode;
+  /** Whole run, s (a lent machine's call is 8 minutes, the kit's unpacking included). */
+  budgetS: number;
+  stages: StagePlan[];
+  gemm: { m: number; shapes: GemmShape[]; targetMs: number; rounds: number };
+  gemv: {
+    out: number;
+    in: number;
+    copies: number;
+    copyBytes: number;
+    targetMs: number;
+    rounds: number;
+  };
+  train50m: {
+    name: string;
+    cfg: LlamaConfig;
+    batch: number;
+    seq: number;
+    rounds: number;
+    /** Random weights made on the GPU (seconds of host quantization saved at ~50M). */
+    gpuWeights: boolean;
+  };
+  train7b: { cfg: LlamaConfig; batch: number; seq: number; maxSteps: number; paged: boolean };
+  tests: { jobs: number; fileTimeoutS: number };
+  /**
+   * Decide every laddered kernel in the adapter stage (so that later stages read the choices
+   * from the ladder's disk cache). On a CPU adapter that compiles every variant of every kernel,
+   * minutes with a cold shader cache, so small mode lets each stage decide what it uses.
+   */
+  warmLadder: boolean;
+}
+
+/** The issue's two weight shapes, W [out, in]; the keys of the JSON's GEMM figures. */
+export const GEMM_KEYS = ["4096x4096", "14336x4096"] as const;
+
+/** Llama-2-7B's layer structure at toy size (multi-head attention, SwiGLU ~2.7x), for small mode. */
+const TOY_7B: LlamaConfig = {
+  ...llamaPresets["7b"].cfg,
+  hidden: 64,
+  intermediate: 176,
+  layers: 2,
+  heads: 4,
+  kvHeads: 4,
+  headDim: 16,
+  vocab: 256,
+  maxPositions: 128,
+};
+
+export function checkPlan(mode: CheckMode): CheckPlan {
+  if (mode === "full") {
+    return {
+      mode,
+      budgetS: 420,
+      stages: [
+        { name: "adapter", capS: 60, minS: 15 },
+        { name: "tests-1", capS: 110, minS: 30 },
+        { name: "gemm", capS: 70, minS: 20 },
+        { name: "gemv", capS: 40, minS: 10 },
+        { name: "train_50m", capS: 60, minS: 15 },
+        { name: "train_7b", capS: 240, minS: 60 },
+        { name: "tests-2", capS: 100, minS: 30 },
+        { name: "tests-3", capS: 100, minS: 30 },
+      ],
+      gemm: {
+        m: 4096,
+        shapes: [
+          { key: GEMM_KEYS[0], out: 4096, in: 4096 },
+          { key: GEMM_KEYS[1], out: 14336, in: 4096 },
+        ],
+        targetMs: 200,
+        rounds: 3,
+      },
+      // Eight 14336x4096 weights: 235 MB of codes, several times an H100/H200's 50-60 MB L2.
+      gemv: { out: 14336, in: 4096, copies: 8, copyBytes: 256 << 20, targetMs: 50, rounds: 5 },
+      train50m: { name: "~50M", cfg: MID_BENCH, batch: 4, seq: 1024, rounds: 3, gpuWeights: true },
+      train7b: { cfg: llamaPresets["7b"].cfg, batch: 4, seq: 1024, maxSteps: 3, paged: true },
+      tests: { jobs: 4, fileTimeoutS: 75 },
+      warmLadder: true,
+    };
+  }
+  return {
+    mode,
+    // Caps far above the ~30 s a small run takes: on a CPU adapter with a cold shader cache
+    // (a fresh CI machine) Mesa compiles each kernel for up to a minute on first use.
+    budgetS: 900,
+    stages: [
+      { name: "adapter", capS: 120, minS: 10 },
+      { name: "tests-1", capS: 240, minS: 15 },
+      { name: "gemm", capS: 240, minS: 10 },
+      { name: "gemv", capS: 120, minS: 10 },
+      { name: "train_50m", capS: 300, minS: 10 },
+      { name: "train_7b", capS: 300, minS: 15 },
+      { name: "tests-2", capS: 120, minS: 15 },
+      { name: "tests-3", capS: 120, minS: 15 },
+    ],
+    // Fewer than 32 rows everywhere: the CPU adapters' wide register-tile kernels take a minute
+    // each to compile cold on llvmpipe; the narrow ones a few seconds.
+    gemm: {
+      m: 16,
+      shapes: [
+        { key: GEMM_KEYS[0], out: 128, in: 128 },
+        { key: GEMM_KEYS[1], out: 448, in: 128 },
+      ],
+      targetMs: 10,
+      rounds: 2,
+    },
+    gemv: { out: 448, in: 128, copies: 2, copyBytes: 1 << 20, targetMs: 5, rounds: 2 },
+    train50m: { name: "tiny", cfg: TINY_BENCH, batch: 1, seq: 24, rounds: 2, gpuWeights: true },
+    train7b: { cfg: TOY_7B, batch: 1, seq: 24, maxSteps: 2, paged: true },
+    tests: { jobs: 1, fileTimeoutS: 240 },
+    warmLadder: false,
+  };
+}
+
+/**
+ * Seconds stage `i` of `stages` (those selected to run) may take now: its cap, less what the
+ * stages after it need at least.
+ */
+export function stageTimeoutS(stages: StagePlan[], i: number, secondsLeft: number): number {
+  const later = stages.slice(i + 1).reduce((s, st) => s + st.minS, 0);
+  return Math.min(stages[i].capS, secondsLeft - later);
+}

@@ -1,0 +1,104 @@
+/**
+ * The GPU check's measuring stages, each run in a child process of its own (scripts/gpu_check.ts)
+ * on a fresh GPU context: the adapter's description and the kernel ladder's choices, the GEMM and
+ * GEMV figures, and the two training figures. A stage reports through `save`, as often as it has
+ * something new, so that a stage killed at its time limit still leaves what it measured.
+ */
+import type { GpuContext } from "../gpu/context.ts";
+import {
+  kernelLadder,
+  type LadderDecision,
+  parseVariantOverrides,
+  VARIANTS_ENV,
+} from "../kernels/ladder.ts";
+import { benchGemm } from "./gemm_bench.ts";
+import { benchGemv } from "./gemv_bench.ts";
+import { describeDevice, describeGpu } from "./gpu_info.ts";
+import type { CheckPlan, StageName } from "./gpu_check_plan.ts";
+import { parameterCount } from "./random_model.ts";
+import { num } from "./report.ts";
+import { benchLargeTraining } from "./train_large_bench.ts";
+import { benchTraining } from "./train_bench.ts";
+
+export interface StageContext {
+  ctx: GpuContext;
+  plan: CheckPlan;
+  /** Date.now() by which the stage should be done (it is killed a little after). */
+  deadline: number;
+  save: (data: Record<string, unknown>) => Promise<void>;
+  log: (line: string) => void;
+}
+
+/** The variants this process ran: the ladder's decisions, and the choices forced by the environment. */
+function ladderChoices(ctx: GpuContext): LadderDecision[] {
+  const decided = kernelLadder.decisions(ctx);
+  const forced = [...parseVariantOverrides(Deno.env.get(VARIANTS_ENV))].map((
+    [kernel, variant],
+  ) => ({
+    kernel,
+    variant,
+    source: "override" as const,
+  }));
+  return [...decided, ...forced.filter((f) => !decided.some((d) => d.kernel === f.kernel))];
+}
+
+export type MeasuringStage = Exclude<StageName, `tests-${number}`>;
+
+export async function runStage(name: MeasuringStage, s: StageContext): Promise<void> {
+  const { ctx, plan } = s;
+  switch (name) {
+    case "adapter": {
+      // What the device says first: the second adapter request is the riskier step.
+      await s.save({ info: describeDevice(ctx) });
+      const info = await describeGpu(ctx);
+      await s.save({ info });
+      // Decide every laddered kernel now, so that later stages (other processes) read the
+      // choices from the ladder's disk cache instead of timing them again.
+      if (plan.warmLadder) await s.save({ info, ladder: await kernelLadder.warm(ctx) });
+      return;
+    }
+    case "gemm": {
+      const rows: unknown[] = [];
+      await benchGemm(ctx, {
+        ...plan.gemm,
+        onRow: async (row) => {
+          rows.push(row);
+          s.log(
+            `gemm ${row.key}: nf4 ${num(row.nf4.tflops)}, f32 ${num(row.denseF32.tflops)} TFLOP/s`,
+          );
+          await s.save({ rows, ladder: ladderChoices(ctx) });
+        },
+      });
+      await s.save({ rows, ladder: ladderChoices(ctx) });
+      return;
+    }
+    case "gemv": {
+      const gemv = await benchGemv(ctx, plan.gemv);
+      await s.save({ gemv, ladder: ladderChoices(ctx) });
+      return;
+    }
+    case "train_50m": {
+      const c = plan.train50m;
+      const row = await benchTraining(ctx, { ...c }, s.log);
+      await s.save({
+        row,
+        batch: c.batch,
+        seq: c.seq,
+        parameters: parameterCount(c.cfg),
+        ladder: ladderChoices(ctx),
+      });
+      return;
+    }
+    case "train_7b": {
+      const c = plan.train7b;
+      const result = await benchLargeTraining(ctx, {
+        ...c,
+        deadline: s.deadline,
+        onProgress: s.log,
+        onUpdate: (partial) => void s.save({ result: partial }),
+      });
+      await s.save({ result, ladder: ladderChoices(ctx) });
+      return;
+    }
+  }
+}

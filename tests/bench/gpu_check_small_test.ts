@@ -1,0 +1,106 @@
+/**
+ * `deno task gpu-check --small` end to end on this machine's adapter: every stage at tiny shapes,
+ * each in its own child process. The JSON must hold every field the issue names, with finite,
+ * positive figures (the dense f16 GEMM may instead say why there is none), three passing test
+ * runs, every stage ok, and the Markdown beside it. No figure is compared with a speed.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+
+function positive(v: unknown, what: string): void {
+  assert.ok(typeof v === "number" && Number.isFinite(v) && v > 0, `${what}: ${v}`);
+}
+
+Deno.test({
+  name: "gpu-check --small writes every field with sane values",
+  sanitizeResources: false,
+  fn: async () => {
+    const out = await Deno.makeTempDir({ prefix: "gpu-check-" });
+    try {
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--v8-flags=--expose-gc",
+          "scripts/gpu_check.ts",
+          "--small",
+          "--out",
+          out,
+        ],
+        cwd: ROOT,
+        // The CPU adapters' variants, forced: timing the kernel ladder compiles every variant of
+        // every kernel, minutes on llvmpipe with a cold shader cache (the ladder has its own tests).
+        env: {
+          QLORAD_KERNEL_VARIANTS:
+            "matmul=blocked,matmul_4bit=regblock,matmul_4bit_t=regblock,attention=row,cross_entropy=blocked",
+        },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(r.stderr);
+      const log = await Deno.readTextFile(join(out, "gpu-check.log")).catch(() => "(no log)");
+      assert.equal(r.code, 0, `gpu-check failed:\n${text}\n${log.slice(-4000)}`);
+      const j = JSON.parse(await Deno.readTextFile(join(out, "gpu-check.json")));
+
+      assert.ok(!Number.isNaN(Date.parse(j.date)), `date ${j.date}`);
+      assert.ok("commit" in j);
+      assert.equal(j.mode, "small");
+      assert.ok(typeof j.adapter === "string" && j.adapter.length > 0);
+      for (const key of ["4096x4096", "14336x4096"]) {
+        positive(j.nf4_gemm_tflops[key], `nf4_gemm_tflops ${key}`);
+        positive(j.dense_f32_gemm_tflops[key], `dense_f32_gemm_tflops ${key}`);
+        assert.ok(key in j.dense_f16_gemm_tflops, `dense_f16_gemm_tflops ${key}`);
+        const f16 = j.dense_f16_gemm_tflops[key];
+        if (f16 === null) assert.ok(j.dense_f16_gemm_unavailable.length > 0, "f16: no reason");
+        else positive(f16, `dense_f16_gemm_tflops ${key}`);
+      }
+      // The 4-bit result was checked against the dense one: off by NF4 rounding, not garbage.
+      for (const row of j.details.gemm) {
+        assert.ok(row.nf4VsF32RelRms > 0 && row.nf4VsF32RelRms < 0.5, row.nf4VsF32RelRms);
+      }
+      positive(j.nf4_gemv_gbps, "nf4_gemv_gbps");
+      positive(j.copy_gbps, "copy_gbps");
+      positive(j.train_7b.tokens_per_second, "train_7b.tokens_per_second");
+      positive(j.train_7b.peak_gib, "train_7b.peak_gib");
+      assert.deepEqual(
+        [j.train_7b.batch, j.train_7b.seq, j.train_7b.r],
+        [j.shapes.train_7b.batch, j.shapes.train_7b.seq, 16],
+      );
+      // The peak includes the base weights and the LoRA state: more than the LoRA floats alone.
+      assert.ok(j.train_7b.peak_gib * 2 ** 30 > j.details.train_7b.loraParameters * 4);
+      positive(j.paged_adamw_7b.paged_to_resident, "paged_adamw_7b.paged_to_resident");
+      positive(j.train_50m_tokens_per_second, "train_50m_tokens_per_second");
+      assert.deepEqual(
+        { runs: j.tests.runs, passed: j.tests.passed, failed: j.tests.failed },
+        { runs: 3, passed: 3, failed: 0 },
+      );
+      assert.deepEqual(
+        j.stages.map((s: { name: string; status: string }) => `${s.name} ${s.status}`),
+        ["adapter", "tests-1", "gemm", "gemv", "train_50m", "train_7b", "tests-2", "tests-3"]
+          .map((n) => `${n} ok`),
+      );
+      assert.deepEqual(j.errors, []);
+      assert.deepEqual(j.pending, []);
+      positive(j.gpu.limits.maxBufferSize, "limits.maxBufferSize");
+      assert.equal(typeof j.gpu.capabilities.f16, "boolean");
+      assert.ok(Array.isArray(j.gpu.capabilities.subgroupMatrixConfigs));
+      assert.ok(
+        j.ladder.some((d: { kernel: string; variant: string }) =>
+          d.kernel === "matmul_4bit" && d.variant === "regblock"
+        ),
+      );
+      assert.equal(j.details.gemm[0].nf4.variant, "regblock");
+
+      const md = await Deno.readTextFile(join(out, "gpu-check.md"));
+      assert.match(md, /^# qlorad GPU check \(small\)/);
+      assert.match(md, /\| NF4 GEMM M=\d+, W 4096x4096 +\| [\d.]+ TFLOP\/s/);
+      // Nothing overran, and the stages' scratch files are gone.
+      const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+      assert.deepEqual(names, ["gpu-check.json", "gpu-check.log", "gpu-check.md"]);
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
