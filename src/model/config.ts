@@ -1,6 +1,7 @@
 /** Llama-family model configuration from a Hugging Face config.json, validated. */
 import { invalidArgument } from "../util/errors.ts";
 import type { RopeScaling } from "../kernels/rope.ts";
+import { checkConfigBounds } from "./config_bounds.ts";
 
 // The rope kernel defines the scaling it implements; the model config carries it.
 export type { RopeScaling };
@@ -72,6 +73,7 @@ export function llamaConfigFromHf(raw: unknown, file = "config.json"): LlamaConf
     throw invalidArgument(`${file}: expected a JSON object`);
   }
   const cfg = raw as Json;
+  checkConfigBounds(cfg, file);
   const modelType = cfg.model_type;
   if (modelType !== undefined && !["llama", "mistral"].includes(String(modelType))) {
     throw invalidArgument(
