@@ -76,6 +76,8 @@ export async function startTestServer(
     dataDir?: string;
     maxQueuedJobs?: number;
     quantize?: ServerOptions["quantize"];
+    /** Any other server option (logger, limits, ...). */
+    server?: Partial<ServerOptions>;
   } = {},
 ): Promise<TestServer> {
   const dataDir = opts.dataDir ?? await Deno.makeTempDir({ prefix: "qlorad-test-" });
@@ -85,6 +87,7 @@ export async function startTestServer(
     logger: silentLogger,
     maxQueuedJobs: opts.maxQueuedJobs,
     quantize: opts.quantize,
+    ...opts.server,
   });
   let clients: Clients;
   try {
