@@ -17,7 +17,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { QloradError } from "../util/errors.ts";
-import { isInside, RESERVED_DIR } from "./paths.ts";
+import { isInside, RESERVED_DIR, resolveDataPath } from "./paths.ts";
 
 const PROC_FD = "/proc/self/fd";
 
@@ -117,6 +117,33 @@ export class Pins {
   async close(): Promise<void> {
     for (const p of this.#pins.splice(0)) await p.close().catch(() => {});
   }
+}
+
+/**
+ * An output for a job: its parent folder (`outputUser`'s, relative to `dataDir`) resolved again,
+ * made if missing, and pinned; it must still be the folder the request was checked with
+ * (`outputHost` is the checked path of the output). Returns the output's path through the pin.
+ */
+export async function pinOutput(
+  pins: Pins,
+  dataDir: string,
+  outputUser: string,
+  outputHost: string,
+  label: string,
+): Promise<string> {
+  const parentUser = path.dirname(outputUser);
+  let parent = dataDir;
+  if (parentUser !== ".") {
+    try {
+      parent = await resolveDataPath(dataDir, parentUser, "output_path");
+    } catch (err) {
+      if (err instanceof QloradError && err.kind === "permission_denied") throw changed(label);
+      throw err;
+    }
+  }
+  if (parent !== path.dirname(outputHost)) throw changed(label);
+  await Deno.mkdir(parent, { recursive: true });
+  return path.join(await pins.pin(parent, label, "dir"), path.basename(outputHost));
 }
 
 /** The most entries checkFolderLinks looks at (a model folder has a few dozen). */

@@ -6,7 +6,6 @@
  * its output replaces an existing one only once complete (OutputDir).
  */
 import type { ServerWritableStream } from "@grpc/grpc-js";
-import { basename, dirname, join } from "node:path";
 import { exists } from "../../io/atomic.ts";
 import { HfCheckpoint } from "../../io/checkpoint.ts";
 import { validateBlocksize } from "../../quant/blockwise.ts";
@@ -14,7 +13,7 @@ import type { quantizeModel, QuantizeOptions, QuantType } from "../../quant/quan
 import { QloradError } from "../../util/errors.ts";
 import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
 import type { JobRun } from "../jobs.ts";
-import { checkFolderLinks, Pins } from "../confine.ts";
+import { checkFolderLinks, pinOutput, Pins } from "../confine.ts";
 import { type JobStart, startJob } from "./jobs.ts";
 import { checkTensorsAgainstConfig, readModelConfig } from "./model_config.ts";
 import { jobError } from "./train.ts";
@@ -243,18 +242,7 @@ async function placeQuantizeJob(
   const outputLabel = `output_path ${JSON.stringify(v.request.output_path)}`;
   const modelDir = await pins.pin(o.modelDir, modelLabel, "dir");
   await checkFolderLinks(dataDir, modelDir, modelLabel);
-  const parentUser = dirname(v.request.output_path);
-  const parent = parentUser === "."
-    ? dataDir
-    : await resolveDataPath(dataDir, parentUser, "output_path");
-  if (parent !== dirname(o.outputDir)) {
-    throw new QloradError(
-      "permission_denied",
-      `${outputLabel}: changed since the request was checked; refused`,
-    );
-  }
-  await Deno.mkdir(parent, { recursive: true });
-  const outputDir = join(await pins.pin(parent, outputLabel, "dir"), basename(o.outputDir));
+  const outputDir = await pinOutput(pins, dataDir, v.request.output_path, o.outputDir, outputLabel);
   return { ...o, modelDir, outputDir };
 }
 

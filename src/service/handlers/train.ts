@@ -12,7 +12,7 @@
  * was (and keeps nothing of its own).
  */
 import type { ServerWritableStream } from "@grpc/grpc-js";
-import { basename, dirname, join } from "node:path";
+import { join } from "node:path";
 import { diskFullError, exists, isDiskFullError, OutputDir } from "../../io/atomic.ts";
 import { parseTargetModules } from "../../model/config.ts";
 import type { LoraSpec } from "../../model/lora.ts";
@@ -22,7 +22,7 @@ import type { TrainingSummary } from "../../train/trainer.ts";
 import { failedPrecondition, invalidArgument, notFound, QloradError } from "../../util/errors.ts";
 import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
 import { type JobPayload, type JobRun, shutDownAtCheckpoint } from "../jobs.ts";
-import { checkFolderLinks, Pins } from "../confine.ts";
+import { checkFolderLinks, pinOutput, Pins } from "../confine.ts";
 import { type JobStart, type ServiceContext, startJob } from "./jobs.ts";
 import { checkFileSize, MAX_TOKENIZER_BYTES, readModelConfig } from "./model_config.ts";
 import { checkPathFields, intIn, numberIn } from "./validate.ts";
@@ -306,21 +306,12 @@ async function placeTrainJob(
   const resumeFrom = o.resumeFrom
     ? await pins.pin(o.resumeFrom, label("resume_from"), "dir")
     : undefined;
-  // The output's parent: resolved again (a symlink leading out is refused), made, and pinned.
-  const parentUser = dirname(v.outputPath);
-  const parent = parentUser === "."
-    ? ctx.dataDir
-    : await resolveDataPath(ctx.dataDir, parentUser, "output_path");
-  if (parent !== dirname(o.outputDir)) {
-    throw new QloradError(
-      "permission_denied",
-      `${label("output_path")}: changed since the request was checked; refused`,
-    );
-  }
-  await Deno.mkdir(parent, { recursive: true });
-  const outputDir = join(
-    await pins.pin(parent, label("output_path"), "dir"),
-    basename(o.outputDir),
+  const outputDir = await pinOutput(
+    pins,
+    ctx.dataDir,
+    v.outputPath,
+    o.outputDir,
+    label("output_path"),
   );
   let staged: OutputDir | undefined;
   if (r.overwrite && !resumeFrom && await exists(outputDir)) {
