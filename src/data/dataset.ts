@@ -2,7 +2,9 @@
  * A JSONL dataset read as a stream, line by line: every record is parsed, validated and tokenized
  * before anything is returned, so a bad record fails the job before any training step. Records
  * longer than max_seq_len are truncated (a warning), and each becomes a shifted Example whose
- * labels[t] is the target of position t, as MicroBatch wants.
+ * labels[t] is the target of position t, as MicroBatch wants. A line is at most MAX_LINE_BYTES
+ * and a record at most RECORD_LIMITS (records.ts), so one bad line can neither exhaust memory nor
+ * keep the tokenizer busy for minutes; a cancelled job stops reading within a line.
  */
 import { invalidArgument, notFound, throwIfAborted } from "../util/errors.ts";
 import { type Encoded, encodeRecord } from "./encode.ts";
@@ -76,11 +78,36 @@ export function shift(enc: Encoded, line = 0): Example | null {
   return { tokens, labels, labelTokens, line };
 }
 
-/** Lines of a file as (1-based number, text), streamed; invalid UTF-8 names its line. */
+/** The longest dataset line (one record) accepted, in bytes. */
+export const MAX_LINE_BYTES = 4 << 20;
+
+export interface ReadLinesOptions {
+  /** How the file is named in errors (default: the path). */
+  label?: string;
+  /** A longer line is refused, naming it (default MAX_LINE_BYTES). */
+  maxLineBytes?: number;
+  /** Checked between reads and lines: reading stops promptly when it aborts. */
+  signal?: AbortSignal;
+}
+
+/** Bytes read per call. */
+const READ_CHUNK = 1 << 16;
+
+/**
+ * Lines of a file as (1-based number, text), streamed; invalid UTF-8 names its line, and so does
+ * a line longer than `maxLineBytes`, which is refused as soon as it passes the limit (its rest is
+ * never held). A partial line's bytes are kept as a list of chunks and joined once, when its end
+ * comes, so reading a long line costs its length, not its length times the number of chunks.
+ */
 export async function* readLines(
   path: string,
-  label = path,
+  labelOrOptions: string | ReadLinesOptions = {},
 ): AsyncGenerator<{ line: number; text: string }> {
+  const opts = typeof labelOrOptions === "string" ? { label: labelOrOptions } : labelOrOptions;
+  const label = opts.label ?? path;
+  const maxLineBytes = opts.maxLineBytes ?? MAX_LINE_BYTES;
+  const signal = opts.signal;
+  throwIfAborted(signal);
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -99,34 +126,55 @@ export async function* readLines(
       throw invalidArgument(`${label}:${line}: not valid UTF-8`);
     }
   };
+  const tooLong = (line: number) =>
+    invalidArgument(
+      `${label}:${line}: line longer than ${maxLineBytes} bytes (split the record, or check ` +
+        `that the file is JSONL)`,
+    );
   let line = 0;
-  let carry: Uint8Array = new Uint8Array(0);
+  // The current line's bytes before this chunk, and how many.
+  let parts: Uint8Array[] = [];
+  let partBytes = 0;
+  const join = (tail: Uint8Array): Uint8Array => {
+    if (parts.length === 0) return tail;
+    const out = new Uint8Array(partBytes + tail.length);
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    out.set(tail, at);
+    parts = [];
+    partBytes = 0;
+    return out;
+  };
   try {
-    for await (const chunk of file.readable) {
-      let data = chunk;
-      if (carry.length) {
-        data = new Uint8Array(carry.length + chunk.length);
-        data.set(carry);
-        data.set(chunk, carry.length);
-      }
+    while (true) {
+      throwIfAborted(signal);
+      const buf = new Uint8Array(READ_CHUNK);
+      const n = await file.read(buf);
+      if (n === null) break;
+      const data = buf.subarray(0, n);
       let start = 0;
       for (let nl = data.indexOf(0x0a); nl >= 0; nl = data.indexOf(0x0a, start)) {
         line++;
-        yield { line, text: decode(data.subarray(start, nl), line) };
+        if (partBytes + nl - start > maxLineBytes) throw tooLong(line);
+        yield { line, text: decode(join(data.subarray(start, nl)), line) };
+        throwIfAborted(signal);
         start = nl + 1;
       }
-      carry = data.slice(start);
+      if (start < data.length) {
+        partBytes += data.length - start;
+        if (partBytes > maxLineBytes) throw tooLong(line + 1);
+        parts.push(data.subarray(start));
+      }
     }
-    if (carry.length) {
+    if (partBytes > 0) {
       line++;
-      yield { line, text: decode(carry, line) };
+      yield { line, text: decode(join(new Uint8Array(0)), line) };
     }
   } finally {
-    try {
-      file.close();
-    } catch {
-      // already closed by the finished stream
-    }
+    file.close();
   }
 }
 
@@ -172,8 +220,7 @@ export async function loadDataset(
   };
   const examples: Example[] = [];
   const log = new WarningLog();
-  for await (const { line, text } of readLines(path, file)) {
-    if (line % 256 === 0) throwIfAborted(options.signal);
+  for await (const { line, text } of readLines(path, { label: file, signal: options.signal })) {
     const record = parseRecordLine(text, { file, line, vocabSize });
     if (record === null) continue;
     stats.records++;

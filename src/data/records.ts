@@ -2,8 +2,15 @@
  * One JSONL line of a dataset parsed into a typed record (DESIGN.md "Dataset formats"):
  * {"text"}, {"prompt","completion"}, {"messages"}, or {"input_ids","labels"?}. Every fault is an
  * invalidArgument "<file>:<line>: <what>". Keys outside the format (ids, metadata) are ignored.
+ * A record's size is bounded (RECORD_LIMITS) so that no record can make the tokenizer run for
+ * minutes or exhaust memory, and errors describe values by type, never by quoting the file.
  */
-import { jsonErrorOffset, jsonSyntaxReason } from "../util/json.ts";
+import {
+  jsonDepthOffset,
+  jsonErrorOffset,
+  jsonSyntaxReason,
+  MAX_JSON_DEPTH,
+} from "../util/json.ts";
 import { invalidArgument } from "../util/errors.ts";
 import type { ChatMessage } from "./tokenizer.ts";
 
@@ -32,6 +39,18 @@ export interface RecordSource {
   vocabSize: number;
 }
 
+/** The most a record may hold; a record beyond any of them is refused, naming its line. */
+export const RECORD_LIMITS = {
+  /** Characters given to the tokenizer: text, prompt + completion, or all message contents. */
+  maxChars: 1 << 20,
+  /** Messages of one conversation. */
+  maxMessages: 4096,
+  /** Entries of input_ids (and labels). */
+  maxTokenIds: 1 << 20,
+  /** Nesting of arrays and objects in the line. */
+  maxDepth: MAX_JSON_DEPTH,
+} as const;
+
 /** Format keys: a record must hold exactly one group. */
 const FORMAT_KEYS: Record<RecordFormat, string[]> = {
   text: ["text"],
@@ -40,13 +59,29 @@ const FORMAT_KEYS: Record<RecordFormat, string[]> = {
   pretokenized: ["input_ids", "labels"],
 };
 
+/**
+ * A value's type, and a number's value; a string only when it is a short word (a role name),
+ * so that no error repeats a line's text.
+ */
 function describe(v: unknown): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "an array";
-  return typeof v === "object" ? "an object" : `${typeof v} ${JSON.stringify(v)}`.slice(0, 60);
+  if (typeof v === "number") {
+    return Number.isFinite(v) ? `number ${v}` : `number ${v} (beyond the range of a double)`;
+  }
+  if (typeof v === "string") {
+    return /^[\w-]{1,24}$/.test(v)
+      ? `string ${JSON.stringify(v)}`
+      : `a string of ${v.length} characters`;
+  }
+  return typeof v === "object" ? "an object" : `${typeof v} ${String(v)}`;
 }
 
 function parseJsonLine(text: string, where: string): unknown {
+  const deep = jsonDepthOffset(text, RECORD_LIMITS.maxDepth);
+  if (deep >= 0) {
+    fail(where, `JSON nested deeper than ${RECORD_LIMITS.maxDepth} levels at column ${deep + 1}`);
+  }
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -69,6 +104,9 @@ function tokenIds(
   allowIgnore: boolean,
 ): number[] {
   if (!Array.isArray(v)) fail(where, `"${field}" must be an array of integers, got ${describe(v)}`);
+  if (v.length > RECORD_LIMITS.maxTokenIds) {
+    fail(where, `"${field}" has ${v.length} entries, more than ${RECORD_LIMITS.maxTokenIds}`);
+  }
   for (let i = 0; i < v.length; i++) {
     const x = v[i];
     if (typeof x !== "number" || !Number.isInteger(x)) {
@@ -86,6 +124,9 @@ function tokenIds(
 function chatMessages(v: unknown, where: string): ChatMessage[] {
   if (!Array.isArray(v)) fail(where, `"messages" must be an array, got ${describe(v)}`);
   if (v.length === 0) fail(where, `"messages" is empty`);
+  if (v.length > RECORD_LIMITS.maxMessages) {
+    fail(where, `"messages" has ${v.length} entries, more than ${RECORD_LIMITS.maxMessages}`);
+  }
   return v.map((m, i) => {
     if (typeof m !== "object" || m === null || Array.isArray(m)) {
       fail(where, `"messages"[${i}] must be an object, got ${describe(m)}`);
@@ -104,6 +145,17 @@ function chatMessages(v: unknown, where: string): ChatMessage[] {
   });
 }
 
+/** Refuses a record whose text for the tokenizer is longer than RECORD_LIMITS.maxChars. */
+function checkChars(chars: number, where: string): void {
+  if (chars > RECORD_LIMITS.maxChars) {
+    fail(
+      where,
+      `the record's text is ${chars} characters, more than ${RECORD_LIMITS.maxChars} ` +
+        `(split it into several records)`,
+    );
+  }
+}
+
 /** Parses one line; null for a blank line. */
 export function parseRecordLine(text: string, src: RecordSource): DataRecord | null {
   if (text.trim() === "") return null;
@@ -116,7 +168,12 @@ export function parseRecordLine(text: string, src: RecordSource): DataRecord | n
   const present = (Object.keys(FORMAT_KEYS) as RecordFormat[])
     .filter((f) => FORMAT_KEYS[f].some((k) => k in rec));
   if (present.length === 0) {
-    const keys = Object.keys(rec).map((k) => JSON.stringify(k)).join(", ") || "none";
+    // Key names (the schema, not the content), a few and short.
+    const all = Object.keys(rec);
+    const shown = all.slice(0, 8).map((k) =>
+      JSON.stringify(k.length > 40 ? `${k.slice(0, 40)}…` : k)
+    );
+    const keys = (shown.join(", ") || "none") + (all.length > 8 ? `, … (${all.length} keys)` : "");
     fail(
       where,
       `unknown record format (keys: ${keys}); expected {"text"}, {"prompt","completion"}, ` +
@@ -132,6 +189,7 @@ export function parseRecordLine(text: string, src: RecordSource): DataRecord | n
       if (typeof rec.text !== "string" || rec.text === "") {
         fail(where, `"text" must be a non-empty string, got ${describe(rec.text)}`);
       }
+      checkChars(rec.text.length, where);
       return { format: "text", text: rec.text };
     case "prompt_completion":
       if (!("prompt" in rec)) fail(where, `"prompt" is missing (a "completion" needs one)`);
@@ -142,9 +200,13 @@ export function parseRecordLine(text: string, src: RecordSource): DataRecord | n
       if (typeof rec.completion !== "string" || rec.completion === "") {
         fail(where, `"completion" must be a non-empty string, got ${describe(rec.completion)}`);
       }
+      checkChars(rec.prompt.length + rec.completion.length, where);
       return { format: "prompt_completion", prompt: rec.prompt, completion: rec.completion };
-    case "messages":
-      return { format: "messages", messages: chatMessages(rec.messages, where) };
+    case "messages": {
+      const messages = chatMessages(rec.messages, where);
+      checkChars(messages.reduce((n, m) => n + m.content.length, 0), where);
+      return { format: "messages", messages };
+    }
     case "pretokenized": {
       if (!("input_ids" in rec)) fail(where, `"labels" given without "input_ids"`);
       const inputIds = tokenIds(rec.input_ids, "input_ids", where, src.vocabSize, false);

@@ -1,12 +1,41 @@
 /**
  * Crash-safe writes: everything is written under `<final>.partial-<random>`, fsynced, and renamed
  * into place only when complete, so a crash never leaves a half-written thing under a final name.
+ * Replacing an existing folder moves the old one aside to `<final>.old-<random>` first; a crash
+ * between the two renames is repaired at the next start (sweep_partials.ts puts it back). A full
+ * disk is reported as resource_exhausted naming the file being written.
  */
 import { dirname, join } from "node:path";
 import { failedPrecondition, QloradError } from "../util/errors.ts";
 
 /** Suffix marking an unfinished file or folder; safe to delete when no writer is running. */
 export const PARTIAL_MARK = ".partial-";
+
+/** Suffix of a folder moved aside while its replacement is renamed into place. */
+export const OLD_MARK = ".old-";
+
+/** Errors of a write that found no space: ENOSPC (os error 28) and EDQUOT (os error 122). */
+export function isDiskFullError(err: unknown): boolean {
+  if (err instanceof QloradError) return false;
+  const e = err as { code?: unknown; message?: unknown } | null;
+  if (e?.code === "ENOSPC" || e?.code === "EDQUOT") return true;
+  const message = typeof e?.message === "string" ? e.message : "";
+  return /\(os error (28|122)\)|No space left on device|Disk quota exceeded/i.test(message);
+}
+
+/** resource_exhausted naming the file that could not be written. */
+export function diskFullError(path: string, cause?: unknown): QloradError {
+  return new QloradError(
+    "resource_exhausted",
+    `${path}: no space left on the device (free some space, then run the job again)`,
+    { cause },
+  );
+}
+
+/** Rethrows a disk-full error as diskFullError(path); any other error as it is. */
+function rethrowNamed(err: unknown, path: string): never {
+  throw isDiskFullError(err) ? diskFullError(path, err) : err;
+}
 
 function randomHex(bytes = 6): string {
   const b = crypto.getRandomValues(new Uint8Array(bytes));
@@ -75,7 +104,25 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
     await Deno.rename(tmp, path);
   } catch (e) {
     await removeQuietly(tmp);
-    throw e;
+    rethrowNamed(e, path);
+  }
+  await fsyncDir(dirname(path));
+}
+
+/** Appends to a file (created if missing) and fsyncs it and its folder before returning. */
+export async function appendFileDurably(path: string, data: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  try {
+    const f = await Deno.open(path, { append: true, create: true });
+    try {
+      let off = 0;
+      while (off < bytes.byteLength) off += await f.write(bytes.subarray(off));
+      await f.sync();
+    } finally {
+      f.close();
+    }
+  } catch (e) {
+    rethrowNamed(e, path);
   }
   await fsyncDir(dirname(path));
 }
@@ -131,12 +178,15 @@ export class OutputDir {
     return join(this.path, name);
   }
 
-  /** fsync everything, then rename into place (moving an old folder aside and removing it). */
+  /**
+   * fsync everything, then rename into place (moving an old folder aside to `<final>.old-<hex>`
+   * and removing it once the new one is in).
+   */
   async commit(): Promise<void> {
     if (this.#state !== "open") {
       throw new QloradError("internal", `${this.finalPath}: output already ${this.#state}`);
     }
-    await fsyncTree(this.path);
+    await fsyncTree(this.path).catch((e) => rethrowNamed(e, this.finalPath));
     const parent = dirname(this.finalPath);
     let aside: string | undefined;
     if (await exists(this.finalPath)) {
@@ -144,7 +194,7 @@ export class OutputDir {
         throw failedPrecondition(`${this.finalPath}: already exists (set overwrite to replace it)`);
       }
       // Rename, not delete: until the new one is in, the old one survives under another name.
-      aside = `${this.finalPath}.old-${randomHex()}`;
+      aside = `${this.finalPath}${OLD_MARK}${randomHex()}`;
       await Deno.rename(this.finalPath, aside);
     }
     try {

@@ -1,17 +1,27 @@
 /**
- * Removes the temporary `.partial-<hex>` files and folders a crash can leave behind (they are
- * never under a final name, but they take disk). Run at server start, before any job writes.
+ * Cleans up what a crash can leave behind, at server start, before any job writes: temporary
+ * `.partial-<hex>` files and folders (never under a final name, but they take disk), and
+ * `.old-<hex>` folders that OutputDir.commit moved aside to replace them. An old folder whose
+ * final name is taken was replaced completely and is removed; one whose final name is free was
+ * moved aside just before the crash, and is put back, so an overwrite never loses the old output.
  */
 import { join } from "node:path";
-import { PARTIAL_MARK } from "./atomic.ts";
+import { OLD_MARK, PARTIAL_MARK } from "./atomic.ts";
 
 const PARTIAL = new RegExp(`\\${PARTIAL_MARK}[0-9a-f]{12}$`);
+const OLD = new RegExp(`\\${OLD_MARK}[0-9a-f]{12}$`);
+
+export interface SweepOptions {
+  /** How many folders down to walk (default 8). */
+  maxDepth?: number;
+  /** Relative paths not to enter (e.g. the server's own `.qlorad`). */
+  skip?: string[];
+  /** Receives the relative paths of old folders moved back to their final names. */
+  restored?: string[];
+}
 
 /** Returns the paths removed (relative to `root`); walks at most `maxDepth` folders down. */
-export async function sweepPartials(
-  root: string,
-  opts: { maxDepth?: number; skip?: string[] } = {},
-): Promise<string[]> {
+export async function sweepPartials(root: string, opts: SweepOptions = {}): Promise<string[]> {
   const removed: string[] = [];
   const maxDepth = opts.maxDepth ?? 8;
   const walk = async (dir: string, rel: string, depth: number) => {
@@ -27,6 +37,15 @@ export async function sweepPartials(
       if (PARTIAL.test(e.name)) {
         await Deno.remove(path, { recursive: true }).catch(() => {});
         removed.push(relPath);
+      } else if (OLD.test(e.name) && e.isDirectory && !e.isSymlink) {
+        const final = path.replace(OLD, "");
+        const taken = await Deno.lstat(final).then(() => true, () => false);
+        if (taken) {
+          await Deno.remove(path, { recursive: true }).catch(() => {});
+          removed.push(relPath);
+        } else if (await Deno.rename(path, final).then(() => true, () => false)) {
+          opts.restored?.push(relPath.replace(OLD, ""));
+        }
       } else if (
         e.isDirectory && !e.isSymlink && depth < maxDepth && !opts.skip?.includes(relPath)
       ) {

@@ -6,6 +6,7 @@
  */
 import { invalidArgument } from "../util/errors.ts";
 import type { RopeScaling } from "../kernels/rope.ts";
+import { checkConfigBounds } from "./config_bounds.ts";
 
 // The rope kernel defines the scaling it implements; the model config carries it.
 export type { RopeScaling };
@@ -179,6 +180,7 @@ export function llamaConfigFromHf(raw: unknown, file = "config.json"): LlamaConf
     throw invalidArgument(`${file}: expected a JSON object`);
   }
   const cfg = raw as Json;
+  checkConfigBounds(cfg, file);
   const modelType = (cfg.model_type ?? "llama") as ModelType;
   if (!MODEL_TYPES.includes(modelType)) {
     unsupported(file, "model_type", cfg.model_type, `implemented: ${MODEL_TYPES.join(", ")}`);

@@ -15,7 +15,8 @@ import type { ErrorKind } from "../util/errors.ts";
 import { consoleLogger, publicError } from "./status.ts";
 import type { Logger } from "./status.ts";
 import { RESERVED_DIR } from "./paths.ts";
-import { PARTIAL_MARK, writeFileAtomic } from "../io/atomic.ts";
+import { appendFileDurably, PARTIAL_MARK, writeFileAtomic } from "../io/atomic.ts";
+import { readLines } from "../data/dataset.ts";
 
 export type JobKind = "quantize" | "train" | "evaluate";
 export type JobState = "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
@@ -77,6 +78,10 @@ export interface JobRecord {
   last_seq: number;
   error?: JobErrorInfo;
   last_event?: JobEvent;
+  /** The client's idempotency key, when it gave one. */
+  request_id?: string;
+  /** A digest of the request as received, to tell a retry from a different request. */
+  fingerprint?: string;
 }
 
 export interface JobContext {
@@ -85,6 +90,12 @@ export interface JobContext {
   signal: AbortSignal;
   /** Appends an event (state RUNNING) to the job's log. */
   emit(payload: JobPayload): void;
+  /**
+   * The point of no return, called just before the job makes its result visible (renames its
+   * output into place): throws CancelledError if the job was cancelled or the server is stopping;
+   * afterwards CancelJob is refused (failed_precondition) and the job runs to its end.
+   */
+  commit(): void;
 }
 
 /** A job's body. What it resolves to is the payload of the final SUCCEEDED event. */
@@ -95,6 +106,12 @@ export interface JobSubmission {
   summary: string;
   request: unknown;
   run: JobRun;
+  /** Idempotency key: a submission with a known key returns that job instead of a new one. */
+  requestId?: string;
+  /** Digest of the request as received; the same key with another digest is refused. */
+  fingerprint?: string;
+  /** The error of a job stopped by a shutdown, when it can be resumed (e.g. from a checkpoint). */
+  resumeHint?: () => string | undefined;
 }
 
 export interface ListFilter {
@@ -130,8 +147,13 @@ interface Entry {
   /** The whole log while the job is active; ended jobs' logs are read from disk. */
   events?: JobEvent[];
   run?: JobRun;
+  resumeHint?: () => string | undefined;
   controller?: AbortController;
   cancelRequested?: boolean;
+  /** Past its point of no return (JobContext.commit): no longer cancellable. */
+  committed?: boolean;
+  /** Its terminal event is being made durable; resolves once it is published. */
+  ending?: Promise<void>;
   finished?: Promise<void>;
   waiters: Set<() => void>;
 }
@@ -145,6 +167,8 @@ export class JobManager {
   readonly #hostDirs: string[];
   readonly #closeTimeoutMs: number;
   readonly #jobs = new Map<string, Entry>();
+  /** `${kind}\0${request_id}` -> the job it created. */
+  readonly #requests = new Map<string, Entry>();
   readonly #queue: Entry[] = [];
   #running?: Entry;
   /** close() was called: no new jobs; the running one is being stopped. */
@@ -171,8 +195,14 @@ export class JobManager {
     return m;
   }
 
-  /** Queues a job; it starts when the jobs ahead of it have ended. */
+  /**
+   * Queues a job; it starts when the jobs ahead of it have ended. With a request id already known
+   * for this kind, returns that job's record instead (failed_precondition when the request
+   * differs).
+   */
   submit(sub: JobSubmission): JobRecord {
+    const known = this.findRequest(sub.kind, sub.requestId, sub.fingerprint);
+    if (known) return known;
     if (this.#closed) throw new QloradError("unavailable", "the server is shutting down");
     const busy = this.#running !== undefined || this.#queue.length > 0;
     if (busy && this.#queue.length >= this.#maxQueued) {
@@ -193,16 +223,37 @@ export class JobManager {
         summary: sub.summary,
         request: sub.request,
         last_seq: 0,
+        ...(sub.requestId ? { request_id: sub.requestId, fingerprint: sub.fingerprint } : {}),
       },
       events: [],
       run: sub.run,
+      resumeHint: sub.resumeHint,
       waiters: new Set(),
     };
     this.#jobs.set(entry.record.job_id, entry);
+    if (sub.requestId) this.#requests.set(requestKey(sub.kind, sub.requestId), entry);
     this.#append(entry, "QUEUED");
     this.#queue.push(entry);
     this.#pump();
     return this.get(entry.record.job_id);
+  }
+
+  /**
+   * The job a request id created, if any (a snapshot); failed_precondition when `fingerprint`
+   * says the request differs from the one that created it.
+   */
+  findRequest(kind: JobKind, requestId?: string, fingerprint?: string): JobRecord | undefined {
+    if (!requestId) return undefined;
+    const entry = this.#requests.get(requestKey(kind, requestId));
+    if (!entry) return undefined;
+    if (fingerprint !== undefined && entry.record.fingerprint !== fingerprint) {
+      throw new QloradError(
+        "failed_precondition",
+        `request_id ${JSON.stringify(requestId)} was used for job ${entry.record.job_id} with a ` +
+          `different request; use a new request_id`,
+      );
+    }
+    return structuredClone(entry.record);
   }
 
   /** A snapshot of one job's record; NOT_FOUND for an unknown id. */
@@ -222,16 +273,29 @@ export class JobManager {
 
   /**
    * Cancels a job: a queued one ends CANCELLED at once; a running one has its signal aborted and
-   * ends CANCELLED when it stops; an ended one is left as it is. Returns the record after the call.
+   * ends CANCELLED when it stops; an ended (or ending) one is left as it is. Returns the record
+   * after the call. A running job past its point of no return (JobContext.commit) is not
+   * cancelled: failed_precondition, since it will end SUCCEEDED (or FAILED), never CANCELLED.
    */
-  cancel(jobId: string): JobRecord {
+  async cancel(jobId: string): Promise<JobRecord> {
     const entry = this.#entry(jobId);
+    if (entry.ending) {
+      await entry.ending;
+      return this.get(jobId);
+    }
     const state = entry.record.state;
     if (state === "QUEUED") {
-      this.#queue.splice(this.#queue.indexOf(entry), 1);
-      this.#finish(entry, "CANCELLED", {
+      const at = this.#queue.indexOf(entry);
+      if (at >= 0) this.#queue.splice(at, 1);
+      await this.#finish(entry, "CANCELLED", {
         error: { kind: "cancelled", message: "cancelled before it started" },
       });
+    } else if (state === "RUNNING" && entry.committed) {
+      throw new QloradError(
+        "failed_precondition",
+        `job ${jobId} is writing its result and can no longer be cancelled; it ends shortly ` +
+          `(see WatchJob)`,
+      );
     } else if (state === "RUNNING" && !entry.cancelRequested) {
       entry.cancelRequested = true;
       entry.controller?.abort(new CancelledError("cancelled by CancelJob"));
@@ -311,14 +375,25 @@ export class JobManager {
       signal,
       emit: (payload) => {
         // While closing, the job's last events (its checkpoint) still count.
-        if (entry.record.state === "RUNNING" && !this.#stopped) {
+        if (entry.record.state === "RUNNING" && !this.#stopped && !entry.ending) {
           this.#append(entry, "RUNNING", payload);
         }
+      },
+      commit: () => {
+        if (signal.aborted) {
+          throw signal.reason instanceof QloradError ? signal.reason : new CancelledError();
+        }
+        entry.committed = true;
       },
     };
     let outcome: { state: JobState; payload?: JobPayload };
     try {
       const result = await entry.run!(ctx);
+      if (entry.cancelRequested && !entry.committed) {
+        // Cancelled, and the job never passed a point of no return: its result is dropped, as
+        // CancelJob promised.
+        throw signal.reason;
+      }
       outcome = { state: "SUCCEEDED", payload: result || undefined };
     } catch (err) {
       if (signal.aborted) {
@@ -335,52 +410,80 @@ export class JobManager {
     }
     entry.run = undefined;
     entry.controller = undefined;
-    this.#running = undefined;
     // Too late: close() gave up waiting; the next start marks the record FAILED.
-    if (this.#stopped) return;
-    if (this.#closed && signal.aborted && !entry.cancelRequested) {
-      // Stopped by the shutdown. A training job that checkpointed can be resumed: say so now.
-      // Anything else stays RUNNING on disk and is marked FAILED by the next start.
-      const hint = this.#resumeHint(entry);
-      if (!hint) return;
+    if (this.#stopped) {
+      this.#running = undefined;
+      return;
+    }
+    if (this.#closed && signal.aborted && !entry.cancelRequested && outcome.state !== "SUCCEEDED") {
+      // Stopped by the shutdown. A job that can be resumed (a training job at a checkpoint) says
+      // so now; anything else stays RUNNING on disk and is marked FAILED by the next start.
+      const hint = entry.resumeHint?.();
+      if (!hint) {
+        this.#running = undefined;
+        return;
+      }
       outcome = { state: "FAILED", payload: { error: { kind: "unavailable", message: hint } } };
     }
-    this.#finish(entry, outcome.state, outcome.payload);
+    await this.#finish(entry, outcome.state, outcome.payload);
+    this.#running = undefined;
     this.#pump();
   }
 
-  /** For a training job with a checkpoint: how to resume it (`shutDownAtCheckpoint`). */
-  #resumeHint(entry: Entry): string | undefined {
-    const output = (entry.record.request as { output_path?: unknown } | undefined)?.output_path;
-    if (entry.record.kind !== "train" || typeof output !== "string" || !output) return undefined;
-    const last = entry.events?.findLast((e) => e.payload && "checkpoint" in e.payload);
-    if (!last?.payload || !("checkpoint" in last.payload)) return undefined;
-    const { step, path: checkpoint } = last.payload.checkpoint;
-    return shutDownAtCheckpoint(step, checkpoint, output);
-  }
-
-  #finish(entry: Entry, state: JobState, payload?: JobPayload): void {
-    entry.record.state = state;
-    entry.record.finished_ms = Date.now();
-    if (payload && "error" in payload) entry.record.error = payload.error;
-    this.#append(entry, state, payload);
-    // Once the log is on disk, an ended job's events leave memory (watches read the file).
-    this.#write(() => {
-      entry.events = undefined;
-      return Promise.resolve();
-    });
-  }
-
-  /** Appends an event, persists it (and the record on a state change), and wakes watchers. */
-  #append(entry: Entry, state: JobState, payload?: JobPayload): void {
+  /**
+   * Ends a job: its terminal event and record are written and fsynced first, and only then
+   * published (state, watchers, log out of memory), so nobody sees an outcome a crash could undo.
+   */
+  #finish(entry: Entry, state: JobState, payload?: JobPayload): Promise<void> {
     const record = entry.record;
-    const event: JobEvent = {
+    const event = this.#event(record, state, payload);
+    const ended: JobRecord = {
+      ...record,
+      state,
+      finished_ms: event.time_ms,
+      last_seq: event.seq,
+      last_event: event,
+      ...(payload && "error" in payload ? { error: payload.error } : {}),
+    };
+    const line = JSON.stringify(event) + "\n";
+    const snapshot = JSON.stringify({ version: RECORD_VERSION, ...ended });
+    entry.ending = new Promise<void>((resolve) => {
+      this.#write(async () => {
+        try {
+          await appendFileDurably(this.#eventsPath(record.job_id), line);
+          await writeFileAtomic(this.#recordPath(record.job_id), snapshot);
+        } finally {
+          // Published even when the disk failed (logged by #write): a job never hangs half-ended.
+          Object.assign(record, ended);
+          entry.events?.push(event);
+          entry.events = undefined;
+          entry.ending = undefined;
+          wake(entry);
+          resolve();
+        }
+      });
+    });
+    return entry.ending;
+  }
+
+  /** The next event of a job's log. */
+  #event(record: JobRecord, state: JobState, payload?: JobPayload): JobEvent {
+    return {
       job_id: record.job_id,
       seq: record.last_seq + 1,
       time_ms: Date.now(),
       state,
       ...(payload ? { payload: structuredClone(payload) } : {}),
     };
+  }
+
+  /**
+   * Appends a non-terminal event, persists it (and the record on a state change), and wakes
+   * watchers. (Terminal events go through #finish.)
+   */
+  #append(entry: Entry, state: JobState, payload?: JobPayload): void {
+    const record = entry.record;
+    const event = this.#event(record, state, payload);
     const stateChanged = record.last_event?.state !== state;
     record.last_seq = event.seq;
     record.last_event = event;
@@ -397,8 +500,13 @@ export class JobManager {
   async *#follow(entry: Entry, fromSeq: number, signal?: AbortSignal): AsyncGenerator<JobEvent> {
     let next = fromSeq;
     while (true) {
-      // An ended job's log may have left memory: it is on disk then.
-      const events = entry.events ?? await this.#readEvents(entry);
+      if (!entry.events) {
+        // An ended job's log has left memory: stream it from disk, a chunk at a time, so a slow
+        // watcher of a long log holds a few events, not the whole log.
+        yield* this.#streamLog(entry, next, signal);
+        return;
+      }
+      const events = entry.events;
       while (next <= events.length) {
         const ev = events[next - 1];
         next++;
@@ -433,6 +541,37 @@ export class JobManager {
     this.#io = this.#io.then(op).catch((err) =>
       this.#logger.error(`could not write the job store in ${this.#dir}`, err)
     );
+  }
+
+  /** An ended job's events from `fromSeq`, read from its log as they are consumed. */
+  async *#streamLog(entry: Entry, fromSeq: number, signal?: AbortSignal): AsyncGenerator<JobEvent> {
+    await this.#io;
+    let seq = 0;
+    try {
+      for await (
+        const { text } of readLines(this.#eventsPath(entry.record.job_id), {
+          label: `job ${entry.record.job_id} log`,
+          maxLineBytes: MAX_EVENT_LINE_BYTES,
+        })
+      ) {
+        if (signal?.aborted || this.#stopped) return;
+        if (!text.trim()) continue;
+        let ev: JobEvent;
+        try {
+          ev = JSON.parse(text) as JobEvent;
+        } catch {
+          return; // a torn last line
+        }
+        if (ev.seq !== seq + 1) continue;
+        seq = ev.seq;
+        if (seq < fromSeq) continue;
+        yield ev;
+        if (isTerminal(ev.state)) return;
+      }
+    } catch (err) {
+      if (err instanceof QloradError && err.kind === "not_found") return;
+      throw err;
+    }
   }
 
   /** Reads a job's log, skipping a torn last line (a crash mid-append). */
@@ -483,11 +622,16 @@ export class JobManager {
       }
       const entry: Entry = { record, waiters: new Set() };
       this.#jobs.set(record.job_id, entry);
+      if (record.request_id) this.#requests.set(requestKey(record.kind, record.request_id), entry);
       if (!isTerminal(record.state)) await this.#markInterrupted(entry);
     }
   }
 
-  /** A job the previous server left QUEUED/RUNNING: repair its log and end it FAILED. */
+  /**
+   * A job the previous server left QUEUED/RUNNING: repair its log and end it FAILED, unless the
+   * log already ends with a terminal event (the server died between the log and the record):
+   * that outcome stands, and the record catches up with it.
+   */
   async #markInterrupted(entry: Entry): Promise<void> {
     const record = entry.record;
     const message = record.state === "RUNNING" ? RESTARTED_WHILE_RUNNING : RESTARTED_WHILE_QUEUED;
@@ -497,12 +641,37 @@ export class JobManager {
       this.#eventsPath(record.job_id),
       events.map((e) => JSON.stringify(e) + "\n").join(""),
     );
+    const last = events.at(-1);
+    if (last && isTerminal(last.state)) {
+      const payload = last.payload;
+      Object.assign(record, {
+        state: last.state,
+        finished_ms: last.time_ms,
+        last_seq: last.seq,
+        last_event: last,
+        ...(payload && "error" in payload ? { error: payload.error } : {}),
+      });
+      await writeFileAtomic(
+        this.#recordPath(record.job_id),
+        JSON.stringify({ version: RECORD_VERSION, ...record }),
+      );
+      this.#logger.warn(`job ${record.job_id}: record repaired from its log (${last.state})`);
+      return;
+    }
     record.last_seq = events.length;
+    if (last) record.last_event = last;
     entry.events = events;
-    this.#finish(entry, "FAILED", { error: { kind: "unavailable", message } });
+    await this.#finish(entry, "FAILED", { error: { kind: "unavailable", message } });
     await this.#io;
     this.#logger.warn(`job ${record.job_id} marked FAILED: ${message}`);
   }
+}
+
+/** An event line longer than this is not read back (a log line is an event, at most ~2 MiB). */
+const MAX_EVENT_LINE_BYTES = 64 << 20;
+
+function requestKey(kind: JobKind, requestId: string): string {
+  return `${kind}\0${requestId}`;
 }
 
 function wake(entry: Entry): void {

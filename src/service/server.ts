@@ -1,5 +1,7 @@
 /**
  * The gRPC server: qlorad.v1.QLoRA, grpc.health.v1.Health and server reflection on one port.
+ * It holds an exclusive lock on its data directory while it runs (data_lock.ts), limits open job
+ * streams (streams.ts), and authenticates a call to an unknown method before saying so.
  */
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,6 +27,8 @@ import { observeGpuMemory, observeJobs } from "../telemetry/metrics.ts";
 import { tokenInterceptor } from "./auth.ts";
 import { serverCredentials } from "./tls.ts";
 import type { TlsMaterial } from "./tls.ts";
+import { lockDataDir } from "./data_lock.ts";
+import { StreamLimiter } from "./streams.ts";
 
 /** The contract. */
 export const PROTO_PATH = fileURLToPath(
@@ -71,6 +75,10 @@ export interface ServerOptions {
   maxMessageBytes?: number;
   /** How long close() lets the running job stop. Default DEFAULT_SHUTDOWN_TIMEOUT_MS. */
   shutdownTimeoutMs?: number;
+  /** Job streams one connection may hold open. Default DEFAULT_MAX_STREAMS_PER_CONNECTION. */
+  maxStreamsPerConnection?: number;
+  /** Job streams open at once on the server. Default DEFAULT_MAX_STREAMS. */
+  maxStreams?: number;
 }
 
 export interface RunningServer {
@@ -90,7 +98,24 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   await Deno.mkdir(given, { recursive: true });
   const dataDir = await Deno.realPath(given);
   const hostDirs = [...new Set([given, dataDir])];
+  // Before anything in the directory is touched: another server may be using it.
+  const lock = await lockDataDir(dataDir);
+  try {
+    return await serve(opts, logger, host, dataDir, hostDirs, lock.release);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
 
+async function serve(
+  opts: ServerOptions,
+  logger: Logger,
+  host: string,
+  dataDir: string,
+  hostDirs: string[],
+  unlock: () => void,
+): Promise<RunningServer> {
   // Health's proto joins ours so that reflection describes both.
   const packageDefinition = await protoLoader.load(
     [PROTO_PATH, healthProtoPath],
@@ -101,10 +126,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const service: grpc.ServiceDefinition = loaded.qlorad.v1.QLoRA.service;
 
   // Temporary files a crash left behind are never under a final name; remove them now.
-  const swept = await sweepPartials(dataDir, { skip: [".qlorad"] });
+  const restored: string[] = [];
+  const swept = await sweepPartials(dataDir, { skip: [".qlorad"], restored });
   if (swept.length) {
     logger.info(`removed ${swept.length} unfinished temporary file(s) left by a crash`);
   }
+  for (const r of restored) logger.warn(`${r}: put back (a crash interrupted its replacement)`);
   const jobs = await JobManager.open({
     dataDir,
     maxQueued: opts.maxQueuedJobs,
@@ -126,6 +153,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     hostDirs,
     quantize: opts.quantize ?? quantizeModel,
     gpu: gpu.get,
+    streams: new StreamLimiter(opts.maxStreamsPerConnection, opts.maxStreams),
   };
 
   const server = new grpc.Server({
@@ -147,6 +175,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   health.addToServer(server);
   new ReflectionService(packageDefinition).addToServer(server);
+  answerUnknownMethodsAfterAuth(server);
 
   const address = host.includes(":") ? `[${host}]:${opts.port ?? 0}` : `${host}:${opts.port ?? 0}`;
   let port: number;
@@ -160,6 +189,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     );
   } catch (err) {
     unobserveJobs();
+    ctx.streams.close();
     await jobs.close();
     throw err;
   }
@@ -176,8 +206,42 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       unobserveJobs();
       observeGpuMemory(undefined);
       await forceAfter(server, drained, CALLS_GRACE_MS);
+      ctx.streams.close();
+      unlock();
     })();
   return { port, close };
+}
+
+/**
+ * grpc-js answers a method it has no handler for with UNIMPLEMENTED before any interceptor runs,
+ * so without a token a client could tell real methods (UNAUTHENTICATED) from made-up ones. Here
+ * an unknown method gets a handler of its own that answers UNIMPLEMENTED, so it goes through the
+ * interceptors (authentication first) like every other call. (This wraps grpc-js's internal
+ * handler lookup, pinned at the version in deno.json; tests/service/reliability_test.ts checks it.)
+ */
+function answerUnknownMethodsAfterAuth(server: grpc.Server): void {
+  // deno-lint-ignore no-explicit-any
+  const internals = server as any;
+  const lookup = internals._retrieveHandler;
+  if (typeof lookup !== "function") return;
+  internals._retrieveHandler = function (path: string) {
+    const found = lookup.call(this, path);
+    if (found) return found;
+    return {
+      type: "bidi",
+      path,
+      serialize: (value: unknown) => value,
+      deserialize: (bytes: unknown) => bytes,
+      func: (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+        call.on("error", () => {});
+        call.emit("error", {
+          code: grpc.status.UNIMPLEMENTED,
+          details: `the server does not implement ${String(path).slice(0, 200)}`,
+          metadata: new grpc.Metadata(),
+        });
+      },
+    };
+  };
 }
 
 /** Waits for `drained`, forcing the server down when calls are still open after `graceMs`. */

@@ -1,12 +1,14 @@
 /**
- * Errors to gRPC statuses. A QloradError keeps its message (it was written for the user); any
- * other error becomes INTERNAL with a generic message, and its stack goes to the server log only.
+ * Errors to gRPC statuses. A QloradError keeps its message (it was written for the user); a full
+ * disk is RESOURCE_EXHAUSTED; any other error becomes INTERNAL with a generic message, and its
+ * stack goes to the server log only.
  * Host paths never leave the server: messages pass through `redactPaths`.
  */
 import { Metadata, status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
 import { QloradError } from "../util/errors.ts";
 import type { ErrorKind } from "../util/errors.ts";
+import { isDiskFullError } from "../io/atomic.ts";
 
 /** Where the service writes its diagnostics. */
 export interface Logger {
@@ -89,6 +91,17 @@ export function publicError(
 ): PublicError {
   if (err instanceof QloradError) {
     return { kind: err.kind, message: redactPaths(err.message, opts.hostDirs ?? []) };
+  }
+  if (isDiskFullError(err)) {
+    // Where the write was is not known here (jobs name their output; see diskFullError).
+    opts.logger.error(
+      `no space left on the device${opts.context ? ` in ${opts.context}` : ""}`,
+      err,
+    );
+    return {
+      kind: "resource_exhausted",
+      message: "no space left on the device (free some space, then try again)",
+    };
   }
   opts.logger.error(`unexpected error${opts.context ? ` in ${opts.context}` : ""}`, err);
   return { kind: "internal", message: INTERNAL_MESSAGE };

@@ -61,6 +61,7 @@ interface Instruments {
   evalLoss: Gauge;
   quantizedTensors: Counter;
   quantizedBytes: Counter;
+  streamsRefused: Counter;
   kernelDuration: Histogram;
   observables: Observable[];
   collect: (r: BatchObservableResult) => void;
@@ -106,6 +107,7 @@ const KERNEL_BUCKETS = [
 let instruments: Instruments | undefined;
 let jobsSource: (() => readonly JobSnapshot[]) | undefined;
 let memorySource: MemorySource | undefined;
+let streamsSource: (() => number) | undefined;
 
 /** Makes the instruments on `meter` (setup.ts, when metrics are configured). */
 export function startMetrics(meter: Meter): void {
@@ -122,7 +124,11 @@ export function startMetrics(meter: Meter): void {
     description: "GPU bytes held, by ledger category",
     unit: "By",
   });
-  const observables = [jobs, queueDepth, gpuMemory];
+  const streams = meter.createObservableGauge("qlorad.rpc.streams.open", {
+    description: "Job event streams open (Quantize, Train, Evaluate, WatchJob)",
+    unit: "{stream}",
+  });
+  const observables = [jobs, queueDepth, gpuMemory, streams];
   const collect = (r: BatchObservableResult) => {
     if (jobsSource) {
       const counts = new Map<string, number>();
@@ -144,6 +150,7 @@ export function startMetrics(meter: Meter): void {
       }
       r.observe(queueDepth, queued);
     }
+    if (streamsSource) r.observe(streams, streamsSource());
     if (memorySource) {
       const bytes = memorySource.current();
       for (const c of MEMORY_CATEGORIES) {
@@ -192,6 +199,10 @@ export function startMetrics(meter: Meter): void {
       description: "Bytes written by Quantize jobs for their tensors",
       unit: "By",
     }),
+    streamsRefused: meter.createCounter("qlorad.rpc.streams.refused", {
+      description: "Job event streams refused at a limit, by limit (connection or total)",
+      unit: "{stream}",
+    }),
     kernelDuration: meter.createHistogram("qlorad.gpu.kernel.duration", {
       description: "GPU time of one submitted batch, by kernel family (batch label)",
       unit: "s",
@@ -220,6 +231,19 @@ export function observeJobs(list: () => readonly JobSnapshot[]): () => void {
   return () => {
     if (jobsSource === list) jobsSource = undefined;
   };
+}
+
+/** Where the open-streams gauge reads from; returns a function that unsets it. */
+export function observeStreams(count: () => number): () => void {
+  streamsSource = count;
+  return () => {
+    if (streamsSource === count) streamsSource = undefined;
+  };
+}
+
+/** A job event stream refused at its per-connection or total limit. */
+export function recordStreamRefused(limit: "connection" | "total"): void {
+  instruments?.streamsRefused.add(1, { "qlorad.stream.limit": limit });
 }
 
 /** Where the GPU memory gauge reads from (a GpuContext's `memory` ledger). */

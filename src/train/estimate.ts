@@ -20,6 +20,7 @@ import { NESTED_BLOCKSIZE } from "../quant/double_quant.ts";
 import { ALLOWED_BLOCKSIZES } from "../quant/blockwise.ts";
 import type { QuantType } from "../quant/codes.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { checkByteCounts } from "../model/config_bounds.ts";
 
 export interface EstimateSettings {
   lora: LoraSpec;
@@ -219,6 +220,7 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
 
   const bytes = Object.fromEntries(MEMORY_CATEGORIES.map((c) => [c, 0])) as MemoryBytes;
   for (const d of details) bytes[d.category] += d.bytes;
+  checkByteCounts(bytes, "memory estimate");
   const params = modelParameterCount(cfg);
   return {
     bytes,

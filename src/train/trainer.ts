@@ -173,7 +173,7 @@ export async function runTraining(
     }
     ctx.memory.resetPeak();
     let lastCheckpointStep = step;
-    let lastLoss = Number.NaN;
+    let lastLoss = spec.resume?.checkpoint.state.lastLoss ?? Number.NaN; // a finished run resumed
     let firstLoss: number | undefined;
     let lastEval: EvalMetrics | undefined;
     let trainSeconds = 0;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadDataset, readLines } from "../../src/data/dataset.ts";
+import { loadDataset, MAX_LINE_BYTES, readLines } from "../../src/data/dataset.ts";
 import { encodeRecord } from "../../src/data/encode.ts";
 import { IGNORE_INDEX, parseRecordLine } from "../../src/data/records.ts";
 import { loadTokenizer } from "../../src/data/tokenizer.ts";
@@ -229,4 +229,58 @@ Deno.test("dataset: assistant turns of a conversation decode to contents + eos",
   const [ex] = (await loadDataset(path, tok, { maxSeqLen: 128 })).examples;
   const trained = Array.from(ex.labels).filter((l) => l !== IGNORE_INDEX);
   assert.equal(tok.decode(trained), `Lima.${EOS}Santiago.${EOS}`);
+});
+
+Deno.test("dataset: a line over the limit is refused naming it; one at the limit reads", async () => {
+  const limit = 1000; // small, so the test crosses many 64 KiB chunks only in the big case below
+  const path = await jsonlFile(["a", "b".repeat(limit), "c".repeat(limit + 1), "d"]);
+  const seen: number[] = [];
+  await assert.rejects(
+    async () => {
+      for await (const { line } of readLines(path, { label: "x.jsonl", maxLineBytes: limit })) {
+        seen.push(line);
+      }
+    },
+    isError("invalid_argument", /^x\.jsonl:3: line longer than 1000 bytes/),
+  );
+  assert.deepEqual(seen, [1, 2]);
+  // The default limit, crossing chunk edges: the line at the limit reads whole, the next is
+  // refused, naming it, and loadDataset fails before tokenizing anything.
+  const atLimit = `{"text": "${"y".repeat(MAX_LINE_BYTES - 12)}"}`;
+  assert.equal(new TextEncoder().encode(atLimit).length, MAX_LINE_BYTES);
+  const big = await jsonlFile([atLimit, `${atLimit}  `], "big.jsonl");
+  const lines: number[] = [];
+  await assert.rejects(
+    async () => {
+      for await (const { line, text } of readLines(big, "big.jsonl")) {
+        lines.push(line);
+        assert.equal(text, atLimit);
+      }
+    },
+    isError("invalid_argument", /^big\.jsonl:2: line longer than 4194304 bytes/),
+  );
+  assert.deepEqual(lines, [1]);
+});
+
+Deno.test("dataset: reading stops at the next line once the signal aborts", async () => {
+  const path = await jsonlFile(Array.from({ length: 600 }, (_, i) => ({ text: `r ${i}` })));
+  const ctl = new AbortController();
+  const seen: number[] = [];
+  await assert.rejects(
+    async () => {
+      for await (const { line } of readLines(path, { signal: ctl.signal })) {
+        seen.push(line);
+        if (line === 3) ctl.abort();
+      }
+    },
+    isError("cancelled", /cancelled/),
+  );
+  assert.deepEqual(seen, [1, 2, 3], "no line after the abort");
+  const tok = await tinyTokenizer();
+  const aborted = new AbortController();
+  aborted.abort();
+  await assert.rejects(
+    () => loadDataset(path, tok, { maxSeqLen: 8, signal: aborted.signal }),
+    isError("cancelled", /cancelled/),
+  );
 });

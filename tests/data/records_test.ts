@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseRecordLine } from "../../src/data/records.ts";
+import { parseRecordLine, RECORD_LIMITS } from "../../src/data/records.ts";
 import { QloradError } from "../../src/util/errors.ts";
 
 const src = { file: "train.jsonl", line: 17, vocabSize: 100 };
@@ -88,4 +88,40 @@ Deno.test("records: every bad record names file:line and the field", () => {
   rejects('{"input_ids": [1, 2], "labels": [1]}', /"labels" has 1 entries but "input_ids" has 2/);
   rejects('{"input_ids": [1, 2], "labels": [1, -5]}', /"labels"\[1\] = -5 is outside/);
   rejects('{"labels": [1]}', /"labels" given without "input_ids"/);
+});
+
+Deno.test("records: numbers beyond a double, deep nesting and oversized records are refused", () => {
+  // 1e400 parses to Infinity: the message says so instead of "null".
+  rejects('{"input_ids": [1, 1e400]}', /"input_ids"\[1\] must be an integer, got number Infinity/);
+  rejects('{"text": 1e400}', /"text" must be a non-empty string, got number Infinity \(beyond/);
+  // Nesting: refused before parsing, valid or not, naming the column where it passes the limit.
+  const deep = (n: number) => `{"text": "a", "meta": ${"[".repeat(n)}${"]".repeat(n)}}`;
+  rejects(deep(RECORD_LIMITS.maxDepth), /JSON nested deeper than 64 levels at column 86/);
+  assert.equal(parseRecordLine(deep(RECORD_LIMITS.maxDepth - 1), src)?.format, "text");
+  rejects(`{"text":${"[".repeat(5000)}`, /JSON nested deeper than 64 levels/);
+  // Sizes: one character over each limit.
+  const over = RECORD_LIMITS.maxChars + 1;
+  rejects(JSON.stringify({ text: "x".repeat(over) }), new RegExp(`text is ${over} characters`));
+  rejects(
+    JSON.stringify({ prompt: "p".repeat(over - 5), completion: "abcde" }),
+    new RegExp(`text is ${over} characters`),
+  );
+  assert.equal(
+    parseRecordLine(JSON.stringify({ text: "x".repeat(over - 1) }), src)?.format,
+    "text",
+  );
+  const msgs = Array.from({ length: RECORD_LIMITS.maxMessages + 1 }, () => ({
+    role: "user",
+    content: "a",
+  }));
+  rejects(JSON.stringify({ messages: msgs }), /"messages" has 4097 entries, more than 4096/);
+  rejects(
+    JSON.stringify({ input_ids: new Array(RECORD_LIMITS.maxTokenIds + 1).fill(1) }),
+    /"input_ids" has 1048577 entries/,
+  );
+  // A long string value is described, not quoted.
+  rejects(
+    '{"messages": [{"role": "a secret sentence here", "content": "b"}]}',
+    /got a string of 22 characters/,
+  );
 });

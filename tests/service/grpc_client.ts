@@ -34,13 +34,17 @@ export interface Clients {
   close(): void;
 }
 
-/** Clients for a server on 127.0.0.1:`port`. */
-export function connect(port: number): Clients {
+/**
+ * Clients for a server on 127.0.0.1:`port`. grpc-js shares one connection among clients of the
+ * same target; with `ownConnection` these clients get a connection of their own.
+ */
+export function connect(port: number, opts: { ownConnection?: boolean } = {}): Clients {
   const address = `127.0.0.1:${port}`;
   const creds = grpc.credentials.createInsecure();
+  const options = opts.ownConnection ? { "grpc.use_local_subchannel_pool": 1 } : {};
   const made: AnyClient[] = [];
   const make = (ctor: AnyClient) => {
-    const c = new ctor(address, creds);
+    const c = new ctor(address, creds, options);
     made.push(c);
     return c;
   };
@@ -76,6 +80,8 @@ export async function startTestServer(
     dataDir?: string;
     maxQueuedJobs?: number;
     quantize?: ServerOptions["quantize"];
+    /** Any other server option (logger, limits, ...). */
+    server?: Partial<ServerOptions>;
   } = {},
 ): Promise<TestServer> {
   const dataDir = opts.dataDir ?? await Deno.makeTempDir({ prefix: "qlorad-test-" });
@@ -85,6 +91,7 @@ export async function startTestServer(
     logger: silentLogger,
     maxQueuedJobs: opts.maxQueuedJobs,
     quantize: opts.quantize,
+    ...opts.server,
   });
   let clients: Clients;
   try {

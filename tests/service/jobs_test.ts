@@ -150,13 +150,13 @@ Deno.test("cancel: a queued job ends at once, a running one through its signal",
       run: steps(1, undefined, log),
     });
 
-    const q = m.cancel(queued.job_id);
+    const q = await m.cancel(queued.job_id);
     assert.equal(q.state, "CANCELLED");
     assert.deepEqual(q.error, { kind: "cancelled", message: "cancelled before it started" });
     const qEvents = await drain(m, queued.job_id);
     assert.deepEqual(qEvents.map((e) => e.state), ["QUEUED", "CANCELLED"]);
 
-    const r = m.cancel(running.job_id);
+    const r = await m.cancel(running.job_id);
     assert.equal(r.state, "RUNNING", "a running job ends when it stops");
     assert.equal(sawSignal?.aborted, true);
     const rEvents = await drain(m, running.job_id);
@@ -167,7 +167,7 @@ Deno.test("cancel: a queued job ends at once, a running one through its signal",
     });
     assert.equal(m.get(running.job_id).state, "CANCELLED");
     assert.equal(
-      m.cancel(running.job_id).state,
+      (await m.cancel(running.job_id)).state,
       "CANCELLED",
       "cancelling an ended job changes nothing",
     );
@@ -237,7 +237,7 @@ Deno.test("watch replays from any seq, then follows live events", async () => {
     assert.deepEqual(await m.events(job.job_id), all);
     assert.throws(() => m.watch("nope"), (err: QloradError) => err.kind === "not_found");
     assert.throws(() => m.get("nope"), (err: QloradError) => err.kind === "not_found");
-    assert.throws(() => m.cancel("nope"), (err: QloradError) => err.kind === "not_found");
+    await assert.rejects(m.cancel("nope"), (err: QloradError) => err.kind === "not_found");
   });
 });
 

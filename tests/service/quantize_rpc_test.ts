@@ -31,11 +31,22 @@ interface FakeOptions {
   fail?: (o: QuantizeOptions) => unknown;
 }
 
-/** Stands in for quantizeModel: reports each tensor, honours the signal, returns a result. */
+/**
+ * Stands in for quantizeModel: reports each tensor, honours the signal, returns a result. The
+ * job passes pinned paths (/proc/self/fd/<n>, see src/service/confine.ts); `calls` records the
+ * host paths they stand for.
+ */
 function fakeQuantizer(fake: FakeOptions = {}) {
   const calls: QuantizeOptions[] = [];
   const quantize = async (o: QuantizeOptions): Promise<QuantizeResult> => {
-    calls.push(o);
+    calls.push({
+      ...o,
+      modelDir: Deno.realPathSync(o.modelDir),
+      outputDir: path.join(
+        Deno.realPathSync(path.dirname(o.outputDir)),
+        path.basename(o.outputDir),
+      ),
+    });
     for (let i = 0; i < TENSORS.length; i++) {
       if (o.signal?.aborted) throw new CancelledError();
       o.onProgress?.({
@@ -159,6 +170,7 @@ Deno.test("Quantize streams QUEUED, RUNNING, a Progress per tensor, then the res
       _double_quant: "double_quant",
       skip_modules: ["lm_head"],
       overwrite: false,
+      request_id: "",
     });
     assert.match(job.summary, /^quantize models\/tiny -> out\/tiny-nf4 \(NF4, blocksize 64/);
     assert.ok(job.created_time && job.started_time && job.finished_time);

@@ -70,8 +70,16 @@ Deno.test({
       }
       assert.equal(metrics[0].learning_rate, 0); // warmup starts at 0, as transformers does
       const ckpts = train.events.filter((e) => e.payload === "checkpoint").map((e) => e.checkpoint);
-      assert.deepEqual(ckpts.map((c) => c.step), [5, 10, 12]);
-      assert.ok(ckpts.every((c) => c.path.startsWith("adapters/run1/checkpoints/")));
+      // Checkpoints at 5, 10 and the last step, then one is_final event for the adapter itself
+      // at output_path, sent once it is there.
+      assert.deepEqual(ckpts.map((c) => [c.step, c.is_final]), [
+        [5, false],
+        [10, false],
+        [12, false],
+        [12, true],
+      ]);
+      assert.ok(ckpts.slice(0, 3).every((c) => c.path.startsWith("adapters/run1/checkpoints/")));
+      assert.equal(ckpts[3].path, "adapters/run1");
       assert.ok(train.events.some((e) => e.payload === "eval_result" && e.eval_result.step === 6));
       const result = final(train.events, "train_result")!.train_result;
       assert.equal(result.steps, 12);

@@ -21,6 +21,7 @@ import { quantizeHandler } from "../../src/service/handlers/quantize.ts";
 import { trainHandler } from "../../src/service/handlers/train.ts";
 import { evaluateHandler } from "../../src/service/handlers/evaluate.ts";
 import { JobManager } from "../../src/service/jobs.ts";
+import { StreamLimiter } from "../../src/service/streams.ts";
 import { PROTO_LOADER_OPTIONS, PROTO_PATH } from "../../src/service/server.ts";
 import { silentLogger } from "../../src/service/status.ts";
 import { setupTelemetry } from "../../src/telemetry/setup.ts";
@@ -48,6 +49,7 @@ async function startTracedServer(dataDir: string) {
     hostDirs: [dataDir],
     quantize: quantizeModel,
     gpu: gpu.get,
+    streams: new StreamLimiter(),
   };
   const server = new grpc.Server();
   server.addService(

@@ -1,14 +1,16 @@
-/** EstimateMemory: bytes by category for a model config and training settings. */
+/**
+ * EstimateMemory: bytes by category for a model config and training settings. The config (a
+ * model folder's config.json, or model_config_json) is size-limited and its dimensions bounded
+ * before anything is computed from them, and every byte count must stay exact.
+ */
 import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
-import { join } from "node:path";
-import { readJsonFile } from "../../io/checkpoint.ts";
 import { parseJsonText } from "../../util/json.ts";
-import { llamaConfigFromHf } from "../../model/config.ts";
+import { type LlamaConfig, llamaConfigFromHf } from "../../model/config.ts";
 import { estimateMemory } from "../../train/estimate.ts";
 import { validateBlocksize } from "../../quant/blockwise.ts";
 import { invalidArgument } from "../../util/errors.ts";
-import { resolveDataPath } from "../paths.ts";
 import { serviceErrorOf } from "../status.ts";
+import { MAX_CONFIG_BYTES, readModelConfig } from "./model_config.ts";
 import type { ServiceContext } from "./jobs.ts";
 import { parseHyperparameters, parseLoraConfig } from "./train.ts";
 import { checkPathFields } from "./validate.ts";
@@ -32,24 +34,21 @@ export async function estimateFromRequest(req: Msg, dataDir: string): Promise<Ms
       }: unsupported (QUANT_TYPE_NF4 or QUANT_TYPE_FP4)`,
     );
   }
-  let raw: unknown;
-  let label: string;
+  let cfg: LlamaConfig;
   if (req.model_config_json) {
     if (req.base_model_path) {
       throw invalidArgument("give base_model_path or model_config_json, not both");
     }
-    label = "model_config_json";
-    raw = parseJsonText(String(req.model_config_json), label);
+    const text = String(req.model_config_json);
+    if (text.length > MAX_CONFIG_BYTES) {
+      throw invalidArgument(`model_config_json: longer than ${MAX_CONFIG_BYTES} characters`);
+    }
+    cfg = llamaConfigFromHf(parseJsonText(text, "model_config_json"), "model_config_json");
   } else if (req.base_model_path) {
-    const dir = await resolveDataPath(dataDir, req.base_model_path, "base_model_path", {
-      mustExist: true,
-    });
-    label = `base_model_path ${JSON.stringify(req.base_model_path)}: config.json`;
-    raw = await readJsonFile(join(dir, "config.json"));
+    cfg = (await readModelConfig(dataDir, req.base_model_path, "base_model_path")).cfg;
   } else {
     throw invalidArgument("base_model_path or model_config_json is required");
   }
-  const cfg = llamaConfigFromHf(raw, label);
   const hp = parseHyperparameters(req.hyperparameters);
   const blocksize = Number(req.blocksize || 64);
   validateBlocksize(blocksize, "blocksize");

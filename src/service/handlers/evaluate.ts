@@ -1,4 +1,9 @@
-/** Evaluate: checks the request before any job exists, then queues an evaluation job. */
+/**
+ * Evaluate: checks the request (fields, paths, the model's config within bounds and max_seq_len
+ * within its positions, tokenizer, adapter) before any job exists, then queues an evaluation job
+ * that works through pinned paths (confine.ts). The dataset's records are checked when the job
+ * starts.
+ */
 import type { ServerWritableStream } from "@grpc/grpc-js";
 import { join } from "node:path";
 import { exists } from "../../io/atomic.ts";
@@ -6,8 +11,10 @@ import { type EvaluateJobOptions, runEvaluateJob } from "../../train/evaluate_jo
 import { invalidArgument, notFound } from "../../util/errors.ts";
 import { normalizeUserPath, resolveDataPath } from "../paths.ts";
 import type { JobRun } from "../jobs.ts";
-import { serviceErrorOf } from "../status.ts";
-import { type ServiceContext, streamJob } from "./jobs.ts";
+import { checkFolderLinks, Pins } from "../confine.ts";
+import { type JobStart, type ServiceContext, startJob } from "./jobs.ts";
+import { readModelConfig } from "./model_config.ts";
+import { jobError, modelFolder } from "./train.ts";
 import { checkPathFields, intIn } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
 import { tracedJob } from "../../telemetry/job_hooks.ts";
@@ -36,22 +43,25 @@ export async function validateEvaluateRequest(
   if (prompts.some((p) => typeof p !== "string" || p.length === 0 || p.length > 16384)) {
     throw invalidArgument("sample_prompts: each prompt must be 1..16384 characters");
   }
-  const baseModelDir = await resolveDataPath(dataDir, req.base_model_path, "base_model_path", {
-    mustExist: true,
-  });
-  for (const f of ["config.json", "tokenizer.json"]) {
-    if (!(await exists(join(baseModelDir, f)))) {
-      throw notFound(`base_model_path ${JSON.stringify(req.base_model_path)}: ${f} not found`);
-    }
+  const baseModelDir = await modelFolder(dataDir, req.base_model_path, "base_model_path");
+  const { cfg } = await readModelConfig(dataDir, req.base_model_path, "base_model_path");
+  if (maxSeqLen > cfg.maxPositions) {
+    throw invalidArgument(
+      `max_seq_len ${maxSeqLen} exceeds the model's max_position_embeddings ${cfg.maxPositions}`,
+    );
   }
   const datasetPath = await resolveDataPath(dataDir, req.dataset_path, "dataset_path", {
     mustExist: true,
   });
+  if (!(await Deno.stat(datasetPath)).isFile) {
+    throw invalidArgument(`dataset_path ${JSON.stringify(req.dataset_path)}: not a file`);
+  }
   let adapterDir: string | undefined;
   if (req.adapter_path) {
     adapterDir = await resolveDataPath(dataDir, req.adapter_path, "adapter_path", {
       mustExist: true,
     });
+    await checkFolderLinks(dataDir, adapterDir, `adapter_path ${JSON.stringify(req.adapter_path)}`);
     for (const f of ["adapter_config.json", "adapter_model.safetensors"]) {
       if (!(await exists(join(adapterDir, f)))) {
         throw notFound(`adapter_path ${JSON.stringify(req.adapter_path)}: ${f} not found`);
@@ -89,7 +99,7 @@ export async function validateEvaluateRequest(
   };
 }
 
-export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobRun {
+export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobStart {
   // Made inside the RPC: the job's spans join the caller's trace (src/telemetry/job_hooks.ts).
   const spans = jobTrace("evaluate", {
     "qlorad.model": v.request.base_model_path,
@@ -97,15 +107,35 @@ export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobRun {
     "qlorad.dataset": v.request.dataset_path,
   });
   const body: JobRun = async ({ signal, emit }) => {
+    const pins = new Pins();
+    const userPath = (p: string) =>
+      p.startsWith(ctx.dataDir + "/") ? p.slice(ctx.dataDir.length + 1) : p;
     const traced = tracedJob(spans, {
       progress: (message, index, total) => emit({ progress: { message, index, total } }),
       log: (level, message) => emit({ log: { level, message } }),
     }, ctx.gpu);
     let r;
     try {
-      r = await runEvaluateJob(traced.gpu, v.options, traced.hooks, signal);
+      const o = v.options;
+      const label = (field: string) => `${field} ${JSON.stringify(v.request[field])}`;
+      const baseModelDir = await pins.pin(o.baseModelDir, label("base_model_path"), "dir");
+      await checkFolderLinks(ctx.dataDir, baseModelDir, label("base_model_path"));
+      const datasetPath = await pins.pin(o.datasetPath, label("dataset_path"), "file");
+      const adapterDir = o.adapterDir
+        ? await pins.pin(o.adapterDir, label("adapter_path"), "dir")
+        : undefined;
+      if (adapterDir) await checkFolderLinks(ctx.dataDir, adapterDir, label("adapter_path"));
+      r = await runEvaluateJob(
+        traced.gpu,
+        { ...o, baseModelDir, datasetPath, adapterDir },
+        traced.hooks,
+        signal,
+      );
+    } catch (err) {
+      throw jobError(err, (m) => pins.rename(m, userPath));
     } finally {
       await traced.finish();
+      await pins.close();
     }
     spans.set({ "qlorad.loss": r.loss, "qlorad.tokens": r.tokens });
     return {
@@ -119,27 +149,17 @@ export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobRun {
       },
     };
   };
-  return (job) => spans.run(job.jobId, () => body(job), job.signal);
+  return {
+    summary: v.summary,
+    request: v.request,
+    run: (job) => spans.run(job.jobId, () => body(job), job.signal),
+  };
 }
 
 export function evaluateHandler(ctx: ServiceContext) {
-  return async (call: ServerWritableStream<Msg, Msg>) => {
-    let jobId: string;
-    try {
+  return (call: ServerWritableStream<Msg, Msg>) =>
+    startJob(call, ctx, "evaluate", "Evaluate", async () => {
       const v = await validateEvaluateRequest(call.request, ctx.dataDir);
-      jobId = ctx.jobs.submit({
-        kind: "evaluate",
-        summary: v.summary,
-        request: v.request,
-        run: evaluateJob(v, ctx),
-      }).job_id;
-    } catch (err) {
-      call.emit(
-        "error",
-        serviceErrorOf(err, { logger: ctx.logger, hostDirs: ctx.hostDirs, context: "Evaluate" }),
-      );
-      return;
-    }
-    await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
-  };
+      return evaluateJob(v, ctx);
+    });
 }

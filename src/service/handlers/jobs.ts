@@ -1,7 +1,10 @@
 /**
- * WatchJob, GetJob, ListJobs, CancelJob, and the translation between the JobManager's plain
- * objects and the proto's messages (enum names, Timestamps, the payload oneof).
+ * WatchJob, GetJob, ListJobs, CancelJob, the translation between the JobManager's plain
+ * objects and the proto's messages (enum names, Timestamps, the payload oneof), and what every
+ * job-starting RPC shares (startJob): the stream limits, the idempotency key (request_id), no job
+ * for a call whose deadline has passed, and a stream that follows the client's flow control.
  */
+import { createHash } from "node:crypto";
 import type {
   sendUnaryData,
   ServerUnaryCall,
@@ -11,7 +14,16 @@ import type {
 import { status } from "@grpc/grpc-js";
 import { QloradError } from "../../util/errors.ts";
 import { isTerminal } from "../jobs.ts";
-import type { JobEvent, JobKind, JobManager, JobPayload, JobRecord, JobState } from "../jobs.ts";
+import type {
+  JobEvent,
+  JobKind,
+  JobManager,
+  JobPayload,
+  JobRecord,
+  JobRun,
+  JobState,
+} from "../jobs.ts";
+import type { StreamLimiter } from "../streams.ts";
 import { codeName, grpcCodeOf, serviceErrorOf, toServiceError } from "../status.ts";
 import type { Logger } from "../status.ts";
 import type { quantizeModel } from "../../quant/quantize_model.ts";
@@ -29,6 +41,8 @@ export interface ServiceContext {
   quantize: typeof quantizeModel;
   /** The shared GPU device, opened on first use. */
   gpu: () => Promise<GpuContext>;
+  /** Open job streams, per connection and in all. */
+  streams: StreamLimiter;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -96,10 +110,30 @@ export function jobMessage(r: JobRecord): Msg {
 // ------------------------------------------------------------------ streaming
 
 /**
+ * Resolves when the stream can take more (drain), or when the client has gone (`gone` aborts).
+ */
+function drained(call: ServerWritableStream<Msg, Msg>, gone: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      call.off("close", done);
+      gone.removeEventListener("abort", done);
+      resolve();
+    };
+    call.on("drain", done);
+    call.on("close", done);
+    gone.addEventListener("abort", done);
+    if (gone.aborted) done();
+  });
+}
+
+/**
  * Writes a job's events to a server stream from `fromSeq` until the job ends. The client
  * going away stops the stream, never the job. With `endWithJobStatus` (the RPC that started the
  * job) a FAILED or CANCELLED job ends the stream with its error as the status; otherwise the
- * stream ends OK after the final event.
+ * stream ends OK after the final event. Flow control is respected: when the stream's buffer is
+ * full the next event waits until the client has read, so a client that does not read holds a
+ * few events in the server, never the whole log.
  *
  * Note: a grpc-js client (1.14, seen in tests) drops messages it has not yet delivered when an
  * error status arrives right behind them, so it may miss the final FAILED/CANCELLED event; the
@@ -119,8 +153,8 @@ export async function streamJob(
     let last: JobEvent | undefined;
     for await (const ev of ctx.jobs.watch(jobId, fromSeq, disconnected.signal)) {
       if (call.cancelled) break;
-      call.write(eventMessage(ev));
       last = ev;
+      if (!call.write(eventMessage(ev))) await drained(call, disconnected.signal);
     }
     if (call.cancelled || disconnected.signal.aborted) return;
     const finalState = last?.state ?? ctx.jobs.get(jobId).state;
@@ -205,17 +239,21 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
     WatchJob: async (call: ServerWritableStream<Msg, Msg>) => {
       let jobId: string;
       let fromSeq: number;
+      let release: () => void;
       try {
         jobId = requireJobId(call.request);
         fromSeq = safeCount(call.request.from_seq, "from_seq") || 1;
         ctx.jobs.get(jobId);
+        release = ctx.streams.acquire(call.getPeer());
       } catch (err) {
         call.emit("error", errorFor(err, ctx, "WatchJob"));
         return;
       }
-      await streamJob(call, ctx, jobId, fromSeq, {
-        endWithJobStatus: false,
-      });
+      try {
+        await streamJob(call, ctx, jobId, fromSeq, { endWithJobStatus: false });
+      } finally {
+        release();
+      }
     },
     GetJob: unary(ctx, "GetJob", (req) => jobMessage(ctx.jobs.get(requireJobId(req)))),
     ListJobs: unary(ctx, "ListJobs", (req) => {
@@ -235,7 +273,99 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
     CancelJob: unary(
       ctx,
       "CancelJob",
-      (req) => ({ job: jobMessage(ctx.jobs.cancel(requireJobId(req))) }),
+      async (req) => ({ job: jobMessage(await ctx.jobs.cancel(requireJobId(req))) }),
     ),
   };
+}
+
+// ------------------------------------------------------------------ starting jobs
+
+/** The longest request_id accepted. */
+export const MAX_REQUEST_ID_CHARS = 128;
+
+/** request_id: empty (none) or 1..128 visible ASCII characters. */
+export function requestIdOf(req: Msg): string | undefined {
+  const id = req.request_id;
+  if (id === undefined || id === null || id === "") return undefined;
+  if (typeof id !== "string" || id.length > MAX_REQUEST_ID_CHARS || !/^[\x21-\x7e]+$/.test(id)) {
+    throw new QloradError(
+      "invalid_argument",
+      `request_id: 1..${MAX_REQUEST_ID_CHARS} visible ASCII characters (no spaces)`,
+    );
+  }
+  return id;
+}
+
+/** A digest of the request as received, request_id left out (a retry sends the same message). */
+export function fingerprintOf(req: Msg): string {
+  const { request_id: _id, ...rest } = req;
+  return createHash("sha256").update(JSON.stringify(rest)).digest("hex");
+}
+
+/** The call's client has gone, or its deadline has passed: nobody will see a job started now. */
+export function callGone(call: ServerWritableStream<Msg, Msg>): boolean {
+  if (call.cancelled) return true;
+  const deadline = call.getDeadline();
+  const ms = deadline instanceof Date ? deadline.getTime() : Number(deadline);
+  return Number.isFinite(ms) && ms <= Date.now();
+}
+
+/** What a job-starting RPC's validation produces. */
+export interface JobStart {
+  summary: string;
+  /** The request with defaults filled in (what GetJob shows). */
+  request: Msg;
+  run: JobRun;
+  resumeHint?: () => string | undefined;
+}
+
+/**
+ * The body of Quantize, Train and Evaluate: takes a stream slot, returns the job a known
+ * request_id created (same request) or validates and submits a new one, and streams its events.
+ * Nothing is created when the call has ended (deadline passed, client gone) by the time the
+ * request is valid; so a client whose deadline expired can retry with the same request_id and
+ * get the one job either way.
+ */
+export async function startJob(
+  call: ServerWritableStream<Msg, Msg>,
+  ctx: ServiceContext,
+  kind: JobKind,
+  method: string,
+  validate: () => Promise<JobStart>,
+): Promise<void> {
+  let release: (() => void) | undefined;
+  let jobId: string;
+  try {
+    release = ctx.streams.acquire(call.getPeer());
+    const requestId = requestIdOf(call.request);
+    const fingerprint = requestId ? fingerprintOf(call.request) : undefined;
+    const known = ctx.jobs.findRequest(kind, requestId, fingerprint);
+    if (known) {
+      jobId = known.job_id;
+    } else {
+      const v = await validate();
+      if (callGone(call)) {
+        ctx.logger.info(`${method}: the call ended before its job was created; no job`);
+        return;
+      }
+      jobId = ctx.jobs.submit({
+        kind,
+        summary: v.summary,
+        request: { ...v.request, request_id: requestId ?? "" },
+        run: v.run,
+        requestId,
+        fingerprint,
+        resumeHint: v.resumeHint,
+      }).job_id;
+    }
+  } catch (err) {
+    release?.();
+    if (!call.cancelled) call.emit("error", errorFor(err, ctx, method));
+    return;
+  }
+  try {
+    await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
+  } finally {
+    release();
+  }
 }

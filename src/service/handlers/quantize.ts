@@ -1,7 +1,9 @@
 /**
- * Quantize: validate the request (fields, paths, the checkpoint's config.json and safetensors
- * headers, existing output) before any job exists, then queue a job that runs quantizeModel and
- * stream its events. A bad request gets its status at once and leaves nothing behind.
+ * Quantize: validate the request (fields, paths, the checkpoint's config.json within bounds, its
+ * safetensors headers and their agreement with the config, existing output) before any job
+ * exists, then queue a job that runs quantizeModel and stream its events. A bad request gets its
+ * status at once and leaves nothing behind. The job works through pinned paths (confine.ts), and
+ * its output replaces an existing one only once complete (OutputDir).
  */
 import type { ServerWritableStream } from "@grpc/grpc-js";
 import { exists } from "../../io/atomic.ts";
@@ -12,8 +14,10 @@ import type { quantizeModel, QuantizeOptions, QuantType } from "../../quant/quan
 import { QloradError } from "../../util/errors.ts";
 import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
 import type { JobRun } from "../jobs.ts";
-import { serviceErrorOf } from "../status.ts";
-import { streamJob } from "./jobs.ts";
+import { checkFolderLinks, pinOutput, Pins } from "../confine.ts";
+import { type JobStart, startJob } from "./jobs.ts";
+import { checkTensorsAgainstConfig, readModelConfig } from "./model_config.ts";
+import { jobError } from "./train.ts";
 import { checkPathFields, checkStringList } from "./validate.ts";
 import type { GpuContext } from "../../gpu/context.ts";
 import { gpuQuantizer } from "../../quant/gpu_quantizer.ts";
@@ -75,7 +79,8 @@ export async function validateQuantizeRequest(
   if (!(await Deno.stat(modelDir)).isDirectory) {
     throw new QloradError("invalid_argument", `${modelName}: not a folder`);
   }
-  await checkCheckpoint(modelDir, modelName);
+  await checkFolderLinks(dataDir, modelDir, modelName);
+  await checkCheckpoint(dataDir, modelDir, req.model_path, modelName);
 
   const outputDir = await resolveDataPath(dataDir, req.output_path, "output_path");
   const outputName = `output_path ${JSON.stringify(req.output_path)}`;
@@ -122,9 +127,15 @@ export async function validateQuantizeRequest(
 
 /**
  * Opens the checkpoint as the quantizer will (config.json, the safetensors headers and sizes, a
- * shard index) so that a bad model is refused before any job exists.
+ * shard index) so that a bad model is refused before any job exists; then reads its config.json
+ * as a bounded Llama config and checks the tensors against it.
  */
-async function checkCheckpoint(modelDir: string, modelName: string): Promise<void> {
+async function checkCheckpoint(
+  dataDir: string,
+  modelDir: string,
+  userPath: string,
+  modelName: string,
+): Promise<void> {
   let ckpt: HfCheckpoint;
   try {
     ckpt = await HfCheckpoint.open(modelDir);
@@ -137,6 +148,9 @@ async function checkCheckpoint(modelDir: string, modelName: string): Promise<voi
   try {
     // An architecture or config field we do not implement is refused before a job exists.
     llamaConfigFromHf(ckpt.config, `${modelName}: config.json`);
+    if (ckpt.config.quantization_config !== undefined) return; // refused by the job, as before
+    const { cfg } = await readModelConfig(dataDir, userPath, "model_path");
+    checkTensorsAgainstConfig(ckpt, cfg, modelName);
   } finally {
     ckpt.close();
   }
@@ -148,95 +162,124 @@ function overlaps(a: string, b: string): boolean {
 
 /**
  * The job body: quantizeModel with its progress mapped to Progress events. Made inside the RPC, so
- * its trace (a `quantize tensor` span per tensor, then `write output`) joins the caller's.
+ * its trace (a `quantize tensor` span per tensor, then `write output`) joins the caller's. The
+ * last tensor's report is the point of no return: a cancel before it stops the job, one after it
+ * is refused while the output is written.
  */
 export function quantizeJob(
   v: ValidatedQuantize,
   quantize: typeof quantizeModel,
   gpu?: () => Promise<GpuContext>,
-): JobRun {
+  dataDir?: string,
+): JobStart {
   const spans = jobTrace("quantize", {
     "qlorad.model": v.request.model_path,
     "qlorad.output": v.request.output_path,
     "qlorad.quant_type": v.request.quant_type,
     "qlorad.blocksize": v.request.blocksize,
   });
-  const body: JobRun = async ({ signal, emit }) => {
-    const device = gpu ? await gpu() : undefined;
-    const timing = device && (spans.recording || metricsEnabled()) ? observeGpu(device) : undefined;
-    spans.mark();
-    const r = await quantize({
-      ...v.options,
-      // The GPU kernel when a device is there; the byte-identical CPU path otherwise.
-      quantizer: device ? gpuQuantizer(device) : undefined,
-      signal,
-      onProgress: (p) => {
-        // Each report ends a tensor; the previous report ended the tensor before it.
-        spans.phase("quantize tensor", {
-          "qlorad.tensor": p.tensor,
-          "qlorad.tensor.index": p.index,
-          "qlorad.tensor.total": p.total,
-          "qlorad.bytes_in": p.bytesIn,
-          "qlorad.bytes_out": p.bytesOut,
-          [ATTR.quantized]: p.quantized,
-          ...gpuTimeAttributes(timing?.timer),
-        });
-        recordQuantizedTensor(p.quantized, p.bytesOut);
-        emit({
-          progress: {
-            message: `${p.quantized ? "quantized" : "kept"} ${p.tensor}`,
-            tensor: p.tensor,
-            index: p.index,
-            total: p.total,
-            bytes_in: p.bytesIn,
-            bytes_out: p.bytesOut,
-            quantized: p.quantized,
-          },
-        });
-      },
-    }).finally(() => timing?.detach());
-    spans.phase("write output", { "qlorad.bytes_out": r.bytesOut });
-    spans.set({
-      "qlorad.tensors_quantized": r.tensorsQuantized,
-      "qlorad.parameters_quantized": r.parametersQuantized,
-    });
-    return {
-      quantize_result: {
-        parameters_quantized: r.parametersQuantized,
-        tensors_quantized: r.tensorsQuantized,
-        tensors_kept: r.tensorsKept,
-        bits_per_parameter: r.bitsPerParameter,
-        bytes_in: r.bytesIn,
-        bytes_out: r.bytesOut,
-        mean_abs_error: r.meanAbsError,
-        max_abs_error: r.maxAbsError,
-        // The user's path, never the host's.
-        output_path: v.request.output_path,
-      },
-    };
+  const body: JobRun = async ({ signal, emit, commit }) => {
+    const pins = new Pins();
+    const userPath = (p: string) =>
+      dataDir && p.startsWith(dataDir + "/") ? p.slice(dataDir.length + 1) : p;
+    try {
+      const options = dataDir ? await placeQuantizeJob(v, dataDir, pins) : v.options;
+      const device = gpu ? await gpu() : undefined;
+      const timing = device && (spans.recording || metricsEnabled())
+        ? observeGpu(device)
+        : undefined;
+      spans.mark();
+      const r = await quantize({
+        ...options,
+        // The GPU kernel when a device is there; the byte-identical CPU path otherwise.
+        quantizer: device ? gpuQuantizer(device) : undefined,
+        signal,
+        onProgress: (p) => {
+          // Each report ends a tensor; the previous report ended the tensor before it.
+          spans.phase("quantize tensor", {
+            "qlorad.tensor": p.tensor,
+            "qlorad.tensor.index": p.index,
+            "qlorad.tensor.total": p.total,
+            "qlorad.bytes_in": p.bytesIn,
+            "qlorad.bytes_out": p.bytesOut,
+            [ATTR.quantized]: p.quantized,
+            ...gpuTimeAttributes(timing?.timer),
+          });
+          recordQuantizedTensor(p.quantized, p.bytesOut);
+          emit({
+            progress: {
+              message: `${p.quantized ? "quantized" : "kept"} ${p.tensor}`,
+              tensor: p.tensor,
+              index: p.index,
+              total: p.total,
+              bytes_in: p.bytesIn,
+              bytes_out: p.bytesOut,
+              quantized: p.quantized,
+            },
+          });
+          if (p.index === p.total) commit();
+        },
+      }).finally(() => timing?.detach());
+      return finishQuantize(v, spans, r);
+    } catch (err) {
+      throw jobError(err, (m) => pins.rename(m, userPath), v.request.output_path);
+    } finally {
+      await pins.close();
+    }
   };
-  return (job) => spans.run(job.jobId, () => body(job), job.signal);
+  return {
+    summary: v.summary,
+    request: v.request,
+    run: (job) => spans.run(job.jobId, () => body(job), job.signal),
+  };
+}
+
+/** The model folder and the output's parent, pinned; the output addressed through its parent. */
+async function placeQuantizeJob(
+  v: ValidatedQuantize,
+  dataDir: string,
+  pins: Pins,
+): Promise<ValidatedQuantize["options"]> {
+  const o = v.options;
+  const modelLabel = `model_path ${JSON.stringify(v.request.model_path)}`;
+  const outputLabel = `output_path ${JSON.stringify(v.request.output_path)}`;
+  const modelDir = await pins.pin(o.modelDir, modelLabel, "dir");
+  await checkFolderLinks(dataDir, modelDir, modelLabel);
+  const outputDir = await pinOutput(pins, dataDir, v.request.output_path, o.outputDir, outputLabel);
+  return { ...o, modelDir, outputDir };
+}
+
+function finishQuantize(
+  v: ValidatedQuantize,
+  spans: ReturnType<typeof jobTrace>,
+  r: Awaited<ReturnType<typeof quantizeModel>>,
+) {
+  spans.phase("write output", { "qlorad.bytes_out": r.bytesOut });
+  spans.set({
+    "qlorad.tensors_quantized": r.tensorsQuantized,
+    "qlorad.parameters_quantized": r.parametersQuantized,
+  });
+  return {
+    quantize_result: {
+      parameters_quantized: r.parametersQuantized,
+      tensors_quantized: r.tensorsQuantized,
+      tensors_kept: r.tensorsKept,
+      bits_per_parameter: r.bitsPerParameter,
+      bytes_in: r.bytesIn,
+      bytes_out: r.bytesOut,
+      mean_abs_error: r.meanAbsError,
+      max_abs_error: r.maxAbsError,
+      // The user's path, never the host's.
+      output_path: v.request.output_path,
+    },
+  };
 }
 
 /** The Quantize RPC. */
 export function quantizeHandler(ctx: ServiceContext) {
-  return async (call: ServerWritableStream<Msg, Msg>) => {
-    let jobId: string;
-    try {
+  return (call: ServerWritableStream<Msg, Msg>) =>
+    startJob(call, ctx, "quantize", "Quantize", async () => {
       const v = await validateQuantizeRequest(call.request, ctx.dataDir);
-      jobId = ctx.jobs.submit({
-        kind: "quantize",
-        summary: v.summary,
-        request: v.request,
-        run: quantizeJob(v, ctx.quantize, ctx.gpu),
-      }).job_id;
-    } catch (err) {
-      call.emit(
-        "error",
-        serviceErrorOf(err, { logger: ctx.logger, hostDirs: ctx.hostDirs, context: "Quantize" }),
-      );
-      return;
-    }
-    await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
-  };
+      return quantizeJob(v, ctx.quantize, ctx.gpu, ctx.dataDir);
+    });
 }

@@ -1,21 +1,30 @@
 /**
- * Train: checks the request (every field's range, paths inside the data directory, the model,
- * tokenizer, datasets and resume checkpoint exist, the output is free) before any job exists,
- * then queues a job that runs the training loop and streams its events.
+ * Train: checks the request (every field's range, paths inside the data directory, the model's
+ * config within bounds and max_seq_len within its positions, tokenizer, datasets and resume
+ * checkpoint exist, the output is free and contains no input) before any job exists, then queues
+ * a job that runs the training loop and streams its events. The datasets' records are read and
+ * checked when the job starts, before any step.
+ *
+ * The job works through pinned paths (confine.ts): a path swapped for a symlink after the
+ * request was checked is refused, never followed. With `overwrite` an existing output is
+ * replaced only when the new one is complete: the run writes into a temporary sibling that is
+ * renamed into place at the end, and a run that fails or is stopped leaves the old output as it
+ * was (and keeps nothing of its own).
  */
 import type { ServerWritableStream } from "@grpc/grpc-js";
 import { join } from "node:path";
-import { exists } from "../../io/atomic.ts";
+import { diskFullError, exists, isDiskFullError, OutputDir } from "../../io/atomic.ts";
 import { parseTargetModules } from "../../model/config.ts";
 import type { LoraSpec } from "../../model/lora.ts";
 import type { LrScheduler } from "../../train/schedule.ts";
 import { runTrainJob, type TrainJobOptions } from "../../train/train_job.ts";
 import type { TrainingSummary } from "../../train/trainer.ts";
-import { failedPrecondition, invalidArgument, notFound } from "../../util/errors.ts";
+import { failedPrecondition, invalidArgument, notFound, QloradError } from "../../util/errors.ts";
 import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
-import type { JobPayload, JobRun } from "../jobs.ts";
-import { serviceErrorOf } from "../status.ts";
-import { type ServiceContext, streamJob } from "./jobs.ts";
+import { type JobPayload, type JobRun, shutDownAtCheckpoint } from "../jobs.ts";
+import { checkFolderLinks, pinOutput, Pins } from "../confine.ts";
+import { type JobStart, type ServiceContext, startJob } from "./jobs.ts";
+import { checkFileSize, MAX_TOKENIZER_BYTES, readModelConfig } from "./model_config.ts";
 import { checkPathFields, intIn, numberIn } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
 import { tracedJob } from "../../telemetry/job_hooks.ts";
@@ -45,13 +54,23 @@ export interface ValidatedTrain {
   summary: string;
 }
 
-async function modelFolder(dataDir: string, userPath: unknown, field: string): Promise<string> {
+/**
+ * A base model folder: inside the data directory, no symlink in it leading out, config.json and
+ * tokenizer.json present (tokenizer.json at most MAX_TOKENIZER_BYTES: the job reads it whole).
+ */
+export async function modelFolder(
+  dataDir: string,
+  userPath: unknown,
+  field: string,
+): Promise<string> {
   const dir = await resolveDataPath(dataDir, userPath as string, field, { mustExist: true });
   const label = `${field} ${JSON.stringify(userPath)}`;
   if (!(await Deno.stat(dir)).isDirectory) throw invalidArgument(`${label}: not a folder`);
+  await checkFolderLinks(dataDir, dir, label);
   for (const f of ["config.json", "tokenizer.json"]) {
     if (!(await exists(join(dir, f)))) throw notFound(`${label}: ${f} not found`);
   }
+  await checkFileSize(join(dir, "tokenizer.json"), `${label}: tokenizer.json`, MAX_TOKENIZER_BYTES);
   return dir;
 }
 
@@ -132,6 +151,13 @@ export async function validateTrainRequest(req: Msg, dataDir: string): Promise<V
   const hp = parseHyperparameters(req.hyperparameters);
 
   const baseModelDir = await modelFolder(dataDir, req.base_model_path, "base_model_path");
+  const { cfg } = await readModelConfig(dataDir, req.base_model_path, "base_model_path");
+  if (hp.maxSeqLen > cfg.maxPositions) {
+    throw invalidArgument(
+      `hyperparameters.max_seq_len ${hp.maxSeqLen} exceeds the model's max_position_embeddings ` +
+        `${cfg.maxPositions}`,
+    );
+  }
   const datasetPath = await dataFile(dataDir, req.dataset_path, "dataset_path");
   const evalDatasetPath = req.eval_dataset_path
     ? await dataFile(dataDir, req.eval_dataset_path, "eval_dataset_path")
@@ -141,11 +167,25 @@ export async function validateTrainRequest(req: Msg, dataDir: string): Promise<V
   if (isInside(baseModelDir, outputDir) || isInside(outputDir, baseModelDir)) {
     throw invalidArgument(`${outputLabel}: must not be the base model, inside it, or contain it`);
   }
+  // The output is written (and with overwrite replaced): it must not hold an input.
+  for (
+    const [field, input] of [["dataset_path", datasetPath], ["eval_dataset_path", evalDatasetPath]]
+  ) {
+    if (input && isInside(outputDir, input)) {
+      throw invalidArgument(`${outputLabel}: must not be or contain ${field} (an input)`);
+    }
+  }
   let resumeFrom: string | undefined;
   if (req.resume_from) {
     resumeFrom = await resolveDataPath(dataDir, req.resume_from, "resume_from", {
       mustExist: true,
     });
+    await checkFolderLinks(
+      dataDir,
+      resumeFrom,
+      `resume_from ${JSON.stringify(req.resume_from)}`,
+      3,
+    );
     // Resuming continues in the same output folder; its checkpoints live there.
     if (!isInside(outputDir, resumeFrom)) {
       throw invalidArgument(
@@ -235,8 +275,57 @@ function trainResult(v: ValidatedTrain, s: TrainingSummary): JobPayload {
   };
 }
 
+/** Where a Train job's files are, for the job: pinned paths, and the folder it trains into. */
+interface TrainPlaces {
+  options: TrainJobOptions;
+  /** The folder the trainer writes (the output, or its temporary sibling with overwrite). */
+  trainDir: string;
+  /** Set when an existing output is being replaced: commit() renames the new one into place. */
+  staged?: OutputDir;
+}
+
+/**
+ * Pins every path of a validated Train request for its job (see confine.ts): each must still be
+ * the very file or folder that was checked. The output's parent folder is made and pinned, and
+ * the output is addressed through it.
+ */
+async function placeTrainJob(
+  v: ValidatedTrain,
+  ctx: ServiceContext,
+  pins: Pins,
+): Promise<TrainPlaces> {
+  const o = v.options;
+  const r = v.request;
+  const label = (field: string) => `${field} ${JSON.stringify(r[field])}`;
+  const baseModelDir = await pins.pin(o.baseModelDir, label("base_model_path"), "dir");
+  await checkFolderLinks(ctx.dataDir, baseModelDir, label("base_model_path"));
+  const datasetPath = await pins.pin(o.datasetPath, label("dataset_path"), "file");
+  const evalDatasetPath = o.evalDatasetPath
+    ? await pins.pin(o.evalDatasetPath, label("eval_dataset_path"), "file")
+    : undefined;
+  const resumeFrom = o.resumeFrom
+    ? await pins.pin(o.resumeFrom, label("resume_from"), "dir")
+    : undefined;
+  const outputDir = await pinOutput(
+    pins,
+    ctx.dataDir,
+    v.outputPath,
+    o.outputDir,
+    label("output_path"),
+  );
+  let staged: OutputDir | undefined;
+  if (r.overwrite && !resumeFrom && await exists(outputDir)) {
+    staged = await OutputDir.create(outputDir, { overwrite: true });
+  }
+  return {
+    options: { ...o, baseModelDir, datasetPath, evalDatasetPath, resumeFrom, outputDir },
+    trainDir: staged?.path ?? outputDir,
+    staged,
+  };
+}
+
 /** The job body: the training loop, its hooks mapped to JobEvents. */
-export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobRun {
+export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobStart {
   // Made inside the RPC: the job's spans join the caller's trace (src/telemetry/job_hooks.ts).
   const spans = jobTrace("train", {
     "qlorad.model": v.request.base_model_path,
@@ -245,13 +334,18 @@ export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobRun {
     "qlorad.lora.r": v.request.lora.r,
     "qlorad.max_steps": v.request.hyperparameters.max_steps,
   });
-  const body: JobRun = async ({ signal, emit }) => {
-    const { outputDir, resumeFrom } = v.options;
-    if (v.request.overwrite && !resumeFrom) {
-      await Deno.remove(outputDir, { recursive: true }).catch(() => {});
-    }
-    const relative = (p: string) =>
-      p.startsWith(ctx.dataDir + "/") ? p.slice(ctx.dataDir.length + 1) : p;
+  // The newest checkpoint a stopped run can be resumed from (none when replacing an output).
+  let resumable: { step: number; path: string } | undefined;
+  const body: JobRun = async ({ signal, emit, commit }) => {
+    const pins = new Pins();
+    let places: TrainPlaces | undefined;
+    // Host paths of the job (pinned, temporary) as the user named them.
+    const userPath = (p: string) => {
+      const dir = places?.trainDir;
+      if (dir && (p === dir || p.startsWith(dir + "/"))) return v.outputPath + p.slice(dir.length);
+      return p.startsWith(ctx.dataDir + "/") ? p.slice(ctx.dataDir.length + 1) : p;
+    };
+    let finalStep: number | undefined;
     const traced = tracedJob(spans, {
       progress: (message, index, total) => emit({ progress: { message, index, total } }),
       log: (level, message) => emit({ log: { level, message } }),
@@ -282,38 +376,76 @@ export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobRun {
             step: e.step,
           },
         }),
-      checkpoint: (path, step, isFinal) =>
-        emit({ checkpoint: { path: relative(path), step, is_final: isFinal } }),
+      checkpoint: (path, step, isFinal) => {
+        const shown = userPath(path);
+        // Every checkpoint is reported as one; "final" is said once the adapter is in place.
+        emit({ checkpoint: { path: shown, step, is_final: false } });
+        if (!places?.staged) resumable = { step, path: shown };
+        if (isFinal) {
+          // The point of no return: a cancel that came first ends the job here, at this
+          // checkpoint; after it, the job writes its adapter and succeeds.
+          commit();
+          finalStep = step;
+        }
+      },
     }, ctx.gpu);
     try {
-      const summary = await runTrainJob(traced.gpu, v.options, traced.hooks, signal);
+      places = await placeTrainJob(v, ctx, pins);
+      const summary = await runTrainJob(
+        traced.gpu,
+        { ...places.options, outputDir: places.trainDir },
+        traced.hooks,
+        signal,
+      );
       spans.phase("write adapter");
+      await places.staged?.commit();
+      emit({
+        checkpoint: { path: v.outputPath, step: finalStep ?? summary.steps, is_final: true },
+      });
       return trainResult(v, summary);
+    } catch (err) {
+      await places?.staged?.abort().catch(() => {});
+      const dir = places?.trainDir;
+      throw jobError(
+        err,
+        (m) => pins.rename(dir ? m.split(dir).join(v.outputPath) : m, userPath),
+        v.outputPath,
+      );
     } finally {
       await traced.finish();
+      await pins.close();
     }
   };
-  return (job) => spans.run(job.jobId, () => body(job), job.signal);
+  return {
+    summary: v.summary,
+    request: v.request,
+    run: (job) => spans.run(job.jobId, () => body(job), job.signal),
+    resumeHint: () =>
+      resumable ? shutDownAtCheckpoint(resumable.step, resumable.path, v.outputPath) : undefined,
+  };
+}
+
+/**
+ * A job's error as the user should see it: pinned (/proc/self/fd) and temporary paths replaced
+ * by the user's, and a full disk named as RESOURCE_EXHAUSTED on the output being written.
+ */
+export function jobError(
+  err: unknown,
+  rewrite: (message: string) => string,
+  output?: string,
+): unknown {
+  if (output && isDiskFullError(err)) return diskFullError(output, err);
+  if (err instanceof QloradError) {
+    const message = rewrite(err.message);
+    if (message !== err.message) return new QloradError(err.kind, message, { cause: err });
+  }
+  return err;
 }
 
 export function trainHandler(ctx: ServiceContext) {
-  return async (call: ServerWritableStream<Msg, Msg>) => {
-    let jobId: string;
-    try {
+  return (call: ServerWritableStream<Msg, Msg>) =>
+    startJob(call, ctx, "train", "Train", async () => {
       const v = await validateTrainRequest(call.request, ctx.dataDir);
-      jobId = ctx.jobs.submit({
-        kind: "train",
-        summary: v.summary,
-        request: v.request,
-        run: trainJob(v, ctx),
-      }).job_id;
-    } catch (err) {
-      call.emit(
-        "error",
-        serviceErrorOf(err, { logger: ctx.logger, hostDirs: ctx.hostDirs, context: "Train" }),
-      );
-      return;
-    }
-    await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
-  };
+      return trainJob(v, ctx);
+    });
 }
