@@ -139,7 +139,7 @@ export function checkPlan(mode: CheckMode): CheckPlan {
     },
     gemv: { out: 448, in: 128, copies: 2, copyBytes: 1 << 20, targetMs: 5, rounds: 2 },
     train50m: { name: "tiny", cfg: TINY_BENCH, batch: 1, seq: 24, rounds: 2, gpuWeights: true },
-    train7b: { cfg: TOY_7B, batch: 1, seq: 24, maxSteps: 2, paged: true },
+    train7b: { cfg: TOY_7B, batch: 1, seq: 24, maxSteps: 3, paged: true },
     tests: { jobs: 1, fileTimeoutS: 240 },
     warmLadder: false,
   };
