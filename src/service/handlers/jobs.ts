@@ -343,6 +343,7 @@ export async function startJob(
     if (known) {
       jobId = known.job_id;
     } else {
+      ctx.logger.debug?.(`${method}: validating the request`);
       const v = await validate();
       if (callGone(call)) {
         ctx.logger.info(`${method}: the call ended before its job was created; no job`);
