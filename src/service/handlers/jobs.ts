@@ -352,6 +352,16 @@ export async function startJob(
       const v = await validate();
       if (callGone(call)) {
         ctx.logger.info(`${method}: the call ended before its job was created; no job`);
+        release();
+        if (!call.cancelled) {
+          call.emit(
+            "error",
+            toServiceError(
+              status.DEADLINE_EXCEEDED,
+              "the deadline passed before the job was created",
+            ),
+          );
+        }
         return;
       }
       jobId = ctx.jobs.submit({
