@@ -5,6 +5,7 @@
  */
 import { dirname } from "node:path";
 import { invalidArgument, notFound, QloradError } from "../util/errors.ts";
+import { jsonSyntaxReason } from "../util/json.ts";
 import { fsyncDir, partialPath } from "./atomic.ts";
 import { byteLengthOf, type Dtype, isDtype, toFloat32, toFloat64 } from "./dtype.ts";
 import { firstDuplicateKey } from "./json_keys.ts";
@@ -61,7 +62,7 @@ export function parseHeader(
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw bad(`header is not valid JSON: ${(e as Error).message}`);
+    throw bad(`header is not valid JSON: ${jsonSyntaxReason(e)}`); // never quotes the file
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw bad("header is not a JSON object");

@@ -554,7 +554,9 @@ export class JobManager {
           maxLineBytes: MAX_EVENT_LINE_BYTES,
         })
       ) {
-        if (signal?.aborted || this.#stopped) return;
+        // (Not ended by close(): the log is complete on disk, and a watcher that was following
+        // the job when it ended must still get its final event.)
+        if (signal?.aborted) return;
         if (!text.trim()) continue;
         let ev: JobEvent;
         try {

@@ -70,6 +70,12 @@ export async function resolveDataPath(
     try {
       info = await Deno.lstat(next);
     } catch (err) {
+      if (err instanceof Deno.errors.NotADirectory) {
+        throw new QloradError(
+          "invalid_argument",
+          `${named}: ${JSON.stringify(parts.slice(0, i).join("/"))} is a file, not a folder`,
+        );
+      }
       if (!(err instanceof Deno.errors.NotFound)) throw err;
       // The rest does not exist: its deepest existing ancestor (`current`) is inside the root.
       if (opts.mustExist) {

@@ -189,7 +189,7 @@ async function serve(
     );
   } catch (err) {
     unobserveJobs();
-    ctx.streams.close();
+    ctx.streams?.close();
     await jobs.close();
     throw err;
   }
@@ -206,7 +206,7 @@ async function serve(
       unobserveJobs();
       observeGpuMemory(undefined);
       await forceAfter(server, drained, CALLS_GRACE_MS);
-      ctx.streams.close();
+      ctx.streams?.close();
       unlock();
     })();
   return { port, close };

@@ -15,6 +15,8 @@ export interface Logger {
   info(message: string): void;
   warn(message: string): void;
   error(message: string, err?: unknown): void;
+  /** Step-by-step detail; not printed by consoleLogger. */
+  debug?(message: string): void;
 }
 
 /** Logs to stderr with a level prefix. */

@@ -41,8 +41,8 @@ export interface ServiceContext {
   quantize: typeof quantizeModel;
   /** The shared GPU device, opened on first use. */
   gpu: () => Promise<GpuContext>;
-  /** Open job streams, per connection and in all. */
-  streams: StreamLimiter;
+  /** Open job streams, per connection and in all (absent: unlimited, for hand-built contexts). */
+  streams?: StreamLimiter;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -244,7 +244,7 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
         jobId = requireJobId(call.request);
         fromSeq = safeCount(call.request.from_seq, "from_seq") || 1;
         ctx.jobs.get(jobId);
-        release = ctx.streams.acquire(call.getPeer());
+        release = acquireStream(ctx, call);
       } catch (err) {
         call.emit("error", errorFor(err, ctx, "WatchJob"));
         return;
@@ -279,6 +279,11 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
 }
 
 // ------------------------------------------------------------------ starting jobs
+
+/** A stream slot for `call` (see streams.ts); returns its release. */
+function acquireStream(ctx: ServiceContext, call: ServerWritableStream<Msg, Msg>): () => void {
+  return ctx.streams?.acquire(call.getPeer()) ?? (() => {});
+}
 
 /** The longest request_id accepted. */
 export const MAX_REQUEST_ID_CHARS = 128;
@@ -336,16 +341,27 @@ export async function startJob(
   let release: (() => void) | undefined;
   let jobId: string;
   try {
-    release = ctx.streams.acquire(call.getPeer());
+    release = acquireStream(ctx, call);
     const requestId = requestIdOf(call.request);
     const fingerprint = requestId ? fingerprintOf(call.request) : undefined;
     const known = ctx.jobs.findRequest(kind, requestId, fingerprint);
     if (known) {
       jobId = known.job_id;
     } else {
+      ctx.logger.debug?.(`${method}: validating the request`);
       const v = await validate();
       if (callGone(call)) {
         ctx.logger.info(`${method}: the call ended before its job was created; no job`);
+        release();
+        if (!call.cancelled) {
+          call.emit(
+            "error",
+            toServiceError(
+              status.DEADLINE_EXCEEDED,
+              "the deadline passed before the job was created",
+            ),
+          );
+        }
         return;
       }
       jobId = ctx.jobs.submit({
