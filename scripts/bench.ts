@@ -238,7 +238,9 @@ if (want("d") || want("e")) {
   print(
     `LoRA r=${BENCH_LORA.r} on all linears, dropout ${BENCH_LORA.dropout}, NF4 + double quant ` +
       "base; a step = forward, backward, clip, AdamW, loss read back. Engines stepped in " +
-      "interleaved rounds.",
+      "interleaved rounds. The host columns count one more checkpointed step after the timed " +
+      "rounds (ctx.stats): dispatches and submits recorded, bind groups not found in the cache, " +
+      "and host milliseconds spent recording and submitting.",
   );
   print();
   print(markdownTable(
@@ -251,6 +253,10 @@ if (want("d") || want("e")) {
       "on / off",
       "activations off",
       "activations on",
+      "dispatches / step",
+      "submits / step",
+      "new bind groups / step",
+      "host encode ms / step",
     ],
     trainRows.map((r) => [
       `${r.model} (${r.model === "tiny" ? "hidden 80, 2 layers" : "hidden 512, 16 layers"})`,
@@ -261,6 +267,10 @@ if (want("d") || want("e")) {
       ratio(r.checkpointed.tokensPerS / r.plain.tokensPerS),
       `${(r.plain.activationBytes / 2 ** 20).toFixed(1)} MiB`,
       `${(r.checkpointed.activationBytes / 2 ** 20).toFixed(1)} MiB`,
+      r.host.dispatches,
+      r.host.submits,
+      r.host.bindGroupsCreated,
+      num(r.host.encodeMs),
     ]),
   ));
   print();

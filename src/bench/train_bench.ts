@@ -5,7 +5,7 @@
  * its state. A step is what a user waits for: forward, backward, clipping, the AdamW update and
  * the loss read back (TrainingEngine.trainStep).
  */
-import type { GpuContext } from "../gpu/context.ts";
+import { type GpuContext, statsDelta } from "../gpu/context.ts";
 import { LINEAR_MODULES, type LlamaConfig } from "../model/config.ts";
 import type { LoraSpec } from "../model/lora.ts";
 import { TrainingEngine } from "../train/engine.ts";
@@ -39,6 +39,16 @@ export interface TrainRow {
   plain: StepStats;
   checkpointed: StepStats;
   paged: StepStats & { budgetBytes: number; stateBytes: number; pagedBytesPerStep: number };
+  /** The host's share of one checkpointed step (after the timed rounds, so caches are warm). */
+  host: HostStepStats;
+}
+
+/** What one training step costs the host: dispatches recorded, submits, encoding time. */
+export interface HostStepStats {
+  dispatches: number;
+  submits: number;
+  bindGroupsCreated: number;
+  encodeMs: number;
 }
 
 export interface StepStats {
@@ -100,6 +110,15 @@ export async function benchTraining(
       rounds: c.rounds,
       onRound: (r) => onProgress?.(`${c.name}: round ${r + 1}/${c.rounds}`),
     });
+    const before = ctx.statsSnapshot();
+    await ckpt.engine.trainStep([batches[0]], 1e-4);
+    const d = statsDelta(before, ctx.statsSnapshot());
+    const host: HostStepStats = {
+      dispatches: d.dispatches,
+      submits: d.submits,
+      bindGroupsCreated: d.bindGroupsCreated,
+      encodeMs: d.encodeMs,
+    };
     const tokens = c.batch * c.seq;
     const stats = (x: Timing, activationBytes: number): StepStats => ({
       ms: x.ms,
@@ -120,6 +139,7 @@ export async function benchTraining(
         stateBytes,
         pagedBytesPerStep: pagedBytes,
       },
+      host,
     };
   } finally {
     for (const e of engines) e.destroy();
