@@ -27,6 +27,7 @@ export const USAGE = `usage:
   qlorad serve --data-dir DIR [--port N] [--host H] [--max-queued N]
                [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
                [--auth-token-file FILE] [--shutdown-timeout SECONDS]
+               [--gpu-memory-budget SIZE]
       Serve the gRPC API (qlorad.v1.QLoRA, health, reflection). Request paths are relative to
       DIR. Defaults: --port 50051, --host 127.0.0.1, --max-queued 16, plaintext, no token,
       --shutdown-timeout ${DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000}.
@@ -36,8 +37,12 @@ export const USAGE = `usage:
       the metadata "authorization: Bearer <token>". On SIGTERM/SIGINT the server stops taking
       calls, stops the running job (training checkpoints first), waits for it up to
       --shutdown-timeout seconds and exits 0; a second signal exits at once.
+      --gpu-memory-budget (bytes, or with a KiB/MiB/GiB suffix: the pod's GPU memory) refuses
+      Train and Evaluate jobs whose estimated GPU memory is over it, before they load the model,
+      naming the setting to lower; without it only the adapter's buffer limits are checked.
       Environment: QLORAD_TLS_CERT, QLORAD_TLS_KEY, QLORAD_TLS_CLIENT_CA,
-      QLORAD_AUTH_TOKEN, QLORAD_AUTH_TOKEN_FILE, QLORAD_SHUTDOWN_TIMEOUT (flags win).
+      QLORAD_AUTH_TOKEN, QLORAD_AUTH_TOKEN_FILE, QLORAD_SHUTDOWN_TIMEOUT,
+      QLORAD_GPU_MEMORY_BUDGET (flags win).
   qlorad quantize --model DIR --out DIR [--type nf4|fp4] [--blocksize N] [--no-double-quant]
                   [--skip-modules NAME,NAME] [--overwrite]
       Quantize a Hugging Face checkpoint folder to a bitsandbytes 4-bit folder.
@@ -107,6 +112,25 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
+/** "80GiB", "512 MiB", "1000000": a positive byte count; anything else is a usage error. */
+function byteSize(raw: string, label: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)?\s*$/i.exec(raw);
+  const units: Record<string, number> = {
+    b: 1,
+    kib: 2 ** 10,
+    mib: 2 ** 20,
+    gib: 2 ** 30,
+    tib: 2 ** 40,
+  };
+  const bytes = m ? Math.floor(Number(m[1]) * units[(m[2] ?? "b").toLowerCase()]) : NaN;
+  if (!(bytes >= 1) || !Number.isSafeInteger(bytes)) {
+    usageError(
+      `${label} must be a size such as 80GiB, 512MiB or a byte count, not ${JSON.stringify(raw)}`,
+    );
+  }
+  return bytes;
+}
+
 async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -122,6 +146,7 @@ async function serve(args: string[]): Promise<number> {
       "tls-client-ca": { type: "string" },
       "auth-token-file": { type: "string" },
       "shutdown-timeout": { type: "string" },
+      "gpu-memory-budget": { type: "string" },
     },
   });
   const dataDir = values["data-dir"] ?? usageError("serve needs --data-dir DIR");
@@ -141,6 +166,10 @@ async function serve(args: string[]): Promise<number> {
   if (shutdownSeconds < 1 || shutdownSeconds > 86_400) {
     usageError(`${timeout?.label} must be 1..86400 seconds, not ${shutdownSeconds}`);
   }
+  const budget = setting("gpu-memory-budget", "QLORAD_GPU_MEMORY_BUDGET");
+  const gpuMemoryBudgetBytes = budget === undefined
+    ? undefined
+    : byteSize(budget.value, budget.label);
   const tls = await tlsSettings(
     setting("tls-cert", "QLORAD_TLS_CERT"),
     setting("tls-key", "QLORAD_TLS_KEY"),
@@ -171,6 +200,7 @@ async function serve(args: string[]): Promise<number> {
       tls,
       authToken,
       shutdownTimeoutMs: shutdownSeconds * 1000,
+      gpuMemoryBudgetBytes,
     });
   } catch (err) {
     await telemetry.shutdown();

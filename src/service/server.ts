@@ -79,6 +79,8 @@ export interface ServerOptions {
   maxStreamsPerConnection?: number;
   /** Job streams open at once on the server. Default DEFAULT_MAX_STREAMS. */
   maxStreams?: number;
+  /** GPU memory a job may use (bytes); jobs estimated above it are refused. Default: no budget. */
+  gpuMemoryBudgetBytes?: number;
 }
 
 export interface RunningServer {
@@ -154,6 +156,7 @@ async function serve(
     quantize: opts.quantize ?? quantizeModel,
     gpu: gpu.get,
     streams: new StreamLimiter(opts.maxStreamsPerConnection, opts.maxStreams),
+    gpuMemoryBudgetBytes: opts.gpuMemoryBudgetBytes,
   };
 
   const server = new grpc.Server({

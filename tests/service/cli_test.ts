@@ -32,6 +32,8 @@ Deno.test("cli: usage errors print the usage and exit 2", async () => {
       ["serve"],
       ["serve", "--data-dir", "x", "--port", "http"],
       ["serve", "--data-dir", "x", "--bogus"],
+      ["serve", "--data-dir", "x", "--gpu-memory-budget", "lots"],
+      ["serve", "--data-dir", "x", "--gpu-memory-budget", "0GiB"],
       ["quantize", "--model", "m"],
       ["quantize", "--model", "m", "--out", "o", "--type", "int8"],
       ["quantize", "--model", "m", "--out", "o", "--blocksize", "100"],

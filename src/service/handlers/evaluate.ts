@@ -127,7 +127,13 @@ export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobStart
       if (adapterDir) await checkFolderLinks(ctx.dataDir, adapterDir, label("adapter_path"));
       r = await runEvaluateJob(
         traced.gpu,
-        { ...o, baseModelDir, datasetPath, adapterDir },
+        {
+          ...o,
+          baseModelDir,
+          datasetPath,
+          adapterDir,
+          gpuMemoryBudgetBytes: ctx.gpuMemoryBudgetBytes,
+        },
         traced.hooks,
         signal,
       );

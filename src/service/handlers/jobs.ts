@@ -43,6 +43,8 @@ export interface ServiceContext {
   gpu: () => Promise<GpuContext>;
   /** Open job streams, per connection and in all (absent: unlimited, for hand-built contexts). */
   streams?: StreamLimiter;
+  /** GPU memory a Train or Evaluate job may use; jobs estimated above it are refused. */
+  gpuMemoryBudgetBytes?: number;
 }
 
 // deno-lint-ignore no-explicit-any

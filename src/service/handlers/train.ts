@@ -393,7 +393,11 @@ export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobStart {
       places = await placeTrainJob(v, ctx, pins);
       const summary = await runTrainJob(
         traced.gpu,
-        { ...places.options, outputDir: places.trainDir },
+        {
+          ...places.options,
+          outputDir: places.trainDir,
+          gpuMemoryBudgetBytes: ctx.gpuMemoryBudgetBytes,
+        },
         traced.hooks,
         signal,
       );
