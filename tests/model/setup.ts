@@ -51,7 +51,7 @@ export function refConfig(cfg: LlamaConfig): RefConfig {
   };
 }
 
-const f32 = (a: Float64Array) => Float32Array.from(a);
+const f32 = (a: ArrayLike<number>) => Float32Array.from(a);
 const f64 = (a: Float32Array) => Float64Array.from(a);
 
 export interface TinySetup {

@@ -56,14 +56,20 @@ export interface RefLayerWeights {
   bias?: Partial<Record<LoraModule, Float64Array>>;
 }
 
+/**
+ * Embedding and lm_head tables may be Float32Array: every bf16/f16 checkpoint value is exact in
+ * f32 and the arithmetic stays float64, while a 128k-vocabulary table takes half the memory.
+ */
+export type RefTable = Float64Array | Float32Array;
+
 export interface RefWeights {
   /** [vocab, hidden] */
-  embed: Float64Array;
+  embed: RefTable;
   layers: RefLayerWeights[];
   /** [hidden] */
   norm: Float64Array;
   /** [vocab, hidden]; absent when embeddings are tied. */
-  lmHead?: Float64Array;
+  lmHead?: RefTable;
 }
 
 export interface RefLora {
@@ -622,7 +628,7 @@ interface LayerCache {
 }
 
 function validate(cfg: RefConfig, w: RefWeights, lora: RefLora | null, batch: RefBatch): void {
-  const need = (name: string, a: Float64Array | undefined, n: number) => {
+  const need = (name: string, a: RefTable | undefined, n: number) => {
     if (!a || a.length !== n) {
       throw new Error(`weights: tensor ${name} has length ${a?.length} but needs ${n}`);
     }

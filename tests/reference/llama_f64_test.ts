@@ -163,7 +163,7 @@ Deno.test("finite differences: tied embeddings, llama3 RoPE, packing, dropout, r
  */
 function plainLossSum(cfg: RefConfig, w: RefWeights, tokens: number[], labels: number[]): number {
   const H = cfg.hidden, hd = cfg.headDim, nq = cfg.heads, nkv = cfg.kvHeads;
-  const matvec = (W: Float64Array, x: number[], out: number) => {
+  const matvec = (W: ArrayLike<number>, x: number[], out: number) => {
     const inn = x.length;
     return Array.from(
       { length: out },
