@@ -49,6 +49,8 @@ export interface LadderKernel {
   variants: readonly string[];
   /** The choice before (or without) timing. */
   prior(ctx: GpuContext): string;
+  /** Whether the device can run a variant (its features); absent: every variant can. */
+  available?(ctx: GpuContext, variant: string): boolean;
   /** Files in shaders/ whose text keys the cached choice (includes too). */
   shaders: readonly string[];
   probe(ctx: GpuContext): Promise<LadderProbe>;
@@ -329,7 +331,7 @@ export class KernelLadder {
     try {
       // Warm-up: compiles, and a first duration to size the timed submits.
       const first = new Map<string, number>();
-      for (const v of k.variants) {
+      for (const v of k.variants.filter((v) => k.available?.(ctx, v) ?? true)) {
         try {
           first.set(v, await timeSubmit(ctx, probe, v, 1));
         } catch (e) {
