@@ -10,6 +10,7 @@ import {
   uploadTable16,
   uploadTableFromF32,
 } from "../../src/kernels/row_chunks.ts";
+import { GpuContext, MAX_BINDING_BYTES_ENV } from "../../src/gpu/context.ts";
 import { Rng } from "../../src/util/random.ts";
 import { roundBf16 } from "../reference/float16_f64.ts";
 
@@ -77,6 +78,36 @@ gpuTest("f32 values upload rounded once to bf16 (nearest even)", async (ctx) => 
     });
   }
   table.destroy();
+});
+
+Deno.test({
+  name: "maxBindingBytes: the adapter's limits, capped by the option or QLORAD_MAX_BINDING_BYTES",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const log = () => {};
+    const saved = Deno.env.get(MAX_BINDING_BYTES_ENV);
+    Deno.env.delete(MAX_BINDING_BYTES_ENV);
+    try {
+      const plain = await GpuContext.open({ log });
+      const l = plain.limits;
+      const limit = Math.min(l.maxStorageBufferBindingSize, l.maxBufferSize);
+      assert.equal(plain.maxBindingBytes, Math.floor(limit / 16) * 16);
+      plain.destroy();
+      const capped = await GpuContext.open({ log, maxBindingBytes: 1000 });
+      assert.equal(capped.maxBindingBytes, 992); // whole 16-byte steps
+      capped.destroy();
+      Deno.env.set(MAX_BINDING_BYTES_ENV, "5000");
+      const fromEnv = await GpuContext.open({ log });
+      assert.equal(fromEnv.maxBindingBytes, 4992);
+      fromEnv.destroy();
+      Deno.env.set(MAX_BINDING_BYTES_ENV, "lots");
+      await assert.rejects(GpuContext.open({ log }), /QLORAD_MAX_BINDING_BYTES must be an integer/);
+    } finally {
+      if (saved === undefined) Deno.env.delete(MAX_BINDING_BYTES_ENV);
+      else Deno.env.set(MAX_BINDING_BYTES_ENV, saved);
+    }
+  },
 });
 
 closeGpuAfterTests();
