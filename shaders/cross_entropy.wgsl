@@ -1,54 +1,17 @@
-// The frozen lm_head fused with cross-entropy, one vocabulary chunk at a time, so the logits of
-// all tokens never exist at once. For chunk [c0, c0+cols):
-//   logits   l[r, j] = h[r, :] . W[c0+j, :]                (W bound as the chunk's rows)
+// The frozen lm_head fused with cross-entropy, one block of token rows x vocabulary columns at a
+// time, so the logits of all tokens never exist at once (src/kernels/cross_entropy.ts). For
+// rows [r0, r0+rows) and columns [c0, c0+cols) (Params in cross_entropy_common.wgsl):
+//   logits   l[r, j] = h[r0+r, :] . W[c0+j, :]             (W: a bf16/f16 table chunk)
 //   stats    online softmax per row: running max, sum of exp, first argmax, the label's logit;
-//            on the last chunk loss[r] = log(sum) + max - l[label], correct[r] = argmax == label
+//            on the last column block loss = log(sum) + max - l[label], correct = argmax == label
 //   dlogits  l[r, j] <- (softmax - onehot) * grad_scale   (in place; 0 for ignored rows)
-//   dh       dh[r, :] (+)= sum_j l[r, j] W[c0+j, :]
+//   dh       dh[r0+r, :] (+)= sum_j l[r, j] W[c0+j, :]
 // Two variants of the products: `logits` / `dh` register-blocked 4x4 per invocation without
 // barriers (CPU adapters such as llvmpipe, where barriers are slow), `logits_tiled` /
-// `dh_tiled` staging 64x16 tiles of both operands in workgroup memory (real GPUs).
+// `dh_tiled` staging 64x16 tiles of both operands in workgroup memory (real GPUs); f16 tiles
+// and subgroup stats live in cross_entropy_f16.wgsl and cross_entropy_subgroup.wgsl.
 // `sum_f32` / `sum_u32` reduce a vector to one number in a fixed order (one workgroup).
-const LOWEST: f32 = -3.0e38;
-const IGNORE: i32 = -100;
-
-struct Params {
-  rows: u32,
-  hidden: u32,
-  vocab: u32,
-  c0: u32,
-  cols: u32,
-  first: u32,
-  last: u32,
-  accumulate: u32,
-  groups_x: u32,
-  scale_index: u32,
-  grad_scale: f32,
-  _pad: u32,
-}
-
-// logits
-@group(0) @binding(0) var<storage, read> lg_h: array<f32>;
-@group(0) @binding(1) var<storage, read> lg_w: array<f32>;
-@group(0) @binding(2) var<storage, read_write> lg_out: array<f32>;
-// stats
-@group(0) @binding(0) var<storage, read_write> st_logits: array<f32>; // read_write: shares a buffer with the stats
-@group(0) @binding(1) var<storage, read> st_labels: array<i32>;
-@group(0) @binding(2) var<storage, read_write> st_stats: array<f32>;
-@group(0) @binding(3) var<storage, read_write> st_loss: array<u32>;
-@group(0) @binding(4) var<storage, read_write> st_correct: array<u32>;
-// dlogits
-@group(0) @binding(0) var<storage, read_write> dl_logits: array<f32>;
-@group(0) @binding(1) var<storage, read> dl_labels: array<i32>;
-@group(0) @binding(2) var<storage, read_write> dl_stats: array<f32>; // read_write: shares a buffer with the logits
-@group(0) @binding(4) var<storage, read> dl_scale: array<f32>;
-// dh
-@group(0) @binding(0) var<storage, read> dh_dl: array<f32>;
-@group(0) @binding(1) var<storage, read> dh_w: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dh_out: array<f32>;
-
-@group(0) @binding(3) var<uniform> params: Params;
-@group(0) @binding(5) var<uniform> st_params: Params;
+//!include cross_entropy_common.wgsl
 
 @compute @workgroup_size(8, 8)
 fn logits(@builtin(global_invocation_id) gid: vec3u) {
@@ -61,20 +24,21 @@ fn logits(@builtin(global_invocation_id) gid: vec3u) {
     return;
   }
   // Out-of-range rows and columns read the last valid one and are not stored.
-  let h0 = min(r0, rows - 1u) * hid;
-  let h1 = min(r0 + 1u, rows - 1u) * hid;
-  let h2 = min(r0 + 2u, rows - 1u) * hid;
-  let h3 = min(r0 + 3u, rows - 1u) * hid;
-  let w0 = min(j0, cols - 1u) * hid;
-  let w1 = min(j0 + 1u, cols - 1u) * hid;
-  let w2 = min(j0 + 2u, cols - 1u) * hid;
-  let w3 = min(j0 + 3u, cols - 1u) * hid;
+  let hb = params.r0 * hid;
+  let h0 = hb + min(r0, rows - 1u) * hid;
+  let h1 = hb + min(r0 + 1u, rows - 1u) * hid;
+  let h2 = hb + min(r0 + 2u, rows - 1u) * hid;
+  let h3 = hb + min(r0 + 3u, rows - 1u) * hid;
+  let w0 = min(j0, cols - 1u);
+  let w1 = min(j0 + 1u, cols - 1u);
+  let w2 = min(j0 + 2u, cols - 1u);
+  let w3 = min(j0 + 3u, cols - 1u);
   var a0 = vec4f(0.0);
   var a1 = vec4f(0.0);
   var a2 = vec4f(0.0);
   var a3 = vec4f(0.0);
   for (var k = 0u; k < hid; k++) {
-    let w = vec4f(lg_w[w0 + k], lg_w[w1 + k], lg_w[w2 + k], lg_w[w3 + k]);
+    let w = vec4f(lg_weight(w0, k), lg_weight(w1, k), lg_weight(w2, k), lg_weight(w3, k));
     a0 = a0 + lg_h[h0 + k] * w;
     a1 = a1 + lg_h[h1 + k] * w;
     a2 = a2 + lg_h[h2 + k] * w;
@@ -86,16 +50,17 @@ fn logits(@builtin(global_invocation_id) gid: vec3u) {
     if (r < rows) {
       for (var b = 0u; b < 4u; b++) {
         if (j0 + b < cols) {
-          lg_out[r * cols + j0 + b] = acc[a][b];
+          lg_out[r * params.out_stride + params.out_col0 + j0 + b] = acc[a][b];
         }
       }
     }
   }
 }
 
+// One invocation per row, walking the block's columns in order.
 @compute @workgroup_size(64)
 fn stats(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let r = (wg.y * st_params.groups_x + wg.x) * 64u + li;
+  let r = (wg.y * st_params.stats_groups_x + wg.x) * 64u + li;
   if (r >= st_params.rows) {
     return;
   }
@@ -109,7 +74,7 @@ fn stats(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: 
     arg = bitcast<u32>(st_stats[r * 4u + 2u]);
     label_logit = st_stats[r * 4u + 3u];
   }
-  let label = st_labels[r];
+  let label = st_labels[st_params.r0 + r];
   let cols = st_params.cols;
   for (var j = 0u; j < cols; j++) {
     let l = st_logits[r * cols + j];
@@ -124,29 +89,14 @@ fn stats(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: 
       label_logit = l;
     }
   }
-  st_stats[r * 4u] = mx;
-  st_stats[r * 4u + 1u] = sum;
-  st_stats[r * 4u + 2u] = bitcast<f32>(arg);
-  st_stats[r * 4u + 3u] = label_logit;
-  if (st_params.last != 0u) {
-    if (label == IGNORE) {
-      st_loss[r] = 0u;
-      st_correct[r] = 0u;
-    } else if (label < 0 || u32(label) >= st_params.vocab) {
-      st_loss[r] = 0x7fc00000u; // NaN: a label outside the vocabulary
-      st_correct[r] = 0u;
-    } else {
-      st_loss[r] = bitcast<u32>(log(sum) + mx - label_logit);
-      st_correct[r] = select(0u, 1u, arg == u32(label));
-    }
-  }
+  store_stats(r, mx, sum, arg, label_logit);
 }
 
 fn dlogit(t: u32, scale: f32) {
   let cols = params.cols;
   let r = t / cols;
   let j = t % cols;
-  let label = dl_labels[r];
+  let label = dl_labels[params.r0 + r];
   var g = 0.0;
   if (label != IGNORE) {
     let p = exp(dl_logits[t] - dl_stats[r * 4u]) / dl_stats[r * 4u + 1u];
@@ -157,7 +107,7 @@ fn dlogit(t: u32, scale: f32) {
 
 @compute @workgroup_size(256)
 fn dlogits(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let t = (wg.y * params.groups_x + wg.x) * 256u + li;
+  let t = (wg.y * params.dl_groups_x + wg.x) * 256u + li;
   if (t < params.rows * params.cols) {
     dlogit(t, params.grad_scale);
   }
@@ -165,9 +115,18 @@ fn dlogits(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li
 
 @compute @workgroup_size(256)
 fn dlogits_scaled(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let t = (wg.y * params.groups_x + wg.x) * 256u + li;
+  let t = (wg.y * params.dl_groups_x + wg.x) * 256u + li;
   if (t < params.rows * params.cols) {
     dlogit(t, dl_scale[params.scale_index]);
+  }
+}
+
+fn store_dh(r: u32, x: u32, v: f32) {
+  let i = (params.r0 + r) * params.hidden + x;
+  if (params.accumulate != 0u) {
+    dh_out[i] = dh_out[i] + v;
+  } else {
+    dh_out[i] = v;
   }
 }
 
@@ -193,8 +152,7 @@ fn dh(@builtin(global_invocation_id) gid: vec3u) {
   var a2 = vec4f(0.0);
   var a3 = vec4f(0.0);
   for (var j = 0u; j < cols; j++) {
-    let wb = j * hid;
-    let w = vec4f(dh_w[wb + x0], dh_w[wb + x1], dh_w[wb + x2], dh_w[wb + x3]);
+    let w = vec4f(dh_weight(j, x0), dh_weight(j, x1), dh_weight(j, x2), dh_weight(j, x3));
     a0 = a0 + dh_dl[d0 + j] * w;
     a1 = a1 + dh_dl[d1 + j] * w;
     a2 = a2 + dh_dl[d2 + j] * w;
@@ -202,17 +160,10 @@ fn dh(@builtin(global_invocation_id) gid: vec3u) {
   }
   let acc = array<vec4f, 4>(a0, a1, a2, a3);
   for (var a = 0u; a < 4u; a++) {
-    let r = r0 + a;
-    if (r < rows) {
+    if (r0 + a < rows) {
       for (var b = 0u; b < 4u; b++) {
-        let x = x0 + b;
-        if (x < hid) {
-          let i = r * hid + x;
-          if (params.accumulate != 0u) {
-            dh_out[i] = dh_out[i] + acc[a][b];
-          } else {
-            dh_out[i] = acc[a][b];
-          }
+        if (x0 + b < hid) {
+          store_dh(r0 + a, x0 + b, acc[a][b]);
         }
       }
     }
@@ -225,20 +176,6 @@ const TILE: u32 = 64u;
 const TK: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>;
 var<workgroup> tile_b: array<f32, 1024>;
-
-// Rows [r0, r0+64) x k [k0, k0+16) of a row-major [rows, ld] matrix, zeros outside.
-fn stage_a_h(li: u32, r0: u32, k0: u32) {
-  for (var q = 0u; q < 4u; q++) {
-    let e = li + q * 256u;
-    let r = e / TK;
-    let kk = e % TK;
-    var x = 0.0;
-    if (r0 + r < params.rows && k0 + kk < params.hidden) {
-      x = lg_h[(r0 + r) * params.hidden + k0 + kk];
-    }
-    tile_a[kk * TILE + r] = x;
-  }
-}
 
 fn multiply_tiles(tx: u32, ty: u32, acc: ptr<function, array<vec4f, 4>>) {
   for (var kk = 0u; kk < TK; kk++) {
@@ -273,16 +210,20 @@ fn logits_tiled(
   let hid = params.hidden;
   var acc: array<vec4f, 4>;
   for (var k0 = 0u; k0 < hid; k0 += TK) {
-    stage_a_h(li, r0, k0);
     for (var q = 0u; q < 4u; q++) {
       let e = li + q * 256u;
-      let j = e / TK;
+      let i = e / TK;
       let kk = e % TK;
-      var x = 0.0;
-      if (j0 + j < cols && k0 + kk < hid) {
-        x = lg_w[(j0 + j) * hid + k0 + kk];
+      var a = 0.0;
+      if (r0 + i < params.rows && k0 + kk < hid) {
+        a = lg_h[(params.r0 + r0 + i) * hid + k0 + kk];
       }
-      tile_b[kk * TILE + j] = x;
+      tile_a[kk * TILE + i] = a;
+      var b = 0.0;
+      if (j0 + i < cols && k0 + kk < hid) {
+        b = lg_weight(j0 + i, k0 + kk);
+      }
+      tile_b[kk * TILE + i] = b;
     }
     workgroupBarrier();
     multiply_tiles(lid.x, lid.y, &acc);
@@ -293,7 +234,7 @@ fn logits_tiled(
     for (var b = 0u; b < 4u; b++) {
       let j = j0 + lid.x * 4u + b;
       if (r < params.rows && j < cols) {
-        lg_out[r * cols + j] = acc[a][b];
+        lg_out[r * params.out_stride + params.out_col0 + j] = acc[a][b];
       }
     }
   }
@@ -325,7 +266,7 @@ fn dh_tiled(
       let x = e % TILE;
       var b = 0.0;
       if (k0 + kb < cols && x0 + x < hid) {
-        b = dh_w[(k0 + kb) * hid + x0 + x];
+        b = dh_weight(k0 + kb, x0 + x);
       }
       tile_b[kb * TILE + x] = b;
     }
@@ -338,12 +279,7 @@ fn dh_tiled(
     for (var b = 0u; b < 4u; b++) {
       let x = x0 + lid.x * 4u + b;
       if (r < rows && x < hid) {
-        let i = r * hid + x;
-        if (params.accumulate != 0u) {
-          dh_out[i] = dh_out[i] + acc[a][b];
-        } else {
-          dh_out[i] = acc[a][b];
-        }
+        store_dh(r, x, acc[a][b]);
       }
     }
   }

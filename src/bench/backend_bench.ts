@@ -13,6 +13,7 @@ import { encodeAdamW } from "../kernels/adamw.ts";
 import { encodeMatmul } from "../kernels/matmul.ts";
 import { encodeMatmul4bit, encodeMatmul4bitT } from "../kernels/matmul_4bit.ts";
 import { uploadQuantWeight } from "../kernels/quant_weight.ts";
+import { uploadTableFromF32 } from "../kernels/row_chunks.ts";
 import { TrainingEngine } from "../train/engine.ts";
 import { quantizeWeight } from "../quant/quant_state.ts";
 import { Rng } from "../util/random.ts";
@@ -145,7 +146,13 @@ export const BACKEND_CASES: Case[] = [
     const [rows, hidden, vocab, chunk] = [128, 512, 4096, 2048];
     const args = {
       h: o.rand("h", rows * hidden),
-      weight: o.rand("lm_head", vocab * hidden, 0.05),
+      weight: o.keep(uploadTableFromF32(ctx, {
+        label: "lm_head",
+        category: "scratch",
+        rows: vocab,
+        cols: hidden,
+        values: new Rng(98).normals(vocab * hidden, 0.05),
+      })),
       labels: o.keep(ctx.upload(
         "labels",
         "scratch",
@@ -153,7 +160,6 @@ export const BACKEND_CASES: Case[] = [
       )),
       rows,
       hidden,
-      vocab,
       chunk,
       loss: o.empty("loss", rows * 4),
       correct: o.empty("correct", rows * 4),

@@ -1,6 +1,6 @@
 /**
  * A random Llama base model made entirely on the GPU (src/bench/gpu_random.ts), layer by layer:
- * linears NF4 + double quant (blocksize 64), embeddings, norms and lm_head f32, with the scales of
+ * linears NF4 + double quant (blocksize 64), norms f32, embeddings and lm_head bf16, with the scales of
  * src/bench/random_model.ts. For benchmarks at real sizes (Llama-2-7B's 6.7B parameters): no
  * checkpoint is read and host memory holds one weight's absmax at most.
  */
@@ -16,6 +16,34 @@ import {
   type LlamaConfig,
 } from "../model/config.ts";
 import { randomF32Buffer, randomQuantWeightGpu } from "./gpu_random.ts";
+import { RowChunkedTable, uploadTable16 } from "../kernels/row_chunks.ts";
+
+/**
+ * A bf16 [rows, cols] table uniform in ±scale, as the loader stores embeddings and lm_head (row
+ * chunks within the binding limit). Made on the host: the bits are uploaded as they are, and a
+ * 128k x 4096 table takes about a second.
+ */
+function randomBf16Table(
+  ctx: GpuContext,
+  label: string,
+  rows: number,
+  cols: number,
+  scale: number,
+  seed: number,
+): RowChunkedTable {
+  const bits = new Uint16Array(rows * cols);
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < bits.length; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    f[0] = scale * (2 * ((s >>> 0) / 4294967296) - 1);
+    bits[i] = u[0] >>> 16; // truncation is a fine rounding for random values
+  }
+  return uploadTable16(ctx, { label, category: "base_weights", dtype: "bf16", rows, cols, bits });
+}
 
 export async function randomModelGpu(
   ctx: GpuContext,
@@ -23,7 +51,7 @@ export async function randomModelGpu(
   seed: number,
   onLayer?: (layer: number) => void,
 ): Promise<BaseModel> {
-  const owned: Array<GpuBuffer | GpuQuantWeight> = [];
+  const owned: Array<GpuBuffer | GpuQuantWeight | RowChunkedTable> = [];
   const keep = <T extends GpuBuffer | GpuQuantWeight>(b: T): T => {
     owned.push(b);
     return b;
@@ -36,10 +64,13 @@ export async function randomModelGpu(
       await randomF32Buffer(ctx, label, "base_weights", count, { seed: nextSeed(), center, scale }),
     );
   try {
-    const embed = await f32("embed_tokens", cfg.vocab * cfg.hidden, 0, 0.5);
-    const lmHead = cfg.tieEmbeddings
-      ? embed
-      : await f32("lm_head", cfg.vocab * cfg.hidden, 0, 0.05);
+    const table = (label: string, scale: number) => {
+      const t = randomBf16Table(ctx, label, cfg.vocab, cfg.hidden, scale, nextSeed());
+      owned.push(t);
+      return t;
+    };
+    const embed = table("embed_tokens", 0.5);
+    const lmHead = cfg.tieEmbeddings ? embed : table("lm_head", 0.05);
     const finalNorm = await f32("norm", cfg.hidden, 1, 0.1);
     const layers: BaseLayer[] = [];
     for (let l = 0; l < cfg.layers; l++) {

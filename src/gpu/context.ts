@@ -115,6 +115,33 @@ export interface GpuOpenOptions {
   backend?: BackendChoice;
   /** Logged once with the adapter description; default prints to stderr. */
   log?: (line: string) => void;
+  /**
+   * Caps `maxBindingBytes` below the adapter's limits, so tests run the split paths (tables in
+   * row chunks) on small tensors; default QLORAD_MAX_BINDING_BYTES, else no cap.
+   */
+  maxBindingBytes?: number;
+}
+
+export const MAX_BINDING_BYTES_ENV = "QLORAD_MAX_BINDING_BYTES";
+
+/** The forced binding cap from the options or the environment (read once per open). */
+function bindingCap(options: GpuOpenOptions): number | undefined {
+  let raw: string | number | undefined = options.maxBindingBytes;
+  let what = "maxBindingBytes";
+  if (raw === undefined) {
+    try {
+      raw = Deno.env.get(MAX_BINDING_BYTES_ENV) || undefined;
+    } catch {
+      raw = undefined; // no --allow-env
+    }
+    what = MAX_BINDING_BYTES_ENV;
+  }
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < 16) {
+    throw new Error(`${what} must be an integer >= 16 (bytes), got ${JSON.stringify(raw)}`);
+  }
+  return v;
 }
 
 /**
@@ -196,6 +223,7 @@ export class GpuContext {
   #errors: Error[] = [];
   #lost: GpuDeviceLostError | undefined;
   #instance: GPU | undefined;
+  #bindingCap: number | undefined;
 
   private constructor(
     readonly device: GPUDevice,
@@ -216,6 +244,7 @@ export class GpuContext {
   }
 
   static async open(options: GpuOpenOptions = {}): Promise<GpuContext> {
+    const cap = bindingCap(options);
     const found = await findAdapter(options.backend);
     const a = found.adapter.limits;
     const want = (name: keyof GPUSupportedLimits, cap?: number) => {
@@ -238,6 +267,7 @@ export class GpuContext {
     });
     const ctx = new GpuContext(device, found.description, found.instance);
     ctx.capabilities = capabilitiesOf(found.adapter, device);
+    ctx.#bindingCap = cap;
     const d = found.description;
     (options.log ?? ((l) => console.error(l)))(
       `qlorad: GPU ${d.provider}/${d.backend}: ${
@@ -249,6 +279,22 @@ export class GpuContext {
 
   get limits(): GPUSupportedLimits {
     return this.device.limits;
+  }
+
+  /**
+   * The most bytes one buffer that a kernel binds whole may hold: the smaller of
+   * maxStorageBufferBindingSize and maxBufferSize, or the forced cap (GpuOpenOptions
+   * .maxBindingBytes, QLORAD_MAX_BINDING_BYTES), rounded down to 16 bytes. Every splitter (tables
+   * in row chunks, chunked scratch) sizes against this one number.
+   */
+  get maxBindingBytes(): number {
+    const l = this.limits;
+    const limit = Math.min(
+      l.maxStorageBufferBindingSize,
+      l.maxBufferSize,
+      this.#bindingCap ?? Infinity,
+    );
+    return Math.floor(limit / 16) * 16;
   }
 
   /** CPU rasterizers (llvmpipe, lavapipe, SwiftShader), where barriers are costly and register

@@ -1,83 +1,159 @@
 /**
- * The frozen lm_head fused with token cross-entropy (shaders/cross_entropy.wgsl), computed over
- * vocabulary chunks so the logits of every token never sit in memory at once:
- *   pass 1, per chunk: logits = h W_chunk^T, then an online softmax per row (running max,
- *     sum of exp, first argmax, the label's logit); the last chunk writes loss and correct;
- *   pass 2 (only when dh is wanted), per chunk: logits again, dlogits = (softmax - onehot) *
- *     gradScale in place, dh (+)= dlogits W_chunk. The last chunk's logits are still in
- *     scratch after pass 1, so pass 2 walks the chunks backwards and starts without recomputing.
- * Also encodeSumRows, to reduce per-row losses or correct counts to one number on the GPU.
+ * The frozen lm_head fused with token cross-entropy (shaders/cross_entropy*.wgsl), chunked over
+ * token rows AND vocabulary columns, so the [tokens, vocab] logits never exist in full: the
+ * scratch holds one block of [rowChunk, vocabChunk] logits and [rowChunk, 4] softmax stats,
+ * whatever the number of tokens. lm_head is a 16-bit table in row chunks (src/kernels/
+ * row_chunks.ts); a vocabulary block never straddles two table chunks (the last block of a
+ * chunk is shorter), so each pass binds one chunk whole. Per row chunk:
+ *   forward, per vocabulary block: logits = h W_block^T, then an online softmax per row (running
+ *     max, sum of exp, first argmax, the label's logit); the last block writes loss and correct;
+ *   backward (only when dh is wanted), per block in reverse: logits again, dlogits = (softmax -
+ *     onehot) * gradScale in place, dh (+)= dlogits W_block. The last block's logits are still in
+ *     scratch after the forward, so the backward starts without recomputing them.
+ * No gradient flows into lm_head (it is frozen). Also encodeLmHeadLogits (full logits of a few
+ * rows, for generation) and encodeSumRows (per-row losses or correct counts to one number).
  */
 import { bindingParts, checkBindingSize, sharedScratch } from "./bindings.ts";
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { RowChunkedTable } from "./row_chunks.ts";
 
 export const IGNORE_INDEX = -100;
 
+/** Vocabulary columns per pass by default (ModelGraph's and the estimator's default too). */
+export const DEFAULT_VOCAB_CHUNK = 2048;
+/** Token rows per pass by default: the logits scratch is 8 MiB at the default vocabulary chunk. */
+export const DEFAULT_ROW_CHUNK = 1024;
+
 export interface LmHeadCrossEntropyArgs {
-  /** [rows, hidden], the final-normed hidden states. */
+  /** f32 [rows, hidden], the final-normed hidden states. */
   h: Binding;
-  /** lm_head f32 [vocab, hidden]. */
-  weight: Binding;
+  /** lm_head [vocab, hidden], 16-bit in row chunks; vocab is its row count. */
+  weight: RowChunkedTable;
   /** i32 [rows]; -100 = ignore. A label outside [0, vocab) gives a NaN loss. */
   labels: Binding;
   rows: number;
   hidden: number;
-  vocab: number;
-  /**
-   * Vocabulary columns per pass. With more than one chunk, chunk*hidden must be a multiple of
-   * 64 (each chunk of the weight is bound at a 256-byte boundary); 1024..8192 suits real GPUs.
-   */
+  /** Vocabulary columns per pass (at most; a table chunk's last block may be shorter). */
   chunk: number;
+  /** Token rows per pass; default DEFAULT_ROW_CHUNK (at most rows). */
+  rowChunk?: number;
   /** f32 [rows]: cross-entropy in nats, 0 where ignored. */
   loss: Binding;
   /** u32 [rows]: 1 where argmax (first maximum) == label. */
   correct: Binding;
-  /** [rows, hidden]: if given, overwritten with d(sum(loss) * gradScale)/dh. */
+  /** f32 [rows, hidden]: if given, overwritten with d(sum(loss) * gradScale)/dh. */
   dh?: Binding;
   /** Multiplies the gradient: a number, or a buffer holding it at element gradScaleIndex. */
   gradScale?: number | Binding;
   gradScaleIndex?: number;
   /**
-   * crossEntropyScratchBytes(rows, chunk) bytes. Omitted: a scratch buffer kept per context and
-   * grown as needed (counted in the "scratch" memory category).
+   * crossEntropyScratchBytes(rowChunk, chunk) bytes (both clamped to rows and vocab). Omitted: a
+   * scratch buffer kept per context and grown as needed ("scratch" memory category).
    */
   scratch?: Binding;
-  /** Forces a variant of the two products (tests, benchmarks); default crossEntropyVariant(ctx). */
+  /** Forces a variant (tests, benchmarks); default: the kernel ladder's choice. */
   variant?: CrossEntropyVariant;
 }
 
 /**
- * `blocked`: 4x4 register blocks, no workgroup memory (CPU adapters, where barriers are slow);
- * `tiled`: 64x64 output tiles staged through workgroup memory (real GPUs).
+ * `blocked`: 4x4 register blocks, no workgroup memory, one invocation per row for the softmax
+ * stats (CPU adapters, where barriers are slow);
+ * `tiled`: 64x64 output tiles staged through workgroup memory (real GPUs);
+ * `tiled_f16`: as tiled, the logits product with f16 tiles and f32 accumulation (`shader-f16`);
+ * `subgroup`: as tiled, the softmax stats reduced by a subgroup per row (`subgroups`);
+ * `subgroup_f16`: both.
  */
-export type CrossEntropyVariant = "blocked" | "tiled";
+export type CrossEntropyVariant = "blocked" | "tiled" | "tiled_f16" | "subgroup" | "subgroup_f16";
+
+interface VariantPlan {
+  logits: { shader: string; entry: string };
+  dh: string;
+  stats: { shader: string; entry: string; rowsPerGroup: number };
+  /** Output edge covered by one workgroup of the product kernels. */
+  edge: number;
+  f16: boolean;
+  subgroups: boolean;
+}
+
+const CE = "cross_entropy.wgsl";
+const SERIAL_STATS = { shader: CE, entry: "stats", rowsPerGroup: 64 };
+const SUBGROUP_STATS = {
+  shader: "cross_entropy_subgroup.wgsl",
+  entry: "stats_subgroup",
+  rowsPerGroup: 8,
+};
+const TILED_LOGITS = { shader: CE, entry: "logits_tiled" };
+const F16_LOGITS = { shader: "cross_entropy_f16.wgsl", entry: "logits_tiled_f16" };
+const tiled = { dh: "dh_tiled", edge: 64 };
+
+const PLANS: Record<CrossEntropyVariant, VariantPlan> = {
+  blocked: {
+    logits: { shader: CE, entry: "logits" },
+    dh: "dh",
+    stats: SERIAL_STATS,
+    edge: 32,
+    f16: false,
+    subgroups: false,
+  },
+  tiled: { ...tiled, logits: TILED_LOGITS, stats: SERIAL_STATS, f16: false, subgroups: false },
+  tiled_f16: { ...tiled, logits: F16_LOGITS, stats: SERIAL_STATS, f16: true, subgroups: false },
+  subgroup: { ...tiled, logits: TILED_LOGITS, stats: SUBGROUP_STATS, f16: false, subgroups: true },
+  subgroup_f16: { ...tiled, logits: F16_LOGITS, stats: SUBGROUP_STATS, f16: true, subgroups: true },
+};
+
+export const CROSS_ENTROPY_VARIANTS = Object.keys(PLANS) as readonly CrossEntropyVariant[];
+
+/**
+ * Whether this device can run a variant: f16 variants need `shader-f16`; subgroup ones need
+ * `subgroups` with subgroups that fill a 64-invocation workgroup evenly (at most 64 wide).
+ */
+export function crossEntropyVariantAvailable(ctx: GpuContext, variant: string): boolean {
+  const plan = PLANS[variant as CrossEntropyVariant];
+  if (!plan) return false;
+  const caps = ctx.capabilities;
+  if (plan.f16 && !caps.f16) return false;
+  if (plan.subgroups && !(caps.subgroups && caps.subgroupMaxSize <= 64)) return false;
+  return true;
+}
 
 /** The variant for this adapter: the kernel ladder's choice (src/kernels/ladder.ts). */
 export function crossEntropyVariant(ctx: GpuContext): CrossEntropyVariant {
   return kernelLadder.choice(ctx, "cross_entropy") as CrossEntropyVariant;
 }
 
-const CROSS_ENTROPY_VARIANTS: readonly CrossEntropyVariant[] = ["blocked", "tiled"];
-
 registerLadderKernel({
   name: "cross_entropy",
   variants: CROSS_ENTROPY_VARIANTS,
+  variantAvailable: crossEntropyVariantAvailable,
   prior: (ctx) => ctx.isSoftware ? "blocked" : "tiled",
-  shaders: ["cross_entropy.wgsl"],
-  // 64 rows, hidden 128, a 1024-word vocabulary in two chunks, with the gradient.
+  shaders: [
+    "cross_entropy.wgsl",
+    "cross_entropy_common.wgsl",
+    "cross_entropy_f16.wgsl",
+    "cross_entropy_subgroup.wgsl",
+    "table16.wgsl",
+  ],
+  // 64 rows, hidden 128, a 1024-word bf16 vocabulary in two blocks, with the gradient.
   probe: (ctx) => {
     const bufs = new ProbeBuffers(ctx);
     const [rows, hidden, vocab, chunk] = [64, 128, 1024, 512];
     const labels = Int32Array.from({ length: rows }, (_, i) => (i * 37) % vocab);
+    // bf16 patterns of values in [-1/8, 1/8): sign, exponent 2^-4..2^-11, random mantissa.
+    const bits = Uint16Array.from(
+      { length: vocab * hidden },
+      (_, i) => ((i & 1) << 15) | ((116 + (i % 8)) << 7) | ((i * 37) & 0x7f),
+    );
+    const weight = new RowChunkedTable("bf16", vocab, hidden, [
+      { buffer: bufs.upload("ladder.ce.w", bits), row0: 0, rows: vocab },
+    ]);
     const common = {
       h: bufs.random("ladder.ce.h", rows * hidden, 6),
-      weight: bufs.random("ladder.ce.w", vocab * hidden, 7),
+      weight,
       labels: bufs.upload("ladder.ce.labels", labels),
       rows,
       hidden,
-      vocab,
       chunk,
       loss: bufs.empty("ladder.ce.loss", rows * 4),
       correct: bufs.empty("ladder.ce.correct", rows * 4),
@@ -97,9 +173,117 @@ function align256(bytes: number): number {
   return Math.ceil(bytes / 256) * 256;
 }
 
-/** Scratch: one chunk of logits [rows, chunk], then per-row softmax stats [rows, 4]. */
-export function crossEntropyScratchBytes(rows: number, chunk: number): number {
-  return align256(rows * chunk * 4) + rows * 16;
+/** Scratch: one block of logits [rowChunk, vocabChunk], then softmax stats [rowChunk, 4]. */
+export function crossEntropyScratchBytes(rowChunk: number, vocabChunk: number): number {
+  return align256(rowChunk * vocabChunk * 4) + rowChunk * 16;
+}
+
+/**
+ * The block shape for `rows` tokens and a `vocab` vocabulary: the requested sizes clamped to
+ * the problem, and (given a binding limit) shrunk until the logits block fits one binding.
+ * ModelGraph sizes its scratch with this, and the memory estimator mirrors it.
+ */
+export function crossEntropyChunks(
+  rows: number,
+  vocab: number,
+  opts: { vocabChunk?: number; rowChunk?: number; maxBindingBytes?: number } = {},
+): { rowChunk: number; vocabChunk: number } {
+  const limit = opts.maxBindingBytes ?? Infinity;
+  const vocabChunk = Math.max(
+    1,
+    Math.min(opts.vocabChunk ?? DEFAULT_VOCAB_CHUNK, vocab, Math.floor(limit / 4)),
+  );
+  const rowChunk = Math.max(
+    1,
+    Math.min(opts.rowChunk ?? DEFAULT_ROW_CHUNK, rows, Math.floor(limit / (vocabChunk * 4))),
+  );
+  return { rowChunk, vocabChunk };
+}
+
+/** One vocabulary block: columns [c0, c0+cols) = rows [wRow0, wRow0+cols) of table chunk `chunk`. */
+interface VocabBlock {
+  chunk: number;
+  c0: number;
+  wRow0: number;
+  cols: number;
+}
+
+function vocabBlocks(table: RowChunkedTable, maxCols: number): VocabBlock[] {
+  const out: VocabBlock[] = [];
+  table.chunks.forEach((ch, i) => {
+    for (let w = 0; w < ch.rows; w += maxCols) {
+      out.push({ chunk: i, c0: ch.row0 + w, wRow0: w, cols: Math.min(maxCols, ch.rows - w) });
+    }
+  });
+  return out;
+}
+
+interface PassFields {
+  rows: number;
+  r0: number;
+  block: VocabBlock;
+  first?: boolean;
+  last?: boolean;
+  accumulate?: boolean;
+  statsGroupsX?: number;
+  dlGroupsX?: number;
+  outStride: number;
+  outCol0: number;
+  scaleIndex?: number;
+  gradScale?: number;
+}
+
+/** The Params uniform of cross_entropy_common.wgsl. */
+function passUniform(ctx: GpuContext, hidden: number, vocab: number, p: PassFields): GPUBuffer {
+  const u = new Uint32Array(16);
+  u.set([
+    p.rows,
+    hidden,
+    vocab,
+    p.block.c0,
+    p.block.cols,
+    p.first ? 1 : 0,
+    p.last ? 1 : 0,
+    p.accumulate ? 1 : 0,
+    p.statsGroupsX ?? 0,
+    p.scaleIndex ?? 0,
+    0,
+    p.r0,
+    p.block.wRow0,
+    p.outStride,
+    p.outCol0,
+    p.dlGroupsX ?? 0,
+  ]);
+  new Float32Array(u.buffer)[10] = p.gradScale ?? 1;
+  return ctx.uniform(u);
+}
+
+async function resolveVariant(
+  ctx: GpuContext,
+  where: string,
+  forced: CrossEntropyVariant | undefined,
+): Promise<VariantPlan> {
+  const variant = forced ?? (await kernelLadder.variant(ctx, "cross_entropy"));
+  const plan = PLANS[variant as CrossEntropyVariant];
+  if (!plan) throw invalidArgument(`${where}: unknown variant ${variant}`);
+  if (!crossEntropyVariantAvailable(ctx, variant)) {
+    throw invalidArgument(
+      `${where}: variant ${variant} needs ${
+        [plan.f16 && "shader-f16", plan.subgroups && "subgroups (at most 64 wide)"]
+          .filter(Boolean).join(" and ")
+      }, which this device lacks`,
+    );
+  }
+  return plan;
+}
+
+function checkTable(where: string, table: RowChunkedTable, hidden: number): void {
+  if (!(table instanceof RowChunkedTable)) {
+    throw invalidArgument(`${where}: weight must be a 16-bit table in row chunks`);
+  }
+  if (table.cols !== hidden) {
+    throw invalidArgument(`${where}: weight has ${table.cols} columns, hidden is ${hidden}`);
+  }
 }
 
 export async function encodeLmHeadCrossEntropy(
@@ -108,23 +292,19 @@ export async function encodeLmHeadCrossEntropy(
   args: LmHeadCrossEntropyArgs,
 ): Promise<void> {
   const where = "lm_head cross-entropy";
-  const { rows, hidden, vocab } = args;
-  for (const name of ["rows", "hidden", "vocab", "chunk"] as const) {
+  const { rows, hidden, weight } = args;
+  for (const name of ["rows", "hidden", "chunk", "rowChunk"] as const) {
     const v = args[name];
-    if (!Number.isInteger(v) || v < 1) {
+    if (v === undefined && name === "rowChunk") continue;
+    if (!Number.isInteger(v) || v! < 1) {
       throw invalidArgument(`${where}: ${name} must be >= 1, got ${v}`);
     }
   }
-  const chunk = Math.min(args.chunk, vocab);
-  const nChunks = Math.ceil(vocab / chunk);
-  if (nChunks > 1 && (chunk * hidden) % 64 !== 0) {
-    throw invalidArgument(
-      `${where}: chunk ${chunk} x hidden ${hidden} must be a multiple of 64 so that weight chunks ` +
-        `start at 256-byte boundaries`,
-    );
-  }
+  checkTable(where, weight, hidden);
+  const vocab = weight.rows;
+  const cols = Math.min(args.chunk, vocab);
+  const rowChunk = Math.min(args.rowChunk ?? DEFAULT_ROW_CHUNK, rows);
   checkBindingSize(where, "h", args.h, rows * hidden);
-  checkBindingSize(where, "weight", args.weight, vocab * hidden);
   checkBindingSize(where, "labels", args.labels, rows);
   checkBindingSize(where, "loss", args.loss, rows);
   checkBindingSize(where, "correct", args.correct, rows);
@@ -135,15 +315,15 @@ export async function encodeLmHeadCrossEntropy(
   const scaleValue = typeof args.gradScale === "number" ? args.gradScale : 1;
   if (!Number.isFinite(scaleValue)) throw invalidArgument(`${where}: gradScale must be finite`);
 
-  const logitsBytes = rows * chunk * 4;
+  const logitsBytes = rowChunk * cols * 4;
   const limit = ctx.limits.maxStorageBufferBindingSize;
-  if (logitsBytes > limit || chunk * hidden * 4 > limit) {
+  if (logitsBytes > limit) {
     throw invalidArgument(
-      `${where}: chunk ${chunk} makes a binding over the adapter's limit ${limit} bytes ` +
-        `(rows ${rows}, hidden ${hidden}); use a smaller chunk`,
+      `${where}: a logits block of ${rowChunk} rows x ${cols} columns (${logitsBytes} bytes) ` +
+        `exceeds the adapter's binding limit ${limit} bytes; use smaller chunks`,
     );
   }
-  const scratchBytes = crossEntropyScratchBytes(rows, chunk);
+  const scratchBytes = crossEntropyScratchBytes(rowChunk, cols);
   const scratch = args.scratch ?? sharedScratch(ctx, "cross-entropy scratch", scratchBytes);
   checkBindingSize(where, "scratch", scratch, scratchBytes / 4);
   const s = bindingParts(scratch);
@@ -151,87 +331,119 @@ export async function encodeLmHeadCrossEntropy(
   const stats: Binding = {
     buffer: s.buffer,
     offset: s.offset + align256(logitsBytes),
-    size: rows * 16,
+    size: rowChunk * 16,
   };
-  const w = bindingParts(args.weight);
-  const weightChunk = (c0: number, cols: number): Binding => ({
-    buffer: w.buffer,
-    offset: w.offset + c0 * hidden * 4,
-    size: cols * hidden * 4,
-  });
 
-  const variant = args.variant ??
-    (await kernelLadder.variant(ctx, "cross_entropy") as CrossEntropyVariant);
-  if (variant !== "blocked" && variant !== "tiled") {
-    throw invalidArgument(`${where}: unknown variant ${variant}`);
-  }
-  const tiled = variant === "tiled";
-  // Output edge covered by one workgroup of the product kernels.
-  const edge = tiled ? 64 : 32;
+  const plan = await resolveVariant(ctx, where, args.variant);
+  const tableParams = { TABLE_F16: weight.dtype === "f16" ? 1 : 0 };
   const [pLogits, pStats, pDl, pDh] = await Promise.all([
-    ctx.pipeline("cross_entropy.wgsl", {}, tiled ? "logits_tiled" : "logits"),
-    ctx.pipeline("cross_entropy.wgsl", {}, "stats"),
-    ctx.pipeline("cross_entropy.wgsl", {}, scaleBuf ? "dlogits_scaled" : "dlogits"),
-    ctx.pipeline("cross_entropy.wgsl", {}, tiled ? "dh_tiled" : "dh"),
+    ctx.pipeline(plan.logits.shader, tableParams, plan.logits.entry),
+    ctx.pipeline(plan.stats.shader, tableParams, plan.stats.entry),
+    ctx.pipeline(CE, tableParams, scaleBuf ? "dlogits_scaled" : "dlogits"),
+    ctx.pipeline(CE, tableParams, plan.dh),
   ]);
-  const uniform = (
-    c0: number,
-    cols: number,
-    o: { first?: boolean; last?: boolean; gx?: number },
-  ) => {
-    const u = new Uint32Array(12);
-    u.set([
-      rows,
-      hidden,
-      vocab,
-      c0,
-      cols,
-      o.first ? 1 : 0,
-      o.last ? 1 : 0,
-      c0 + cols < vocab ? 1 : 0, // dh accumulates on every chunk but the last (pass 2 runs backwards)
-      o.gx ?? 0,
-      scaleIndex,
-    ]);
-    new Float32Array(u.buffer)[10] = scaleValue;
-    return ctx.uniform(u);
-  };
-  const encodeLogits = (c0: number, cols: number) =>
-    batch.dispatch(pLogits, [args.h, weightChunk(c0, cols), logits, uniform(c0, cols, {})], [
-      Math.ceil(cols / edge),
-      Math.ceil(rows / edge),
-    ]);
+  const blocks = vocabBlocks(weight, cols);
+  const edge = plan.edge;
 
-  for (let c = 0; c < nChunks; c++) {
-    const c0 = c * chunk;
-    const cols = Math.min(chunk, vocab - c0);
-    encodeLogits(c0, cols);
-    const [gx, gy] = grid(Math.ceil(rows / 64));
-    batch.dispatch(pStats, [
-      logits,
-      args.labels,
-      stats,
-      args.loss,
-      args.correct,
-      uniform(c0, cols, { first: c === 0, last: c === nChunks - 1, gx }),
-    ], [gx, gy]);
+  for (let r0 = 0; r0 < rows; r0 += rowChunk) {
+    const n = Math.min(rowChunk, rows - r0);
+    const [sx, sy] = grid(Math.ceil(n / plan.stats.rowsPerGroup));
+    // One uniform per block of this row chunk, shared by its four kinds of pass.
+    const uniforms = blocks.map((block, b) => {
+      const [dx] = grid(Math.ceil((n * block.cols) / 256));
+      return passUniform(ctx, hidden, vocab, {
+        rows: n,
+        r0,
+        block,
+        first: b === 0,
+        last: b === blocks.length - 1,
+        // The backward runs the blocks in reverse: the last block writes dh, the others add.
+        accumulate: b !== blocks.length - 1,
+        statsGroupsX: sx,
+        dlGroupsX: dx,
+        outStride: block.cols,
+        outCol0: 0,
+        scaleIndex,
+        gradScale: scaleValue,
+      });
+    });
+    const encodeLogits = (b: number) =>
+      batch.dispatch(
+        pLogits,
+        [args.h, weight.chunks[blocks[b].chunk].buffer, logits, uniforms[b]],
+        [
+          Math.ceil(blocks[b].cols / edge),
+          Math.ceil(n / edge),
+        ],
+      );
+    for (let b = 0; b < blocks.length; b++) {
+      encodeLogits(b);
+      batch.dispatch(
+        pStats,
+        [logits, args.labels, stats, args.loss, args.correct, uniforms[b]],
+        [sx, sy],
+      );
+    }
+    if (!args.dh) continue;
+    for (let b = blocks.length - 1; b >= 0; b--) {
+      if (b !== blocks.length - 1) encodeLogits(b);
+      const [dx, dy] = grid(Math.ceil((n * blocks[b].cols) / 256));
+      const dlBindings: Array<Binding | GPUBuffer> = [logits, args.labels, stats, uniforms[b]];
+      if (scaleBuf) dlBindings.push(scaleBuf);
+      batch.dispatch(pDl, dlBindings, [dx, dy]);
+      batch.dispatch(
+        pDh,
+        [logits, weight.chunks[blocks[b].chunk].buffer, args.dh, uniforms[b]],
+        [Math.ceil(hidden / edge), Math.ceil(n / edge)],
+      );
+    }
   }
-  if (!args.dh) return;
-  for (let c = nChunks - 1; c >= 0; c--) {
-    const c0 = c * chunk;
-    const cols = Math.min(chunk, vocab - c0);
-    if (c !== nChunks - 1) encodeLogits(c0, cols);
-    const [gx, gy] = grid(Math.ceil((rows * cols) / 256));
-    const dlBindings: Array<Binding | GPUBuffer> = [
-      logits,
-      args.labels,
-      stats,
-      uniform(c0, cols, { gx }),
-    ];
-    if (scaleBuf) dlBindings.push(scaleBuf);
-    batch.dispatch(pDl, dlBindings, [gx, gy]);
-    batch.dispatch(pDh, [logits, weightChunk(c0, cols), args.dh, uniform(c0, cols, {})], [
-      Math.ceil(hidden / edge),
-      Math.ceil(rows / edge),
+}
+
+export interface LmHeadLogitsArgs {
+  /** f32 [rows, hidden] */
+  h: Binding;
+  weight: RowChunkedTable;
+  rows: number;
+  hidden: number;
+  /** f32 [rows, vocab]: the full logits (meant for a few rows, e.g. generation). */
+  out: Binding;
+  variant?: CrossEntropyVariant;
+}
+
+/** out = h lm_head^T in full, one dispatch per table chunk, with the cross-entropy's product. */
+export async function encodeLmHeadLogits(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  args: LmHeadLogitsArgs,
+): Promise<void> {
+  const where = "lm_head logits";
+  const { rows, hidden, weight } = args;
+  for (const name of ["rows", "hidden"] as const) {
+    if (!Number.isInteger(args[name]) || args[name] < 1) {
+      throw invalidArgument(`${where}: ${name} must be >= 1, got ${args[name]}`);
+    }
+  }
+  checkTable(where, weight, hidden);
+  checkBindingSize(where, "h", args.h, rows * hidden);
+  checkBindingSize(where, "out", args.out, rows * weight.rows);
+  const plan = await resolveVariant(ctx, where, args.variant);
+  const pipeline = await ctx.pipeline(
+    plan.logits.shader,
+    { TABLE_F16: weight.dtype === "f16" ? 1 : 0 },
+    plan.logits.entry,
+  );
+  for (const block of vocabBlocks(weight, Infinity)) {
+    const u = passUniform(ctx, hidden, weight.rows, {
+      rows,
+      r0: 0,
+      block,
+      outStride: weight.rows,
+      outCol0: block.c0,
+    });
+    batch.dispatch(pipeline, [args.h, weight.chunks[block.chunk].buffer, args.out, u], [
+      Math.ceil(block.cols / plan.edge),
+      Math.ceil(rows / plan.edge),
     ]);
   }
 }
@@ -259,7 +471,7 @@ export async function encodeSumRows(
   if (!Number.isInteger(n) || n < 0) throw invalidArgument(`${where}: n must be >= 0, got ${n}`);
   checkBindingSize(where, "input", args.input, n);
   checkBindingSize(where, "out", args.out, outIndex + 1);
-  const pipeline = await ctx.pipeline("cross_entropy.wgsl", {}, `sum_${args.type ?? "f32"}`);
+  const pipeline = await ctx.pipeline(CE, { TABLE_F16: 0 }, `sum_${args.type ?? "f32"}`);
   const u = new Uint32Array([n, args.accumulate ? 1 : 0, outIndex, 0]);
   batch.dispatch(pipeline, [args.input, args.out, ctx.uniform(u)], [1]);
 }

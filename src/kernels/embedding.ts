@@ -1,24 +1,25 @@
 /**
- * Embedding lookup: out[r,:] = table[tokens[r],:] for table [vocab, dim] f32 and tokens u32
- * [rows]. Token ids outside the table never read out of bounds: their rows are 0, and when an
- * `error` buffer (u32) is given its first element is set to 1; it is never cleared here, so
- * the caller zeroes it and reads it back when convenient (a step later).
+ * Embedding lookup: out[r,:] = table[tokens[r],:] for a 16-bit table [vocab, dim] held in row
+ * chunks (src/kernels/row_chunks.ts), tokens u32 [rows], out f32. One dispatch per chunk, each
+ * writing the rows whose token it holds. Token ids outside the table never read out of bounds:
+ * their rows are 0, and when an `error` buffer (u32) is given its first element is set to 1; it
+ * is never cleared here, so the caller zeroes it and reads it back when convenient (a step
+ * later).
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { checkBinding, checkCount } from "./matmul.ts";
+import type { RowChunkedTable } from "./row_chunks.ts";
 
 export interface EmbeddingArgs {
-  /** [vocab, dim] */
-  table: Binding;
+  /** [vocab, dim] in 16-bit row chunks; vocab is its row count. */
+  table: RowChunkedTable;
   /** u32 [rows] */
   tokens: Binding;
-  /** [rows, dim] */
+  /** f32 [rows, dim] */
   out: Binding;
   rows: number;
   dim: number;
-  /** Rows of the table; default: all whole rows the table binding holds. */
-  vocab?: number;
   /** u32 [1]: set to 1 when some token id is >= vocab. */
   error?: Binding;
 }
@@ -31,9 +32,9 @@ export async function encodeEmbedding(
   const { table, tokens, out, rows, dim, error } = args;
   checkCount("embedding", "rows", rows);
   checkCount("embedding", "dim", dim);
-  const vocab = args.vocab ?? Math.floor(table.size / 4 / dim);
-  checkCount("embedding", "vocab", vocab);
-  checkBinding("embedding", "table", table, vocab * dim);
+  if (table.cols !== dim) {
+    throw invalidArgument(`embedding: table has ${table.cols} columns, dim is ${dim}`);
+  }
   checkBinding("embedding", "tokens", tokens, rows);
   checkBinding("embedding", "out", out, rows * dim);
   if (error) checkBinding("embedding", "error", error, 1);
@@ -42,8 +43,19 @@ export async function encodeEmbedding(
   }
   const total = rows * dim;
   const [gx, gy] = grid(Math.ceil(total / 256), ctx.limits.maxComputeWorkgroupsPerDimension);
-  const params = ctx.uniform(new Uint32Array([total, dim, vocab, gx]));
-  const pipeline = await ctx.pipeline("embedding.wgsl", {}, error ? "gather_flagged" : "gather");
-  const bindings = error ? [table, tokens, out, error, params] : [table, tokens, out, params];
-  batch.dispatch(pipeline, bindings, [gx, gy]);
+  const pipeline = await ctx.pipeline(
+    "embedding.wgsl",
+    { TABLE_F16: table.dtype === "f16" ? 1 : 0 },
+    error ? "gather_flagged" : "gather",
+  );
+  const last = table.chunks.length - 1;
+  for (const [i, chunk] of table.chunks.entries()) {
+    const params = ctx.uniform(
+      new Uint32Array([total, dim, chunk.row0, chunk.rows, table.rows, i === last ? 1 : 0, gx, 0]),
+    );
+    const bindings = error
+      ? [chunk.buffer, tokens, out, error, params]
+      : [chunk.buffer, tokens, out, params];
+    batch.dispatch(pipeline, bindings, [gx, gy]);
+  }
 }

@@ -1,9 +1,11 @@
 /**
  * The frozen base model on the GPU: 4-bit linears (packed codes + double-quantized absmax,
- * never dequantized in memory), full-precision embeddings, norms and lm_head.
+ * never dequantized in memory), embeddings and lm_head in 16-bit (bf16, or f16 from an f16
+ * checkpoint) split into row chunks that each fit a binding, norms in f32.
  */
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { GpuQuantWeight } from "../kernels/quant_weight.ts";
+import type { RowChunkedTable } from "../kernels/row_chunks.ts";
 import type { LinearModule, LlamaConfig } from "./config.ts";
 
 export interface BaseLayer {
@@ -16,10 +18,10 @@ export interface BaseLayer {
 
 export interface BaseModel {
   cfg: LlamaConfig;
-  /** f32 [vocab, hidden] */
-  embed: GpuBuffer;
-  /** f32 [vocab, hidden]; the same buffer as `embed` when embeddings are tied. */
-  lmHead: GpuBuffer;
+  /** [vocab, hidden], 16-bit in row chunks. */
+  embed: RowChunkedTable;
+  /** [vocab, hidden], 16-bit in row chunks; the same table as `embed` when embeddings are tied. */
+  lmHead: RowChunkedTable;
   finalNorm: GpuBuffer;
   layers: BaseLayer[];
   /** f32 [headDim / 2] RoPE inverse frequencies, scaling applied. */

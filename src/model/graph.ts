@@ -1,7 +1,8 @@
 /**
  * Forward and backward of the whole model for one micro-batch: embedding, the decoder layers
  * (optionally recomputed in backward: gradient checkpointing), the final norm, and the frozen
- * lm_head with chunked cross-entropy. LoRA gradients accumulate into a flat buffer.
+ * lm_head with cross-entropy chunked over tokens and vocabulary. LoRA gradients accumulate into a
+ * flat buffer.
  */
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "./base_model.ts";
@@ -10,7 +11,11 @@ import { BackwardScratch, LayerActivations, type Shape } from "./activations.ts"
 import { encodeLayerBackward, encodeLayerForward, type MicroBatchPass } from "./layer.ts";
 import { encodeEmbedding } from "../kernels/embedding.ts";
 import { encodeRmsNorm, encodeRmsNormBackward } from "../kernels/rmsnorm.ts";
-import { crossEntropyScratchBytes, encodeLmHeadCrossEntropy } from "../kernels/cross_entropy.ts";
+import {
+  crossEntropyChunks,
+  crossEntropyScratchBytes,
+  encodeLmHeadCrossEntropy,
+} from "../kernels/cross_entropy.ts";
 import { encodeAdd } from "../kernels/elementwise.ts";
 import { invalidArgument } from "../util/errors.ts";
 
@@ -31,8 +36,10 @@ export interface GraphOptions {
   /** Largest micro-batch: sequences per micro-batch and tokens per sequence. */
   maxShape: Shape;
   gradientCheckpointing: boolean;
-  /** Vocabulary columns per cross-entropy pass. */
+  /** Vocabulary columns per cross-entropy pass (default 2048). */
   vocabChunk?: number;
+  /** Token rows per cross-entropy pass (default 1024). */
+  rowChunk?: number;
 }
 
 const PAD_SEGMENT = 0xffffffff;
@@ -54,6 +61,7 @@ export class ModelGraph {
   readonly lossAcc: GpuBuffer;
   readonly ceScratch: GpuBuffer;
   readonly vocabChunk: number;
+  readonly rowChunk: number;
   #owned: GpuBuffer[] = [];
 
   constructor(
@@ -89,12 +97,18 @@ export class ModelGraph {
     this.rowLoss = f("row_loss", rows, "scratch");
     this.rowCorrect = f("row_correct", rows, "scratch");
     this.lossAcc = f("loss_acc", rows, "scratch");
-    // Chunks are multiples of 64 columns so each weight slice binds at a 256-byte offset.
-    const chunk = Math.ceil((options.vocabChunk ?? 2048) / 64) * 64;
-    this.vocabChunk = Math.min(chunk, cfg.vocab);
+    // The logits block [rowChunk, vocabChunk] is the cross-entropy's only per-token scratch; it
+    // stays the same size however long the sequences (src/train/estimate.ts mirrors this).
+    const ce = crossEntropyChunks(rows, cfg.vocab, {
+      vocabChunk: options.vocabChunk,
+      rowChunk: options.rowChunk,
+      maxBindingBytes: ctx.maxBindingBytes,
+    });
+    this.vocabChunk = ce.vocabChunk;
+    this.rowChunk = ce.rowChunk;
     this.ceScratch = f(
       "ce_scratch",
-      Math.ceil(crossEntropyScratchBytes(rows, this.vocabChunk) / 4),
+      Math.ceil(crossEntropyScratchBytes(ce.rowChunk, ce.vocabChunk) / 4),
       "scratch",
     );
   }
@@ -216,8 +230,8 @@ export class ModelGraph {
       labels: this.labels,
       rows,
       hidden: cfg.hidden,
-      vocab: cfg.vocab,
       chunk: this.vocabChunk,
+      rowChunk: this.rowChunk,
       loss: this.rowLoss,
       correct: this.rowCorrect,
       dh: opts.train ? this.scratch.dn : undefined,

@@ -2,13 +2,21 @@
  * Loads the frozen base model onto the GPU from a model folder: a bitsandbytes 4-bit folder
  * (ours or one saved by transformers + bitsandbytes), or a full-precision checkpoint that is
  * quantized on load. Tensors are read one at a time (shard by shard for a sharded folder); only
- * 4-bit linears reach the GPU in 4-bit form, embeddings, norms, lm_head and Qwen2's q/k/v biases
+ * 4-bit linears reach the GPU in 4-bit form, embeddings and lm_head in 16-bit row chunks (bf16
+ * and f16 checkpoints bit-exact, others rounded once to bf16), norms and Qwen2's q/k/v biases
  * in f32.
  */
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import { HfCheckpoint } from "../io/checkpoint.ts";
 import { type GpuQuantWeight, uploadQuantWeight } from "../kernels/quant_weight.ts";
 import { ropeInvFreq } from "../kernels/rope.ts";
+import {
+  RowChunkedTable,
+  type Table16Dtype,
+  uploadTable16,
+  uploadTableFromF32,
+} from "../kernels/row_chunks.ts";
+import { f32ArrayToBf16, numel } from "../io/dtype.ts";
 import { fromBnbTensors, type QuantizedWeight, quantizeWeight } from "../quant/quant_state.ts";
 import type { QuantType } from "../quant/codes.ts";
 import { invalidArgument } from "../util/errors.ts";
@@ -33,8 +41,10 @@ export interface HostLayer {
 /** A base model in host memory (tests build one directly; the loader streams instead). */
 export interface HostBaseModel {
   cfg: LlamaConfig;
+  /** Rounded to bf16 on upload (tests round their reference the same way). */
   embed: Float32Array;
   finalNorm: Float32Array;
+  /** Rounded to bf16 on upload; absent: tied to embed. */
   lmHead?: Float32Array;
   layers: HostLayer[];
 }
@@ -57,6 +67,50 @@ function uploadF32(ctx: GpuContext, label: string, data: Float32Array): GpuBuffe
   return ctx.upload(label, "base_weights", data);
 }
 
+/** What the model owns on the GPU and frees on destroy. */
+type Owned = GpuBuffer | GpuQuantWeight | RowChunkedTable;
+
+/**
+ * A [vocab, hidden] tensor (embed_tokens, lm_head) as a 16-bit table in row chunks: bf16 and f16
+ * bits go to the GPU as they are; any other float dtype is rounded once to bf16.
+ */
+async function loadTable(
+  ctx: GpuContext,
+  ckpt: HfCheckpoint,
+  cfg: LlamaConfig,
+  name: string,
+  label: string,
+  dir: string,
+): Promise<RowChunkedTable> {
+  if (!ckpt.has(name)) throw invalidArgument(`${dir}: missing tensor ${name}`);
+  const info = ckpt.info(name);
+  const n = cfg.vocab * cfg.hidden;
+  if (numel(info.shape) !== n) {
+    throw invalidArgument(
+      `${dir}: tensor ${name} has shape [${info.shape}], config.json implies [${cfg.vocab}, ${cfg.hidden}]`,
+    );
+  }
+  let dtype: Table16Dtype = "bf16";
+  let bits: Uint16Array;
+  if (info.dtype === "BF16" || info.dtype === "F16") {
+    dtype = info.dtype === "F16" ? "f16" : "bf16";
+    const bytes = await ckpt.readBytes(name);
+    bits = bytes.byteOffset % 2 === 0
+      ? new Uint16Array(bytes.buffer, bytes.byteOffset, n)
+      : new Uint16Array(bytes.slice().buffer);
+  } else {
+    bits = f32ArrayToBf16(await ckpt.readFloat32(name));
+  }
+  return uploadTable16(ctx, {
+    label,
+    category: "base_weights",
+    dtype,
+    rows: cfg.vocab,
+    cols: cfg.hidden,
+    bits,
+  });
+}
+
 /** Reads `model.*` tensors one at a time and builds the GPU model. */
 export async function loadBaseModel(
   ctx: GpuContext,
@@ -64,7 +118,7 @@ export async function loadBaseModel(
   opts: LoadOptions = {},
 ): Promise<BaseModel> {
   const ckpt = await HfCheckpoint.open(dir);
-  const owned: Array<GpuBuffer | GpuQuantWeight> = [];
+  const owned: Owned[] = [];
   try {
     const cfg = llamaConfigFromHf(ckpt.config, `${ckpt.dir}/config.json`);
     const bnb = isBnb4bit(ckpt.config);
@@ -84,17 +138,15 @@ export async function loadBaseModel(
       }
       return v;
     };
-    const keep = <T extends GpuBuffer | GpuQuantWeight>(b: T): T => {
+    const keep = <T extends Owned>(b: T): T => {
       owned.push(b);
       return b;
     };
 
     step("model.embed_tokens.weight");
-    const embed = keep(uploadF32(
-      ctx,
-      "embed_tokens",
-      await readVector("model.embed_tokens.weight", cfg.vocab * cfg.hidden),
-    ));
+    const embed = keep(
+      await loadTable(ctx, ckpt, cfg, "model.embed_tokens.weight", "embed_tokens", dir),
+    );
     const layers: BaseLayer[] = [];
     for (let l = 0; l < cfg.layers; l++) {
       const p = `model.layers.${l}.`;
@@ -147,7 +199,7 @@ export async function loadBaseModel(
     step("lm_head.weight");
     const lmHead = cfg.tieEmbeddings || !ckpt.has("lm_head.weight")
       ? embed
-      : keep(uploadF32(ctx, "lm_head", await readVector("lm_head.weight", cfg.vocab * cfg.hidden)));
+      : keep(await loadTable(ctx, ckpt, cfg, "lm_head.weight", "lm_head", dir));
     if (!cfg.tieEmbeddings && lmHead === embed) {
       throw invalidArgument(`${dir}: missing tensor lm_head.weight (tie_word_embeddings is false)`);
     }
@@ -226,11 +278,11 @@ function dtypeName(st: string): string {
 function assemble(
   ctx: GpuContext,
   cfg: LlamaConfig,
-  embed: GpuBuffer,
-  lmHead: GpuBuffer,
+  embed: RowChunkedTable,
+  lmHead: RowChunkedTable,
   finalNorm: GpuBuffer,
   layers: BaseLayer[],
-  owned: Array<GpuBuffer | GpuQuantWeight>,
+  owned: Owned[],
 ): BaseModel {
   const invFreq = ctx.upload(
     "rope_inv_freq",
@@ -254,14 +306,22 @@ function assemble(
 
 /** Uploads a host-side base model (tests, and callers that already hold one). */
 export function uploadBaseModel(ctx: GpuContext, host: HostBaseModel): BaseModel {
-  const owned: Array<GpuBuffer | GpuQuantWeight> = [];
-  const keep = <T extends GpuBuffer | GpuQuantWeight>(b: T): T => {
+  const owned: Owned[] = [];
+  const keep = <T extends Owned>(b: T): T => {
     owned.push(b);
     return b;
   };
   const cfg = host.cfg;
-  const embed = keep(uploadF32(ctx, "embed_tokens", host.embed));
-  const lmHead = host.lmHead ? keep(uploadF32(ctx, "lm_head", host.lmHead)) : embed;
+  const table = (label: string, values: Float32Array) =>
+    keep(uploadTableFromF32(ctx, {
+      label,
+      category: "base_weights",
+      rows: cfg.vocab,
+      cols: cfg.hidden,
+      values,
+    }));
+  const embed = table("embed_tokens", host.embed);
+  const lmHead = host.lmHead ? table("lm_head", host.lmHead) : embed;
   const finalNorm = keep(uploadF32(ctx, "norm", host.finalNorm));
   const layers = host.layers.map((l, i): BaseLayer => ({
     inputNorm: keep(uploadF32(ctx, `layer${i}.input_norm`, l.inputNorm)),

@@ -14,7 +14,8 @@ import { LINEAR_MODULES, linearShape, type LlamaConfig } from "../model/config.t
 import { LoraLayout, type LoraSpec, SLOT_ALIGN_FLOATS } from "../model/lora.ts";
 import { BackwardScratch, LayerActivations, type Shape } from "../model/activations.ts";
 import { attentionScratchBytes } from "../kernels/attention.ts";
-import { crossEntropyScratchBytes } from "../kernels/cross_entropy.ts";
+import { crossEntropyChunks, crossEntropyScratchBytes } from "../kernels/cross_entropy.ts";
+import { tableChunkBytes, tableChunkRows } from "../kernels/row_chunks.ts";
 import { globalNormScratchBytes } from "../kernels/grad_norm.ts";
 import { NESTED_BLOCKSIZE } from "../quant/double_quant.ts";
 import { ALLOWED_BLOCKSIZES } from "../quant/blockwise.ts";
@@ -39,6 +40,11 @@ export interface EstimateSettings {
   doubleQuant?: boolean;
   /** Vocabulary columns per cross-entropy pass; default as ModelGraph (2048). */
   vocabChunk?: number;
+  /**
+   * The device's GpuContext.maxBindingBytes: tables larger than it are split into row chunks
+   * (each its own padded buffer) and the cross-entropy block shrinks to fit; default no limit.
+   */
+  maxBindingBytes?: number;
 }
 
 /** One group of identical buffers. */
@@ -69,8 +75,6 @@ export function paddedBufferBytes(bytes: number): number {
   return Math.max(16, Math.ceil(bytes / 16) * 16);
 }
 
-// Mirrors ModelGraph's default vocabChunk and its rounding to 64 columns.
-const DEFAULT_VOCAB_CHUNK = 2048;
 // Mirrors paged_adamw.ts's POOL_SLOTS (not exported): pages in flight at once.
 const OPTIMIZER_POOL_SLOTS = 2;
 
@@ -136,9 +140,21 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
   };
   const f32 = (floats: number) => paddedBufferBytes(floats * 4);
 
-  // Base model: src/model/load.ts (uploadBaseModel / loadBaseModel and assemble).
-  add("base_weights", "embed_tokens (f32)", 1, f32(cfg.vocab * cfg.hidden));
-  if (!cfg.tieEmbeddings) add("base_weights", "lm_head (f32)", 1, f32(cfg.vocab * cfg.hidden));
+  // Base model: src/model/load.ts (uploadBaseModel / loadBaseModel and assemble); embeddings and
+  // lm_head are 16-bit tables in row chunks (src/kernels/row_chunks.ts).
+  const bindingLimit = settings.maxBindingBytes ?? Infinity;
+  const tables = cfg.tieEmbeddings ? ["embed_tokens (tied lm_head)"] : ["embed_tokens", "lm_head"];
+  for (const name of tables) {
+    const chunks = tableChunkRows(cfg.vocab, cfg.hidden, bindingLimit);
+    for (const rows of new Set(chunks)) {
+      add(
+        "base_weights",
+        `${name} (bf16, ${rows} rows a chunk)`,
+        chunks.filter((r) => r === rows).length,
+        paddedBufferBytes(tableChunkBytes(rows, cfg.hidden)),
+      );
+    }
+  }
   add("base_weights", "rms norm weights (f32)", 2 * cfg.layers + 1, f32(cfg.hidden));
   add("base_weights", "rope inverse frequencies", 1, f32(cfg.headDim / 2));
   const quantName = `${(settings.quantType ?? "nf4").toUpperCase()}${doubleQuant ? "+DQ" : ""}`;
@@ -199,15 +215,15 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
   // Scratch: graph.ts, engine.ts, and the attention backward's per-context dS buffer.
   add("scratch", "backward scratch", 1, BackwardScratch.bytes(cfg, shape, r));
   add("scratch", "row loss, row correct, loss sum", 3, f32(rows));
-  const chunk = Math.min(
-    Math.ceil((settings.vocabChunk ?? DEFAULT_VOCAB_CHUNK) / 64) * 64,
-    cfg.vocab,
-  );
+  const ce = crossEntropyChunks(rows, cfg.vocab, {
+    vocabChunk: settings.vocabChunk,
+    maxBindingBytes: bindingLimit,
+  });
   add(
     "scratch",
-    `cross-entropy chunk (${chunk} columns)`,
+    `cross-entropy block (${ce.rowChunk} rows x ${ce.vocabChunk} columns)`,
     1,
-    f32(Math.ceil(crossEntropyScratchBytes(rows, chunk) / 4)),
+    f32(Math.ceil(crossEntropyScratchBytes(ce.rowChunk, ce.vocabChunk) / 4)),
   );
   add(
     "scratch",
@@ -340,7 +356,7 @@ export function compareTrainingSetups(
       },
       { activations: qlora.bytes.activations, scratch: qlora.bytes.scratch },
       `qlorad's own estimate: linears in NF4 with double quant (4 + 8/64 + 32/(64*256) ≈ 4.127 ` +
-        `bits per parameter), embeddings, lm_head and norms in f32; LoRA parameters, gradients ` +
+        `bits per parameter), embeddings and lm_head in bf16, norms in f32; LoRA parameters, gradients ` +
         `and AdamW moments in f32 (${
           qlora.optimizerPaged ? "moments paged through a GPU pool" : "moments resident"
         }); f32 activations, ${ckpt} checkpointing`,

@@ -3,7 +3,7 @@
  * cache: each new token reruns the prefix (fine for the short samples this is for).
  */
 import type { TrainingEngine } from "./engine.ts";
-import { encodeMatmul } from "../kernels/matmul.ts";
+import { encodeLmHeadLogits } from "../kernels/cross_entropy.ts";
 import type { GpuBuffer } from "../gpu/context.ts";
 import { throwIfAborted } from "../util/errors.ts";
 
@@ -28,14 +28,12 @@ export async function nextTokenLogits(
   const batch = ctx.batch("next-token");
   const last = (tokens.length - 1) * cfg.hidden * 4;
   batch.copy(graph.finalNormed, last, scratch.row, 0, cfg.hidden * 4);
-  await encodeMatmul(ctx, batch, {
-    a: scratch.row,
-    b: model.lmHead,
-    c: scratch.logits,
-    m: 1,
-    n: cfg.vocab,
-    k: cfg.hidden,
-    transB: true,
+  await encodeLmHeadLogits(ctx, batch, {
+    h: scratch.row,
+    weight: model.lmHead,
+    out: scratch.logits,
+    rows: 1,
+    hidden: cfg.hidden,
   });
   batch.submit();
   return await ctx.readF32(scratch.logits, 0, cfg.vocab);

@@ -1,7 +1,7 @@
 /**
  * A tiny random Llama for engine tests: linears quantized to NF4 (+DQ), uploaded to the GPU,
- * and the float64 reference's weights made from the *dequantized* values, so both sides
- * compute the same function.
+ * and the float64 reference's weights made from the *dequantized* values, and embeddings and
+ * lm_head rounded to bf16 as the GPU stores them, so both sides compute the same function.
  */
 import type { GpuContext } from "../../src/gpu/context.ts";
 import type { LlamaConfig } from "../../src/model/config.ts";
@@ -17,6 +17,7 @@ import {
   type RefLora,
   type RefWeights,
 } from "../reference/llama_f64.ts";
+import { roundBf16Array } from "../reference/float16_f64.ts";
 
 export const TINY: LlamaConfig = {
   hidden: 80,
@@ -57,7 +58,7 @@ const f64 = (a: Float32Array) => Float64Array.from(a);
 export interface TinySetup {
   model: BaseModel;
   layout: LoraLayout;
-  /** Float64 reference weights (dequantized linears, f32-rounded everything else). */
+  /** Float64 reference weights (dequantized linears, bf16 embeddings and lm_head, f32 norms). */
   refWeights: RefWeights;
   /** Random non-zero A and B (a gradient check needs both), f32-rounded. */
   refLora: RefLora;
@@ -93,9 +94,10 @@ export function tinySetup(
     l.postNorm = f64(f32(l.postNorm));
     return { inputNorm: f32(l.inputNorm), postNorm: f32(l.postNorm), linears };
   });
-  weights.embed = f64(f32(weights.embed));
+  // uploadBaseModel rounds these to bf16 (nearest even); the reference rounds independently.
+  weights.embed = roundBf16Array(weights.embed);
   weights.norm = f64(f32(weights.norm));
-  if (weights.lmHead) weights.lmHead = f64(f32(weights.lmHead));
+  if (weights.lmHead) weights.lmHead = roundBf16Array(weights.lmHead);
   const model = uploadBaseModel(ctx, {
     cfg,
     embed: f32(weights.embed),

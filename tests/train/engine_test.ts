@@ -156,9 +156,17 @@ gpuTest(
         const b = await small.engine.trainStep(micro, 1e-2);
         assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * a.loss, `${a.loss} vs ${b.loss}`);
         assert.ok(Math.abs(a.gradNorm - b.gradNorm) <= 1e-5 * a.gradNorm);
+        // The accumulated gradients agree to f32 summation order (measured ~4e-7 at step 1).
+        const ga = await big.engine.readGradients();
+        const gb = await small.engine.readGradients();
+        assert.ok(relErr(gb, ga) <= 1e-5, `gradients differ by ${relErr(gb, ga)}`);
+        // AdamW's first step is lr * g / (|g| + 1e-8) (after clipping): for an entry whose
+        // gradient is only ~20x that epsilon (~4e-7 here, of a max ~0.5), a summation-order
+        // difference of ~1% of the entry (5e-9) moves its step by ~1e-3 lr. So the adapters agree
+        // to 1e-4 rather than 1e-5 (measured 3.9e-5 with bf16 embeddings and lm_head).
         const x = await big.engine.readAdapter();
         const y = await small.engine.readAdapter();
-        assert.ok(relErr(y, x) <= 1e-5, `adapters differ by ${relErr(y, x)}`);
+        assert.ok(relErr(y, x) <= 1e-4, `adapters differ by ${relErr(y, x)}`);
       }
     } finally {
       big.destroy();

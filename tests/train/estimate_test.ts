@@ -78,13 +78,26 @@ Deno.test("hand-checked: Llama 65B in NF4+DQ and the paper's comparison rows", (
   // gate, up, down: n = 180,355,072: packed 90,177,536 + codes 2,818,048
   //   + nested 11,008 f32 = 44,032 -> 93,039,616 bytes.
   // Per layer 4*34,619,392 + 3*93,039,616 = 417,596,416; x 80 = 33,407,713,280 (33.41 GB).
-  // Beside them, f32: embed + lm_head 2*32000*8192*4 = 2,097,152,000; norms 161*8192*4 =
-  // 5,275,648; rope inverse frequencies 64*4 = 256. Base weights 35,510,141,184 bytes.
+  // Beside them: embed + lm_head in bf16 2*32000*8192*2 = 1,048,576,000 (one chunk each with no
+  // binding limit); f32 norms 161*8192*4 = 5,275,648; rope inverse frequencies 64*4 = 256.
+  // Base weights 34,461,565,184 bytes.
   const cfg = llamaPresets["65b"].cfg;
   const e = estimateMemory(cfg, settings(PAPER_LORA, 1, 512, true, 0));
   const linears = e.details.filter((d) => d.name.includes("_proj"));
   assert.equal(linears.reduce((s, d) => s + d.bytes, 0), 33_407_713_280);
-  assert.equal(e.bytes.base_weights, 35_510_141_184);
+  assert.equal(e.bytes.base_weights, 34_461_565_184);
+  // At lavapipe's 128 MiB binding limit a row of 8,192 bf16 is 16,384 bytes, so a chunk holds
+  // 8,192 rows (134,217,728 bytes): 32,000 rows are 3 such chunks and one of 7,424 rows. Every
+  // chunk is a multiple of 16 bytes, so the total is unchanged.
+  const split = estimateMemory(cfg, {
+    ...settings(PAPER_LORA, 1, 512, true, 0),
+    maxBindingBytes: 134_217_728,
+  });
+  assert.equal(split.bytes.base_weights, 34_461_565_184);
+  assert.deepEqual(
+    split.details.filter((d) => d.name.startsWith("embed_tokens")).map((d) => [d.count, d.each]),
+    [[3, 134_217_728], [1, 7424 * 8192 * 2]],
+  );
   assert.equal(e.quantizedParameters, 64_760_053_760);
   // 4.127 bits per quantized parameter.
   assert.ok(Math.abs((33_407_713_280 * 8) / 64_760_053_760 - 4.127) < 1e-3);
@@ -205,13 +218,17 @@ async function measureStep(
 }
 
 /** A fresh context per model, so its ledger starts at zero and holds only what we make. */
-function freshGpuTest(name: string, fn: (ctx: GpuContext) => Promise<void>): void {
+function freshGpuTest(
+  name: string,
+  fn: (ctx: GpuContext) => Promise<void>,
+  maxBindingBytes?: number,
+): void {
   Deno.test({
     name,
     sanitizeOps: false,
     sanitizeResources: false,
     fn: async () => {
-      const ctx = await GpuContext.open({ log: () => {} });
+      const ctx = await GpuContext.open({ log: () => {}, maxBindingBytes });
       try {
         assert.equal(ctx.memory.total, 0);
         await fn(ctx);
@@ -260,6 +277,27 @@ freshGpuTest("tiny model: ledger peaks match the estimate by category", async (c
     tied.model.destroy();
   }
 });
+
+// A forced 4 KiB binding limit: the 160-byte rows of TINY's tables go 25 to a chunk (25, 25, 11
+// rows: 4,000, 4,000 and 1,760 bytes), and the cross-entropy block shrinks to 16 rows x 61 words.
+freshGpuTest(
+  "tiny model, tables split by a 4 KiB binding limit: base weights to the byte",
+  async (ctx) => {
+    const setup = tinySetup(ctx, TINY, 33, ALL);
+    try {
+      const s = { ...settings(ALL, 2, 31, false, 0), maxBindingBytes: 4096 };
+      const est = estimateMemory(TINY, s);
+      assert.equal(setup.model.embed.chunks.length, 3);
+      assert.equal(setup.model.lmHead.chunks.length, 3);
+      assert.equal(ctx.memory.current().base_weights, est.bytes.base_weights);
+      assert.ok(est.details.some((d) => d.name === "cross-entropy block (16 rows x 61 columns)"));
+      await measureStep(ctx, setup.model, "tiny, 4 KiB binding limit", s, setup.adapter);
+    } finally {
+      setup.model.destroy();
+    }
+  },
+  4096,
+);
 
 /** ~56M parameters: 16.4M each in embeddings and lm_head, 23.2M in 4-bit linears. */
 const MID: LlamaConfig = {
@@ -353,7 +391,7 @@ Deno.test("estimate CLI: presets, comparison, a config.json, usage errors", asyn
 
   const bytes = await cli(["--preset", "65b", "--checkpointing", "--units", "bytes"]);
   assert.equal(bytes.code, 0);
-  assert.ok(bytes.out.includes(" 35510141184 "), bytes.out);
+  assert.ok(bytes.out.includes(" 34461565184 "), bytes.out);
 
   const dir = await Deno.makeTempDir();
   try {
