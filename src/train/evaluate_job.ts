@@ -83,7 +83,9 @@ export async function runEvaluateJob(
     o.maxSeqLen,
   );
   const spec = adapter?.spec ?? NO_LORA;
+  const ctx = await gpu();
   const estimate = estimateMemory(cfg, {
+    maxBindingBytes: ctx.maxBindingBytes,
     lora: spec,
     microBatchSize: o.batchSize,
     maxSeqLen: seqLen,
@@ -91,9 +93,11 @@ export async function runEvaluateJob(
     optimizerGpuBudgetBytes: 0,
     ...quantSettingsOf(rawConfig),
   });
-  const ctx = await gpu();
   checkMemoryFits(estimate, {
-    limits: ctx.limits,
+    limits: {
+      maxBufferSize: ctx.limits.maxBufferSize,
+      maxStorageBufferBindingSize: ctx.maxBindingBytes,
+    },
     budgetBytes: o.gpuMemoryBudgetBytes,
     names: EVALUATE_SETTING_NAMES,
     shape: { batch: o.batchSize, seq: seqLen, gradientCheckpointing: false },

@@ -29,11 +29,6 @@ export interface FitOptions {
   names: SizingSettingNames;
   /** The shape the estimate was made for, quoted in errors. */
   shape: { batch: number; seq: number; gradientCheckpointing: boolean };
-  /**
-   * Buffers that kernels read in row chunks (never bound whole); only maxBufferSize applies to
-   * each chunk. Default: none.
-   */
-  boundInChunks?: (name: string) => boolean;
 }
 
 /** 1.50 GiB, 12.0 MiB, 640 KiB: two or three significant digits in the largest fitting unit. */
@@ -61,12 +56,10 @@ function shrinkAdvice(o: FitOptions): string {
 
 /** Throws a resource_exhausted QloradError naming the setting when the estimate cannot fit. */
 export function checkMemoryFits(estimate: MemoryEstimate, o: FitOptions): void {
-  const chunked = o.boundInChunks ?? (() => false);
+  // Every buffer is bound whole (tables are estimated as the row chunks the loader makes).
   for (const d of estimate.details) {
     const grows = d.category === "activations" || d.category === "scratch";
-    const limit = chunked(d.name)
-      ? o.limits.maxBufferSize
-      : Math.min(o.limits.maxBufferSize, o.limits.maxStorageBufferBindingSize);
+    const limit = Math.min(o.limits.maxBufferSize, o.limits.maxStorageBufferBindingSize);
     if (d.each > limit) {
       const which = limit === o.limits.maxBufferSize
         ? "maxBufferSize"

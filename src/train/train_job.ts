@@ -178,7 +178,9 @@ export async function runTrainJob(
     o.hp.maxSeqLen,
     o.hp.packing,
   );
+  const ctx = await gpu();
   const estimate = estimateMemory(cfg, {
+    maxBindingBytes: ctx.maxBindingBytes,
     lora: o.lora,
     microBatchSize: o.hp.microBatchSize,
     maxSeqLen: seqLen,
@@ -186,9 +188,11 @@ export async function runTrainJob(
     optimizerGpuBudgetBytes: o.hp.optimizerGpuBudgetBytes,
     ...quantSettingsOf(rawConfig),
   });
-  const ctx = await gpu();
   checkMemoryFits(estimate, {
-    limits: ctx.limits,
+    limits: {
+      maxBufferSize: ctx.limits.maxBufferSize,
+      maxStorageBufferBindingSize: ctx.maxBindingBytes,
+    },
     budgetBytes: o.gpuMemoryBudgetBytes,
     names: TRAIN_SETTING_NAMES,
     shape: {
