@@ -483,7 +483,9 @@ export class DispatchBatch {
   /** The bindings of the dispatch being recorded, read by #resolve (no closure per dispatch). */
   #bindings: ReadonlyArray<Binding | GPUBuffer> = [];
   readonly #resolve = (i: number, out: BindingKey) => resolveBinding(this.#bindings[i], out);
+  /** Dispatches recorded in this batch, and host ms spent in its methods (see GpuStats). */
   dispatches = 0;
+  encodeMs = 0;
 
   constructor(ctx: GpuContext, label: string) {
     this.#ctx = ctx;
@@ -521,7 +523,9 @@ export class DispatchBatch {
     this.#pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
     this.dispatches++;
     stats.dispatches++;
-    stats.encodeMs += performance.now() - t0;
+    const dt = performance.now() - t0;
+    stats.encodeMs += dt;
+    this.encodeMs += dt;
     return this;
   }
 
@@ -530,7 +534,9 @@ export class DispatchBatch {
     this.#endPass();
     this.#encoder.copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, size);
     this.#ctx.stats.copies++;
-    this.#ctx.stats.encodeMs += performance.now() - t0;
+    const dt = performance.now() - t0;
+    this.#ctx.stats.encodeMs += dt;
+    this.encodeMs += dt;
     return this;
   }
 
@@ -548,7 +554,9 @@ export class DispatchBatch {
     this.#ctx.device.queue.submit([this.#encoder.finish()]);
     this.#timing?.submitted();
     this.#ctx.stats.submits++;
-    this.#ctx.stats.encodeMs += performance.now() - t0;
+    const dt = performance.now() - t0;
+    this.#ctx.stats.encodeMs += dt;
+    this.encodeMs += dt;
   }
 }
 

@@ -133,6 +133,8 @@ gpuTest("stats count batches, dispatches, copies and submits, and host time", as
   assert.equal(d.bindGroupHits + d.bindGroupsCreated, 2);
   assert.ok(d.bindGroupHits >= 1); // the second fill reuses the first one's group
   assert.ok(d.encodeMs > 0 && Number.isFinite(d.encodeMs));
+  assert.equal(batch.dispatches, 2);
+  assert.ok(batch.encodeMs > 0 && batch.encodeMs <= d.encodeMs + 1e-9);
   assert.ok((await ctx.readF32(b)).every((v) => v === 4.5));
   a.destroy();
   b.destroy();
