@@ -471,6 +471,8 @@ function toTypedError(error: GPUError): Error {
   return new GpuValidationError(error.message);
 }
 
+const NO_BINDINGS: ReadonlyArray<Binding | GPUBuffer> = [];
+
 /** Records dispatches into compute passes of one command encoder; one submit at the end. */
 export class DispatchBatch {
   #ctx: GpuContext;
@@ -481,7 +483,7 @@ export class DispatchBatch {
   #pipeline: GPUComputePipeline | undefined;
   #group: GPUBindGroup | undefined;
   /** The bindings of the dispatch being recorded, read by #resolve (no closure per dispatch). */
-  #bindings: ReadonlyArray<Binding | GPUBuffer> = [];
+  #bindings: ReadonlyArray<Binding | GPUBuffer> = NO_BINDINGS;
   readonly #resolve = (i: number, out: BindingKey) => resolveBinding(this.#bindings[i], out);
   /** Dispatches recorded in this batch, and host ms spent in its methods (see GpuStats). */
   dispatches = 0;
@@ -509,7 +511,7 @@ export class DispatchBatch {
     const misses = cache.misses;
     this.#bindings = bindings;
     const group = cache.get(pipeline, bindings.length, this.#resolve);
-    this.#bindings = [];
+    this.#bindings = NO_BINDINGS;
     if (cache.misses === misses) stats.bindGroupHits++;
     else stats.bindGroupsCreated++;
     if (pipeline !== this.#pipeline) {
