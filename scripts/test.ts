@@ -75,7 +75,11 @@ const ladder = { QLORAD_LADDER: Deno.env.get("QLORAD_LADDER") || "prior" };
 const results: RunResult[] = [];
 const main = await probe({});
 console.log(`default adapter: ${main?.adapter ?? "none"}`);
-results.push(await run("whole suite", Deno.args.length > 0 ? Deno.args : ["tests/"], ladder));
+results.push(
+  Deno.args.length > 0
+    ? await run("tests", Deno.args, ladder)
+    : await run("whole suite", ["tests/"], ladder),
+);
 
 if (Deno.args.length === 0) {
   const gles = { ...ladder, QLORAD_GPU_BACKEND: "opengles" };
