@@ -88,8 +88,11 @@ export interface GpuStats {
   /** Bind groups made, and dispatches that found theirs in the cache. */
   bindGroupsCreated: number;
   bindGroupHits: number;
-  /** Host milliseconds inside DispatchBatch calls (recording dispatches and copies, submitting). */
+  /** Host milliseconds recording dispatches and copies (DispatchBatch.dispatch and copy). */
   encodeMs: number;
+  /** Host milliseconds in DispatchBatch.submit (finish and queue submit; Dawn's OpenGL ES
+   * backend runs the work itself inside it, so there it is GPU time too). */
+  submitMs: number;
 }
 
 function emptyStats(): GpuStats {
@@ -101,6 +104,7 @@ function emptyStats(): GpuStats {
     bindGroupsCreated: 0,
     bindGroupHits: 0,
     encodeMs: 0,
+    submitMs: 0,
   };
 }
 
@@ -517,6 +521,8 @@ function toTypedError(error: GPUError): Error {
   return new GpuValidationError(error.message);
 }
 
+const NO_BINDINGS: ReadonlyArray<Binding | GPUBuffer> = [];
+
 /** Records dispatches into compute passes of one command encoder; one submit at the end. */
 export class DispatchBatch {
   #ctx: GpuContext;
@@ -527,9 +533,12 @@ export class DispatchBatch {
   #pipeline: GPUComputePipeline | undefined;
   #group: GPUBindGroup | undefined;
   /** The bindings of the dispatch being recorded, read by #resolve (no closure per dispatch). */
-  #bindings: ReadonlyArray<Binding | GPUBuffer> = [];
+  #bindings: ReadonlyArray<Binding | GPUBuffer> = NO_BINDINGS;
   readonly #resolve = (i: number, out: BindingKey) => resolveBinding(this.#bindings[i], out);
+  /** Dispatches recorded in this batch, and host ms recording them and submitting (GpuStats). */
   dispatches = 0;
+  encodeMs = 0;
+  submitMs = 0;
 
   constructor(ctx: GpuContext, label: string) {
     this.#ctx = ctx;
@@ -553,7 +562,7 @@ export class DispatchBatch {
     const misses = cache.misses;
     this.#bindings = bindings;
     const group = cache.get(pipeline, bindings.length, this.#resolve);
-    this.#bindings = [];
+    this.#bindings = NO_BINDINGS;
     if (cache.misses === misses) stats.bindGroupHits++;
     else stats.bindGroupsCreated++;
     if (pipeline !== this.#pipeline) {
@@ -567,7 +576,9 @@ export class DispatchBatch {
     this.#pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
     this.dispatches++;
     stats.dispatches++;
-    stats.encodeMs += performance.now() - t0;
+    const dt = performance.now() - t0;
+    stats.encodeMs += dt;
+    this.encodeMs += dt;
     return this;
   }
 
@@ -576,7 +587,9 @@ export class DispatchBatch {
     this.#endPass();
     this.#encoder.copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, size);
     this.#ctx.stats.copies++;
-    this.#ctx.stats.encodeMs += performance.now() - t0;
+    const dt = performance.now() - t0;
+    this.#ctx.stats.encodeMs += dt;
+    this.encodeMs += dt;
     return this;
   }
 
@@ -594,7 +607,9 @@ export class DispatchBatch {
     this.#ctx.device.queue.submit([this.#encoder.finish()]);
     this.#timing?.submitted();
     this.#ctx.stats.submits++;
-    this.#ctx.stats.encodeMs += performance.now() - t0;
+    const dt = performance.now() - t0;
+    this.#ctx.stats.submitMs += dt;
+    this.submitMs += dt;
   }
 }
 

@@ -15,6 +15,7 @@
  * `setTimeout`, a few hundred callbacks a second instead of 10^5, which also leaves the CPU to
  * software adapters (lavapipe, llvmpipe) instead of spinning. Only native callbacks (Dawn's) are
  * paced; JavaScript callers of `setImmediate` are passed through untouched.
+ * `QLORAD_DAWN_POLL=unpaced` leaves Dawn's polling as it was (to show the stall on a GPU).
  */
 
 /** How long a polling chain runs at full speed before it is paced. */
@@ -79,6 +80,13 @@ let installed = false;
 /** Replaces the global setImmediate (which Dawn looks up on every poll) with the paced one. */
 export function installDawnTickPacing(): void {
   if (installed) return;
+  let mode: string | undefined;
+  try {
+    mode = Deno.env.get("QLORAD_DAWN_POLL");
+  } catch {
+    mode = undefined; // no --allow-env
+  }
+  if (mode === "unpaced") return;
   const g = globalThis as unknown as { setImmediate?: Immediate };
   const original = g.setImmediate;
   if (typeof original !== "function") return;

@@ -390,7 +390,10 @@ export class KernelLadder {
     const known = this.#decided.get(key);
     if (known) return known.variant;
     const e = this.#entry(ctx, k);
-    return e ? this.#fromEntry(ctx, k, e).variant : this.#prior(ctx, k);
+    if (!e) return this.#prior(ctx, k);
+    const d = this.#fromEntry(ctx, k, e);
+    if (d.settled) this.#decided.set(key, d); // an unsettled one is timed again by decide()
+    return d.variant;
   }
 
   /** The variant to run: as `choice`, but times the variants when nothing is known yet. */

@@ -133,6 +133,11 @@ gpuTest("stats count batches, dispatches, copies and submits, and host time", as
   assert.equal(d.bindGroupHits + d.bindGroupsCreated, 2);
   assert.ok(d.bindGroupHits >= 1); // the second fill reuses the first one's group
   assert.ok(d.encodeMs > 0 && Number.isFinite(d.encodeMs));
+  assert.ok(d.submitMs > 0 && Number.isFinite(d.submitMs));
+  assert.equal(batch.dispatches, 2);
+  // The context's totals less the snapshot: the batch's own sums, up to float rounding.
+  assert.ok(Math.abs(batch.encodeMs - d.encodeMs) < 1e-6, `${batch.encodeMs} vs ${d.encodeMs}`);
+  assert.ok(Math.abs(batch.submitMs - d.submitMs) < 1e-6, `${batch.submitMs} vs ${d.submitMs}`);
   assert.ok((await ctx.readF32(b)).every((v) => v === 4.5));
   a.destroy();
   b.destroy();
