@@ -52,6 +52,16 @@ export interface LadderKernel {
   /** Files in shaders/ whose text keys the cached choice (includes too). */
   shaders: readonly string[];
   probe(ctx: GpuContext): Promise<LadderProbe>;
+  /**
+   * Whether this device can run a variant (one that needs shader-f16, say); absent: all can.
+   * A variant that is not available is never timed, chosen, taken from the cache or forced.
+   */
+  available?(ctx: GpuContext, variant: string): boolean;
+}
+
+/** The kernel's variants this device can run, in registration order. */
+export function availableVariants(ctx: GpuContext, k: LadderKernel): string[] {
+  return k.variants.filter((v) => k.available?.(ctx, v) ?? true);
 }
 
 export type DecisionSource = "override" | "cache" | "timed" | "prior";
@@ -218,7 +228,7 @@ export class KernelLadder {
     (this.#options.log ?? ((l) => console.error(l)))(`qlorad: kernel ladder: ${line}`);
   }
 
-  #override(k: LadderKernel): string | undefined {
+  #override(ctx: GpuContext, k: LadderKernel): string | undefined {
     let raw = this.#options.overrides;
     if (raw === undefined) {
       try {
@@ -232,6 +242,9 @@ export class KernelLadder {
       throw invalidArgument(
         `${VARIANTS_ENV}: ${k.name}=${v}: not one of ${k.variants.join(", ")}`,
       );
+    }
+    if (v !== undefined && !availableVariants(ctx, k).includes(v)) {
+      throw invalidArgument(`${VARIANTS_ENV}: ${k.name}=${v}: not available on ${ctx.adapterKey}`);
     }
     return v;
   }
@@ -247,7 +260,7 @@ export class KernelLadder {
 
   #cached(ctx: GpuContext, k: LadderKernel): LadderDecision | undefined {
     const e = this.#loadDisk()[ctx.adapterKey]?.[k.name];
-    if (!validEntry(e, k)) return undefined;
+    if (!validEntry(e, k) || !availableVariants(ctx, k).includes(e.variant)) return undefined;
     return {
       kernel: k.name,
       variant: e.variant,
@@ -260,7 +273,7 @@ export class KernelLadder {
   /** The choice without timing: override, then memory, then disk, then the prior. */
   choice(ctx: GpuContext, kernel: string): string {
     const k = kernelOf(kernel);
-    const forced = this.#override(k);
+    const forced = this.#override(ctx, k);
     if (forced !== undefined) return forced;
     const key = `${ctx.adapterKey}|${k.name}`;
     const known = this.#decided.get(key) ?? this.#cached(ctx, k);
@@ -278,7 +291,7 @@ export class KernelLadder {
 
   async decide(ctx: GpuContext, kernel: string): Promise<LadderDecision> {
     const k = kernelOf(kernel);
-    const forced = this.#override(k);
+    const forced = this.#override(ctx, k);
     if (forced !== undefined) return { kernel: k.name, variant: forced, source: "override" };
     const key = `${ctx.adapterKey}|${k.name}`;
     const known = this.#decided.get(key) ?? this.#cached(ctx, k);
@@ -329,7 +342,7 @@ export class KernelLadder {
     try {
       // Warm-up: compiles, and a first duration to size the timed submits.
       const first = new Map<string, number>();
-      for (const v of k.variants) {
+      for (const v of availableVariants(ctx, k)) {
         try {
           first.set(v, await timeSubmit(ctx, probe, v, 1));
         } catch (e) {
