@@ -75,9 +75,7 @@ fn forward_tiled_f16(
     }
     var x: array<f32, 8>;
     for (var c = 0u; c < 8u; c++) {
-      if (x_ok && k + c < p.n_in) {
-        x[c] = src[x_row + k + c];
-      }
+      x[c] = select(0.0, src[x_row + min(k + c, p.n_in - 1u)], x_ok && k + c < p.n_in);
     }
     // Columns past `in` meet zero activations; W there is finite, so the products are zero.
     let kp = sk / 2u;
@@ -127,9 +125,8 @@ fn backward_tiled_f16(
     }
     var d: array<f32, 8>;
     for (var c = 0u; c < 8u; c++) {
-      if (d_ok && o0 + so + c < p.n_out) {
-        d[c] = src[d_row + o0 + so + c];
-      }
+      let o = o0 + so + c;
+      d[c] = select(0.0, src[d_row + min(o, p.n_out - 1u)], d_ok && o < p.n_out);
     }
     let kp = so / 2u;
     for (var c = 0u; c < 4u; c++) {

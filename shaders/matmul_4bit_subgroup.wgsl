@@ -84,17 +84,19 @@ fn forward_gemv(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_inde
         hi[r] = u.hi;
       }
       for (var i = 0u; i < TM; i++) {
+        // Scalar loads (one binding view per entry point): consecutive, so they merge.
         var xa: vec4f;
         var xb: vec4f;
+        let b = xrow[i] + k;
         if (ALIGNED) {
-          xa = x4[(xrow[i] + k) / 4u];
-          xb = x4[(xrow[i] + k) / 4u + 1u];
+          xa = vec4f(src[b], src[b + 1u], src[b + 2u], src[b + 3u]);
+          xb = vec4f(src[b + 4u], src[b + 5u], src[b + 6u], src[b + 7u]);
         } else {
-          let b = xrow[i];
-          xa = vec4f(src_or_zero(b, k), src_or_zero(b, k + 1u), src_or_zero(b, k + 2u),
-            src_or_zero(b, k + 3u));
-          xb = vec4f(src_or_zero(b, k + 4u), src_or_zero(b, k + 5u), src_or_zero(b, k + 6u),
-            src_or_zero(b, k + 7u));
+          let r = xrow[i];
+          xa = vec4f(src_or_zero(r, k), src_or_zero(r, k + 1u), src_or_zero(r, k + 2u),
+            src_or_zero(r, k + 3u));
+          xb = vec4f(src_or_zero(r, k + 4u), src_or_zero(r, k + 5u), src_or_zero(r, k + 6u),
+            src_or_zero(r, k + 7u));
         }
         acc[i] += vec4f(
           dot(xa, lo[0]) + dot(xb, hi[0]),
