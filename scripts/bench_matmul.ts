@@ -8,9 +8,9 @@
  */
 import { GpuContext } from "../src/gpu/context.ts";
 import {
+  availableMatmulVariants,
   chooseMatmulVariant,
   encodeMatmul,
-  MATMUL_VARIANTS,
   type MatmulVariant,
 } from "../src/kernels/matmul.ts";
 import { Rng } from "../src/util/random.ts";
@@ -40,9 +40,10 @@ const reps = repsArg >= 0 ? Number(Deno.args[repsArg + 1]) : 5;
 const ctx = await GpuContext.open();
 const rng = new Rng(7);
 const best = chooseMatmulVariant(ctx);
+const VARIANTS = availableMatmulVariants(ctx);
 console.log(`adapter: ${ctx.adapterKey}; chosen variant: ${best}`);
 console.log(
-  ["shape".padEnd(20), "m", "n", "k", ...MATMUL_VARIANTS.map((v) => `${v} GFLOP/s`)].join("\t"),
+  ["shape".padEnd(20), "m", "n", "k", ...VARIANTS.map((v) => `${v} GFLOP/s`)].join("\t"),
 );
 
 async function timeOne(shape: Shape, variant: MatmulVariant): Promise<number> {
@@ -78,7 +79,7 @@ async function timeOne(shape: Shape, variant: MatmulVariant): Promise<number> {
 
 for (const shape of SHAPES) {
   const cols: string[] = [];
-  for (const v of MATMUL_VARIANTS) cols.push((await timeOne(shape, v)).toFixed(2));
+  for (const v of VARIANTS) cols.push((await timeOne(shape, v)).toFixed(2));
   console.log([shape.name.padEnd(20), shape.m, shape.n, shape.k, ...cols].join("\t"));
 }
 ctx.destroy();

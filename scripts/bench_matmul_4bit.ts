@@ -9,9 +9,9 @@
 import { type DispatchBatch, type GpuContext, grid } from "../src/gpu/context.ts";
 import { GpuContext as Gpu } from "../src/gpu/context.ts";
 import {
+  availableMatmul4bitVariants,
   encodeMatmul4bit,
   encodeMatmul4bitT,
-  MATMUL_4BIT_VARIANTS,
 } from "../src/kernels/matmul_4bit.ts";
 import { uploadQuantWeight } from "../src/kernels/quant_weight.ts";
 import { quantizeWeight } from "../src/quant/quant_state.ts";
@@ -108,7 +108,7 @@ for (const doubleQuant of [false, true]) {
     dtype: "float32",
   });
   const w = uploadQuantWeight(ctx, q, doubleQuant ? "w_nf4_dq" : "w_nf4");
-  for (const variant of MATMUL_4BIT_VARIANTS) {
+  for (const variant of availableMatmul4bitVariants(ctx)) {
     const tag = `nf4${doubleQuant ? "+dq" : ""} ${variant}`;
     kernels.push([`${tag} forward`, (b) => encodeMatmul4bit(ctx, b, { x, w, y, m, variant })]);
     kernels.push([

@@ -13,40 +13,10 @@
 // Out-of-range rows and columns are clamped on load (blocked) or zero-filled (tiled) and never
 // stored, so any m, n, k >= 1 works.
 
-struct Params {
-  m: u32,
-  n: u32,
-  k: u32,
-  accumulate: u32,
-  a_row: u32,
-  a_k: u32,
-  b_k: u32,
-  b_col: u32,
-  c_row: u32,
-  c_col: u32,
-  tiles_n: u32,
-  groups_x: u32,
-  alpha: f32,
-  tiles: u32,
-  _pad0: u32,
-  _pad1: u32,
-}
+//!include matmul_common.wgsl
 
 @group(0) @binding(0) var<storage, read> lhs: array<f32>;
 @group(0) @binding(1) var<storage, read> rhs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-
-fn store_c(i: u32, j: u32, v: f32) {
-  if (i < p.m && j < p.n) {
-    let o = i * p.c_row + j * p.c_col;
-    if (p.accumulate != 0u) {
-      out[o] = out[o] + p.alpha * v;
-    } else {
-      out[o] = p.alpha * v;
-    }
-  }
-}
 
 // ---- blocked ------------------------------------------------------------------------------
 

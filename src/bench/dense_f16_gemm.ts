@@ -1,9 +1,9 @@
 /**
- * The dense f16 GEMM contender of the GPU check, kept to one function so that wiring in the
- * f16 entry point of src/kernels/matmul.ts (being added on another branch) is one line: today
- * there is none, and the function says so, and why, instead of a number.
+ * The dense f16 GEMM contender of the GPU check: the same product as the f32 contenders, on f16
+ * copies of the operands, or the reason the device has none.
  */
 import type { DispatchBatch, GpuBuffer, GpuContext } from "../gpu/context.ts";
+import { encodeF32ToF16, encodeMatmulF16, matmulF16Variant } from "../kernels/matmul_f16.ts";
 
 /** Y[m, n] = X[m, k] · Wᵀ with W stored [n, k], as the f32 contenders get it (f32 buffers). */
 export interface GemmOperands {
@@ -27,15 +27,47 @@ export type DenseF16Gemm =
   | { available: false; reason: string };
 
 /**
- * The f16 GEMM of these operands on this device, or why there is none. To wire one in, return
- * e.g. `{ available: true, variant, encode: (b) => encodeMatmulF16(ctx, b, {...}), destroy }`.
+ * The f16 GEMM of these operands on this device (src/kernels/matmul_f16.ts: subgroup matrices
+ * where the device has them, else f16 tiles), or why there is none. The f32 operands are
+ * converted to f16 copies once, outside the timed work.
  */
-export function denseF16Gemm(ctx: GpuContext, _op: GemmOperands): Promise<DenseF16Gemm> {
-  if (!ctx.capabilities.f16) {
-    return Promise.resolve({ available: false, reason: "the device has no shader-f16" });
+export async function denseF16Gemm(ctx: GpuContext, op: GemmOperands): Promise<DenseF16Gemm> {
+  const variant = matmulF16Variant(ctx);
+  if (variant === undefined) {
+    return { available: false, reason: "the device has no shader-f16" };
   }
-  return Promise.resolve({
-    available: false,
-    reason: "src/kernels/matmul.ts has no f16 GEMM entry point yet",
-  });
+  const half = (label: string, elems: number) =>
+    ctx.createBuffer({ label, category: "scratch", size: Math.ceil((elems * 2) / 4) * 4 });
+  const a = half("gemm.x.f16", op.m * op.k);
+  const b = half("gemm.w.f16", op.n * op.k);
+  try {
+    const convert = ctx.batch("gemm f16 operands");
+    await encodeF32ToF16(ctx, convert, { src: op.x, dst: a, count: op.m * op.k });
+    await encodeF32ToF16(ctx, convert, { src: op.w, dst: b, count: op.n * op.k });
+    convert.submit();
+  } catch (e) {
+    a.destroy();
+    b.destroy();
+    throw e;
+  }
+  return {
+    available: true,
+    variant,
+    // W is stored [n, k]: op(B) = Wᵀ.
+    encode: (batch: DispatchBatch) =>
+      encodeMatmulF16(ctx, batch, {
+        a,
+        b,
+        c: op.y,
+        m: op.m,
+        n: op.n,
+        k: op.k,
+        transB: true,
+        variant,
+      }),
+    destroy: () => {
+      a.destroy();
+      b.destroy();
+    },
+  };
 }

@@ -8,12 +8,12 @@
  *   backward: dX[M, in] = dY[M, out] · W
  */
 import type { GpuContext } from "../gpu/context.ts";
-import { encodeMatmul, MATMUL_VARIANTS, type MatmulVariant } from "../kernels/matmul.ts";
+import { availableMatmulVariants, encodeMatmul, type MatmulVariant } from "../kernels/matmul.ts";
 import {
+  availableMatmul4bitVariants,
   encodeMatmul4bit,
   encodeMatmul4bitT,
   type Matmul4bitVariant,
-  MATMUL_4BIT_VARIANTS,
 } from "../kernels/matmul_4bit.ts";
 import { uploadQuantWeight } from "../kernels/quant_weight.ts";
 import { dequantizeWeight, quantizeWeight } from "../quant/quant_state.ts";
@@ -69,8 +69,8 @@ function best(g: Record<string, number>): { variant: string; gflops: number } {
 export async function benchMatmul(ctx: GpuContext, o: MatmulBenchOptions): Promise<MatmulRow[]> {
   const rows: MatmulRow[] = [];
   const rng = new Rng(20261129);
-  const v4 = o.variants4bit ?? MATMUL_4BIT_VARIANTS;
-  const vd = o.variantsDense ?? MATMUL_VARIANTS;
+  const v4 = o.variants4bit ?? availableMatmul4bitVariants(ctx);
+  const vd = o.variantsDense ?? availableMatmulVariants(ctx);
   for (const shape of o.shapes) {
     const host = new Float32Array(shape.out * shape.in);
     for (let i = 0; i < host.length; i++) host[i] = (2 * rng.next() - 1) / Math.sqrt(shape.in);

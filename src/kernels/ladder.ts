@@ -79,6 +79,11 @@ export interface LadderKernel {
   probe(ctx: GpuContext): Promise<LadderProbe>;
 }
 
+/** The kernel's variants this device can run, in registration order. */
+export function availableVariants(ctx: GpuContext, k: LadderKernel): string[] {
+  return k.variants.filter((v) => k.variantAvailable?.(ctx, v) ?? true);
+}
+
 export type DecisionSource = "override" | "cache" | "timed" | "prior";
 
 /** Median ms per run of each variant in one timing run (null: failed). */
@@ -343,7 +348,7 @@ export class KernelLadder {
   }
 
   #candidates(ctx: GpuContext, k: LadderKernel): string[] {
-    return k.variants.filter((v) => k.variantAvailable?.(ctx, v) ?? true);
+    return availableVariants(ctx, k);
   }
 
   #prior(ctx: GpuContext, k: LadderKernel): string {

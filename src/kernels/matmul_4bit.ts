@@ -11,14 +11,70 @@
  *   the narrow tiles). Shapes without whole packed words per row (in % 8 != 0; narrow backward
  *   also out % 4 != 0) take its scalar `_any` kernels.
  * - "tiled": activation and dequantized-W tiles staged in workgroup memory; for real GPUs.
+ * - "tiled_f16" (shaders/matmul_4bit_f16.wgsl, needs shader-f16): "tiled" with f16 tiles, f32
+ *   arithmetic.
+ * - "subgroup" (matmul_4bit_subgroup.wgsl, needs subgroups): for m <= GEMV_MAX_M rows a GEMV
+ *   kernel that streams W once with subgroup reductions; larger m run "tiled". f32 throughout.
+ * - "subgroup_matrix" (matmul_4bit_subgroup_matrix.wgsl, needs a f16 -> f32 subgroup-matrix
+ *   config): W tiles dequantized to f16 in workgroup memory, multiplied on the matrix units with
+ *   f32 accumulation; m <= GEMV_MAX_M takes the GEMV kernel (streaming W is the whole cost).
+ * The f16 variants round activations and weights to f16 (src/kernels/matmul_features.ts);
+ * `f32Only` keeps a call on the f32 variants.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
+import type { ShaderParams } from "../gpu/shader_source.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { dequantShaderParams, type GpuQuantWeight, offsetBits } from "./quant_weight.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import {
+  deviceMatrixPlan,
+  f32Choice,
+  hasMatmulFeature,
+  type MatmulFeature,
+  matmulPipeline,
+  type SubgroupMatrixPlan,
+  subgroupMatrixShaderParams,
+  subgroupWorkgroupSize,
+  type WgslTransform,
+} from "./matmul_features.ts";
 
-export type Matmul4bitVariant = "regblock" | "tiled";
-export const MATMUL_4BIT_VARIANTS: readonly Matmul4bitVariant[] = ["regblock", "tiled"];
+export type Matmul4bitVariant =
+  | "regblock"
+  | "tiled"
+  | "tiled_f16"
+  | "subgroup"
+  | "subgroup_matrix";
+export const MATMUL_4BIT_VARIANTS: readonly Matmul4bitVariant[] = [
+  "regblock",
+  "tiled",
+  "tiled_f16",
+  "subgroup",
+  "subgroup_matrix",
+];
+/** The variants with f32 activations, weights and arithmetic. */
+export const MATMUL_4BIT_F32_VARIANTS: readonly Matmul4bitVariant[] = [
+  "regblock",
+  "tiled",
+  "subgroup",
+];
+
+const NEEDS: Record<Matmul4bitVariant, MatmulFeature | undefined> = {
+  regblock: undefined,
+  tiled: undefined,
+  tiled_f16: "f16",
+  subgroup: "subgroups",
+  subgroup_matrix: "subgroup_matrix",
+};
+
+/** Whether this device can run `variant`. */
+export function matmul4bitVariantAvailable(ctx: GpuContext, variant: Matmul4bitVariant): boolean {
+  const need = NEEDS[variant];
+  return need === undefined || hasMatmulFeature(ctx, need);
+}
+
+export function availableMatmul4bitVariants(ctx: GpuContext): Matmul4bitVariant[] {
+  return MATMUL_4BIT_VARIANTS.filter((v) => matmul4bitVariantAvailable(ctx, v));
+}
 
 const SHADER = "matmul_4bit.wgsl";
 const REGBLOCK_WG = 64;
@@ -36,6 +92,11 @@ const WIDE = {
 const WIDE_WG = 16;
 const WIDE_OC = WIDE.forward.cols;
 const WIDE_NW = WIDE.backward.cols / 8;
+/** Rows up to which "subgroup" and "subgroup_matrix" run the GEMV kernels. */
+export const GEMV_MAX_M = 16;
+/** GEMV: outputs per forward workgroup (R in the shader); rows per backward workgroup. */
+const GEMV_OUTPUTS = 4;
+const GEMV_BACKWARD_MAX_TM = 8;
 
 /**
  * The forward variant for this adapter: the kernel ladder's choice (src/kernels/ladder.ts; the
@@ -99,7 +160,15 @@ for (const backward of [false, true]) {
     name: backward ? "matmul_4bit_t" : "matmul_4bit",
     variants: MATMUL_4BIT_VARIANTS,
     prior: (ctx) => ctx.isSoftware ? "regblock" : "tiled",
-    shaders: [SHADER, "dequant_4bit.wgsl"],
+    variantAvailable: (ctx, v) => matmul4bitVariantAvailable(ctx, v as Matmul4bitVariant),
+    shaders: [
+      SHADER,
+      "matmul_4bit_common.wgsl",
+      "matmul_4bit_f16.wgsl",
+      "matmul_4bit_subgroup.wgsl",
+      "matmul_4bit_subgroup_matrix.wgsl",
+      "dequant_4bit.wgsl",
+    ],
     probe: (ctx) => probe4bit(ctx, backward),
   });
 }
@@ -115,6 +184,8 @@ export interface Matmul4bitArgs {
   accumulate?: boolean;
   /** Force a variant (tests, benchmarks); default the kernel ladder's choice. */
   variant?: Matmul4bitVariant;
+  /** Without `variant`: the fastest f32 variant (no f16 rounding of X and W). */
+  f32Only?: boolean;
 }
 
 export interface Matmul4bitTArgs {
@@ -126,6 +197,7 @@ export interface Matmul4bitTArgs {
   m: number;
   accumulate?: boolean;
   variant?: Matmul4bitVariant;
+  f32Only?: boolean;
 }
 
 /** Y[m, out] (=|+=) X[m, in] . W^T. */
@@ -139,9 +211,9 @@ export async function encodeMatmul4bit(
     ["x", args.x, m * w.inFeatures],
     ["y", args.y, m * w.outFeatures],
   ]);
-  const variant = args.variant ??
-    (await kernelLadder.variant(ctx, "matmul_4bit") as Matmul4bitVariant);
-  const plan = planDispatch(ctx, variant, {
+  const variant = args.variant ?? await ladderVariant(ctx, "matmul_4bit", args.f32Only);
+  requireVariant(ctx, "encodeMatmul4bit", variant);
+  const plan = planDispatch(ctx, w, variant, {
     entry: "forward",
     m,
     // Regblock: up to 16 rows x 4 outputs per invocation; vec4 rows of X need in % 8 == 0.
@@ -165,9 +237,9 @@ export async function encodeMatmul4bitT(
     ["dy", args.dy, m * w.outFeatures],
     ["dx", args.dx, m * w.inFeatures],
   ]);
-  const variant = args.variant ??
-    (await kernelLadder.variant(ctx, "matmul_4bit_t") as Matmul4bitVariant);
-  const plan = planDispatch(ctx, variant, {
+  const variant = args.variant ?? await ladderVariant(ctx, "matmul_4bit_t", args.f32Only);
+  requireVariant(ctx, "encodeMatmul4bitT", variant);
+  const plan = planDispatch(ctx, w, variant, {
     entry: "backward",
     m,
     // Regblock: up to 8 rows x 8 columns (one packed word); vec4 dY needs out % 4 == 0.
@@ -180,37 +252,80 @@ export async function encodeMatmul4bitT(
   await dispatch(ctx, batch, w, plan, args.dy, args.dx, m, args.accumulate);
 }
 
+async function ladderVariant(
+  ctx: GpuContext,
+  kernel: string,
+  f32Only = false,
+): Promise<Matmul4bitVariant> {
+  const d = await kernelLadder.decide(ctx, kernel);
+  const fallback = ctx.isSoftware ? "regblock" : "tiled";
+  return (f32Only
+    ? f32Choice(d, MATMUL_4BIT_F32_VARIANTS, fallback)
+    : d.variant) as Matmul4bitVariant;
+}
+
+/** Throws naming the op, the variant and the missing feature when the device lacks it. */
+function requireVariant(ctx: GpuContext, op: string, variant: Matmul4bitVariant): void {
+  if (!MATMUL_4BIT_VARIANTS.includes(variant)) {
+    throw invalidArgument(`${op}: unknown variant ${variant}`);
+  }
+  if (!matmul4bitVariantAvailable(ctx, variant)) {
+    throw invalidArgument(
+      `${op}: variant ${variant} needs ${NEEDS[variant]}, which ${ctx.adapterKey} lacks`,
+    );
+  }
+}
+
 interface Plan {
+  shader: string;
   entry: string;
-  tm: number;
-  workgroups: [number, number];
+  /** The kernel's template parameters besides the weight's (dequant, ALIGNED). */
+  params: ShaderParams;
+  workgroups: [number, number, number];
   /** Workgroups along x of a 1-D grid (unused by the 2-D regblock grids). */
   groupsX: number;
   tiles: number;
-  /** Invocations per workgroup. */
-  wg: number;
+  transform?: WgslTransform;
+}
+
+interface PlanShape {
+  entry: "forward" | "backward";
+  m: number;
+  maxTm: number;
+  colsPerInvocation: number;
+  nCols: number;
+  /** The regblock (narrow) kernels' vec4 loads fit the shape. */
+  vectorized: boolean;
+  /** The wide kernels' loads fit the shape. */
+  wide: boolean;
+}
+
+/** matmul_4bit.wgsl's template besides the weight's; fixed values where a kernel ignores one
+ * keep to one pipeline per entry. */
+function regblockParams(tm: number, wg: number): ShaderParams {
+  return { TM: tm, WG: wg, OC: WIDE_OC, NW: WIDE_NW };
 }
 
 function planDispatch(
   ctx: GpuContext,
+  w: GpuQuantWeight,
   variant: Matmul4bitVariant,
-  o: {
-    entry: "forward" | "backward";
-    m: number;
-    maxTm: number;
-    colsPerInvocation: number;
-    nCols: number;
-    /** The regblock (narrow) kernels' vec4 loads fit the shape. */
-    vectorized: boolean;
-    /** The wide kernels' loads fit the shape. */
-    wide: boolean;
-  },
+  o: PlanShape,
 ): Plan {
   const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
-  if (variant === "tiled") {
-    const tiles = Math.ceil(o.nCols / TILE);
-    const [gx, gy] = grid(tiles * Math.ceil(o.m / TILE), maxDim);
-    return { entry: `${o.entry}_tiled`, tm: 1, workgroups: [gx, gy], groupsX: gx, tiles, wg: 0 };
+  const sg = subgroupWorkgroupSize(ctx);
+  switch (variant) {
+    case "tiled":
+    case "tiled_f16":
+      return tiledPlan(ctx, variant, o);
+    case "subgroup":
+      return o.m <= GEMV_MAX_M ? gemvPlan(ctx, w, o, sg!) : tiledPlan(ctx, "tiled", o);
+    case "subgroup_matrix":
+      return o.m <= GEMV_MAX_M && sg !== undefined
+        ? gemvPlan(ctx, w, o, sg)
+        : subgroupMatrixPlan(ctx, deviceMatrixPlan(ctx)!, o);
+    case "regblock":
+      break;
   }
   const wide = WIDE[o.entry];
   if (o.wide && o.m >= wide.minM) {
@@ -219,12 +334,12 @@ function planDispatch(
     const gy = Math.ceil(o.m / wide.tm);
     if (gx <= maxDim && gy <= maxDim) {
       return {
+        shader: SHADER,
         entry: `${o.entry}_wide`,
-        tm: wide.tm,
-        workgroups: [gx, gy],
+        params: regblockParams(wide.tm, WIDE_WG),
+        workgroups: [gx, gy, 1],
         groupsX: gx,
         tiles,
-        wg: WIDE_WG,
       };
     }
   }
@@ -236,24 +351,130 @@ function planDispatch(
   const gy = Math.ceil(o.m / tm);
   if (o.vectorized && gx <= maxDim && gy <= maxDim) {
     return {
+      shader: SHADER,
       entry: `${o.entry}_regblock`,
-      tm,
-      workgroups: [gx, gy],
+      params: regblockParams(tm, REGBLOCK_WG),
+      workgroups: [gx, gy, 1],
       groupsX: gx,
       tiles,
-      wg: REGBLOCK_WG,
     };
   }
   const anyTm = Math.min(tm, 4);
   const [ax, ay] = grid(Math.ceil((tiles * Math.ceil(o.m / anyTm)) / REGBLOCK_WG), maxDim);
   return {
+    shader: SHADER,
     entry: `${o.entry}_regblock_any`,
-    tm: anyTm,
-    workgroups: [ax, ay],
+    params: regblockParams(anyTm, REGBLOCK_WG),
+    workgroups: [ax, ay, 1],
     groupsX: ax,
     tiles,
-    wg: REGBLOCK_WG,
   };
+}
+
+/** The workgroup-tiled kernels: 64 x 64 outputs per workgroup, 1-D grid. */
+function tiledPlan(ctx: GpuContext, variant: "tiled" | "tiled_f16", o: PlanShape): Plan {
+  const tiles = Math.ceil(o.nCols / TILE);
+  const [gx, gy] = grid(tiles * Math.ceil(o.m / TILE), ctx.limits.maxComputeWorkgroupsPerDimension);
+  const f16 = variant === "tiled_f16";
+  return {
+    shader: f16 ? "matmul_4bit_f16.wgsl" : SHADER,
+    entry: `${o.entry}_${variant}`,
+    params: f16 ? {} : regblockParams(1, REGBLOCK_WG),
+    workgroups: [gx, gy, 1],
+    groupsX: gx,
+    tiles,
+  };
+}
+
+/** The smallest power of two >= n. */
+function pow2ceil(n: number): number {
+  return 2 ** Math.ceil(Math.log2(n));
+}
+
+/**
+ * The GEMV kernels (m <= GEMV_MAX_M): forward workgroups own GEMV_OUTPUTS outputs and every row
+ * (TM = m rounded up to a power of two: few pipelines); backward ones own CW packed words of
+ * columns for TM <= GEMV_BACKWARD_MAX_TM rows (grid z over row blocks).
+ */
+function gemvPlan(ctx: GpuContext, w: GpuQuantWeight, o: PlanShape, sg: number): Plan {
+  const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
+  const cw = Math.max(1, sg / 4);
+  const forward = o.entry === "forward";
+  const tm = forward ? pow2ceil(o.m) : Math.min(pow2ceil(o.m), GEMV_BACKWARD_MAX_TM);
+  const groups = forward
+    ? Math.ceil(w.outFeatures / GEMV_OUTPUTS)
+    : Math.ceil(Math.ceil(w.inFeatures / 8) / cw);
+  const [gx, gy] = grid(groups, maxDim);
+  return {
+    shader: "matmul_4bit_subgroup.wgsl",
+    entry: forward ? "forward_gemv" : "backward_gemv",
+    params: { SG: sg, TM: tm, CW: cw },
+    workgroups: [gx, gy, Math.ceil(o.m / tm)],
+    groupsX: gx,
+    tiles: groups,
+  };
+}
+
+/** The subgroup-matrix kernels of `plan`: TILE_M x TILE_N outputs per workgroup, 1-D grid. */
+function subgroupMatrixPlan(
+  ctx: GpuContext,
+  plan: SubgroupMatrixPlan,
+  o: PlanShape,
+  transform?: WgslTransform,
+): Plan {
+  const tiles = Math.ceil(o.nCols / plan.tileN);
+  const [gx, gy] = grid(
+    tiles * Math.ceil(o.m / plan.tileM),
+    ctx.limits.maxComputeWorkgroupsPerDimension,
+  );
+  return {
+    shader: "matmul_4bit_subgroup_matrix.wgsl",
+    entry: `${o.entry}_sm`,
+    params: subgroupMatrixShaderParams(plan),
+    workgroups: [gx, gy, 1],
+    groupsX: gx,
+    tiles,
+    transform,
+  };
+}
+
+/**
+ * Either direction on the subgroup-matrix kernels of an explicit plan, whatever the device
+ * reports, the WGSL passed through `transform`: tests emulate the builtins with it on adapters
+ * without the feature. `src`/`dst` are X/Y (forward) or dY/dX (backward).
+ */
+export async function encodeMatmul4bitSubgroupMatrix(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  args: {
+    direction: "forward" | "backward";
+    src: Binding;
+    w: GpuQuantWeight;
+    dst: Binding;
+    m: number;
+    accumulate?: boolean;
+  },
+  plan: SubgroupMatrixPlan,
+  transform?: WgslTransform,
+): Promise<void> {
+  const { w, m } = args;
+  const forward = args.direction === "forward";
+  const [srcLen, dstLen] = forward ? [w.inFeatures, w.outFeatures] : [w.outFeatures, w.inFeatures];
+  checkShapes(ctx, "encodeMatmul4bitSubgroupMatrix", w, m, [
+    ["src", args.src, m * srcLen],
+    ["dst", args.dst, m * dstLen],
+  ]);
+  const shape: PlanShape = {
+    entry: args.direction,
+    m,
+    maxTm: 1,
+    colsPerInvocation: 1,
+    nCols: dstLen,
+    vectorized: false,
+    wide: false,
+  };
+  const p = subgroupMatrixPlan(ctx, plan, shape, transform);
+  await dispatch(ctx, batch, w, p, args.src, args.dst, m, args.accumulate);
 }
 
 async function dispatch(
@@ -266,18 +487,12 @@ async function dispatch(
   m: number,
   accumulate = false,
 ): Promise<void> {
-  const pipeline = await ctx.pipeline(
-    SHADER,
-    {
-      ...dequantShaderParams(w),
-      ALIGNED: String(w.inFeatures % 8 === 0),
-      TM: plan.tm,
-      // The tiled kernels ignore these; fixed values there keep to one pipeline per entry.
-      WG: plan.wg || REGBLOCK_WG,
-      OC: WIDE_OC,
-      NW: WIDE_NW,
-    },
+  const pipeline = await matmulPipeline(
+    ctx,
+    plan.shader,
+    { ...dequantShaderParams(w), ALIGNED: String(w.inFeatures % 8 === 0), ...plan.params },
     plan.entry,
+    plan.transform,
   );
   const params = new Uint32Array([
     m,

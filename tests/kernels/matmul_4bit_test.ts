@@ -1,14 +1,22 @@
+/**
+ * The 4-bit matmul's f32 variants (regblock, tiled, and subgroup where the adapter has
+ * subgroups) against float64 dequantization for NF4/FP4 with and without double quant, odd and
+ * unaligned shapes, accumulate mode; the f16 variants are checked in matmul_f16_test.ts and
+ * matmul_subgroup_matrix_test.ts.
+ */
 import assert from "node:assert/strict";
-import { closeGpuAfterTests, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
+import { closeGpuAfterTests, gpu, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
 import type { GpuBuffer, GpuContext } from "../../src/gpu/context.ts";
 import { Rng } from "../../src/util/random.ts";
 import { dequantizeWeight, quantizeWeight } from "../../src/quant/quant_state.ts";
-import { type QuantWeightHost, uploadQuantWeight } from "../../src/kernels/quant_weight.ts";
+import { uploadQuantWeight } from "../../src/kernels/quant_weight.ts";
 import {
+  availableMatmul4bitVariants,
   chooseMatmul4bitVariant,
   encodeMatmul4bit,
   encodeMatmul4bitT,
   type Matmul4bitVariant,
+  MATMUL_4BIT_F32_VARIANTS,
   MATMUL_4BIT_VARIANTS,
 } from "../../src/kernels/matmul_4bit.ts";
 import { KernelLadder } from "../../src/kernels/ladder.ts";
@@ -20,44 +28,14 @@ import {
   NF4_TABLE,
   signedDynamicMap,
 } from "../reference/dequant_f64.ts";
+import { randomQuantWeight } from "../reference/random_quant_weight.ts";
 
+// f32 weights and activations: a few f32 roundings of partial sums (~1e-6 here).
 const TOLERANCE = 1e-5;
-
-/** Random codes, absmax (or absmax codes + nested absmax + offset), the real tables. */
-function randomQuantWeight(
-  rng: Rng,
-  quantType: "nf4" | "fp4",
-  doubleQuant: boolean,
-  blocksize: number,
-  nOut: number,
-  nIn: number,
-): QuantWeightHost {
-  const n = nOut * nIn;
-  const nblocks = Math.ceil(n / blocksize);
-  const packed = new Uint8Array(Math.ceil(n / 2));
-  for (let j = 0; j < packed.length; j++) packed[j] = rng.int(256);
-  if (n % 2) packed[packed.length - 1] &= 0xf0; // the padding nibble is zero
-  const quantMap = quantType === "nf4" ? NF4_TABLE : FP4_TABLE;
-  const shape = [nOut, nIn];
-  if (!doubleQuant) {
-    const absmax = new Float32Array(nblocks);
-    for (let b = 0; b < nblocks; b++) absmax[b] = rng.uniform(0.01, 2);
-    return { quantType, blocksize, shape, packed, absmax, quantMap };
-  }
-  const codes = new Uint8Array(nblocks);
-  for (let b = 0; b < nblocks; b++) codes[b] = rng.int(256);
-  const nestedAbsmax = new Float32Array(Math.ceil(nblocks / 256));
-  for (let i = 0; i < nestedAbsmax.length; i++) nestedAbsmax[i] = rng.uniform(0.05, 0.5);
-  const offset = Math.fround(rng.uniform(0.02, 0.3));
-  return {
-    quantType,
-    blocksize,
-    shape,
-    packed,
-    dq: { codes, nestedAbsmax, offset, nestedMap: signedDynamicMap() },
-    quantMap,
-  };
-}
+/** The f32 variants this adapter can run. */
+const F32_VARIANTS = availableMatmul4bitVariants(await gpu()).filter((v) =>
+  MATMUL_4BIT_F32_VARIANTS.includes(v)
+);
 
 function randomF32(rng: Rng, n: number): Float32Array {
   const a = new Float32Array(n);
@@ -152,7 +130,7 @@ const UNALIGNED = [
 ];
 
 let seed = 1;
-for (const variant of MATMUL_4BIT_VARIANTS) {
+for (const variant of F32_VARIANTS) {
   for (const quantType of ["nf4", "fp4"] as const) {
     for (const doubleQuant of [false, true]) {
       const s = seed++;
@@ -169,7 +147,7 @@ for (const variant of MATMUL_4BIT_VARIANTS) {
 }
 
 gpuTest("matmul_4bit: a larger m crosses several register and workgroup tiles", async (ctx) => {
-  for (const variant of MATMUL_4BIT_VARIANTS) {
+  for (const variant of F32_VARIANTS) {
     await runAll(ctx, 200, "nf4", true, variant, [
       { blocksize: 64, m: [70], nIn: 136, nOut: 130 },
     ]);
@@ -193,7 +171,7 @@ for (const quantType of ["nf4", "fp4"] as const) {
     gpuTest(
       `matmul_4bit ${quantType} dq=${doubleQuant}: m >= 32 (wide register tiles) matches f64`,
       async (ctx) => {
-        for (const variant of MATMUL_4BIT_VARIANTS) {
+        for (const variant of F32_VARIANTS) {
           await runAll(ctx, s, quantType, doubleQuant, variant, WIDE_SHAPES);
         }
       },
@@ -219,7 +197,7 @@ gpuTest(
         const w = uploadQuantWeight(ctx, q, "q_proj");
         const xHost = randomF32(rng, m * nIn);
         const x = ctx.upload("x", "scratch", xHost);
-        for (const variant of MATMUL_4BIT_VARIANTS) {
+        for (const variant of F32_VARIANTS) {
           const y = await poisonedF32(ctx, "y", m * nOut);
           const batch = ctx.batch();
           await encodeMatmul4bit(ctx, batch, { x, w, y, m, variant });

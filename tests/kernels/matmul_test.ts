@@ -1,18 +1,31 @@
+/**
+ * The dense matmul's f32 variants (blocked, tiled, and subgroup where the adapter has subgroups)
+ * against float64 on every layout and odd sizes; the f16 variants are checked against their own
+ * bound in matmul_f16_test.ts and matmul_subgroup_matrix_test.ts.
+ */
 import assert from "node:assert/strict";
-import { closeGpuAfterTests, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
+import { closeGpuAfterTests, gpu, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
 import { matmulF64 } from "../reference/ops_f64.ts";
 import {
+  availableMatmulVariants,
   chooseMatmulVariant,
   encodeMatmul,
+  MATMUL_F32_VARIANTS,
   MATMUL_VARIANTS,
   type MatmulVariant,
 } from "../../src/kernels/matmul.ts";
 import type { GpuContext } from "../../src/gpu/context.ts";
+import { VARIANTS_ENV } from "../../src/kernels/ladder.ts";
 import { Rng } from "../../src/util/random.ts";
 import { QloradError } from "../../src/util/errors.ts";
 
 const SIZES = [1, 3, 17, 80, 216];
+// f32 operands and arithmetic: the error is a few f32 roundings of partial sums (~k 2^-24 of the
+// largest output at worst, ~1e-6 here), whatever the summation order of the variant.
 const TOL = 1e-5;
+const AVAILABLE = availableMatmulVariants(await gpu());
+/** The f32 variants this adapter can run. */
+const F32_VARIANTS = AVAILABLE.filter((v) => MATMUL_F32_VARIANTS.includes(v));
 
 interface Case {
   m: number;
@@ -66,7 +79,7 @@ for (const [transA, transB] of [[false, false], [true, false], [false, true], [t
         for (const n of SIZES) {
           for (const k of SIZES) {
             const c = makeCase(rng, m, n, k, transA, transB);
-            for (const variant of MATMUL_VARIANTS) {
+            for (const variant of F32_VARIANTS) {
               const err = maxRelError(await runCase(ctx, c, variant), c.want);
               assert.ok(err <= TOL, `${variant} m=${m} n=${n} k=${k}: rel err ${err}`);
             }
@@ -79,7 +92,7 @@ for (const [transA, transB] of [[false, false], [true, false], [false, true], [t
 
 gpuTest("matmul accumulate adds alpha·A·B to C and keeps C elsewhere untouched", async (ctx) => {
   const rng = new Rng(21);
-  for (const variant of MATMUL_VARIANTS) {
+  for (const variant of F32_VARIANTS) {
     for (
       const [m, n, k, transA, transB] of [[17, 80, 3, false, true], [
         80,
@@ -122,12 +135,13 @@ gpuTest("matmul accumulate adds alpha·A·B to C and keeps C elsewhere untouched
 
 gpuTest("matmul reads and writes Binding slices at 256-byte offsets only", async (ctx) => {
   const rng = new Rng(22);
-  const [m, n, k] = [33, 17, 20];
-  for (const variant of MATMUL_VARIANTS) {
+  const [m, n, k] = [33, 17, 80];
+  for (const variant of F32_VARIANTS) {
     const a = rng.normals(m * k);
     const b = rng.normals(n * k);
     // One buffer holds guard | A | guard | B | guard | C | guard, each slice 256-aligned.
-    const off = [64, 64 + 256 * 4, 64 + 256 * 8]; // in floats: A at 64, B at 1088, C at 2112
+    // In floats: A (2640) at 64, B (1360) at 3136, C at 4672; byte offsets multiples of 256.
+    const off = [64, 64 + 64 * 48, 64 + 64 * 72];
     const total = off[2] + m * n + 100;
     const host = rng.normals(total);
     host.set(a, off[0]);
@@ -178,6 +192,65 @@ gpuTest("matmul rejects bad shapes and short buffers naming the field", async (c
     (e) => e instanceof QloradError && /matmul: m must be a positive integer/.test(e.message),
   );
   a.destroy();
+});
+
+const missing = MATMUL_VARIANTS.filter((v) => !AVAILABLE.includes(v));
+Deno.test({
+  name: `matmul refuses a variant the adapter lacks, naming the feature (${missing.join(", ")})`,
+  ignore: missing.length === 0,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const ctx = await gpu();
+    const a = ctx.createBuffer({ label: "a", category: "scratch", size: 64 });
+    for (const variant of missing) {
+      await assert.rejects(
+        encodeMatmul(ctx, ctx.batch(), { a, b: a, c: a, m: 2, n: 2, k: 2, variant }),
+        (e) =>
+          e instanceof QloradError &&
+          new RegExp(`matmul: variant ${variant} needs \\w+, which .* lacks`).test(e.message),
+      );
+    }
+    a.destroy();
+  },
+});
+
+Deno.test({
+  name: "matmul f32Only runs an f32 variant even where the ladder is forced onto tiled_f16",
+  ignore: !AVAILABLE.includes("tiled_f16"),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const ctx = await gpu();
+    const rng = new Rng(23);
+    const [m, n, k] = [9, 21, 150];
+    const a = rng.normals(m * k);
+    const b = rng.normals(k * n);
+    const want = matmulF64(a, b, m, n, k);
+    const ga = ctx.upload("a", "scratch", a);
+    const gb = ctx.upload("b", "scratch", b);
+    const saved = Deno.env.get(VARIANTS_ENV);
+    try {
+      Deno.env.set(VARIANTS_ENV, "matmul=tiled_f16");
+      const errs: Record<string, number> = {};
+      for (const f32Only of [false, true]) {
+        const gc = await poisonedF32(ctx, "c", m * n);
+        const batch = ctx.batch();
+        await encodeMatmul(ctx, batch, { a: ga, b: gb, c: gc, m, n, k, f32Only });
+        batch.submit();
+        errs[String(f32Only)] = maxRelError(await ctx.readF32(gc), want);
+        gc.destroy();
+      }
+      // f16 operands miss the f32 tolerance by far (2^-11 relative each); the f32 path meets it.
+      assert.ok(errs["false"] > TOL, `forced tiled_f16: rel err ${errs["false"]}`);
+      assert.ok(errs["true"] <= TOL, `f32Only: rel err ${errs["true"]}`);
+    } finally {
+      if (saved === undefined) Deno.env.delete(VARIANTS_ENV);
+      else Deno.env.set(VARIANTS_ENV, saved);
+      ga.destroy();
+      gb.destroy();
+    }
+  },
 });
 
 gpuTest("the barrier-free blocked variant is chosen on a CPU adapter", async (ctx) => {

@@ -28,7 +28,7 @@ export interface RandomCheckpointOptions {
   maxShardBytes?: number;
   /** Uniform half-width of linear weights; default 0.02·√3 (std 0.02, as Llama's init). */
   linearScale?: number;
-  /** Uniform half-width of embedding and lm_head rows; default 0.5. */
+  /** Uniform half-width of embedding and lm_head rows; default 0.05 (logits of a few units). */
   tableScale?: number;
 }
 
@@ -167,7 +167,7 @@ export async function writeRandomCheckpoint(
   }
   const state = { s: (opts.seed * 2654435761 + 1) >>> 0 || 1 };
   const linear = opts.linearScale ?? 0.02 * Math.sqrt(3);
-  const table = opts.tableScale ?? 0.5;
+  const table = opts.tableScale ?? 0.05;
   const weightMap: Record<string, string> = {};
   let total = 0;
   for (const [i, shard] of shards.entries()) {
