@@ -177,7 +177,7 @@ gpuTest("adamw: a grid split into two dimensions gives the same bits", async (ct
 });
 
 gpuTest("the ladder times both adamw variants", async (ctx) => {
-  const ladder = new KernelLadder({ cachePath: null, overrides: "", log: () => {} });
+  const ladder = new KernelLadder({ cachePath: null, overrides: "", mode: "time", log: () => {} });
   const d = await ladder.decide(ctx, "adamw");
   assert.equal(d.source, "timed");
   for (const v of ADAMW_VARIANTS) assert.ok((d.ms?.[v] ?? 0) > 0, `${v}: ${d.ms?.[v]}`);

@@ -156,7 +156,12 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const ladder = new KernelLadder({ cachePath: null, overrides: "", log: () => {} });
+    const ladder = new KernelLadder({
+      cachePath: null,
+      overrides: "",
+      mode: "time",
+      log: () => {},
+    });
     const d = await ladder.decide(ctx, "grad_norm");
     assert.equal(d.source, "timed");
     for (const v of GRAD_NORM_VARIANTS) {

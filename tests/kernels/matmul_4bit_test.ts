@@ -19,7 +19,7 @@ import {
   MATMUL_4BIT_F32_VARIANTS,
   MATMUL_4BIT_VARIANTS,
 } from "../../src/kernels/matmul_4bit.ts";
-import { KernelLadder } from "../../src/kernels/ladder.ts";
+import { availableVariants, KernelLadder, ladderKernels } from "../../src/kernels/ladder.ts";
 import {
   dequantizeF64,
   FP4_TABLE,
@@ -223,7 +223,8 @@ gpuTest(
       .variant(ctx, "matmul_4bit");
     assert.ok(MATMUL_4BIT_VARIANTS.includes(prior as Matmul4bitVariant));
     if (ctx.isSoftware) assert.equal(prior, "regblock");
-    for (const v of MATMUL_4BIT_VARIANTS) {
+    const ladderKernel = ladderKernels().find((k) => k.name === "matmul_4bit")!;
+    for (const v of availableVariants(ctx, ladderKernel)) {
       const forced = new KernelLadder({ ...quiet, overrides: `matmul_4bit=${v}`, mode: "time" });
       assert.equal(await forced.variant(ctx, "matmul_4bit"), v);
       assert.equal(forced.timings, 0);

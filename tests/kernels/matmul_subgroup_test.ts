@@ -109,42 +109,56 @@ subgroupTest("matmul_4bit subgroup: GEMV reads and writes Binding slices", async
   const w = uploadQuantWeight(ctx, q, "w");
   const x = randomF32(rng, m * nIn);
   const dy = randomF32(rng, m * nOut);
-  // One buffer: guard | X at 64 | guard | dY at 384 | guard | Y at 576 | guard | dX at 768 |.
-  const off = [64, 384, 576, 768];
-  const host = randomF32(rng, off[3] + m * nIn + 64);
-  host.set(x, off[0]);
-  host.set(dy, off[1]);
-  const buf = ctx.upload("all", "scratch", host);
-  const slice = (at: number, n: number) => ({ buffer: buf, offset: at * 4, size: n * 4 });
+  // Inputs in one buffer (guard | X at 64 | guard | dY at 384 | guard), outputs in another
+  // (guard | Y at 64 | guard | dX at 256 | guard): a buffer bound writable may not also be bound
+  // read-only in the same dispatch. Byte offsets are multiples of 256.
+  const inOff = [64, 384];
+  const outOff = [64, 256];
+  const inHost = randomF32(rng, inOff[1] + m * nOut + 64);
+  inHost.set(x, inOff[0]);
+  inHost.set(dy, inOff[1]);
+  const outHost = randomF32(rng, outOff[1] + m * nIn + 64);
+  const inputs = ctx.upload("inputs", "scratch", inHost);
+  const outputs = ctx.upload("outputs", "scratch", outHost);
+  const slice = (buffer: typeof inputs, at: number, n: number) => ({
+    buffer,
+    offset: at * 4,
+    size: n * 4,
+  });
   const batch = ctx.batch();
   const variant = "subgroup";
   await encodeMatmul4bit(ctx, batch, {
-    x: slice(off[0], m * nIn),
+    x: slice(inputs, inOff[0], m * nIn),
     w,
-    y: slice(off[2], m * nOut),
+    y: slice(outputs, outOff[0], m * nOut),
     m,
     variant,
   });
   await encodeMatmul4bitT(ctx, batch, {
-    dy: slice(off[1], m * nOut),
+    dy: slice(inputs, inOff[1], m * nOut),
     w,
-    dx: slice(off[3], m * nIn),
+    dx: slice(outputs, outOff[1], m * nIn),
     m,
     variant,
   });
   batch.submit();
-  const got = await ctx.readF32(buf);
+  const got = await ctx.readF32(outputs);
   const y = matmulXWt(x, wRef, m, nIn, nOut);
   const dx = matmulDyW(dy, wRef, m, nIn, nOut);
-  assert.ok(maxRelError(got.subarray(off[2], off[2] + m * nOut), y) <= TOL, "forward");
-  assert.ok(maxRelError(got.subarray(off[3], off[3] + m * nIn), dx) <= TOL, "backward");
+  assert.ok(maxRelError(got.subarray(outOff[0], outOff[0] + m * nOut), y) <= TOL, "forward");
+  assert.ok(maxRelError(got.subarray(outOff[1], outOff[1] + m * nIn), dx) <= TOL, "backward");
   // Everything outside the two outputs is as uploaded.
-  for (let i = 0; i < host.length; i++) {
-    const inY = i >= off[2] && i < off[2] + m * nOut;
-    const inDx = i >= off[3] && i < off[3] + m * nIn;
-    if (!inY && !inDx) assert.ok(Object.is(got[i], host[i]), `element ${i} changed`);
+  for (let i = 0; i < outHost.length; i++) {
+    const inY = i >= outOff[0] && i < outOff[0] + m * nOut;
+    const inDx = i >= outOff[1] && i < outOff[1] + m * nIn;
+    if (!inY && !inDx) assert.ok(Object.is(got[i], outHost[i]), `output element ${i} changed`);
   }
-  buf.destroy();
+  const gotIn = await ctx.readF32(inputs);
+  for (let i = 0; i < inHost.length; i++) {
+    assert.ok(Object.is(gotIn[i], inHost[i]), `input element ${i} changed`);
+  }
+  inputs.destroy();
+  outputs.destroy();
   w.destroy();
 });
 

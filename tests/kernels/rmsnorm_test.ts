@@ -197,7 +197,12 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const ladder = new KernelLadder({ cachePath: null, overrides: "", log: () => {} });
+    const ladder = new KernelLadder({
+      cachePath: null,
+      overrides: "",
+      mode: "time",
+      log: () => {},
+    });
     const d = await ladder.decide(ctx, "rmsnorm");
     assert.equal(d.source, "timed");
     for (const v of RMSNORM_VARIANTS) {
