@@ -37,12 +37,34 @@ fn logits(@builtin(global_invocation_id) gid: vec3u) {
   var a1 = vec4f(0.0);
   var a2 = vec4f(0.0);
   var a3 = vec4f(0.0);
-  for (var k = 0u; k < hid; k++) {
-    let w = vec4f(lg_weight(w0, k), lg_weight(w1, k), lg_weight(w2, k), lg_weight(w3, k));
-    a0 = a0 + lg_h[h0 + k] * w;
-    a1 = a1 + lg_h[h1 + k] * w;
-    a2 = a2 + lg_h[h2 + k] * w;
-    a3 = a3 + lg_h[h3 + k] * w;
+  if ((hid & 1u) == 0u) {
+    // Even rows start on a word: one u32 load gives two k of a row.
+    let words = hid / 2u;
+    let b0 = (params.w_row0 + w0) * words;
+    let b1 = (params.w_row0 + w1) * words;
+    let b2 = (params.w_row0 + w2) * words;
+    let b3 = (params.w_row0 + w3) * words;
+    for (var q = 0u; q < words; q++) {
+      let p0 = table16_pair(lg_w[b0 + q]);
+      let p1 = table16_pair(lg_w[b1 + q]);
+      let p2 = table16_pair(lg_w[b2 + q]);
+      let p3 = table16_pair(lg_w[b3 + q]);
+      let wa = vec4f(p0.x, p1.x, p2.x, p3.x);
+      let wb = vec4f(p0.y, p1.y, p2.y, p3.y);
+      let k = 2u * q;
+      a0 = a0 + lg_h[h0 + k] * wa + lg_h[h0 + k + 1u] * wb;
+      a1 = a1 + lg_h[h1 + k] * wa + lg_h[h1 + k + 1u] * wb;
+      a2 = a2 + lg_h[h2 + k] * wa + lg_h[h2 + k + 1u] * wb;
+      a3 = a3 + lg_h[h3 + k] * wa + lg_h[h3 + k + 1u] * wb;
+    }
+  } else {
+    for (var k = 0u; k < hid; k++) {
+      let w = vec4f(lg_weight(w0, k), lg_weight(w1, k), lg_weight(w2, k), lg_weight(w3, k));
+      a0 = a0 + lg_h[h0 + k] * w;
+      a1 = a1 + lg_h[h1 + k] * w;
+      a2 = a2 + lg_h[h2 + k] * w;
+      a3 = a3 + lg_h[h3 + k] * w;
+    }
   }
   let acc = array<vec4f, 4>(a0, a1, a2, a3);
   for (var a = 0u; a < 4u; a++) {
@@ -151,8 +173,17 @@ fn dh(@builtin(global_invocation_id) gid: vec3u) {
   var a1 = vec4f(0.0);
   var a2 = vec4f(0.0);
   var a3 = vec4f(0.0);
+  // With an even hidden and all four columns in the row, x0 (a multiple of 4) starts a word:
+  // two u32 loads give the four weights.
+  let paired = (hid & 1u) == 0u && x0 + 3u < hid;
   for (var j = 0u; j < cols; j++) {
-    let w = vec4f(dh_weight(j, x0), dh_weight(j, x1), dh_weight(j, x2), dh_weight(j, x3));
+    var w: vec4f;
+    if (paired) {
+      let e = ((params.w_row0 + j) * hid + x0) / 2u;
+      w = vec4f(table16_pair(dh_w[e]), table16_pair(dh_w[e + 1u]));
+    } else {
+      w = vec4f(dh_weight(j, x0), dh_weight(j, x1), dh_weight(j, x2), dh_weight(j, x3));
+    }
     a0 = a0 + dh_dl[d0 + j] * w;
     a1 = a1 + dh_dl[d1 + j] * w;
     a2 = a2 + dh_dl[d2 + j] * w;

@@ -10,3 +10,11 @@ fn table16_value(word: u32, e: u32) -> f32 {
   }
   return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (e & 1u) == 1u));
 }
+
+// Both elements of one word: (element 2i, element 2i + 1).
+fn table16_pair(word: u32) -> vec2f {
+  if (TABLE_F16) {
+    return unpack2x16float(word);
+  }
+  return vec2f(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
+}

@@ -241,8 +241,9 @@ interface Case {
 
 const CASES: Case[] = [
   {
-    name: "vocab 37, block 64 (one partial block)",
-    p: problem(13, 23, 37, 1, [2, 9], [0, 5, 11]),
+    // An even hidden that is not a multiple of 4: word-paired weight reads and the odd edge.
+    name: "hidden 34, vocab 37, block 64 (one partial block)",
+    p: problem(13, 34, 37, 1, [2, 9], [0, 5, 11]),
     opts: { chunk: 64 },
     tableChunks: 1,
   },
@@ -445,7 +446,7 @@ gpuTest("lm_head cross-entropy refuses a table whose width is not hidden", async
       correct: b,
       scratch: b,
     }),
-    /weight has 23 columns, hidden is 24/,
+    /weight has 34 columns, hidden is 24/,
   );
   weight.destroy();
   b.destroy();
