@@ -49,6 +49,11 @@ export interface LadderKernel {
   variants: readonly string[];
   /** The choice before (or without) timing. */
   prior(ctx: GpuContext): string;
+  /**
+   * Whether a variant can run on this device (e.g. it needs `shader-f16`); default: every
+   * variant. Unavailable variants are neither timed nor accepted as overrides.
+   */
+  available?(ctx: GpuContext, variant: string): boolean;
   /** Files in shaders/ whose text keys the cached choice (includes too). */
   shaders: readonly string[];
   probe(ctx: GpuContext): Promise<LadderProbe>;
@@ -79,6 +84,11 @@ export function registerLadderKernel(kernel: LadderKernel): void {
 
 export function ladderKernels(): LadderKernel[] {
   return [...registry.values()];
+}
+
+/** The variants of `k` that this device can run. */
+export function availableVariants(ctx: GpuContext, k: LadderKernel): string[] {
+  return k.variants.filter((v) => k.available?.(ctx, v) ?? true);
 }
 
 function kernelOf(name: string): LadderKernel {
@@ -218,7 +228,7 @@ export class KernelLadder {
     (this.#options.log ?? ((l) => console.error(l)))(`qlorad: kernel ladder: ${line}`);
   }
 
-  #override(k: LadderKernel): string | undefined {
+  #override(ctx: GpuContext, k: LadderKernel): string | undefined {
     let raw = this.#options.overrides;
     if (raw === undefined) {
       try {
@@ -231,6 +241,11 @@ export class KernelLadder {
     if (v !== undefined && !k.variants.includes(v)) {
       throw invalidArgument(
         `${VARIANTS_ENV}: ${k.name}=${v}: not one of ${k.variants.join(", ")}`,
+      );
+    }
+    if (v !== undefined && k.available && !k.available(ctx, v)) {
+      throw invalidArgument(
+        `${VARIANTS_ENV}: ${k.name}=${v}: not available on ${ctx.adapterKey} (needs a missing feature)`,
       );
     }
     return v;
@@ -247,7 +262,7 @@ export class KernelLadder {
 
   #cached(ctx: GpuContext, k: LadderKernel): LadderDecision | undefined {
     const e = this.#loadDisk()[ctx.adapterKey]?.[k.name];
-    if (!validEntry(e, k)) return undefined;
+    if (!validEntry(e, k) || !availableVariants(ctx, k).includes(e.variant)) return undefined;
     return {
       kernel: k.name,
       variant: e.variant,
@@ -260,7 +275,7 @@ export class KernelLadder {
   /** The choice without timing: override, then memory, then disk, then the prior. */
   choice(ctx: GpuContext, kernel: string): string {
     const k = kernelOf(kernel);
-    const forced = this.#override(k);
+    const forced = this.#override(ctx, k);
     if (forced !== undefined) return forced;
     const key = `${ctx.adapterKey}|${k.name}`;
     const known = this.#decided.get(key) ?? this.#cached(ctx, k);
@@ -278,7 +293,7 @@ export class KernelLadder {
 
   async decide(ctx: GpuContext, kernel: string): Promise<LadderDecision> {
     const k = kernelOf(kernel);
-    const forced = this.#override(k);
+    const forced = this.#override(ctx, k);
     if (forced !== undefined) return { kernel: k.name, variant: forced, source: "override" };
     const key = `${ctx.adapterKey}|${k.name}`;
     const known = this.#decided.get(key) ?? this.#cached(ctx, k);
@@ -329,7 +344,7 @@ export class KernelLadder {
     try {
       // Warm-up: compiles, and a first duration to size the timed submits.
       const first = new Map<string, number>();
-      for (const v of k.variants) {
+      for (const v of availableVariants(ctx, k)) {
         try {
           first.set(v, await timeSubmit(ctx, probe, v, 1));
         } catch (e) {
