@@ -1,461 +1,237 @@
-// Causal self-attention with grouped-query heads and packed segments, softmax materialized.
-// Layout, token-major: q/out/dq [batch*seq, heads*head_dim], k/v/dk/dv [batch*seq,
-// kv_heads*head_dim], segments u32 [batch*seq], probs/ds [rows, heads, seq, seq] for the `rows`
-// batch rows of this dispatch, starting at batch row `row0`. Query i sees key j iff j <= i and
-// segments match; masked probabilities are exactly 0, which the backward pass uses as the mask.
-// One invocation per output row, so every output element has exactly one writer: `forward` and
-// `backward_query` per (row, head, query), `backward_key` per (row, kv head, key), the latter
-// summing over the query heads that share its kv head. Each invocation keeps its head_dim-long
-// row accumulators in private arrays (HD = head_dim, a template parameter, so loops over it have
-// a constant trip count), and reads every probability once.
+// Causal self-attention with grouped-query heads and packed segments, without the score matrix:
+// online softmax (flash-attention style) in the forward, scores recomputed in the backward.
+// This file is the barrier-free "row" variant (CPU adapters: one invocation per row, K/V or Q/dout
+// read straight from storage, no workgroup memory) and the small backward_prep pass that every
+// variant shares; shaders/attention_tiled.wgsl is the workgroup-tiled variant.
 //
-// Two variants of each entry point, which visit keys (queries) in the same order and so give
-// the same bits:
-// - `forward`, `backward_query`, `backward_key` ("row"): one invocation per row, reading K/V (or
-//   Q/dout) straight from storage; no workgroup memory, no barriers (llvmpipe).
-// - `*_tiled` ("tiled"): a workgroup per (batch row, head, block of WG queries or keys); the
-//   K or V rows (Q and dout rows in backward_key) that the whole block reads are staged KB rows
-//   at a time in workgroup memory, so each is loaded once per block, not once per row (GPUs).
+// Layout, token-major: q/out/dout/dq [batch*seq, heads*HD], k/v/dk/dv [batch*seq, kv_heads*HD],
+// segments u32 [batch*seq], lse [batch*seq, heads], stats [batch*seq, heads, 2] = (lse, delta).
+// Query i of a batch row sees key j of the same row iff j <= i and their segments are equal (so
+// it always sees itself). With s_ij = scale * q_i.k_j and lse_i = log sum_j exp(s_ij):
+//   out_i = sum_j exp(s_ij - lse_i) v_j                                 (forward)
+//   delta_i = dout_i . out_i                                            (backward_prep)
+//   ds_ij = p_ij (dout_i . v_j - delta_i),  p_ij = exp(s_ij - lse_i)
+//   dq_i = scale sum_j ds_ij k_j                                        (backward_query)
+//   dk_j = scale sum_{h in group, i} ds_ij q_i ; dv_j = sum p_ij dout_i (backward_key)
+// Every output element has one writer (no float atomics in WGSL): backward_query owns a query
+// row, backward_key a key row, summing over the query heads of its kv head. Rows are in private
+// arrays of HD = head_dim floats (a template parameter, so loops over it have a constant count).
+
+//!include attention_params.wgsl
+
 const WG: u32 = 64u;
 const HD: u32 = {{HEAD_DIM}}u;
-// Tiled variants: rows staged per tile (host-sized to the adapter's workgroup storage).
-const KB: u32 = {{KEY_TILE}}u;
-const LOWEST: f32 = -3.0e38;
+// Keys scored per online-softmax step: the running output is rescaled once per C keys.
+const C: u32 = 16u;
 
-struct Params {
-  seq: u32,
-  heads: u32,
-  kv_heads: u32,
-  head_dim: u32,
-  rows: u32,
-  row0: u32,
-  group: u32,
-  groups_x: u32,
-  scale: f32,
-  // Tiled variants: blocks of WG queries (keys) per sequence.
-  blocks: u32,
-  _pad1: u32,
-  _pad2: u32,
-}
+@group(0) @binding(0) var<storage, read> q_in: array<f32>;
+@group(0) @binding(1) var<storage, read> k_in: array<f32>;
+@group(0) @binding(2) var<storage, read> v_in: array<f32>;
+@group(0) @binding(3) var<storage, read> seg_in: array<u32>;
 
-@group(0) @binding(0) var<storage, read> f_q: array<f32>;
-@group(0) @binding(1) var<storage, read> f_k: array<f32>;
-@group(0) @binding(2) var<storage, read> f_v: array<f32>;
-@group(0) @binding(3) var<storage, read> f_segments: array<u32>;
+// forward
 @group(0) @binding(4) var<storage, read_write> f_out: array<f32>;
-@group(0) @binding(5) var<storage, read_write> f_probs: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f_lse: array<f32>;
+@group(0) @binding(6) var<uniform> f_params: Params;
 
-@group(0) @binding(0) var<storage, read> a_k: array<f32>;
-@group(0) @binding(1) var<storage, read> a_v: array<f32>;
-@group(0) @binding(2) var<storage, read> a_probs: array<f32>;
-@group(0) @binding(3) var<storage, read> a_dout: array<f32>;
-@group(0) @binding(4) var<storage, read_write> a_ds: array<f32>;
-@group(0) @binding(5) var<storage, read_write> a_dq: array<f32>;
+// backward_query and backward_key
+@group(0) @binding(4) var<storage, read> b_stats: array<f32>;
+@group(0) @binding(5) var<storage, read> b_dout: array<f32>;
+// dq (backward_query) or dk (backward_key)
+@group(0) @binding(6) var<storage, read_write> b_dqk: array<f32>;
+@group(0) @binding(7) var<uniform> bq_params: Params;
+@group(0) @binding(7) var<storage, read_write> bk_dv: array<f32>;
+@group(0) @binding(8) var<uniform> bk_params: Params;
 
-@group(0) @binding(0) var<storage, read> b_q: array<f32>;
-@group(0) @binding(1) var<storage, read> b_probs: array<f32>;
-@group(0) @binding(2) var<storage, read> b_ds: array<f32>;
-@group(0) @binding(3) var<storage, read> b_dout: array<f32>;
-@group(0) @binding(4) var<storage, read_write> b_dk: array<f32>;
-@group(0) @binding(5) var<storage, read_write> b_dv: array<f32>;
+// backward_prep
+@group(0) @binding(0) var<storage, read> p_out: array<f32>;
+@group(0) @binding(1) var<storage, read> p_dout: array<f32>;
+@group(0) @binding(2) var<storage, read> p_lse: array<f32>;
+@group(0) @binding(3) var<storage, read_write> p_stats: array<f32>;
+@group(0) @binding(4) var<uniform> p_params: Params;
 
-@group(0) @binding(6) var<uniform> params: Params;
-
-fn invocation(wg: vec3u, li: u32) -> u32 {
-  return (wg.y * params.groups_x + wg.x) * WG + li;
+fn invocation(p: Params, wg: vec3u, li: u32) -> u32 {
+  return (wg.y * p.groups_x + wg.x) * WG + li;
 }
 
-fn kv_base(b: u32, j: u32, g: u32) -> u32 {
-  return ((b * params.seq + j) * params.kv_heads + g) * HD;
-}
-
-// P = softmax(scale * q k^T) over visible keys; out = P v.
+// One invocation per (batch row, head, query); neighbours in a workgroup share (row, head) and
+// so read the same key rows.
 @compute @workgroup_size(64)
 fn forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let t = invocation(wg, li);
-  let seq = params.seq;
-  if (t >= params.rows * params.heads * seq) {
+  let p = f_params;
+  let t = invocation(p, wg, li);
+  if (t >= p.rows * p.heads * p.seq) {
     return;
   }
-  let i = t % seq;
-  let h = (t / seq) % params.heads;
-  let b = params.row0 + t / (seq * params.heads);
-  let g = h / params.group;
-  let prow = t * seq;
-  let qbase = ((b * seq + i) * params.heads + h) * HD;
-  let seg = f_segments[b * seq + i];
+  let i = t % p.seq;
+  let h = (t / p.seq) % p.heads;
+  let row0 = (t / (p.seq * p.heads)) * p.seq;
+  let g = h / p.group;
+  let tok = row0 + i;
+  let qb = (tok * p.heads + h) * HD;
+  let seg = seg_in[tok];
   var qv: array<f32, HD>;
   for (var d = 0u; d < HD; d++) {
-    qv[d] = f_q[qbase + d];
+    qv[d] = q_in[qb + d] * p.scale;
   }
 
-  var mx = LOWEST;
-  for (var j = 0u; j <= i; j++) {
-    if (f_segments[b * seq + j] == seg) {
-      let kb = kv_base(b, j, g);
-      var dot = 0.0;
-      for (var d = 0u; d < HD; d++) {
-        dot = dot + qv[d] * f_k[kb + d];
-      }
-      let s = dot * params.scale;
-      f_probs[prow + j] = s;
-      mx = max(mx, s);
-    }
-  }
-  var sum = 0.0;
-  for (var j = 0u; j < seq; j++) {
-    var e = 0.0;
-    if (j <= i && f_segments[b * seq + j] == seg) {
-      e = exp(f_probs[prow + j] - mx);
-      sum = sum + e;
-    }
-    f_probs[prow + j] = e;
-  }
-  let inv = 1.0 / sum;
+  var m = LOWEST;
+  var l = 0.0;
   var acc: array<f32, HD>;
-  for (var j = 0u; j <= i; j++) {
-    let p = f_probs[prow + j] * inv;
-    f_probs[prow + j] = p;
-    if (p != 0.0) {
-      let vb = kv_base(b, j, g);
-      for (var d = 0u; d < HD; d++) {
-        acc[d] = acc[d] + p * f_v[vb + d];
+  var sc: array<f32, C>;
+  for (var j0 = 0u; j0 <= i; j0 += C) {
+    var cmax = LOWEST;
+    for (var c = 0u; c < C; c++) {
+      let j = j0 + c;
+      var s = LOWEST;
+      if (j <= i && seg_in[row0 + j] == seg) {
+        let kb = ((row0 + j) * p.kv_heads + g) * HD;
+        var dot = 0.0;
+        for (var d = 0u; d < HD; d++) {
+          dot = dot + qv[d] * k_in[kb + d];
+        }
+        s = dot;
+        cmax = max(cmax, s);
+      }
+      sc[c] = s;
+    }
+    if (cmax > LOWEST) {
+      if (cmax > m) {
+        // exp(LOWEST - cmax) is 0: the first visible chunk starts the sums afresh.
+        let corr = exp(m - cmax);
+        l = l * corr;
+        for (var d = 0u; d < HD; d++) {
+          acc[d] = acc[d] * corr;
+        }
+        m = cmax;
+      }
+      for (var c = 0u; c < C; c++) {
+        if (sc[c] > LOWEST) {
+          let e = exp(sc[c] - m);
+          l = l + e;
+          let vb = ((row0 + j0 + c) * p.kv_heads + g) * HD;
+          for (var d = 0u; d < HD; d++) {
+            acc[d] = acc[d] + e * v_in[vb + d];
+          }
+        }
       }
     }
   }
+  // l >= 1: the query sees itself, and the maximum's term is exp(0).
+  let inv = 1.0 / l;
   for (var d = 0u; d < HD; d++) {
-    f_out[qbase + d] = acc[d];
+    f_out[qb + d] = acc[d] * inv;
   }
+  f_lse[tok * p.heads + h] = m + log(l);
 }
 
-// dP_ij = dout_i . v_j ; dS_ij = P_ij (dP_ij - sum_j P_ij dP_ij) (stored for backward_key) ;
-// dq_i = scale * sum_j dS_ij k_j. Only entries j <= i of dS are written (and later read).
+// stats = (lse, dout . out) per (token, head), one invocation each; the key pass needs delta of
+// every query before it starts, so it cannot be computed inside backward_query.
+@compute @workgroup_size(64)
+fn backward_prep(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let p = p_params;
+  let t = invocation(p, wg, li);
+  if (t >= p.rows * p.seq * p.heads) {
+    return;
+  }
+  var dot = 0.0;
+  for (var d = 0u; d < HD; d++) {
+    dot = dot + p_out[t * HD + d] * p_dout[t * HD + d];
+  }
+  p_stats[2u * t] = p_lse[t];
+  p_stats[2u * t + 1u] = dot;
+}
+
 @compute @workgroup_size(64)
 fn backward_query(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let t = invocation(wg, li);
-  let seq = params.seq;
-  if (t >= params.rows * params.heads * seq) {
+  let p = bq_params;
+  let t = invocation(p, wg, li);
+  if (t >= p.rows * p.heads * p.seq) {
     return;
   }
-  let i = t % seq;
-  let h = (t / seq) % params.heads;
-  let b = params.row0 + t / (seq * params.heads);
-  let g = h / params.group;
-  let prow = t * seq;
-  let qbase = ((b * seq + i) * params.heads + h) * HD;
+  let i = t % p.seq;
+  let h = (t / p.seq) % p.heads;
+  let row0 = (t / (p.seq * p.heads)) * p.seq;
+  let g = h / p.group;
+  let tok = row0 + i;
+  let qt = tok * p.heads + h;
+  let qb = qt * HD;
+  let seg = seg_in[tok];
+  let lse = b_stats[2u * qt];
+  let delta = b_stats[2u * qt + 1u];
+  var qv: array<f32, HD>;
   var dov: array<f32, HD>;
   for (var d = 0u; d < HD; d++) {
-    dov[d] = a_dout[qbase + d];
+    qv[d] = q_in[qb + d] * p.scale;
+    dov[d] = b_dout[qb + d];
   }
 
-  var row_dot = 0.0;
-  for (var j = 0u; j <= i; j++) {
-    let p = a_probs[prow + j];
-    var dp = 0.0;
-    if (p != 0.0) {
-      let vb = kv_base(b, j, g);
-      for (var d = 0u; d < HD; d++) {
-        dp = dp + dov[d] * a_v[vb + d];
-      }
-    }
-    a_ds[prow + j] = dp;
-    row_dot = row_dot + p * dp;
-  }
   var acc: array<f32, HD>;
   for (var j = 0u; j <= i; j++) {
-    let p = a_probs[prow + j];
-    let ds = p * (a_ds[prow + j] - row_dot);
-    a_ds[prow + j] = ds;
-    if (p != 0.0) {
-      let kb = kv_base(b, j, g);
+    if (seg_in[row0 + j] == seg) {
+      let kb = ((row0 + j) * p.kv_heads + g) * HD;
+      var s = 0.0;
+      var dp = 0.0;
       for (var d = 0u; d < HD; d++) {
-        acc[d] = acc[d] + ds * a_k[kb + d];
+        s = s + qv[d] * k_in[kb + d];
+        dp = dp + dov[d] * v_in[kb + d];
+      }
+      let ds = exp(s - lse) * (dp - delta);
+      for (var d = 0u; d < HD; d++) {
+        acc[d] = acc[d] + ds * k_in[kb + d];
       }
     }
   }
   for (var d = 0u; d < HD; d++) {
-    a_dq[qbase + d] = acc[d] * params.scale;
+    b_dqk[qb + d] = acc[d] * p.scale;
   }
 }
 
-// dv_j = sum over the group's heads h and queries i >= j of P_ij dout_i ;
-// dk_j = scale * the same sum of dS_ij q_i.
+// One invocation per (batch row, kv head, key), over the later queries of every query head of
+// its group.
 @compute @workgroup_size(64)
 fn backward_key(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let t = invocation(wg, li);
-  let seq = params.seq;
-  if (t >= params.rows * params.kv_heads * seq) {
+  let p = bk_params;
+  let t = invocation(p, wg, li);
+  if (t >= p.rows * p.kv_heads * p.seq) {
     return;
   }
-  let j = t % seq;
-  let g = (t / seq) % params.kv_heads;
-  let bl = t / (seq * params.kv_heads);
-  let b = params.row0 + bl;
-  var acc_v: array<f32, HD>;
-  var acc_k: array<f32, HD>;
-  for (var hh = 0u; hh < params.group; hh++) {
-    let h = g * params.group + hh;
-    let col = (bl * params.heads + h) * seq * seq + j;
-    for (var i = j; i < seq; i++) {
-      let p = b_probs[col + i * seq];
-      if (p != 0.0) {
-        let ds = b_ds[col + i * seq];
-        let qb = ((b * seq + i) * params.heads + h) * HD;
+  let j = t % p.seq;
+  let g = (t / p.seq) % p.kv_heads;
+  let row0 = (t / (p.seq * p.kv_heads)) * p.seq;
+  let kb = ((row0 + j) * p.kv_heads + g) * HD;
+  let seg = seg_in[row0 + j];
+  var kv: array<f32, HD>;
+  var vv: array<f32, HD>;
+  for (var d = 0u; d < HD; d++) {
+    kv[d] = k_in[kb + d];
+    vv[d] = v_in[kb + d];
+  }
+
+  var dk: array<f32, HD>;
+  var dv: array<f32, HD>;
+  for (var i = j; i < p.seq; i++) {
+    if (seg_in[row0 + i] == seg) {
+      for (var hh = 0u; hh < p.group; hh++) {
+        let qt = (row0 + i) * p.heads + g * p.group + hh;
+        let qb = qt * HD;
+        var s = 0.0;
+        var dp = 0.0;
         for (var d = 0u; d < HD; d++) {
-          acc_v[d] = acc_v[d] + p * b_dout[qb + d];
-          acc_k[d] = acc_k[d] + ds * b_q[qb + d];
+          s = s + q_in[qb + d] * p.scale * kv[d];
+          dp = dp + b_dout[qb + d] * vv[d];
+        }
+        let e = exp(s - b_stats[2u * qt]);
+        let ds = e * (dp - b_stats[2u * qt + 1u]);
+        for (var d = 0u; d < HD; d++) {
+          dv[d] = dv[d] + e * b_dout[qb + d];
+          dk[d] = dk[d] + ds * q_in[qb + d];
         }
       }
     }
   }
-  let kb = kv_base(b, j, g);
   for (var d = 0u; d < HD; d++) {
-    b_dv[kb + d] = acc_v[d];
-    b_dk[kb + d] = acc_k[d] * params.scale;
-  }
-}
-
-// ---- tiled ---------------------------------------------------------------------------------
-
-var<workgroup> tile_a: array<f32, {{TILE_FLOATS}}>; // [KB][HD]
-var<workgroup> tile_b: array<f32, {{TILE_FLOATS}}>; // [KB][HD], backward_key only
-var<workgroup> tile_seg: array<u32, KB>;
-
-// (batch row in dispatch, head or kv head, block) of this workgroup; uniform over it.
-struct Block {
-  valid: bool,
-  bl: u32,
-  h: u32,
-  first: u32,
-}
-
-fn block_of(wg: vec3u, heads: u32) -> Block {
-  let tile = wg.y * params.groups_x + wg.x;
-  let blk = tile % params.blocks;
-  let h = (tile / params.blocks) % heads;
-  let bl = tile / (params.blocks * heads);
-  return Block(bl < params.rows, bl, h, blk * WG);
-}
-
-@compute @workgroup_size(64)
-fn forward_tiled(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let blk = block_of(wg, params.heads);
-  if (!blk.valid) {
-    return;
-  }
-  let seq = params.seq;
-  let h = blk.h;
-  let b = params.row0 + blk.bl;
-  let g = h / params.group;
-  let i = blk.first + li;
-  let live = i < seq;
-  let ic = min(i, seq - 1u);
-  let prow = ((blk.bl * params.heads + h) * seq + ic) * seq;
-  let qbase = ((b * seq + ic) * params.heads + h) * HD;
-  let seg = f_segments[b * seq + ic];
-  var qv: array<f32, HD>;
-  for (var d = 0u; d < HD; d++) {
-    qv[d] = f_q[qbase + d];
-  }
-  // Keys up to the block's last query.
-  let end = min(blk.first + WG, seq);
-
-  var mx = LOWEST;
-  for (var j0 = 0u; j0 < end; j0 += KB) {
-    for (var e = li; e < KB * HD; e += WG) {
-      let j = j0 + e / HD;
-      tile_a[e] = select(0.0, f_k[kv_base(b, min(j, seq - 1u), g) + e % HD], j < seq);
-    }
-    for (var e = li; e < KB; e += WG) {
-      tile_seg[e] = f_segments[b * seq + min(j0 + e, seq - 1u)];
-    }
-    workgroupBarrier();
-    if (live) {
-      for (var jj = 0u; jj < KB; jj++) {
-        let j = j0 + jj;
-        if (j <= i && tile_seg[jj] == seg) {
-          var dot = 0.0;
-          for (var d = 0u; d < HD; d++) {
-            dot = dot + qv[d] * tile_a[jj * HD + d];
-          }
-          let s = dot * params.scale;
-          f_probs[prow + j] = s;
-          mx = max(mx, s);
-        }
-      }
-    }
-    workgroupBarrier();
-  }
-  var sum = 0.0;
-  if (live) {
-    for (var j = 0u; j < seq; j++) {
-      var e = 0.0;
-      if (j <= i && f_segments[b * seq + j] == seg) {
-        e = exp(f_probs[prow + j] - mx);
-        sum = sum + e;
-      }
-      f_probs[prow + j] = e;
-    }
-  }
-  let inv = 1.0 / sum;
-  var acc: array<f32, HD>;
-  for (var j0 = 0u; j0 < end; j0 += KB) {
-    for (var e = li; e < KB * HD; e += WG) {
-      let j = j0 + e / HD;
-      tile_a[e] = select(0.0, f_v[kv_base(b, min(j, seq - 1u), g) + e % HD], j < seq);
-    }
-    workgroupBarrier();
-    if (live) {
-      for (var jj = 0u; jj < KB; jj++) {
-        let j = j0 + jj;
-        if (j <= i) {
-          let p = f_probs[prow + j] * inv;
-          f_probs[prow + j] = p;
-          if (p != 0.0) {
-            for (var d = 0u; d < HD; d++) {
-              acc[d] = acc[d] + p * tile_a[jj * HD + d];
-            }
-          }
-        }
-      }
-    }
-    workgroupBarrier();
-  }
-  if (live) {
-    for (var d = 0u; d < HD; d++) {
-      f_out[qbase + d] = acc[d];
-    }
-  }
-}
-
-@compute @workgroup_size(64)
-fn backward_query_tiled(
-  @builtin(workgroup_id) wg: vec3u,
-  @builtin(local_invocation_index) li: u32,
-) {
-  let blk = block_of(wg, params.heads);
-  if (!blk.valid) {
-    return;
-  }
-  let seq = params.seq;
-  let h = blk.h;
-  let b = params.row0 + blk.bl;
-  let g = h / params.group;
-  let i = blk.first + li;
-  let live = i < seq;
-  let ic = min(i, seq - 1u);
-  let prow = ((blk.bl * params.heads + h) * seq + ic) * seq;
-  let qbase = ((b * seq + ic) * params.heads + h) * HD;
-  var dov: array<f32, HD>;
-  for (var d = 0u; d < HD; d++) {
-    dov[d] = a_dout[qbase + d];
-  }
-  let end = min(blk.first + WG, seq);
-
-  var row_dot = 0.0;
-  for (var j0 = 0u; j0 < end; j0 += KB) {
-    for (var e = li; e < KB * HD; e += WG) {
-      let j = j0 + e / HD;
-      tile_a[e] = select(0.0, a_v[kv_base(b, min(j, seq - 1u), g) + e % HD], j < seq);
-    }
-    workgroupBarrier();
-    if (live) {
-      for (var jj = 0u; jj < KB; jj++) {
-        let j = j0 + jj;
-        if (j <= i) {
-          let p = a_probs[prow + j];
-          var dp = 0.0;
-          if (p != 0.0) {
-            for (var d = 0u; d < HD; d++) {
-              dp = dp + dov[d] * tile_a[jj * HD + d];
-            }
-          }
-          a_ds[prow + j] = dp;
-          row_dot = row_dot + p * dp;
-        }
-      }
-    }
-    workgroupBarrier();
-  }
-  var acc: array<f32, HD>;
-  for (var j0 = 0u; j0 < end; j0 += KB) {
-    for (var e = li; e < KB * HD; e += WG) {
-      let j = j0 + e / HD;
-      tile_a[e] = select(0.0, a_k[kv_base(b, min(j, seq - 1u), g) + e % HD], j < seq);
-    }
-    workgroupBarrier();
-    if (live) {
-      for (var jj = 0u; jj < KB; jj++) {
-        let j = j0 + jj;
-        if (j <= i) {
-          let p = a_probs[prow + j];
-          let ds = p * (a_ds[prow + j] - row_dot);
-          a_ds[prow + j] = ds;
-          if (p != 0.0) {
-            for (var d = 0u; d < HD; d++) {
-              acc[d] = acc[d] + ds * tile_a[jj * HD + d];
-            }
-          }
-        }
-      }
-    }
-    workgroupBarrier();
-  }
-  if (live) {
-    for (var d = 0u; d < HD; d++) {
-      a_dq[qbase + d] = acc[d] * params.scale;
-    }
-  }
-}
-
-@compute @workgroup_size(64)
-fn backward_key_tiled(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let blk = block_of(wg, params.kv_heads);
-  if (!blk.valid) {
-    return;
-  }
-  let seq = params.seq;
-  let g = blk.h;
-  let b = params.row0 + blk.bl;
-  let j = blk.first + li;
-  let live = j < seq;
-  var acc_v: array<f32, HD>;
-  var acc_k: array<f32, HD>;
-  for (var hh = 0u; hh < params.group; hh++) {
-    let h = g * params.group + hh;
-    let col = (blk.bl * params.heads + h) * seq * seq + min(j, seq - 1u);
-    // Queries from the block's first key on: the ones any key of the block can see.
-    for (var i0 = blk.first; i0 < seq; i0 += KB) {
-      for (var e = li; e < KB * HD; e += WG) {
-        let i = i0 + e / HD;
-        let o = ((b * seq + min(i, seq - 1u)) * params.heads + h) * HD + e % HD;
-        tile_a[e] = select(0.0, b_dout[o], i < seq);
-        tile_b[e] = select(0.0, b_q[o], i < seq);
-      }
-      workgroupBarrier();
-      if (live) {
-        for (var ii = 0u; ii < KB; ii++) {
-          let i = i0 + ii;
-          if (i >= j && i < seq) {
-            let p = b_probs[col + i * seq];
-            if (p != 0.0) {
-              let ds = b_ds[col + i * seq];
-              for (var d = 0u; d < HD; d++) {
-                acc_v[d] = acc_v[d] + p * tile_a[ii * HD + d];
-                acc_k[d] = acc_k[d] + ds * tile_b[ii * HD + d];
-              }
-            }
-          }
-        }
-      }
-      workgroupBarrier();
-    }
-  }
-  if (live) {
-    let kb = kv_base(b, j, g);
-    for (var d = 0u; d < HD; d++) {
-      b_dv[kb + d] = acc_v[d];
-      b_dk[kb + d] = acc_k[d] * params.scale;
-    }
+    b_dqk[kb + d] = dk[d] * p.scale;
+    bk_dv[kb + d] = dv[d];
   }
 }

@@ -7,7 +7,12 @@
  * queue may still be busy).
  */
 import type { GpuContext } from "../gpu/context.ts";
-import { encodeAttention, encodeAttentionBackward } from "../kernels/attention.ts";
+import {
+  attentionLseBytes,
+  attentionScratchBytes,
+  encodeAttention,
+  encodeAttentionBackward,
+} from "../kernels/attention.ts";
 import { crossEntropyScratchBytes, encodeLmHeadCrossEntropy } from "../kernels/cross_entropy.ts";
 import { encodeAdamW } from "../kernels/adamw.ts";
 import { encodeMatmul } from "../kernels/matmul.ts";
@@ -127,18 +132,18 @@ export const BACKEND_CASES: Case[] = [
       k: o.rand("k", kn),
       v: o.rand("v", kn),
       segments: o.keep(ctx.upload("seg", "scratch", new Uint32Array(128))),
-      probs: o.empty("probs", 8 * 128 * 128 * 4),
+      out: o.empty("out", qn * 4),
+      lse: o.empty("lse", attentionLseBytes(shape)),
     };
-    const out = o.empty("out", qn * 4);
     const grads = {
       dout: o.rand("dout", qn),
       dq: o.empty("dq", qn * 4),
       dk: o.empty("dk", kn * 4),
       dv: o.empty("dv", kn * 4),
-      scratch: o.empty("scratch", 8 * 128 * 128 * 4),
+      scratch: o.empty("scratch", attentionScratchBytes(shape)),
     };
     return async (b) => {
-      await encodeAttention(ctx, b, { ...io, out });
+      await encodeAttention(ctx, b, io);
       await encodeAttentionBackward(ctx, b, { ...io, ...grads });
     };
   }),

@@ -1,22 +1,32 @@
 /**
- * Causal self-attention with grouped-query heads over packed batch rows (shaders/attention.wgsl).
- * The softmax is materialized in `probs` [batch, heads, seq, seq] for the backward pass. When
- * probs for the whole batch exceed the adapter's storage binding limit the work is split by
- * batch rows (each slice then starts at a 256-byte multiple, which seq*seq*heads*4 usually is).
- * Two variants, chosen per adapter by the kernel ladder (or forced with `variant`): `row`, one
- * invocation per query (key) row reading K/V straight from storage, no barriers (llvmpipe); and
- * `tiled`, a workgroup per block of 64 rows sharing K/V (Q/dout) tiles in workgroup memory (GPUs).
- * Both visit keys in the same order, so they give the same bits.
+ * Causal self-attention with grouped-query heads over packed batch rows, without the score
+ * matrix (shaders/attention.wgsl, shaders/attention_tiled.wgsl): the forward is an online softmax
+ * that saves only the output and one log-sum-exp per (token, head); the backward recomputes the
+ * scores from q, k, v and that log-sum-exp. Memory is O(tokens · heads · head_dim): nothing
+ * [seq, seq] exists, forward or backward.
+ *
+ * The backward is three dispatches, each output element owned by one invocation (WGSL has no
+ * float atomics): a prep pass puts (lse, dout·out) per (token, head) into a small scratch, a query
+ * pass gives dq, a key pass gives dk and dv summed over the query heads of each kv head.
+ *
+ * Variants, chosen per adapter by the kernel ladder (or forced with `variant`):
+ * - `row`: one invocation per query (key) row reading K/V (Q/dout) straight from storage, no
+ *   barriers (CPU adapters: llvmpipe, lavapipe);
+ * - `tiled`: a workgroup per block of 64 rows sharing K/V (Q/dout) tiles in workgroup memory (GPUs);
+ * - `tiled_f16`: `tiled` with q, k, v stored in f16 (tiles and registers), all arithmetic, the
+ *   softmax statistics and dout in f32; only where the device has `shader-f16`.
  */
-import { bindingParts, checkBindingSize, sharedScratch } from "./bindings.ts";
+import { checkBindingSize, sharedScratch } from "./bindings.ts";
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
-export type AttentionVariant = "row" | "tiled";
-export const ATTENTION_VARIANTS: readonly AttentionVariant[] = ["row", "tiled"];
-/** Rows (queries or keys) per workgroup of the tiled variant; WG in shaders/attention.wgsl. */
-const TILED_ROWS = 64;
+export type AttentionVariant = "row" | "tiled" | "tiled_f16";
+export const ATTENTION_VARIANTS: readonly AttentionVariant[] = ["row", "tiled", "tiled_f16"];
+/** Rows (queries or keys) per workgroup: WG in both shaders. */
+const BLOCK_ROWS = 64;
+/** At most this many rows per staged tile (the forward keeps one score per tile row). */
+const MAX_KEY_TILE = 32;
 
 export interface AttentionShape {
   batchSize: number;
@@ -36,10 +46,8 @@ export interface AttentionArgs extends AttentionShape {
   segments: Binding;
   /** [batchSize*seq, heads*headDim] */
   out: Binding;
-  /** [batchSize, heads, seq, seq], written with zeros where masked. */
-  probs: Binding;
-  /** Split by batch rows as if the storage binding limit were this (tests); default the adapter's. */
-  maxBindingBytes?: number;
+  /** [batchSize*seq, heads]: log-sum-exp of each query's scaled scores, for the backward. */
+  lse: Binding;
   /** Forces a variant (tests, benchmarks); default the kernel ladder's choice. */
   variant?: AttentionVariant;
 }
@@ -48,10 +56,10 @@ export interface AttentionBackwardArgs extends AttentionShape {
   q: Binding;
   k: Binding;
   v: Binding;
-  /** Not read: the zeros of `probs` carry the mask. Accepted so both passes take the same inputs. */
-  segments?: Binding;
-  /** As written by encodeAttention. */
-  probs: Binding;
+  segments: Binding;
+  /** The forward's output and log-sum-exp. */
+  out: Binding;
+  lse: Binding;
   dout: Binding;
   /** Overwritten, [batchSize*seq, heads*headDim]. */
   dq: Binding;
@@ -59,22 +67,28 @@ export interface AttentionBackwardArgs extends AttentionShape {
   dk: Binding;
   dv: Binding;
   /**
-   * attentionScratchBytes(shape) bytes for dS (same size as probs). Omitted: a scratch buffer
-   * kept per context and grown as needed (counted in the "scratch" memory category).
+   * attentionScratchBytes(shape) bytes for (lse, dout·out) per (token, head). Omitted: a scratch
+   * buffer kept per context and grown as needed (counted in the "scratch" memory category).
    */
   scratch?: Binding;
-  maxBindingBytes?: number;
   variant?: AttentionVariant;
 }
 
-/** Bytes of the saved softmax, [batch, heads, seq, seq] f32. */
-export function attentionProbsBytes(s: Pick<AttentionShape, "batchSize" | "seq" | "heads">) {
-  return s.batchSize * s.heads * s.seq * s.seq * 4;
+/** Bytes of the saved log-sum-exp, [batch*seq, heads] f32. */
+export function attentionLseBytes(s: Pick<AttentionShape, "batchSize" | "seq" | "heads">) {
+  return s.batchSize * s.seq * s.heads * 4;
 }
 
-/** Scratch bytes the backward pass needs (dS, the size of probs). The forward needs none. */
+/** Scratch bytes the backward pass needs: (lse, delta) per (token, head). The forward needs none. */
 export function attentionScratchBytes(s: Pick<AttentionShape, "batchSize" | "seq" | "heads">) {
-  return attentionProbsBytes(s);
+  return 2 * attentionLseBytes(s);
+}
+
+/** Whether `variant` can run on this device: tiled_f16 needs `shader-f16`. */
+export function attentionVariantAvailable(ctx: GpuContext, variant: string): boolean {
+  return variant === "tiled_f16" ? ctx.capabilities.f16 : ATTENTION_VARIANTS.includes(
+    variant as AttentionVariant,
+  );
 }
 
 export async function encodeAttention(
@@ -91,26 +105,20 @@ export async function encodeAttention(
   checkBindingSize(where, "v", args.v, tokens * kvHeads * headDim);
   checkBindingSize(where, "segments", args.segments, tokens);
   checkBindingSize(where, "out", args.out, tokens * heads * headDim);
-  checkBindingSize(where, "probs", args.probs, batchSize * heads * seq * seq);
-  const variant = await chooseVariant(ctx, args.variant);
-  const tiled = variant === "tiled";
-  const pipeline = await ctx.pipeline(
-    "attention.wgsl",
-    shaderParams(ctx, headDim),
-    tiled ? "forward_tiled" : "forward",
-  );
-  for (const part of rowParts(ctx, where, args, [args.probs])) {
-    const [gx, gy] = workgroups(part.rows * heads, seq, tiled);
-    batch.dispatch(pipeline, [
-      args.q,
-      args.k,
-      args.v,
-      args.segments,
-      args.out,
-      part.slices[0],
-      ctx.uniform(params(args, part.row0, part.rows, gx)),
-    ], [gx, gy]);
-  }
+  checkBindingSize(where, "lse", args.lse, tokens * heads);
+  const variant = await chooseVariant(ctx, where, args.variant);
+  const [shader, sp] = shaderOf(ctx, variant, headDim);
+  const pipeline = await ctx.pipeline(shader, sp, "forward");
+  const [gx, gy] = workgroups(variant, batchSize * heads, seq);
+  batch.dispatch(pipeline, [
+    args.q,
+    args.k,
+    args.v,
+    args.segments,
+    args.out,
+    args.lse,
+    ctx.uniform(params(args, gx)),
+  ], [gx, gy]);
 }
 
 export async function encodeAttentionBackward(
@@ -125,52 +133,66 @@ export async function encodeAttentionBackward(
   checkBindingSize(where, "q", args.q, tokens * heads * headDim);
   checkBindingSize(where, "k", args.k, tokens * kvHeads * headDim);
   checkBindingSize(where, "v", args.v, tokens * kvHeads * headDim);
-  if (args.segments) checkBindingSize(where, "segments", args.segments, tokens);
-  checkBindingSize(where, "probs", args.probs, batchSize * heads * seq * seq);
+  checkBindingSize(where, "segments", args.segments, tokens);
+  checkBindingSize(where, "out", args.out, tokens * heads * headDim);
+  checkBindingSize(where, "lse", args.lse, tokens * heads);
   checkBindingSize(where, "dout", args.dout, tokens * heads * headDim);
   checkBindingSize(where, "dq", args.dq, tokens * heads * headDim);
   checkBindingSize(where, "dk", args.dk, tokens * kvHeads * headDim);
   checkBindingSize(where, "dv", args.dv, tokens * kvHeads * headDim);
   const scratchBytes = attentionScratchBytes(args);
-  const scratch = args.scratch ?? sharedScratch(ctx, "attention scratch (dS)", scratchBytes);
-  checkBindingSize(where, "scratch", scratch, scratchBytes / 4);
-  const variant = await chooseVariant(ctx, args.variant);
-  const tiled = variant === "tiled";
-  const suffix = tiled ? "_tiled" : "";
-  const sp = shaderParams(ctx, headDim);
-  const query = await ctx.pipeline("attention.wgsl", sp, `backward_query${suffix}`);
-  const key = await ctx.pipeline("attention.wgsl", sp, `backward_key${suffix}`);
-  for (const part of rowParts(ctx, where, args, [args.probs, scratch])) {
-    const [probs, ds] = part.slices;
-    const [qx, qy] = workgroups(part.rows * heads, seq, tiled);
-    batch.dispatch(query, [
-      args.k,
-      args.v,
-      probs,
-      args.dout,
-      ds,
-      args.dq,
-      ctx.uniform(params(args, part.row0, part.rows, qx)),
-    ], [qx, qy]);
-    const [kx, ky] = workgroups(part.rows * kvHeads, seq, tiled);
-    batch.dispatch(key, [
-      args.q,
-      probs,
-      ds,
-      args.dout,
-      args.dk,
-      args.dv,
-      ctx.uniform(params(args, part.row0, part.rows, kx)),
-    ], [kx, ky]);
-  }
+  const stats = args.scratch ??
+    sharedScratch(ctx, "attention scratch (lse, delta)", scratchBytes);
+  checkBindingSize(where, "scratch", stats, scratchBytes / 4);
+  const variant = await chooseVariant(ctx, where, args.variant);
+  const [shader, sp] = shaderOf(ctx, variant, headDim);
+  const prep = await ctx.pipeline("attention.wgsl", { HEAD_DIM: headDim }, "backward_prep");
+  const query = await ctx.pipeline(shader, sp, "backward_query");
+  const key = await ctx.pipeline(shader, sp, "backward_key");
+
+  const [px, py] = grid(Math.ceil((tokens * heads) / BLOCK_ROWS));
+  batch.dispatch(prep, [
+    args.out,
+    args.dout,
+    args.lse,
+    stats,
+    ctx.uniform(params(args, px)),
+  ], [px, py]);
+  const [qx, qy] = workgroups(variant, batchSize * heads, seq);
+  batch.dispatch(query, [
+    args.q,
+    args.k,
+    args.v,
+    args.segments,
+    stats,
+    args.dout,
+    args.dq,
+    ctx.uniform(params(args, qx)),
+  ], [qx, qy]);
+  const [kx, ky] = workgroups(variant, batchSize * kvHeads, seq);
+  batch.dispatch(key, [
+    args.q,
+    args.k,
+    args.v,
+    args.segments,
+    stats,
+    args.dout,
+    args.dk,
+    args.dv,
+    ctx.uniform(params(args, kx)),
+  ], [kx, ky]);
 }
 
 async function chooseVariant(
   ctx: GpuContext,
+  where: string,
   forced: AttentionVariant | undefined,
 ): Promise<AttentionVariant> {
   const v = forced ?? (await kernelLadder.variant(ctx, "attention") as AttentionVariant);
-  if (!ATTENTION_VARIANTS.includes(v)) throw invalidArgument(`attention: unknown variant ${v}`);
+  if (!ATTENTION_VARIANTS.includes(v)) throw invalidArgument(`${where}: unknown variant ${v}`);
+  if (!attentionVariantAvailable(ctx, v)) {
+    throw invalidArgument(`${where}: variant ${v} needs shader-f16, which this device lacks`);
+  }
   return v;
 }
 
@@ -180,27 +202,51 @@ export function chooseAttentionVariant(ctx: GpuContext): AttentionVariant {
 }
 
 /**
- * HEAD_DIM, and the tiled variant's staged rows: two tiles of KEY_TILE x head_dim floats (and
- * KEY_TILE segment ids) must fit the adapter's workgroup storage.
+ * The shader file and template parameters of a variant. Tiled: KEY_TILE staged rows must fit the
+ * adapter's workgroup storage in every entry point: in the forward, a K and a V row in T, a
+ * segment id and a score for each of the 64 queries; in the key pass, a scale·Q row in T, a dout
+ * row in f32, and segment, lse and delta.
  */
-function shaderParams(ctx: GpuContext, headDim: number) {
-  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
-  const keyTile = Math.max(1, Math.min(32, Math.floor(limit / (8 * headDim + 4))));
-  return { HEAD_DIM: headDim, KEY_TILE: keyTile, TILE_FLOATS: keyTile * headDim };
+function shaderOf(
+  ctx: GpuContext,
+  variant: AttentionVariant,
+  headDim: number,
+): [string, Record<string, string | number>] {
+  if (variant === "row") return ["attention.wgsl", { HEAD_DIM: headDim }];
+  const f16 = variant === "tiled_f16";
+  const vec4Bytes = f16 ? 8 : 16;
+  const vec4s = Math.ceil(headDim / 4);
+  const bytesPerRow = Math.max(
+    2 * vec4s * vec4Bytes + 4 + 4 * BLOCK_ROWS,
+    vec4s * (vec4Bytes + 16) + 12,
+  );
+  const fit = Math.floor(ctx.limits.maxComputeWorkgroupStorageSize / bytesPerRow);
+  const keyTile = Math.max(1, Math.min(MAX_KEY_TILE, fit >= 4 ? fit - (fit % 4) : fit));
+  return ["attention_tiled.wgsl", {
+    HEAD_DIM: headDim,
+    KEY_TILE: keyTile,
+    TILE_T: f16 ? "f16" : "f32",
+    ENABLE: f16 ? "enable f16;" : "",
+  }];
 }
 
-/** Row variant: one invocation per (row, head, position); tiled: a workgroup per 64 of them. */
-function workgroups(rowsTimesHeads: number, seq: number, tiled: boolean): [number, number] {
-  return tiled
-    ? grid(rowsTimesHeads * Math.ceil(seq / TILED_ROWS))
-    : grid(Math.ceil((rowsTimesHeads * seq) / 64));
+/** Row: one invocation per (row, head, position); tiled: a workgroup per 64 of them. */
+function workgroups(
+  variant: AttentionVariant,
+  rowsTimesHeads: number,
+  seq: number,
+): [number, number] {
+  return variant === "row"
+    ? grid(Math.ceil((rowsTimesHeads * seq) / BLOCK_ROWS))
+    : grid(rowsTimesHeads * Math.ceil(seq / BLOCK_ROWS));
 }
 
 registerLadderKernel({
   name: "attention",
   variants: ATTENTION_VARIANTS,
   prior: (ctx) => ctx.isSoftware ? "row" : "tiled",
-  shaders: ["attention.wgsl"],
+  variantAvailable: attentionVariantAvailable,
+  shaders: ["attention.wgsl", "attention_tiled.wgsl", "attention_params.wgsl"],
   // Forward and backward of one 64-token row, 8 heads over 4 kv heads of 64.
   probe: (ctx) => {
     const bufs = new ProbeBuffers(ctx);
@@ -214,9 +260,9 @@ registerLadderKernel({
       k: bufs.random("ladder.attn.k", kn, 9),
       v: bufs.random("ladder.attn.v", kn, 10),
       segments: bufs.upload("ladder.attn.segments", new Uint32Array(tokens)),
-      probs: bufs.empty("ladder.attn.probs", attentionProbsBytes(shape)),
+      out: bufs.empty("ladder.attn.out", qn * 4),
+      lse: bufs.empty("ladder.attn.lse", attentionLseBytes(shape)),
     };
-    const out = bufs.empty("ladder.attn.out", qn * 4);
     const grads = {
       dout: bufs.random("ladder.attn.dout", qn, 11),
       dq: bufs.empty("ladder.attn.dq", qn * 4),
@@ -227,7 +273,7 @@ registerLadderKernel({
     return Promise.resolve({
       run: async (batch: DispatchBatch, v: string) => {
         const variant = v as AttentionVariant;
-        await encodeAttention(ctx, batch, { ...io, out, variant });
+        await encodeAttention(ctx, batch, { ...io, variant });
         await encodeAttentionBackward(ctx, batch, { ...io, ...grads, variant });
       },
       destroy: () => bufs.destroy(),
@@ -235,68 +281,19 @@ registerLadderKernel({
   },
 });
 
-function params(s: AttentionShape, row0: number, rows: number, gx: number): Uint32Array {
+function params(s: AttentionShape, gx: number): Uint32Array {
   const u = new Uint32Array(12);
-  u.set([s.seq, s.heads, s.kvHeads, s.headDim, rows, row0, s.heads / s.kvHeads, gx]);
+  u.set([
+    s.seq,
+    s.heads,
+    s.kvHeads,
+    s.heads / s.kvHeads,
+    s.batchSize,
+    gx,
+    Math.ceil(s.seq / BLOCK_ROWS),
+  ]);
   new Float32Array(u.buffer)[8] = 1 / Math.sqrt(s.headDim);
-  u[9] = Math.ceil(s.seq / TILED_ROWS);
   return u;
-}
-
-interface RowPart {
-  row0: number;
-  rows: number;
-  /** The [rows, heads, seq, seq] slice of each per-row tensor (probs, dS). */
-  slices: Binding[];
-}
-
-/** Batch rows per dispatch so that a [rows, heads, seq, seq] slice fits one storage binding. */
-function rowParts(
-  ctx: GpuContext,
-  where: string,
-  s: AttentionShape & { maxBindingBytes?: number },
-  perRow: Binding[],
-): RowPart[] {
-  const rowBytes = s.heads * s.seq * s.seq * 4;
-  const limit = Math.min(s.maxBindingBytes ?? Infinity, ctx.limits.maxStorageBufferBindingSize);
-  if (rowBytes * s.batchSize <= limit) {
-    return [{
-      row0: 0,
-      rows: s.batchSize,
-      slices: perRow.map((b) => exact(b, rowBytes * s.batchSize)),
-    }];
-  }
-  // Slices must start at multiples of 256 bytes.
-  const align = 256 / gcd(rowBytes, 256);
-  const rowsPer = Math.floor(Math.floor(limit / rowBytes) / align) * align;
-  if (rowsPer === 0) {
-    throw invalidArgument(
-      `${where}: probs for one batch row (${rowBytes} bytes for seq ${s.seq}, heads ${s.heads}) ` +
-        `exceed the storage binding limit ${limit} or cannot be split at 256-byte boundaries`,
-    );
-  }
-  const parts: RowPart[] = [];
-  for (let row0 = 0; row0 < s.batchSize; row0 += rowsPer) {
-    const rows = Math.min(rowsPer, s.batchSize - row0);
-    parts.push({
-      row0,
-      rows,
-      slices: perRow.map((b) => {
-        const { buffer, offset } = bindingParts(b);
-        return { buffer, offset: offset + row0 * rowBytes, size: rows * rowBytes };
-      }),
-    });
-  }
-  return parts;
-}
-
-function exact(b: Binding, size: number): Binding {
-  const { buffer, offset } = bindingParts(b);
-  return { buffer, offset, size };
-}
-
-function gcd(a: number, b: number): number {
-  return b === 0 ? a : gcd(b, a % b);
 }
 
 function checkShape(where: string, s: AttentionShape): void {

@@ -18,7 +18,8 @@ export class LayerActivations {
   readonly q: GpuBuffer;
   readonly k: GpuBuffer;
   readonly v: GpuBuffer;
-  readonly probs: GpuBuffer;
+  /** Log-sum-exp of each query's attention scores [rows, heads]: all the backward needs. */
+  readonly lse: GpuBuffer;
   readonly attn: GpuBuffer;
   readonly h: GpuBuffer;
   readonly n2: GpuBuffer;
@@ -44,7 +45,7 @@ export class LayerActivations {
     this.q = f("q", rows * q);
     this.k = f("k", rows * kv);
     this.v = f("v", rows * kv);
-    this.probs = f("probs", shape.batch * cfg.heads * shape.seq * shape.seq);
+    this.lse = f("attn_lse", rows * cfg.heads);
     this.attn = f("attn", rows * q);
     this.h = f("h", rows * cfg.hidden);
     this.n2 = f("n2", rows * cfg.hidden);
@@ -61,7 +62,7 @@ export class LayerActivations {
     const q = cfg.heads * cfg.headDim;
     const kv = cfg.kvHeads * cfg.headDim;
     const floats = rows * (3 * cfg.hidden + 2 + 2 * q + 2 * kv + 3 * cfg.intermediate) +
-      shape.batch * cfg.heads * shape.seq * shape.seq + targets * rows * r;
+      rows * cfg.heads + targets * rows * r;
     return floats * 4;
   }
 

@@ -212,7 +212,7 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
   add("activations", "final norm output", 1, f32(rows * cfg.hidden));
   add("activations", "final norm rstd", 1, f32(rows));
 
-  // Scratch: graph.ts, engine.ts, and the attention backward's per-context dS buffer.
+  // Scratch: graph.ts, engine.ts, and the attention backward's per-context (lse, delta) buffer.
   add("scratch", "backward scratch", 1, BackwardScratch.bytes(cfg, shape, r));
   add("scratch", "row loss, row correct, loss sum", 3, f32(rows));
   const ce = crossEntropyChunks(rows, cfg.vocab, {
@@ -227,7 +227,7 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
   );
   add(
     "scratch",
-    "attention backward dS (per context)",
+    "attention backward (lse, delta) (per context)",
     1,
     paddedBufferBytes(attentionScratchBytes({ batchSize: batch, seq, heads: cfg.heads })),
   );

@@ -13,7 +13,7 @@ export interface AttnShape {
   headDim: number;
 }
 
-/** Token t of batch row b attends to token j of that row iff j <= t and their segments match. */
+/** Token i of batch row b attends to token j of that row iff j <= i and their segments match. */
 function visible(segments: ArrayLike<number>, s: AttnShape, b: number, i: number, j: number) {
   return j <= i && segments[b * s.seq + j] === segments[b * s.seq + i];
 }
@@ -26,52 +26,78 @@ function kvIndex(s: AttnShape, b: number, t: number, g: number, d: number): numb
   return ((b * s.seq + t) * s.kvHeads + g) * s.headDim + d;
 }
 
-/** out [batch*seq, heads*headDim]; probs [batch, heads, seq, seq] with zeros where masked. */
+/**
+ * The softmax row of query i of batch row b, head h: probs[j] for j <= i (0 where masked), and
+ * lse = log sum_j exp(scale q_i.k_j) over the visible keys. O(seq) memory, so long sequences fit.
+ */
+function softmaxRow(
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  segments: ArrayLike<number>,
+  s: AttnShape,
+  b: number,
+  h: number,
+  i: number,
+): { probs: Float64Array; lse: number } {
+  const g = Math.floor(h / (s.heads / s.kvHeads));
+  const scale = 1 / Math.sqrt(s.headDim);
+  const scores = new Float64Array(i + 1).fill(-Infinity);
+  let max = -Infinity;
+  for (let j = 0; j <= i; j++) {
+    if (!visible(segments, s, b, i, j)) continue;
+    let dot = 0;
+    for (let d = 0; d < s.headDim; d++) dot += q[qIndex(s, b, i, h, d)] * k[kvIndex(s, b, j, g, d)];
+    scores[j] = dot * scale;
+    max = Math.max(max, scores[j]);
+  }
+  let sum = 0;
+  for (let j = 0; j <= i; j++) if (scores[j] > -Infinity) sum += Math.exp(scores[j] - max);
+  const probs = new Float64Array(i + 1);
+  for (let j = 0; j <= i; j++) {
+    probs[j] = scores[j] > -Infinity ? Math.exp(scores[j] - max) / sum : 0;
+  }
+  return { probs, lse: max + Math.log(sum) };
+}
+
+/**
+ * out [batch*seq, heads*headDim] = softmax(scale q k^T, masked) v, row by row; lse
+ * [batch*seq, heads] the log-sum-exp of each query's visible scaled scores.
+ */
 export function attentionForwardF64(
   q: ArrayLike<number>,
   k: ArrayLike<number>,
   v: ArrayLike<number>,
   segments: ArrayLike<number>,
   s: AttnShape,
-): { out: Float64Array; probs: Float64Array } {
+): { out: Float64Array; lse: Float64Array } {
   const { batchSize, seq, heads, kvHeads, headDim } = s;
   const group = heads / kvHeads;
-  const scale = 1 / Math.sqrt(headDim);
   const out = new Float64Array(batchSize * seq * heads * headDim);
-  const probs = new Float64Array(batchSize * heads * seq * seq);
+  const lse = new Float64Array(batchSize * seq * heads);
   for (let b = 0; b < batchSize; b++) {
     for (let h = 0; h < heads; h++) {
       const g = Math.floor(h / group);
       for (let i = 0; i < seq; i++) {
-        const row = ((b * heads + h) * seq + i) * seq;
-        const scores = new Float64Array(seq).fill(-Infinity);
-        let max = -Infinity;
-        for (let j = 0; j < seq; j++) {
-          if (!visible(segments, s, b, i, j)) continue;
-          let dot = 0;
+        const row = softmaxRow(q, k, segments, s, b, h, i);
+        lse[(b * seq + i) * heads + h] = row.lse;
+        for (let j = 0; j <= i; j++) {
+          const p = row.probs[j];
+          if (p === 0) continue;
           for (let d = 0; d < headDim; d++) {
-            dot += q[qIndex(s, b, i, h, d)] * k[kvIndex(s, b, j, g, d)];
+            out[qIndex(s, b, i, h, d)] += p * v[kvIndex(s, b, j, g, d)];
           }
-          scores[j] = dot * scale;
-          max = Math.max(max, scores[j]);
-        }
-        let sum = 0;
-        for (let j = 0; j < seq; j++) if (scores[j] > -Infinity) sum += Math.exp(scores[j] - max);
-        for (let j = 0; j < seq; j++) {
-          probs[row + j] = scores[j] > -Infinity ? Math.exp(scores[j] - max) / sum : 0;
-        }
-        for (let d = 0; d < headDim; d++) {
-          let acc = 0;
-          for (let j = 0; j < seq; j++) acc += probs[row + j] * v[kvIndex(s, b, j, g, d)];
-          out[qIndex(s, b, i, h, d)] = acc;
         }
       }
     }
   }
-  return { out, probs };
+  return { out, lse };
 }
 
-/** Gradients of sum(out * dout) with respect to q, k, v (k and v summed over their query heads). */
+/**
+ * Gradients of sum(out * dout) with respect to q, k, v (k and v summed over their query heads),
+ * from the softmax Jacobian row by row: dP_ij = dout_i . v_j, dS_ij = P_ij (dP_ij - sum_l P_il
+ * dP_il), dq_i = scale sum_j dS_ij k_j, dk_j = scale sum_i dS_ij q_i, dv_j = sum_i P_ij dout_i.
+ */
 export function attentionBackwardF64(
   q: ArrayLike<number>,
   k: ArrayLike<number>,
@@ -83,7 +109,6 @@ export function attentionBackwardF64(
   const { batchSize, seq, heads, kvHeads, headDim } = s;
   const group = heads / kvHeads;
   const scale = 1 / Math.sqrt(headDim);
-  const { probs } = attentionForwardF64(q, k, v, segments, s);
   const dq = new Float64Array(q.length);
   const dk = new Float64Array(k.length);
   const dv = new Float64Array(v.length);
@@ -91,20 +116,21 @@ export function attentionBackwardF64(
     for (let h = 0; h < heads; h++) {
       const g = Math.floor(h / group);
       for (let i = 0; i < seq; i++) {
-        const row = ((b * heads + h) * seq + i) * seq;
-        // dP_ij = dout_i . v_j ; dS_ij = P_ij (dP_ij - sum_l P_il dP_il)
-        const dp = new Float64Array(seq);
+        const { probs } = softmaxRow(q, k, segments, s, b, h, i);
+        const dp = new Float64Array(i + 1);
         let rowDot = 0;
-        for (let j = 0; j < seq; j++) {
+        for (let j = 0; j <= i; j++) {
+          if (probs[j] === 0) continue;
           let acc = 0;
           for (let d = 0; d < headDim; d++) {
             acc += dout[qIndex(s, b, i, h, d)] * v[kvIndex(s, b, j, g, d)];
           }
           dp[j] = acc;
-          rowDot += probs[row + j] * acc;
+          rowDot += probs[j] * acc;
         }
-        for (let j = 0; j < seq; j++) {
-          const p = probs[row + j];
+        for (let j = 0; j <= i; j++) {
+          const p = probs[j];
+          if (p === 0) continue;
           const ds = p * (dp[j] - rowDot);
           for (let d = 0; d < headDim; d++) {
             dv[kvIndex(s, b, j, g, d)] += p * dout[qIndex(s, b, i, h, d)];
