@@ -17,6 +17,8 @@ import {
 } from "../model/config.ts";
 import { randomF32Buffer, randomQuantWeightGpu } from "./gpu_random.ts";
 import { RowChunkedTable, uploadTable16 } from "../kernels/row_chunks.ts";
+import { f32ArrayToBf16 } from "../io/dtype.ts";
+import { Rng } from "../util/random.ts";
 
 /**
  * A bf16 [rows, cols] table uniform in ±scale, as the loader stores embeddings and lm_head (row
@@ -32,15 +34,11 @@ function randomBf16Table(
   seed: number,
 ): RowChunkedTable {
   const bits = new Uint16Array(rows * cols);
-  const f = new Float32Array(1);
-  const u = new Uint32Array(f.buffer);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < bits.length; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    f[0] = scale * (2 * ((s >>> 0) / 4294967296) - 1);
-    bits[i] = u[0] >>> 16; // truncation is a fine rounding for random values
+  const rng = new Rng(seed);
+  const chunk = new Float32Array(1 << 20);
+  for (let at = 0; at < bits.length; at += chunk.length) {
+    const part = chunk.subarray(0, Math.min(chunk.length, bits.length - at));
+    bits.set(f32ArrayToBf16(rng.fillUniform(part, -scale, scale)), at);
   }
   return uploadTable16(ctx, { label, category: "base_weights", dtype: "bf16", rows, cols, bits });
 }

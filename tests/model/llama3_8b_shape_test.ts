@@ -9,8 +9,9 @@
  *
  * Bounds: the GPU accumulates in f32 over up to 14,336 products (relative rounding ~2^-24·√K
  * ≈ 7e-6 per dot product, compounded over a layer and a 128k-way softmax), so the loss is held to
- * 2e-5 relative and each LoRA tensor's gradient to 1e-3 of its largest element; the tiny model's
- * gradient check (tests/model/gradcheck_test.ts) keeps the tighter 1e-4.
+ * 1e-5 relative and each LoRA tensor's gradient to 1e-4 of its largest element, the bounds of the
+ * tiny model's gradient check (tests/model/gradcheck_test.ts); measured here: loss 4e-7..1.3e-6,
+ * gradients <= 1.5e-5.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -155,13 +156,13 @@ function compare(
   what: string,
 ): void {
   const lossErr = Math.abs(got.loss - ref.loss) / ref.loss;
-  assert.ok(lossErr <= 2e-5, `${what}: loss ${got.loss} vs ${ref.loss} (rel ${lossErr})`);
+  assert.ok(lossErr <= 1e-5, `${what}: loss ${got.loss} vs ${ref.loss} (rel ${lossErr})`);
   let worst = 0;
   for (const s of layout.slots) {
     const key = `${s.layer}.${s.module}`;
     const want = (s.kind === "A" ? ref.gradA : ref.gradB).get(key)!;
     const e = relErr(got.grads.subarray(s.offset, s.offset + s.numel), want);
-    assert.ok(e <= 1e-3, `${what}: ${key}.${s.kind} gradient relative error ${e}`);
+    assert.ok(e <= 1e-4, `${what}: ${key}.${s.kind} gradient relative error ${e}`);
     worst = Math.max(worst, e);
   }
   console.log(
@@ -225,7 +226,7 @@ gpuTest(
         assert.equal(evaluated.tokens, ref0.count);
         assert.equal(evaluated.correct, ref0.correct);
         assert.ok(
-          Math.abs(evalLoss - ref0.loss) / ref0.loss <= 2e-5,
+          Math.abs(evalLoss - ref0.loss) / ref0.loss <= 1e-5,
           `eval ${evalLoss} vs ${ref0.loss}`,
         );
 

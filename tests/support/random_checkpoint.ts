@@ -7,7 +7,8 @@
  */
 import { join } from "node:path";
 import { SafetensorsWriter } from "../../src/io/safetensors.ts";
-import { type Dtype, f32ToF16 } from "../../src/io/dtype.ts";
+import { type Dtype, f32ArrayToBf16, f32ArrayToF16 } from "../../src/io/dtype.ts";
+import { Rng } from "../../src/util/random.ts";
 
 /** The config.json fields this writer needs; anything else in `extra` is written as given. */
 export interface RandomCheckpointConfig {
@@ -101,45 +102,26 @@ function plan(cfg: RandomCheckpointConfig): PlannedTensor[] {
 
 const BYTES: Record<RandomCheckpointOptions["dtype"], number> = { BF16: 2, F16: 2, F32: 4 };
 
-/**
- * A fast seeded generator (xorshift32) filling `n` values uniform in [center - half, center +
- * half), already in the file's dtype (16-bit types rounded to nearest even).
- */
+/** `n` values uniform in [center - half, center + half) from `rng`, as the file's dtype. */
 function randomBytes(
   n: number,
   dtype: RandomCheckpointOptions["dtype"],
-  state: { s: number },
+  rng: Rng,
   center: number,
   half: number,
 ): Uint8Array {
-  const next = () => {
-    let s = state.s;
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    state.s = s >>> 0;
-    return center + half * (2 * (state.s / 4294967296) - 1);
-  };
   if (dtype === "F32") {
-    const out = new Float32Array(n);
-    for (let k = 0; k < n; k++) out[k] = next();
-    return new Uint8Array(out.buffer);
+    return new Uint8Array(
+      rng.fillUniform(new Float32Array(n), center - half, center + half).buffer,
+    );
   }
+  // 16-bit tables in chunks, so a 10^9-element tensor never needs its f32 copy whole.
   const out = new Uint16Array(n);
-  if (dtype === "F16") {
-    for (let k = 0; k < n; k++) out[k] = f32ToF16(next());
-    return new Uint8Array(out.buffer);
-  }
-  // bf16 in bulk through an f32 view (the per-value converter is several times slower at 10^9).
-  const chunk = new Float32Array(1 << 16);
-  const bits = new Uint32Array(chunk.buffer);
+  const chunk = new Float32Array(1 << 20);
+  const round = dtype === "BF16" ? f32ArrayToBf16 : f32ArrayToF16;
   for (let at = 0; at < n; at += chunk.length) {
-    const m = Math.min(chunk.length, n - at);
-    for (let k = 0; k < m; k++) chunk[k] = next();
-    for (let k = 0; k < m; k++) {
-      const b = bits[k];
-      out[at + k] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-    }
+    const part = chunk.subarray(0, Math.min(chunk.length, n - at));
+    out.set(round(rng.fillUniform(part, center - half, center + half)), at);
   }
   return new Uint8Array(out.buffer);
 }
@@ -165,7 +147,7 @@ export async function writeRandomCheckpoint(
     shards.at(-1)!.push(t);
     used += bytes;
   }
-  const state = { s: (opts.seed * 2654435761 + 1) >>> 0 || 1 };
+  const rng = new Rng(opts.seed);
   const linear = opts.linearScale ?? 0.02 * Math.sqrt(3);
   const table = opts.tableScale ?? 0.05;
   const weightMap: Record<string, string> = {};
@@ -186,7 +168,7 @@ export async function writeRandomCheckpoint(
         : t.kind === "table"
         ? [0, table]
         : [0, linear];
-      await w.write(t.name, randomBytes(n, opts.dtype, state, center, half));
+      await w.write(t.name, randomBytes(n, opts.dtype, rng, center, half));
       weightMap[t.name] = file;
       total += n * size;
     }
