@@ -144,18 +144,26 @@ f16Test("matmul tiled_f16 reads and writes Binding slices, nothing else", async 
   const [m, n, k] = [19, 23, 40];
   const a = rng.normals(m * k);
   const b = rng.normals(n * k);
-  // In floats: A (760) at 64, B (920) at 896, C at 1856; byte offsets multiples of 256.
-  const off = [64, 896, 1856];
+  // Inputs in one buffer (A at 64, B at 896 floats), C in another at 256 (byte offsets
+  // multiples of 256, guards around every slice); one buffer cannot be read and written by a
+  // dispatch.
+  const off = [64, 896, 256];
+  const inputs = rng.normals(off[1] + n * k + 64);
+  inputs.set(a, off[0]);
+  inputs.set(b, off[1]);
   const host = rng.normals(off[2] + m * n + 64);
-  host.set(a, off[0]);
-  host.set(b, off[1]);
-  const buf = ctx.upload("all", "scratch", host);
-  const slice = (at: number, count: number) => ({ buffer: buf, offset: at * 4, size: count * 4 });
+  const inBuf = ctx.upload("inputs", "scratch", inputs);
+  const buf = ctx.upload("outputs", "scratch", host);
+  const slice = (on: typeof buf, at: number, count: number) => ({
+    buffer: on,
+    offset: at * 4,
+    size: count * 4,
+  });
   const batch = ctx.batch();
   await encodeMatmul(ctx, batch, {
-    a: slice(off[0], m * k),
-    b: slice(off[1], n * k),
-    c: slice(off[2], m * n),
+    a: slice(inBuf, off[0], m * k),
+    b: slice(inBuf, off[1], n * k),
+    c: slice(buf, off[2], m * n),
     m,
     n,
     k,
@@ -174,6 +182,7 @@ f16Test("matmul tiled_f16 reads and writes Binding slices, nothing else", async 
   const { ratio, at } = worstBoundRatio(got.subarray(off[2], off[2] + m * n), want, bound);
   assert.ok(ratio <= 1, `C element ${at} off by ${ratio.toFixed(2)} x the bound`);
   buf.destroy();
+  inBuf.destroy();
 });
 
 closeGpuAfterTests();

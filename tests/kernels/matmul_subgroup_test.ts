@@ -109,26 +109,33 @@ subgroupTest("matmul_4bit subgroup: GEMV reads and writes Binding slices", async
   const w = uploadQuantWeight(ctx, q, "w");
   const x = randomF32(rng, m * nIn);
   const dy = randomF32(rng, m * nOut);
-  // One buffer: guard | X at 64 | guard | dY at 384 | guard | Y at 576 | guard | dX at 768 |.
-  const off = [64, 384, 576, 768];
-  const host = randomF32(rng, off[3] + m * nIn + 64);
-  host.set(x, off[0]);
-  host.set(dy, off[1]);
-  const buf = ctx.upload("all", "scratch", host);
-  const slice = (at: number, n: number) => ({ buffer: buf, offset: at * 4, size: n * 4 });
+  // Inputs in one buffer (X at 64, dY at 384 floats), outputs in another (Y at 64, dX at
+  // 256): byte offsets multiples of 256, guards around every slice.
+  const inputs = randomF32(rng, 384 + m * nOut + 64);
+  inputs.set(x, 64);
+  inputs.set(dy, 384);
+  const off = [64, 256];
+  const host = randomF32(rng, off[1] + m * nIn + 64);
+  const inBuf = ctx.upload("inputs", "scratch", inputs);
+  const buf = ctx.upload("outputs", "scratch", host);
+  const slice = (on: typeof buf, at: number, n: number) => ({
+    buffer: on,
+    offset: at * 4,
+    size: n * 4,
+  });
   const batch = ctx.batch();
   const variant = "subgroup";
   await encodeMatmul4bit(ctx, batch, {
-    x: slice(off[0], m * nIn),
+    x: slice(inBuf, 64, m * nIn),
     w,
-    y: slice(off[2], m * nOut),
+    y: slice(buf, off[0], m * nOut),
     m,
     variant,
   });
   await encodeMatmul4bitT(ctx, batch, {
-    dy: slice(off[1], m * nOut),
+    dy: slice(inBuf, 384, m * nOut),
     w,
-    dx: slice(off[3], m * nIn),
+    dx: slice(buf, off[1], m * nIn),
     m,
     variant,
   });
@@ -136,15 +143,16 @@ subgroupTest("matmul_4bit subgroup: GEMV reads and writes Binding slices", async
   const got = await ctx.readF32(buf);
   const y = matmulXWt(x, wRef, m, nIn, nOut);
   const dx = matmulDyW(dy, wRef, m, nIn, nOut);
-  assert.ok(maxRelError(got.subarray(off[2], off[2] + m * nOut), y) <= TOL, "forward");
-  assert.ok(maxRelError(got.subarray(off[3], off[3] + m * nIn), dx) <= TOL, "backward");
+  assert.ok(maxRelError(got.subarray(off[0], off[0] + m * nOut), y) <= TOL, "forward");
+  assert.ok(maxRelError(got.subarray(off[1], off[1] + m * nIn), dx) <= TOL, "backward");
   // Everything outside the two outputs is as uploaded.
   for (let i = 0; i < host.length; i++) {
-    const inY = i >= off[2] && i < off[2] + m * nOut;
-    const inDx = i >= off[3] && i < off[3] + m * nIn;
+    const inY = i >= off[0] && i < off[0] + m * nOut;
+    const inDx = i >= off[1] && i < off[1] + m * nIn;
     if (!inY && !inDx) assert.ok(Object.is(got[i], host[i]), `element ${i} changed`);
   }
   buf.destroy();
+  inBuf.destroy();
   w.destroy();
 });
 
