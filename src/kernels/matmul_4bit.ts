@@ -3,8 +3,8 @@
  * registers, never materialized:
  *   encodeMatmul4bit:  Y[m, out] (=|+=) X[m, in] . W^T   (forward)
  *   encodeMatmul4bitT: dX[m, in] (=|+=) dY[m, out] . W   (backward to the input)
- * Two variants, chosen per adapter by the kernel ladder, forward and backward apart (or forced
- * with `variant`):
+ * Variants, chosen per adapter by the kernel ladder, forward and backward apart (or forced
+ * with `variant`); each joins the ladder only where the device has what it needs:
  * - "regblock": register tiles, no barriers, vec4 activation loads, code tables as shader
  *   constants; what llvmpipe runs fast. From m >= WIDE_MIN_M rows it runs the `_wide` kernels
  *   (larger tiles: more arithmetic per load, but rows past m are wasted work, so small m keeps
