@@ -12,8 +12,8 @@
  *   subgroup; other shapes run `tiled`. f32 throughout.
  * - `subgroup_matrix` (matmul_subgroup_matrix.wgsl, needs a f16 -> f32 subgroup-matrix config):
  *   f16 tiles multiplied on the matrix units, f32 accumulation.
- * The f16 variants round the operands to f16 (see matmul_features.ts); `f32Only` keeps a call
- * on the f32 variants.
+ * The f16 variants round the operands to f16 (see matmul_features.ts): a call without `variant`
+ * gets one only with `allowF16`, else the fastest f32 variant the ladder timed.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import type { ShaderParams } from "../gpu/shader_source.ts";
@@ -21,10 +21,10 @@ import { invalidArgument } from "../util/errors.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 import {
   deviceMatrixPlan,
-  f32Choice,
   hasMatmulFeature,
   type MatmulFeature,
   matmulPipeline,
+  precisionChoice,
   type SubgroupMatrixPlan,
   subgroupMatrixShaderParams,
   subgroupWorkgroupSize,
@@ -75,8 +75,11 @@ export interface MatmulArgs {
   accumulate?: boolean;
   /** Forces a variant (tests, benchmarks); default chooseMatmulVariant(ctx). */
   variant?: MatmulVariant;
-  /** Without `variant`: the fastest f32 variant (no f16 rounding of the operands). */
-  f32Only?: boolean;
+  /**
+   * Without `variant`: the ladder's choice may be an f16 variant (operands rounded to f16, see
+   * matmul_features.ts). Default false: the fastest f32 variant.
+   */
+  allowF16?: boolean;
 }
 
 /** Outputs per invocation / per workgroup edge of each variant (see shaders/matmul.wgsl). */
@@ -175,15 +178,15 @@ export async function encodeMatmul(
   checkBinding("matmul", "a", a, m * k);
   checkBinding("matmul", "b", b, k * n);
   checkBinding("matmul", "c", c, m * n);
-  const variant = args.variant ?? await ladderVariant(ctx, args.f32Only);
+  const variant = args.variant ?? await ladderVariant(ctx, args.allowF16);
   requireMatmulVariant(ctx, "matmul", variant);
   await encodeDense(ctx, batch, args, denseKernel(ctx, variant, args, "f32"));
 }
 
-async function ladderVariant(ctx: GpuContext, f32Only = false): Promise<MatmulVariant> {
+async function ladderVariant(ctx: GpuContext, allowF16 = false): Promise<MatmulVariant> {
   const d = await kernelLadder.decide(ctx, "matmul");
   const fallback = ctx.isSoftware ? "blocked" : "tiled";
-  return (f32Only ? f32Choice(d, MATMUL_F32_VARIANTS, fallback) : d.variant) as MatmulVariant;
+  return precisionChoice(d, MATMUL_F32_VARIANTS, fallback, allowF16) as MatmulVariant;
 }
 
 /** One pipeline of the dense family and the C tile each of its workgroups owns. */

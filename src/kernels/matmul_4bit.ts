@@ -3,8 +3,8 @@
  * registers, never materialized:
  *   encodeMatmul4bit:  Y[m, out] (=|+=) X[m, in] . W^T   (forward)
  *   encodeMatmul4bitT: dX[m, in] (=|+=) dY[m, out] . W   (backward to the input)
- * Two variants, chosen per adapter by the kernel ladder, forward and backward apart (or forced
- * with `variant`):
+ * Variants, chosen per adapter by the kernel ladder, forward and backward apart (or forced
+ * with `variant`); each joins the ladder only where the device has what it needs:
  * - "regblock": register tiles, no barriers, vec4 activation loads, code tables as shader
  *   constants; what llvmpipe runs fast. From m >= WIDE_MIN_M rows it runs the `_wide` kernels
  *   (larger tiles: more arithmetic per load, but rows past m are wasted work, so small m keeps
@@ -19,7 +19,7 @@
  *   config): W tiles dequantized to f16 in workgroup memory, multiplied on the matrix units with
  *   f32 accumulation; m <= GEMV_MAX_M takes the GEMV kernel (streaming W is the whole cost).
  * The f16 variants round activations and weights to f16 (src/kernels/matmul_features.ts);
- * `f32Only` keeps a call on the f32 variants.
+ * a call without `variant` gets one only with `allowF16`, else the fastest f32 variant timed.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import type { ShaderParams } from "../gpu/shader_source.ts";
@@ -28,10 +28,10 @@ import { dequantShaderParams, type GpuQuantWeight, offsetBits } from "./quant_we
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 import {
   deviceMatrixPlan,
-  f32Choice,
   hasMatmulFeature,
   type MatmulFeature,
   matmulPipeline,
+  precisionChoice,
   type SubgroupMatrixPlan,
   subgroupMatrixShaderParams,
   subgroupWorkgroupSize,
@@ -184,8 +184,9 @@ export interface Matmul4bitArgs {
   accumulate?: boolean;
   /** Force a variant (tests, benchmarks); default the kernel ladder's choice. */
   variant?: Matmul4bitVariant;
-  /** Without `variant`: the fastest f32 variant (no f16 rounding of X and W). */
-  f32Only?: boolean;
+  /** Without `variant`: the ladder's choice may be an f16 variant (X and W rounded to f16).
+   * Default false: the fastest f32 variant. */
+  allowF16?: boolean;
 }
 
 export interface Matmul4bitTArgs {
@@ -197,7 +198,7 @@ export interface Matmul4bitTArgs {
   m: number;
   accumulate?: boolean;
   variant?: Matmul4bitVariant;
-  f32Only?: boolean;
+  allowF16?: boolean;
 }
 
 /** Y[m, out] (=|+=) X[m, in] . W^T. */
@@ -211,7 +212,7 @@ export async function encodeMatmul4bit(
     ["x", args.x, m * w.inFeatures],
     ["y", args.y, m * w.outFeatures],
   ]);
-  const variant = args.variant ?? await ladderVariant(ctx, "matmul_4bit", args.f32Only);
+  const variant = args.variant ?? await ladderVariant(ctx, "matmul_4bit", args.allowF16);
   requireVariant(ctx, "encodeMatmul4bit", variant);
   const plan = planDispatch(ctx, w, variant, {
     entry: "forward",
@@ -237,7 +238,7 @@ export async function encodeMatmul4bitT(
     ["dy", args.dy, m * w.outFeatures],
     ["dx", args.dx, m * w.inFeatures],
   ]);
-  const variant = args.variant ?? await ladderVariant(ctx, "matmul_4bit_t", args.f32Only);
+  const variant = args.variant ?? await ladderVariant(ctx, "matmul_4bit_t", args.allowF16);
   requireVariant(ctx, "encodeMatmul4bitT", variant);
   const plan = planDispatch(ctx, w, variant, {
     entry: "backward",
@@ -255,13 +256,11 @@ export async function encodeMatmul4bitT(
 async function ladderVariant(
   ctx: GpuContext,
   kernel: string,
-  f32Only = false,
+  allowF16 = false,
 ): Promise<Matmul4bitVariant> {
   const d = await kernelLadder.decide(ctx, kernel);
   const fallback = ctx.isSoftware ? "regblock" : "tiled";
-  return (f32Only
-    ? f32Choice(d, MATMUL_4BIT_F32_VARIANTS, fallback)
-    : d.variant) as Matmul4bitVariant;
+  return precisionChoice(d, MATMUL_4BIT_F32_VARIANTS, fallback, allowF16) as Matmul4bitVariant;
 }
 
 /** Throws naming the op, the variant and the missing feature when the device lacks it. */

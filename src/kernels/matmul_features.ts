@@ -8,8 +8,8 @@
  *
  * Precision of the f16 paths: operands are rounded to f16 when they are staged (relative error
  * 2^-11; |x| > 65504 overflows, |x| < 6.1e-5 loses relative precision down to 6e-8, then
- * flushes to zero), products and sums stay f32. Tiny gradients can lose most of their bits:
- * callers that need f32 operands pass `f32Only` to the wrappers.
+ * flushes to zero), products and sums stay f32. Tiny gradients can lose most of their bits, so
+ * the wrappers take an f16 variant only for calls that pass `allowF16` (precisionChoice).
  */
 import type { GpuContext, SubgroupMatrixConfig } from "../gpu/context.ts";
 import { type ShaderParams, shaderSource } from "../gpu/shader_source.ts";
@@ -209,11 +209,18 @@ export function matmulPipeline(
 }
 
 /**
- * The variant for a caller that needs f32 operands (`f32Only`): the ladder's choice when it is
- * one of `exact`, else the fastest of `exact` the ladder timed, else `fallback`.
+ * The variant a call runs when it names none. The ladder times every variant the device has,
+ * f16 ones included, but rounding operands to f16 is a precision decision, not a speed one: a
+ * call gets an f16 variant only with `allowF16` (or when QLORAD_KERNEL_VARIANTS forces one);
+ * otherwise the fastest f32 variant the ladder timed, else `fallback`.
  */
-export function f32Choice(d: LadderDecision, exact: readonly string[], fallback: string): string {
-  if (exact.includes(d.variant)) return d.variant;
+export function precisionChoice(
+  d: LadderDecision,
+  exact: readonly string[],
+  fallback: string,
+  allowF16: boolean,
+): string {
+  if (allowF16 || d.source === "override" || exact.includes(d.variant)) return d.variant;
   const timed = Object.entries(d.ms ?? {})
     .filter((e): e is [string, number] => exact.includes(e[0]) && e[1] !== null)
     .sort((a, b) => a[1] - b[1]);
