@@ -17,11 +17,13 @@ import { attentionScratchBytes } from "../kernels/attention.ts";
 import { crossEntropyChunks, crossEntropyScratchBytes } from "../kernels/cross_entropy.ts";
 import { tableChunkBytes, tableChunkRows } from "../kernels/row_chunks.ts";
 import { globalNormScratchBytes } from "../kernels/grad_norm.ts";
+import { halfBufferBytes } from "../kernels/convert_f16.ts";
 import { NESTED_BLOCKSIZE } from "../quant/double_quant.ts";
 import { ALLOWED_BLOCKSIZES } from "../quant/blockwise.ts";
 import type { QuantType } from "../quant/codes.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { checkByteCounts } from "../model/config_bounds.ts";
+import { resolveActivationPrecision } from "../model/graph.ts";
 
 export interface EstimateSettings {
   lora: LoraSpec;
@@ -30,6 +32,13 @@ export interface EstimateSettings {
   /** Tokens per sequence (the engine's maxShape.seq). */
   maxSeqLen: number;
   gradientCheckpointing: boolean;
+  /**
+   * Precision of the layer inputs kept for the backward recompute under gradient checkpointing
+   * (ignored without it: the graph keeps f32 inputs then). The engine's "auto" is f16 on an
+   * adapter with shader-f16; give that device's answer (resolveActivationPrecision). Default f32,
+   * the larger, so an estimate made without knowing the device never comes out short.
+   */
+  activationPrecision?: "f32" | "f16";
   /** 0 = AdamW moments resident on the GPU; otherwise the paged pool's budget. */
   optimizerGpuBudgetBytes: number;
   /** nf4 or fp4: the same bytes. Default nf4. */
@@ -199,7 +208,24 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
   // Activations: src/model/graph.ts. LayerActivations.bytes sums its buffers without the
   // 16-byte rounding; that differs only when rows (or rows*r) is not a multiple of 4, by
   // at most 16 bytes per buffer.
-  add("activations", "layer inputs (f32)", cfg.layers + 1, f32(rows * cfg.hidden));
+  const precision = resolveActivationPrecision(
+    settings.activationPrecision ?? "f32",
+    false,
+    settings.gradientCheckpointing,
+  );
+  if (precision === "f16") {
+    // f16 checkpoints: one f32 buffer of the residual stream (alternating with the final norm
+    // output) and each layer's input as packed halves.
+    add("activations", "residual stream (f32)", 1, f32(rows * cfg.hidden));
+    add(
+      "activations",
+      "layer inputs (f16 checkpoints)",
+      cfg.layers,
+      paddedBufferBytes(halfBufferBytes(rows * cfg.hidden)),
+    );
+  } else {
+    add("activations", "layer inputs (f32)", cfg.layers + 1, f32(rows * cfg.hidden));
+  }
   add(
     "activations",
     `saved layer activations (${
