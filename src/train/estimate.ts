@@ -295,6 +295,8 @@ export interface CompareOptions {
   gradientCheckpointing?: boolean;
   /** QLoRA row only; default 0 (optimizer resident). */
   optimizerGpuBudgetBytes?: number;
+  /** QLoRA row only: its checkpoints' precision (EstimateSettings); default f32. */
+  activationPrecision?: "f32" | "f16";
 }
 
 export const PAPER_LORA: LoraSpec = {
@@ -318,11 +320,19 @@ export function compareTrainingSetups(
   const lora = opts.lora ?? PAPER_LORA;
   const gradientCheckpointing = opts.gradientCheckpointing ?? true;
   const common = { microBatchSize: batch, maxSeqLen: seq, gradientCheckpointing };
-  const qlora = estimateMemory(cfg, {
-    ...common,
-    lora,
-    optimizerGpuBudgetBytes: opts.optimizerGpuBudgetBytes ?? 0,
-  });
+  const qloraWith = (activationPrecision?: "f32" | "f16") =>
+    estimateMemory(cfg, {
+      ...common,
+      lora,
+      optimizerGpuBudgetBytes: opts.optimizerGpuBudgetBytes ?? 0,
+      activationPrecision,
+    });
+  const qlora = qloraWith(opts.activationPrecision);
+  // The 16-bit rows halve the all-f32 graph.
+  const qlora32 = opts.activationPrecision === "f16" ? qloraWith("f32") : qlora;
+  const checkpoints = gradientCheckpointing && opts.activationPrecision === "f16"
+    ? ", f16 layer-input checkpoints"
+    : "";
   // The same graph without LoRA tensors (rank 0 slots), for full fine-tuning.
   const noLora = estimateMemory(cfg, {
     ...common,
@@ -366,7 +376,7 @@ export function compareTrainingSetups(
       "lora_fp16",
       "LoRA (16-bit base)",
       { base_weights: 2 * P, lora: 2 * L, gradients: 2 * L, optimizer: 8 * L },
-      half(qlora.bytes),
+      half(qlora32.bytes),
       `frozen fp16 base 2 B per parameter; LoRA r=${lora.r} on ${lora.targets.length} linear ` +
         `module(s): fp16 parameters and gradients 2 B + 2 B, Adam moments in fp32 8 B per LoRA ` +
         `parameter; activations and scratch of qlorad's graph in 16-bit, ${ckpt} checkpointing`,
@@ -385,7 +395,7 @@ export function compareTrainingSetups(
         `bits per parameter), embeddings and lm_head in bf16, norms in f32; LoRA parameters, gradients ` +
         `and AdamW moments in f32 (${
           qlora.optimizerPaged ? "moments paged through a GPU pool" : "moments resident"
-        }); f32 activations, ${ckpt} checkpointing`,
+        }); f32 activations${checkpoints}, ${ckpt} checkpointing`,
     ),
   ];
 }

@@ -209,6 +209,7 @@ async function estimate(args: string[], print: (line: string) => void): Promise<
         lora,
         gradientCheckpointing: base.gradientCheckpointing,
         optimizerGpuBudgetBytes: base.optimizerGpuBudgetBytes,
+        activationPrecision: base.activationPrecision,
       }),
     }))
     : [];

@@ -117,6 +117,15 @@ Deno.test("hand-checked: Llama 65B in NF4+DQ and the paper's comparison rows", (
   );
   assert.equal(qlora.total, e.total);
   assert.ok(full.total > lora16.total && lora16.total > qlora.total);
+  // f16 checkpoints change the QLoRA row only (the 16-bit rows already halve every activation).
+  const with16 = compareTrainingSetups(cfg, 512, 1, { activationPrecision: "f16" });
+  const e16 = estimateMemory(cfg, {
+    ...settings(PAPER_LORA, 1, 512, true, 0),
+    activationPrecision: "f16",
+  });
+  assert.equal(with16[2].total, e16.total);
+  assert.equal(e.total - e16.total, 80 * 512 * 8192 * 2);
+  assert.deepEqual([with16[0].total, with16[1].total], [full.total, lora16.total]);
 });
 
 // ---- the allocator's ledger vs the estimate ------------------------------------------------
