@@ -17,7 +17,7 @@
  *   Rounding to f16 moves each input element by at most 2^-11 relative (~4.9e-4); RMSNorm and
  *   the linears carry that into the recomputed activations at the same relative size, and each
  *   of L layers adds its share to the gradients below it, so the cost is a small multiple of
- *   L 2^-11 (asserted under 8 L 2^-11; ~1.2 L 2^-11 measured).
+ *   L 2^-11 (asserted under 8 L 2^-11; measured 6.0e-4 with 2 layers, 7.7e-4 with 3).
  * The explicit "f16" runs on every adapter (the conversion is integer arithmetic); "auto" picks
  * f16 only with shader-f16 (lavapipe Vulkan, not the GLES CI adapter).
  */
