@@ -6,7 +6,8 @@
 //             of 65520 or more (past 65504 by half an ulp) becomes +-inf; NaN stays a quiet NaN.
 //   from_f16: exact (every half is an f32).
 // Inputs are read as u32, never as f32, so no NaN payload or subnormal is touched on the way.
-// Needs no `enable f16;`: the kernel runs on any adapter (the graph only picks it with shader-f16).
+// Needs no `enable f16;`: the kernel runs on any adapter (the graph's "auto" takes f16 checkpoints
+// only where the adapter has shader-f16).
 
 struct Params {
   // Elements to convert.

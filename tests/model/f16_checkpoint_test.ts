@@ -8,8 +8,9 @@
  *   tests/reference/float16_f64.ts's roundF16, the forward is exact. The input rounded is the
  *   f32 path's layer input read off the GPU (the f16 path's forward is the same arithmetic, the
  *   loss check below shows it): a float64 input can sit on the other side of an f16 rounding
- *   midpoint than its f32 value (about one element in 1,000 here), and those one-ulp flips
- *   move the gradients by up to ~1e-4 (measured 8e-5 on GLES), as much as the whole f32 bound.
+ *   midpoint than its f32 value (rarely: the two differ by ~1e-7 relative, the midpoints are
+ *   2^-10 apart), and those one-ulp flips moved the gradients by up to 8e-5 when the model
+ *   rounded the float64 inputs (on GLES), nearly the whole f32 bound.
  *   With the GPU's own inputs rounded the bound is GRAD_TOL_F32, the f32 path's: a checkpoint
  *   rounded in the wrong place, taken from the wrong layer or not rounded at all fails it.
  * - against the plain float64 reference, within relErr(modelled, plain) + GRAD_TOL_F32 (the
