@@ -3,6 +3,11 @@
  * (optionally recomputed in backward: gradient checkpointing), the final norm, and the frozen
  * lm_head with cross-entropy chunked over tokens and vocabulary. LoRA gradients accumulate into a
  * flat buffer.
+ *
+ * With checkpointing, each layer's input is what backward recomputes the layer from. Kept in f16
+ * (`activationPrecision`), the residual stream itself still runs in f32 through two working
+ * buffers, so the forward (and the loss) is bit for bit the f32 one; only the recomputed layer
+ * starts from its input rounded to f16 (relative error <= 2^-11), converted back to f32.
  */
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "./base_model.ts";
@@ -17,6 +22,7 @@ import {
   encodeLmHeadCrossEntropy,
 } from "../kernels/cross_entropy.ts";
 import { encodeAdd } from "../kernels/elementwise.ts";
+import { encodeFromF16, encodeToF16, halfBufferBytes } from "../kernels/convert_f16.ts";
 import { invalidArgument } from "../util/errors.ts";
 
 export const IGNORE_INDEX = -100;
@@ -32,10 +38,37 @@ export interface MicroBatch {
   segments?: ArrayLike<number>[];
 }
 
+/** Precision of the layer inputs kept for backward: "auto" is f16 where the adapter has shader-f16. */
+export type ActivationPrecision = "auto" | "f32" | "f16";
+
+/**
+ * The precision the layer-input checkpoints get. "auto": f16 when the adapter has shader-f16
+ * (every GPU qlorad targets), f32 otherwise, so the f16-less CI adapter keeps the exact f32 path.
+ * An explicit "f16" is honoured on any adapter (the conversion kernel is integer arithmetic).
+ * Without checkpointing the inputs always stay f32: every layer then keeps its whole f32
+ * activation set from the forward, and the input is read only by the input RMSNorm's backward
+ * beside the 1/rms of the unrounded input, so rounding it would make that gradient inconsistent
+ * to save ~3% of that mode's activation bytes.
+ */
+export function resolveActivationPrecision(
+  requested: ActivationPrecision | undefined,
+  f16Capable: boolean,
+  gradientCheckpointing: boolean,
+): "f32" | "f16" {
+  const want = requested ?? "auto";
+  if (want !== "auto" && want !== "f32" && want !== "f16") {
+    throw invalidArgument(`activation precision must be auto, f32 or f16, got ${want}`);
+  }
+  if (!gradientCheckpointing) return "f32";
+  return want === "auto" ? (f16Capable ? "f16" : "f32") : want;
+}
+
 export interface GraphOptions {
   /** Largest micro-batch: sequences per micro-batch and tokens per sequence. */
   maxShape: Shape;
   gradientCheckpointing: boolean;
+  /** The layer-input checkpoints' precision (default "auto"; see resolveActivationPrecision). */
+  activationPrecision?: ActivationPrecision;
   /** Vocabulary columns per cross-entropy pass (default 2048). */
   vocabChunk?: number;
   /** Token rows per cross-entropy pass (default 1024). */
@@ -45,7 +78,17 @@ export interface GraphOptions {
 const PAD_SEGMENT = 0xffffffff;
 
 export class ModelGraph {
+  /** "f16": the layer inputs are kept as halves for the backward recompute. */
+  readonly checkpointPrecision: "f32" | "f16";
+  /** f32 checkpoints: each layer's input, and the last layer's output [rows, hidden]. */
   readonly inputs: GpuBuffer[] = [];
+  /**
+   * f16 checkpoints: each layer's input as packed halves, and one f32 working buffer of the
+   * residual stream, which alternates with `finalNormed` (unused until the final norm) through
+   * the forward, holds the last layer's output, and in backward the layer being recomputed.
+   */
+  readonly checkpoints: GpuBuffer[] = [];
+  readonly residual: GpuBuffer | undefined;
   readonly acts: LayerActivations[] = [];
   readonly scratch: BackwardScratch;
   readonly tokens: GpuBuffer;
@@ -78,8 +121,22 @@ export class ModelGraph {
       this.#owned.push(b);
       return b;
     };
-    for (let l = 0; l <= cfg.layers; l++) {
-      this.inputs.push(f(`layer_in_${l}`, rows * cfg.hidden, "activations"));
+    this.checkpointPrecision = resolveActivationPrecision(
+      options.activationPrecision,
+      ctx.capabilities.f16,
+      options.gradientCheckpointing,
+    );
+    if (this.checkpointPrecision === "f16") {
+      this.residual = f("residual_stream", rows * cfg.hidden, "activations");
+      for (let l = 0; l < cfg.layers; l++) {
+        this.checkpoints.push(
+          f(`layer_in_${l}_f16`, halfBufferBytes(rows * cfg.hidden) / 4, "activations"),
+        );
+      }
+    } else {
+      for (let l = 0; l <= cfg.layers; l++) {
+        this.inputs.push(f(`layer_in_${l}`, rows * cfg.hidden, "activations"));
+      }
     }
     const sets = options.gradientCheckpointing ? 1 : cfg.layers;
     for (let i = 0; i < sets; i++) {
@@ -166,6 +223,16 @@ export class ModelGraph {
   }
 
   /**
+   * The f32 buffer holding layer `l`'s input in forward (l = layers: the last output). f16
+   * checkpoints: the residual buffer and finalNormed in turn, so the last output lands in the
+   * residual buffer and finalNormed is free for the final norm.
+   */
+  #streamBuffer(l: number): GpuBuffer {
+    if (this.checkpointPrecision === "f32") return this.inputs[l];
+    return (this.model.cfg.layers - l) % 2 === 0 ? this.residual! : this.finalNormed;
+  }
+
+  /**
    * Encodes and submits forward (+ backward when `train`) for the uploaded micro-batch. Row
    * losses are added into `lossAcc`; gradients of loss·gradScale accumulate into `grads`.
    */
@@ -198,25 +265,30 @@ export class ModelGraph {
       seed: opts.seed,
       streamBase: opts.streamBase,
     };
+    const n = rows * cfg.hidden;
+    // Halves are only needed when backward recomputes from them.
+    const keepHalves = opts.train && this.checkpointPrecision === "f16";
     await encodeEmbedding(ctx, batch, {
       table: model.embed,
       tokens: this.tokens,
-      out: this.inputs[0],
+      out: this.#streamBuffer(0),
       rows,
       dim: cfg.hidden,
     });
     for (let l = 0; l < cfg.layers; l++) {
+      const x = this.#streamBuffer(l);
+      if (keepHalves) await encodeToF16(ctx, batch, { src: x, dst: this.checkpoints[l], n });
       await encodeLayerForward(
         pass,
         l,
         this.#actsFor(l),
         this.scratch,
-        this.inputs[l],
-        this.inputs[l + 1],
+        x,
+        this.#streamBuffer(l + 1),
       );
     }
     await encodeRmsNorm(ctx, batch, {
-      x: this.inputs[cfg.layers],
+      x: this.#streamBuffer(cfg.layers),
       weight: model.finalNorm,
       y: this.finalNormed,
       rstd: this.finalRstd,
@@ -242,7 +314,7 @@ export class ModelGraph {
     if (opts.train) {
       const g = this.scratch.gradX;
       await encodeRmsNormBackward(ctx, batch, {
-        x: this.inputs[cfg.layers],
+        x: this.#streamBuffer(cfg.layers),
         weight: model.finalNorm,
         rstd: this.finalRstd,
         dy: this.scratch.dn,
@@ -252,18 +324,17 @@ export class ModelGraph {
       });
       for (let l = cfg.layers - 1; l >= 0; l--) {
         const acts = this.#actsFor(l);
+        const x = this.checkpointPrecision === "f32" ? this.inputs[l] : this.residual!;
+        if (this.checkpointPrecision === "f16") {
+          // The last output in the residual buffer was read by the final norm's backward above;
+          // from here on it holds the input of the layer being recomputed.
+          await encodeFromF16(ctx, batch, { src: this.checkpoints[l], dst: x, n });
+        }
         if (this.options.gradientCheckpointing) {
           // Recompute this layer's activations from its saved input (into a throwaway output).
-          await encodeLayerForward(
-            pass,
-            l,
-            acts,
-            this.scratch,
-            this.inputs[l],
-            this.scratch.dInput,
-          );
+          await encodeLayerForward(pass, l, acts, this.scratch, x, this.scratch.dInput);
         }
-        await encodeLayerBackward(pass, l, acts, this.scratch, this.inputs[l]);
+        await encodeLayerBackward(pass, l, acts, this.scratch, x);
       }
     }
     batch.submit();

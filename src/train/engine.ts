@@ -7,7 +7,7 @@
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "../model/base_model.ts";
 import { LoraLayout, type LoraSpec } from "../model/lora.ts";
-import { type MicroBatch, ModelGraph } from "../model/graph.ts";
+import { type ActivationPrecision, type MicroBatch, ModelGraph } from "../model/graph.ts";
 import type { Shape } from "../model/activations.ts";
 import { ADAMW_DEFAULTS, type AdamWHyper, AdamWOptimizer } from "./paged_adamw.ts";
 import { encodeFill } from "../kernels/fill.ts";
@@ -19,6 +19,11 @@ export interface EngineOptions {
   lora: LoraSpec;
   maxShape: Shape;
   gradientCheckpointing: boolean;
+  /**
+   * The layer-input checkpoints' precision under gradient checkpointing: default "auto", f16
+   * where the adapter has shader-f16 (src/model/graph.ts's resolveActivationPrecision).
+   */
+  activationPrecision?: ActivationPrecision;
   seed: number;
   adamw?: Partial<AdamWHyper>;
   /** 0 disables clipping. */
@@ -82,6 +87,7 @@ export class TrainingEngine {
     this.graph = new ModelGraph(ctx, model, this.layout, {
       maxShape: options.maxShape,
       gradientCheckpointing: options.gradientCheckpointing,
+      activationPrecision: options.activationPrecision ?? "auto",
       vocabChunk: options.vocabChunk,
     });
     this.#optimizer = options.evalOnly ? undefined : new AdamWOptimizer(

@@ -17,11 +17,13 @@ import { attentionScratchBytes } from "../kernels/attention.ts";
 import { crossEntropyChunks, crossEntropyScratchBytes } from "../kernels/cross_entropy.ts";
 import { tableChunkBytes, tableChunkRows } from "../kernels/row_chunks.ts";
 import { globalNormScratchBytes } from "../kernels/grad_norm.ts";
+import { halfBufferBytes } from "../kernels/convert_f16.ts";
 import { NESTED_BLOCKSIZE } from "../quant/double_quant.ts";
 import { ALLOWED_BLOCKSIZES } from "../quant/blockwise.ts";
 import type { QuantType } from "../quant/codes.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { checkByteCounts } from "../model/config_bounds.ts";
+import { resolveActivationPrecision } from "../model/graph.ts";
 
 export interface EstimateSettings {
   lora: LoraSpec;
@@ -30,6 +32,13 @@ export interface EstimateSettings {
   /** Tokens per sequence (the engine's maxShape.seq). */
   maxSeqLen: number;
   gradientCheckpointing: boolean;
+  /**
+   * Precision of the layer inputs kept for the backward recompute under gradient checkpointing
+   * (ignored without it: the graph keeps f32 inputs then). The engine's "auto" is f16 on an
+   * adapter with shader-f16; give that device's answer (resolveActivationPrecision). Default f32,
+   * the larger, so an estimate made without knowing the device never comes out short.
+   */
+  activationPrecision?: "f32" | "f16";
   /** 0 = AdamW moments resident on the GPU; otherwise the paged pool's budget. */
   optimizerGpuBudgetBytes: number;
   /** nf4 or fp4: the same bytes. Default nf4. */
@@ -199,7 +208,24 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
   // Activations: src/model/graph.ts. LayerActivations.bytes sums its buffers without the
   // 16-byte rounding; that differs only when rows (or rows*r) is not a multiple of 4, by
   // at most 16 bytes per buffer.
-  add("activations", "layer inputs (f32)", cfg.layers + 1, f32(rows * cfg.hidden));
+  const precision = resolveActivationPrecision(
+    settings.activationPrecision ?? "f32",
+    false,
+    settings.gradientCheckpointing,
+  );
+  if (precision === "f16") {
+    // f16 checkpoints: one f32 buffer of the residual stream (alternating with the final norm
+    // output) and each layer's input as packed halves.
+    add("activations", "residual stream (f32)", 1, f32(rows * cfg.hidden));
+    add(
+      "activations",
+      "layer inputs (f16 checkpoints)",
+      cfg.layers,
+      paddedBufferBytes(halfBufferBytes(rows * cfg.hidden)),
+    );
+  } else {
+    add("activations", "layer inputs (f32)", cfg.layers + 1, f32(rows * cfg.hidden));
+  }
   add(
     "activations",
     `saved layer activations (${
@@ -269,6 +295,8 @@ export interface CompareOptions {
   gradientCheckpointing?: boolean;
   /** QLoRA row only; default 0 (optimizer resident). */
   optimizerGpuBudgetBytes?: number;
+  /** QLoRA row only: its checkpoints' precision (EstimateSettings); default f32. */
+  activationPrecision?: "f32" | "f16";
 }
 
 export const PAPER_LORA: LoraSpec = {
@@ -292,11 +320,19 @@ export function compareTrainingSetups(
   const lora = opts.lora ?? PAPER_LORA;
   const gradientCheckpointing = opts.gradientCheckpointing ?? true;
   const common = { microBatchSize: batch, maxSeqLen: seq, gradientCheckpointing };
-  const qlora = estimateMemory(cfg, {
-    ...common,
-    lora,
-    optimizerGpuBudgetBytes: opts.optimizerGpuBudgetBytes ?? 0,
-  });
+  const qloraWith = (activationPrecision?: "f32" | "f16") =>
+    estimateMemory(cfg, {
+      ...common,
+      lora,
+      optimizerGpuBudgetBytes: opts.optimizerGpuBudgetBytes ?? 0,
+      activationPrecision,
+    });
+  const qlora = qloraWith(opts.activationPrecision);
+  // The 16-bit rows halve the all-f32 graph.
+  const qlora32 = opts.activationPrecision === "f16" ? qloraWith("f32") : qlora;
+  const checkpoints = gradientCheckpointing && opts.activationPrecision === "f16"
+    ? ", f16 layer-input checkpoints"
+    : "";
   // The same graph without LoRA tensors (rank 0 slots), for full fine-tuning.
   const noLora = estimateMemory(cfg, {
     ...common,
@@ -340,7 +376,7 @@ export function compareTrainingSetups(
       "lora_fp16",
       "LoRA (16-bit base)",
       { base_weights: 2 * P, lora: 2 * L, gradients: 2 * L, optimizer: 8 * L },
-      half(qlora.bytes),
+      half(qlora32.bytes),
       `frozen fp16 base 2 B per parameter; LoRA r=${lora.r} on ${lora.targets.length} linear ` +
         `module(s): fp16 parameters and gradients 2 B + 2 B, Adam moments in fp32 8 B per LoRA ` +
         `parameter; activations and scratch of qlorad's graph in 16-bit, ${ckpt} checkpointing`,
@@ -359,7 +395,7 @@ export function compareTrainingSetups(
         `bits per parameter), embeddings and lm_head in bf16, norms in f32; LoRA parameters, gradients ` +
         `and AdamW moments in f32 (${
           qlora.optimizerPaged ? "moments paged through a GPU pool" : "moments resident"
-        }); f32 activations, ${ckpt} checkpointing`,
+        }); f32 activations${checkpoints}, ${ckpt} checkpointing`,
     ),
   ];
 }

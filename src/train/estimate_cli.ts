@@ -22,10 +22,13 @@ export const ESTIMATE_USAGE = `usage:
   qlorad estimate (--config CONFIG.json | --preset 7b|13b|33b|65b|70b|all) [--r 64] [--alpha 16]
                   [--targets q_proj,...|all-linear] [--batch 1] [--seq 512] [--checkpointing]
                   [--optimizer-budget BYTES] [--blocksize 64] [--no-double-quant]
-                  [--vocab-chunk 2048] [--units GiB|MiB|GB|bytes] [--compare] [--json]
+                  [--vocab-chunk 2048] [--activations f16|f32] [--units GiB|MiB|GB|bytes]
+                  [--compare] [--json]
       GPU memory a training job allocates, by category, before it runs. --config takes a
       Hugging Face config.json (a bitsandbytes quantization_config sets the 4-bit type and
       double quant). --compare adds full fine-tuning (fp16) and 16-bit LoRA beside QLoRA.
+      --activations: precision of the layer inputs kept under --checkpointing (default f16, what
+      an adapter with shader-f16 gets; f32 on one without).
 `;
 
 class EstimateUsageError extends Error {}
@@ -150,6 +153,7 @@ async function estimate(args: string[], print: (line: string) => void): Promise<
       blocksize: { type: "string" },
       "no-double-quant": { type: "boolean" },
       "vocab-chunk": { type: "string" },
+      activations: { type: "string" },
       units: { type: "string" },
       compare: { type: "boolean" },
       json: { type: "boolean" },
@@ -172,11 +176,16 @@ async function estimate(args: string[], print: (line: string) => void): Promise<
   }
   const unit = UNITS[(values.units ?? "GiB").toLowerCase()] ??
     usage(`--units must be GiB, MiB, GB or bytes, not ${values.units}`);
+  const activations = values.activations ?? "f16";
+  if (activations !== "f16" && activations !== "f32") {
+    usage(`--activations must be f16 or f32, not ${activations}`);
+  }
   const base = {
     lora,
     microBatchSize: int(values.batch, "--batch", 1),
     maxSeqLen: int(values.seq, "--seq", 512),
     gradientCheckpointing: Boolean(values.checkpointing),
+    activationPrecision: activations as "f16" | "f32",
     optimizerGpuBudgetBytes: int(values["optimizer-budget"], "--optimizer-budget", 0, 0),
     blocksize,
     vocabChunk: values["vocab-chunk"] === undefined
@@ -200,6 +209,7 @@ async function estimate(args: string[], print: (line: string) => void): Promise<
         lora,
         gradientCheckpointing: base.gradientCheckpointing,
         optimizerGpuBudgetBytes: base.optimizerGpuBudgetBytes,
+        activationPrecision: base.activationPrecision,
       }),
     }))
     : [];

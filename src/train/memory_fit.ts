@@ -7,6 +7,18 @@
  */
 import type { MemoryEstimate } from "./estimate.ts";
 import { QloradError } from "../util/errors.ts";
+import { resolveActivationPrecision } from "../model/graph.ts";
+
+/**
+ * The layer-input checkpoint precision a TrainingEngine with the default ("auto") takes on this
+ * device, f16 where it has shader-f16: what the estimate checked against the device must assume.
+ */
+export function deviceActivationPrecision(
+  capabilities: { f16: boolean },
+  gradientCheckpointing: boolean,
+): "f32" | "f16" {
+  return resolveActivationPrecision("auto", capabilities.f16, gradientCheckpointing);
+}
 
 /** The adapter limits a single buffer must respect (a GPUSupportedLimits subset). */
 export interface BufferLimits {

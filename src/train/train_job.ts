@@ -24,7 +24,12 @@ import {
 } from "./trainer.ts";
 import { failedPrecondition, invalidArgument } from "../util/errors.ts";
 import { estimateMemory } from "./estimate.ts";
-import { activationSeqLen, checkMemoryFits, quantSettingsOf } from "./memory_fit.ts";
+import {
+  activationSeqLen,
+  checkMemoryFits,
+  deviceActivationPrecision,
+  quantSettingsOf,
+} from "./memory_fit.ts";
 
 /** The Train request's field names, as errors quote them. */
 const TRAIN_SETTING_NAMES = {
@@ -185,6 +190,7 @@ export async function runTrainJob(
     microBatchSize: o.hp.microBatchSize,
     maxSeqLen: seqLen,
     gradientCheckpointing: o.hp.gradientCheckpointing,
+    activationPrecision: deviceActivationPrecision(ctx.capabilities, o.hp.gradientCheckpointing),
     optimizerGpuBudgetBytes: o.hp.optimizerGpuBudgetBytes,
     ...quantSettingsOf(rawConfig),
   });

@@ -145,6 +145,8 @@ gpuTest(
       lora: SPEC,
       maxShape: { batch: 2, seq: 17 },
       gradientCheckpointing: true,
+      // f32 checkpoints for the f32 bounds (f16 ones: tests/model/f16_checkpoint_test.ts).
+      activationPrecision: "f32",
       seed: 99,
       maxGradNorm: 0,
       optimizerGpuBudgetBytes: 0,

@@ -210,6 +210,8 @@ gpuTest(
         lora: SPEC,
         maxShape: { batch: 2, seq: 7 },
         gradientCheckpointing: true,
+        // The f32 bounds above; f16 checkpoints are tested in tests/model/f16_checkpoint_test.ts.
+        activationPrecision: "f32",
         seed: 3,
         maxGradNorm: 0,
         optimizerGpuBudgetBytes: 0,

@@ -227,6 +227,8 @@ gpuTest(
     const train = new TrainingEngine(ctx, model, {
       ...common,
       gradientCheckpointing: true,
+      // f32 checkpoints for the f32 bounds (f16 ones: tests/model/f16_checkpoint_test.ts).
+      activationPrecision: "f32",
       adapter: flat,
     });
     try {

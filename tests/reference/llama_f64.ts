@@ -101,6 +101,12 @@ export interface RefOptions {
   lossDenominator?: number;
   /** Also return each sequence's logits [T, vocab]. */
   returnLogits?: boolean;
+  /**
+   * Gradient checkpointing with lossy checkpoints: given layer `layer`'s exact input for sequence
+   * `seq` [T, hidden], the input backward recomputes that layer from (e.g. rounded to f16). The
+   * forward and the loss stay exact.
+   */
+  checkpoint?: (xIn: Float64Array, layer: number, seq: number) => Float64Array;
 }
 
 export interface RefResult {
@@ -749,9 +755,8 @@ export function forwardBackward(
     let x: Float64Array = new Float64Array(T * H);
     for (let t = 0; t < T; t++) x.set(w.embed.subarray(tokens[t] * H, (tokens[t] + 1) * H), t * H);
     const layerCaches: LayerCache[] = [];
-    for (let l = 0; l < cfg.layers; l++) {
+    const runLayer = (l: number, xIn: Float64Array) => {
       const Lw = w.layers[l];
-      const xIn = x;
       const n1 = rmsNormRows(xIn, T, H, Lw.inputNorm, eps);
       const q = lin(l, "q", n1);
       const k = lin(l, "k", n1);
@@ -767,8 +772,8 @@ export function forwardBackward(
       const a = new Float64Array(T * I);
       for (let i = 0; i < T * I; i++) a[i] = silu(g.y[i]) * u.y[i];
       const d = lin(l, "down", a);
-      x = addInto(d.y.slice(), h);
-      layerCaches.push({
+      const out = addInto(d.y.slice(), h);
+      const cache: LayerCache = {
         xIn,
         n1,
         qr,
@@ -787,7 +792,14 @@ export function forwardBackward(
           up: u.cache,
           down: d.cache,
         },
-      });
+      };
+      return { out, cache };
+    };
+    for (let l = 0; l < cfg.layers; l++) {
+      const { out, cache } = runLayer(l, x);
+      const saved = opts.checkpoint;
+      layerCaches.push(saved ? runLayer(l, saved(x, l, seq)).cache : cache);
+      x = out;
     }
     const nf = rmsNormRows(x, T, H, w.norm, eps);
     const logits = new Float64Array(T * vocab);

@@ -2,7 +2,8 @@
  * The memory estimator against the allocator: the engine is built on a tiny model and a ~56M
  * parameter model, run for one training step (so the per-context attention-backward scratch
  * exists), and the ledger's per-category peaks are compared with estimateMemory, with
- * checkpointing on and off and with a paged optimizer. Plus numbers checked by hand and the CLI.
+ * checkpointing on and off, f32 and f16 checkpoints, and a paged optimizer; what f16 checkpoints
+ * save is compared to the byte. Plus numbers checked by hand and the CLI.
  */
 import assert from "node:assert/strict";
 import { GpuContext } from "../../src/gpu/context.ts";
@@ -116,6 +117,15 @@ Deno.test("hand-checked: Llama 65B in NF4+DQ and the paper's comparison rows", (
   );
   assert.equal(qlora.total, e.total);
   assert.ok(full.total > lora16.total && lora16.total > qlora.total);
+  // f16 checkpoints change the QLoRA row only (the 16-bit rows already halve every activation).
+  const with16 = compareTrainingSetups(cfg, 512, 1, { activationPrecision: "f16" });
+  const e16 = estimateMemory(cfg, {
+    ...settings(PAPER_LORA, 1, 512, true, 0),
+    activationPrecision: "f16",
+  });
+  assert.equal(with16[2].total, e16.total);
+  assert.equal(e.total - e16.total, 80 * 512 * 8192 * 2);
+  assert.deepEqual([with16[0].total, with16[1].total], [full.total, lora16.total]);
 });
 
 // ---- the allocator's ledger vs the estimate ------------------------------------------------
@@ -195,6 +205,8 @@ async function measureStep(
     lora: s.lora,
     maxShape: { batch: s.microBatchSize, seq: s.maxSeqLen },
     gradientCheckpointing: s.gradientCheckpointing,
+    // The estimate's default is f32; the engine's ("auto") depends on the adapter.
+    activationPrecision: s.activationPrecision ?? "f32",
     seed: 5,
     maxGradNorm: 1,
     optimizerGpuBudgetBytes: s.optimizerGpuBudgetBytes,
@@ -262,6 +274,10 @@ freshGpuTest("tiny model: ledger peaks match the estimate by category", async (c
     // 2048 bytes is under the 2*totalFloats*4 of state: paged, 64-float pages.
     await measureStep(ctx, setup.model, "tiny, checkpointing, optimizer paged (2 KiB)", {
       ...settings(ALL, 1, 64, true, 2048),
+    }, setup.adapter);
+    await measureStep(ctx, setup.model, "tiny, 2 x 31 tokens, checkpointing, f16 checkpoints", {
+      ...settings(ALL, 2, 31, true, 0),
+      activationPrecision: "f16",
     }, setup.adapter);
   } finally {
     setup.model.destroy();
@@ -369,10 +385,73 @@ freshGpuTest("~56M model: ledger peaks match the estimate by category", async (c
     await measureStep(ctx, model, "~56M, checkpointing, optimizer paged (1 MiB)", {
       ...settings(spec, 1, 64, true, 1 << 20),
     });
+    await measureStep(ctx, model, "~56M, checkpointing, f16 checkpoints", {
+      ...settings(spec, 1, 64, true, 0),
+      activationPrecision: "f16",
+    });
   } finally {
     model.destroy();
   }
 });
+
+freshGpuTest(
+  "f16 checkpoints: the bytes saved match the estimate and the hand count",
+  async (ctx) => {
+    const setup = tinySetup(ctx, TINY, 34, ALL);
+    const batch = randomBatch(TINY.vocab, [31, 20], 35);
+    try {
+      const activationsOf = async (over: Partial<EstimateSettings>) => {
+        const s = { ...settings(ALL, 2, 31, true, 0), ...over };
+        const before = ctx.memory.current().activations;
+        const engine = new TrainingEngine(ctx, setup.model, {
+          lora: ALL,
+          maxShape: { batch: 2, seq: 31 },
+          gradientCheckpointing: s.gradientCheckpointing,
+          activationPrecision: s.activationPrecision,
+          seed: 5,
+          maxGradNorm: 1,
+          optimizerGpuBudgetBytes: 0,
+          adapter: setup.adapter,
+          evalOnly: true,
+        });
+        const used = ctx.memory.current().activations - before;
+        const precision = engine.graph.checkpointPrecision;
+        try {
+          // The forward is the same arithmetic whichever buffers the residual stream runs in.
+          const loss = (await engine.evaluate(batch)).lossSum;
+          return { used, precision, loss, estimated: estimateMemory(TINY, s).bytes.activations };
+        } finally {
+          engine.destroy();
+        }
+      };
+      const f32 = await activationsOf({ activationPrecision: "f32" });
+      const f16 = await activationsOf({ activationPrecision: "f16" });
+      assert.equal(f32.precision, "f32");
+      assert.equal(f16.precision, "f16");
+      assert.ok(Number.isFinite(f32.loss) && f32.loss > 0, `loss ${f32.loss}`);
+      assert.equal(f16.loss, f32.loss);
+      // 62 rows x 80 = 4,960 floats per layer input. f32: 3 buffers (2 layer inputs and the last
+      // output) of 19,840 bytes; f16: one f32 residual buffer and 2 of 9,920 bytes (multiples of
+      // 16, so no padding): 59,520 - 39,680 = 19,840 bytes saved.
+      assert.equal(f32.used - f16.used, 19_840);
+      assert.equal(f32.estimated - f16.estimated, 19_840);
+      // Without checkpointing there is nothing to recompute from: the inputs stay f32.
+      const plain = await activationsOf({
+        gradientCheckpointing: false,
+        activationPrecision: "f16",
+      });
+      const plain32 = await activationsOf({
+        gradientCheckpointing: false,
+        activationPrecision: "f32",
+      });
+      assert.equal(plain.precision, "f32");
+      assert.equal(plain.used, plain32.used);
+      assert.equal(plain.estimated, plain32.estimated);
+    } finally {
+      setup.model.destroy();
+    }
+  },
+);
 
 // ---- the CLI -------------------------------------------------------------------------------
 
@@ -392,6 +471,17 @@ Deno.test("estimate CLI: presets, comparison, a config.json, usage errors", asyn
   const bytes = await cli(["--preset", "65b", "--checkpointing", "--units", "bytes"]);
   assert.equal(bytes.code, 0);
   assert.ok(bytes.out.includes(" 34461565184 "), bytes.out);
+
+  // Checkpoints default to f16: 80 layer inputs of 512 x 8192 go from 4 to 2 bytes, with one f32
+  // residual buffer for the 81st (the last output): 80 x 8 MiB = 640 MiB less.
+  const act = async (extra: string[]) => {
+    const r = await cli(["--preset", "65b", "--checkpointing", "--json", ...extra]);
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(r.out).estimates[0].bytes.activations as number;
+  };
+  const f16Act = await act([]);
+  assert.equal(await act(["--activations", "f16"]), f16Act);
+  assert.equal((await act(["--activations", "f32"])) - f16Act, 80 * 512 * 8192 * 2);
 
   const dir = await Deno.makeTempDir();
   try {
@@ -452,6 +542,7 @@ Deno.test("estimate CLI: presets, comparison, a config.json, usage errors", asyn
       ["--preset", "7b", "--r", "0"],
       ["--preset", "7b", "--blocksize", "100"],
       ["--preset", "7b", "--units", "furlongs"],
+      ["--preset", "7b", "--activations", "bf16"],
       ["--preset", "7b", "--bogus"],
     ]
   ) {

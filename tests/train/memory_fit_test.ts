@@ -8,7 +8,11 @@ import { closeGpuAfterTests, gpu, gpuTest } from "../support/gpu.ts";
 import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
 import { runTrainJob } from "../../src/train/train_job.ts";
 import { runEvaluateJob } from "../../src/train/evaluate_job.ts";
-import { activationSeqLen, checkMemoryFits } from "../../src/train/memory_fit.ts";
+import {
+  activationSeqLen,
+  checkMemoryFits,
+  deviceActivationPrecision,
+} from "../../src/train/memory_fit.ts";
 import type { MemoryEstimate } from "../../src/train/estimate.ts";
 import { QloradError } from "../../src/util/errors.ts";
 import { trainOptions } from "./train_options.ts";
@@ -101,6 +105,14 @@ Deno.test("checkMemoryFits: over the budget says which part grows and what to lo
   );
   checkMemoryFits(est, { limits, names, shape, budgetBytes: 5 * GiB });
   checkMemoryFits(est, { limits, names, shape, budgetBytes: 0 });
+});
+
+Deno.test("the estimate checked against a device assumes the checkpoints its engine takes", () => {
+  // TrainingEngine's default "auto": f16 checkpoints with shader-f16 under checkpointing only.
+  assert.equal(deviceActivationPrecision({ f16: true }, true), "f16");
+  assert.equal(deviceActivationPrecision({ f16: false }, true), "f32");
+  assert.equal(deviceActivationPrecision({ f16: true }, false), "f32");
+  assert.equal(deviceActivationPrecision({ f16: false }, false), "f32");
 });
 
 let fixtureDir: string | undefined;
