@@ -8,7 +8,7 @@ import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { checkBindingSize, checkCount } from "./shape_checks.ts";
 
 /** shaders/elementwise.wgsl's Params, shared by every entry point. */
-export const ELEMENTWISE_PARAMS = uniformLayout("Params", {
+const ELEMENTWISE_PARAMS = uniformLayout("Params", {
   n: "u32",
   alpha: "f32",
   groups_x: "u32",
