@@ -15,6 +15,7 @@ import { type MemoryCategory, MemoryLedger } from "./memory.ts";
 import { BindGroupCache, type BindingKey, WHOLE_BUFFER } from "./bind_groups.ts";
 import { UniformCache } from "./uniforms.ts";
 import { type ShaderParams, shaderSource } from "./shader_source.ts";
+import type { UniformLayout } from "./uniform_layout.ts";
 
 /** A GPU buffer with its accounting; `size` is the logical byte size. */
 export class GpuBuffer {
@@ -393,20 +394,39 @@ export class GpuContext {
     return new Uint32Array(await this.read(buf, offsetElems * 4, n * 4));
   }
 
-  /** Compiles once per (shader, params, entry); compile errors carry the WGSL messages. */
-  pipeline(shader: string, params: ShaderParams = {}, entry = "main"): Promise<GPUComputePipeline> {
+  /**
+   * Compiles once per (shader, params, entry); compile errors carry the WGSL messages. With
+   * `uniform`, the host layout is checked against the shader's struct first (once per pipeline;
+   * src/gpu/uniform_layout.ts), throwing UniformLayoutError naming the field.
+   */
+  pipeline(
+    shader: string,
+    params: ShaderParams = {},
+    entry = "main",
+    uniform?: UniformLayout,
+  ): Promise<GPUComputePipeline> {
     const key = `${shader}|${entry}|${JSON.stringify(params)}`;
+    let code: string | undefined;
+    if (uniform && !uniform.hasChecked(key)) {
+      uniform.check(shader, code = shaderSource(shader, params), key);
+    }
     let p = this.#pipelines.get(key);
     if (!p) {
-      p = this.#compile(shader, shaderSource(shader, params), entry);
+      p = this.#compile(shader, code ?? shaderSource(shader, params), entry);
       this.#pipelines.set(key, p);
       p.catch(() => this.#pipelines.delete(key));
     }
     return p;
   }
 
-  /** For WGSL built at run time (and tests); not cached. */
-  pipelineFromCode(label: string, code: string, entry = "main"): Promise<GPUComputePipeline> {
+  /** For WGSL built at run time (and tests); not cached. `uniform` as in `pipeline`. */
+  pipelineFromCode(
+    label: string,
+    code: string,
+    entry = "main",
+    uniform?: UniformLayout,
+  ): Promise<GPUComputePipeline> {
+    uniform?.check(label, code);
     return this.#compile(label, code, entry);
   }
 

@@ -12,15 +12,11 @@
  * in f32, and the buffers stay f32, so f16 could only round values the f32 kernel keeps, and
  * would change the bits, while the kernel's cost is its 28 bytes of memory traffic per element.
  */
-import {
-  type Binding,
-  type DispatchBatch,
-  GpuBuffer,
-  type GpuContext,
-  grid,
-} from "../gpu/context.ts";
+import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { bindingParts } from "./bindings.ts";
+import { checkBindingSize, checkCount } from "./shape_checks.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
 export type AdamWVariant = "scalar" | "vec4";
@@ -28,6 +24,23 @@ export const ADAMW_VARIANTS: readonly AdamWVariant[] = ["scalar", "vec4"];
 
 /** Invocations per workgroup of every entry point of shaders/adamw.wgsl. */
 const WG = 256;
+
+/** shaders/adamw.wgsl's Params (every entry point). */
+const ADAMW_PARAMS = uniformLayout("Params", {
+  n: "u32",
+  groups_x: "u32",
+  scale_index: "u32",
+  decay_on: "u32",
+  beta1: "f32",
+  beta2: "f32",
+  one_minus_beta1: "f32",
+  one_minus_beta2: "f32",
+  step_size: "f32",
+  eps_c2: "f32",
+  decay: "f32",
+  // `main*`: the first element to update; `main_vec4*`: 0, and n counts vec4s.
+  first: "u32",
+});
 
 export interface AdamWArgs {
   param: Binding;
@@ -130,7 +143,7 @@ export async function encodeAdamW(
 ): Promise<void> {
   const { n, step } = args;
   const where = "adamw";
-  if (!Number.isInteger(n) || n < 0) throw invalidArgument(`${where}: n must be >= 0, got ${n}`);
+  checkCount(where, "n", n, 0);
   if (!Number.isInteger(step) || step < 1) {
     throw invalidArgument(`${where}: step must be an integer >= 1, got ${step}`);
   }
@@ -155,10 +168,10 @@ export async function encodeAdamW(
       args.v,
     ]] as const
   ) {
-    checkSize(where, name, b, n);
+    checkBindingSize(where, name, b, n);
   }
   const scaleIndex = args.gradScaleIndex ?? 0;
-  if (args.gradScale) checkSize(where, "gradScale", args.gradScale, scaleIndex + 1);
+  if (args.gradScale) checkBindingSize(where, "gradScale", args.gradScale, scaleIndex + 1);
 
   const maxPerDim = args.maxWorkgroupsPerDimension ?? ctx.limits.maxComputeWorkgroupsPerDimension;
   if (!Number.isInteger(maxPerDim) || maxPerDim < 1) {
@@ -174,21 +187,23 @@ export async function encodeAdamW(
   /** Updates `count` elements (vec4s for the vec4 entry) from element `first` on. */
   const dispatch = async (entry: string, count: number, first: number, tensors: Binding[]) => {
     const [gx, gy] = grid(Math.ceil((count - first) / WG), maxPerDim);
-    const u = new Uint32Array(12);
-    u.set([count, gx, scaleIndex, s.decayOn ? 1 : 0]);
-    new Float32Array(u.buffer, 16).set([
-      s.beta1,
-      s.beta2,
-      s.oneMinusBeta1,
-      s.oneMinusBeta2,
-      s.stepSize,
-      s.epsC2,
-      s.decay,
-    ]);
-    u[11] = first;
+    const u = ADAMW_PARAMS.pack({
+      n: count,
+      groups_x: gx,
+      scale_index: scaleIndex,
+      decay_on: s.decayOn,
+      beta1: s.beta1,
+      beta2: s.beta2,
+      one_minus_beta1: s.oneMinusBeta1,
+      one_minus_beta2: s.oneMinusBeta2,
+      step_size: s.stepSize,
+      eps_c2: s.epsC2,
+      decay: s.decay,
+      first,
+    });
     const bindings: Array<Binding | GPUBuffer> = [...tensors, ctx.uniform(u)];
     if (args.gradScale) bindings.push(args.gradScale);
-    const pipeline = await ctx.pipeline("adamw.wgsl", {}, entry + scaled);
+    const pipeline = await ctx.pipeline("adamw.wgsl", {}, entry + scaled, ADAMW_PARAMS);
     batch.dispatch(pipeline, bindings, [gx, gy]);
   };
   const tensors = [args.param, args.grad, args.m, args.v];
@@ -199,12 +214,4 @@ export async function encodeAdamW(
     await dispatch("main_vec4", quads, 0, prefix);
   }
   if (4 * quads < n) await dispatch("main", n, 4 * quads, tensors);
-}
-
-function checkSize(where: string, name: string, b: Binding, elems: number): void {
-  const size = b instanceof GpuBuffer ? b.size : b.size;
-  const label = b instanceof GpuBuffer ? b.label : b.buffer.label;
-  if (size < elems * 4) {
-    throw invalidArgument(`${where}: ${name} (${label}) holds ${size} bytes, needs ${elems * 4}`);
-  }
 }

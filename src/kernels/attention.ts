@@ -16,8 +16,10 @@
  * - `tiled_f16`: `tiled` with q, k, v stored in f16 (tiles and registers), all arithmetic, the
  *   softmax statistics and dout in f32; only where the device has `shader-f16`.
  */
-import { checkBindingSize, sharedScratch } from "./bindings.ts";
+import { sharedScratch } from "./bindings.ts";
+import { checkBindingSize, checkCount, UnexpectedShapeError } from "./shape_checks.ts";
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
@@ -108,7 +110,7 @@ export async function encodeAttention(
   checkBindingSize(where, "lse", args.lse, tokens * heads);
   const variant = await chooseVariant(ctx, where, args.variant);
   const [shader, sp] = shaderOf(ctx, variant, headDim);
-  const pipeline = await ctx.pipeline(shader, sp, "forward");
+  const pipeline = await ctx.pipeline(shader, sp, "forward", ATTENTION_PARAMS);
   const [gx, gy] = workgroups(variant, batchSize * heads, seq);
   batch.dispatch(pipeline, [
     args.q,
@@ -146,9 +148,14 @@ export async function encodeAttentionBackward(
   checkBindingSize(where, "scratch", stats, scratchBytes / 4);
   const variant = await chooseVariant(ctx, where, args.variant);
   const [shader, sp] = shaderOf(ctx, variant, headDim);
-  const prep = await ctx.pipeline("attention.wgsl", { HEAD_DIM: headDim }, "backward_prep");
-  const query = await ctx.pipeline(shader, sp, "backward_query");
-  const key = await ctx.pipeline(shader, sp, "backward_key");
+  const prep = await ctx.pipeline(
+    "attention.wgsl",
+    { HEAD_DIM: headDim },
+    "backward_prep",
+    ATTENTION_PARAMS,
+  );
+  const query = await ctx.pipeline(shader, sp, "backward_query", ATTENTION_PARAMS);
+  const key = await ctx.pipeline(shader, sp, "backward_key", ATTENTION_PARAMS);
 
   const [px, py] = grid(Math.ceil((tokens * heads) / BLOCK_ROWS));
   batch.dispatch(prep, [
@@ -281,29 +288,49 @@ registerLadderKernel({
   },
 });
 
+/** shaders/attention_params.wgsl's Params, which every attention entry point takes. */
+const ATTENTION_PARAMS = uniformLayout("Params", {
+  seq: "u32",
+  heads: "u32",
+  kv_heads: "u32",
+  // Query heads per kv head (GQA).
+  group: "u32",
+  // Batch rows (sequences of `seq` tokens).
+  rows: "u32",
+  groups_x: "u32",
+  // Tiled variants: blocks of BLOCK_ROWS queries (keys) per sequence.
+  blocks: "u32",
+  _pad0: "u32",
+  // 1 / sqrt(head_dim).
+  scale: "f32",
+  _pad1: "u32",
+  _pad2: "u32",
+  _pad3: "u32",
+});
+
 function params(s: AttentionShape, gx: number): Uint32Array {
-  const u = new Uint32Array(12);
-  u.set([
-    s.seq,
-    s.heads,
-    s.kvHeads,
-    s.heads / s.kvHeads,
-    s.batchSize,
-    gx,
-    Math.ceil(s.seq / BLOCK_ROWS),
-  ]);
-  new Float32Array(u.buffer)[8] = 1 / Math.sqrt(s.headDim);
-  return u;
+  return ATTENTION_PARAMS.pack({
+    seq: s.seq,
+    heads: s.heads,
+    kv_heads: s.kvHeads,
+    group: s.heads / s.kvHeads,
+    rows: s.batchSize,
+    groups_x: gx,
+    blocks: Math.ceil(s.seq / BLOCK_ROWS),
+    scale: 1 / Math.sqrt(s.headDim),
+  });
 }
 
 function checkShape(where: string, s: AttentionShape): void {
   for (const name of ["batchSize", "seq", "heads", "kvHeads", "headDim"] as const) {
-    const v = s[name];
-    if (!Number.isInteger(v) || v < 1) {
-      throw invalidArgument(`${where}: ${name} must be >= 1, got ${v}`);
-    }
+    checkCount(where, name, s[name]);
   }
   if (s.heads % s.kvHeads !== 0) {
-    throw invalidArgument(`${where}: heads ${s.heads} is not a multiple of kvHeads ${s.kvHeads}`);
+    throw new UnexpectedShapeError(
+      where,
+      "heads",
+      `a multiple of kvHeads ${s.kvHeads}`,
+      String(s.heads),
+    );
   }
 }

@@ -1,20 +1,12 @@
-/** Shared argument helpers for kernel wrappers: binding sizes, and per-context scratch. */
+/**
+ * Shared binding helpers for kernel wrappers: a binding's parts, and per-context scratch (the
+ * argument checks live in shape_checks.ts).
+ */
 import { type Binding, GpuBuffer, type GpuContext } from "../gpu/context.ts";
-import { invalidArgument } from "../util/errors.ts";
 
 /** A binding as buffer, byte offset and byte size (a whole buffer is offset 0). */
 export function bindingParts(b: Binding): { buffer: GpuBuffer; offset: number; size: number } {
   return b instanceof GpuBuffer ? { buffer: b, offset: 0, size: b.size } : b;
-}
-
-/** Throws naming the kernel, the argument and its buffer when `b` holds fewer than `elems` 32-bit values. */
-export function checkBindingSize(where: string, name: string, b: Binding, elems: number): void {
-  const { buffer, size } = bindingParts(b);
-  if (size < elems * 4) {
-    throw invalidArgument(
-      `${where}: ${name} (${buffer.label}) holds ${size} bytes, needs ${elems * 4}`,
-    );
-  }
 }
 
 const scratchByContext = new WeakMap<GpuContext, Map<string, GpuBuffer>>();

@@ -13,8 +13,10 @@
  * No gradient flows into lm_head (it is frozen). Also encodeLmHeadLogits (full logits of a few
  * rows, for generation) and encodeSumRows (per-row losses or correct counts to one number).
  */
-import { bindingParts, checkBindingSize, sharedScratch } from "./bindings.ts";
+import { bindingParts, sharedScratch } from "./bindings.ts";
+import { checkBindingSize, checkCount, UnexpectedShapeError } from "./shape_checks.ts";
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 import { RowChunkedTable } from "./row_chunks.ts";
@@ -233,29 +235,54 @@ interface PassFields {
   gradScale?: number;
 }
 
-/** The Params uniform of cross_entropy_common.wgsl. */
+/** shaders/cross_entropy_common.wgsl's Params, shared by the passes of one vocabulary block. */
+const CE_PARAMS = uniformLayout("Params", {
+  rows: "u32",
+  hidden: "u32",
+  vocab: "u32",
+  c0: "u32",
+  cols: "u32",
+  first: "u32",
+  last: "u32",
+  accumulate: "u32",
+  stats_groups_x: "u32",
+  scale_index: "u32",
+  grad_scale: "f32",
+  r0: "u32",
+  w_row0: "u32",
+  out_stride: "u32",
+  out_col0: "u32",
+  dl_groups_x: "u32",
+});
+
+/** shaders/cross_entropy.wgsl's SumParams (encodeSumRows). */
+const SUM_PARAMS = uniformLayout("SumParams", {
+  n: "u32",
+  accumulate: "u32",
+  out_index: "u32",
+  _pad: "u32",
+});
+
+/** The Params uniform of one block's passes. */
 function passUniform(ctx: GpuContext, hidden: number, vocab: number, p: PassFields): GPUBuffer {
-  const u = new Uint32Array(16);
-  u.set([
-    p.rows,
+  return ctx.uniform(CE_PARAMS.pack({
+    rows: p.rows,
     hidden,
     vocab,
-    p.block.c0,
-    p.block.cols,
-    p.first ? 1 : 0,
-    p.last ? 1 : 0,
-    p.accumulate ? 1 : 0,
-    p.statsGroupsX ?? 0,
-    p.scaleIndex ?? 0,
-    0,
-    p.r0,
-    p.block.wRow0,
-    p.outStride,
-    p.outCol0,
-    p.dlGroupsX ?? 0,
-  ]);
-  new Float32Array(u.buffer)[10] = p.gradScale ?? 1;
-  return ctx.uniform(u);
+    c0: p.block.c0,
+    cols: p.block.cols,
+    first: p.first ?? false,
+    last: p.last ?? false,
+    accumulate: p.accumulate ?? false,
+    stats_groups_x: p.statsGroupsX ?? 0,
+    scale_index: p.scaleIndex ?? 0,
+    grad_scale: p.gradScale ?? 1,
+    r0: p.r0,
+    w_row0: p.block.wRow0,
+    out_stride: p.outStride,
+    out_col0: p.outCol0,
+    dl_groups_x: p.dlGroupsX ?? 0,
+  }));
 }
 
 async function resolveVariant(
@@ -282,7 +309,12 @@ function checkTable(where: string, table: RowChunkedTable, hidden: number): void
     throw invalidArgument(`${where}: weight must be a 16-bit table in row chunks`);
   }
   if (table.cols !== hidden) {
-    throw invalidArgument(`${where}: weight has ${table.cols} columns, hidden is ${hidden}`);
+    throw new UnexpectedShapeError(
+      where,
+      "weight",
+      `${hidden} columns (hidden)`,
+      `${table.cols} columns (${table.chunks[0]?.buffer.label ?? "table"})`,
+    );
   }
 }
 
@@ -296,9 +328,7 @@ export async function encodeLmHeadCrossEntropy(
   for (const name of ["rows", "hidden", "chunk", "rowChunk"] as const) {
     const v = args[name];
     if (v === undefined && name === "rowChunk") continue;
-    if (!Number.isInteger(v) || v! < 1) {
-      throw invalidArgument(`${where}: ${name} must be >= 1, got ${v}`);
-    }
+    checkCount(where, name, v!);
   }
   checkTable(where, weight, hidden);
   const vocab = weight.rows;
@@ -318,9 +348,11 @@ export async function encodeLmHeadCrossEntropy(
   const logitsBytes = rowChunk * cols * 4;
   const limit = ctx.limits.maxStorageBufferBindingSize;
   if (logitsBytes > limit) {
-    throw invalidArgument(
-      `${where}: a logits block of ${rowChunk} rows x ${cols} columns (${logitsBytes} bytes) ` +
-        `exceeds the adapter's binding limit ${limit} bytes; use smaller chunks`,
+    throw new UnexpectedShapeError(
+      where,
+      "chunk",
+      `a logits block within the adapter's binding limit ${limit} bytes (use smaller chunks)`,
+      `${rowChunk} rows x ${cols} columns (${logitsBytes} bytes)`,
     );
   }
   const scratchBytes = crossEntropyScratchBytes(rowChunk, cols);
@@ -337,10 +369,10 @@ export async function encodeLmHeadCrossEntropy(
   const plan = await resolveVariant(ctx, where, args.variant);
   const tableParams = { TABLE_F16: weight.dtype === "f16" ? 1 : 0 };
   const [pLogits, pStats, pDl, pDh] = await Promise.all([
-    ctx.pipeline(plan.logits.shader, tableParams, plan.logits.entry),
-    ctx.pipeline(plan.stats.shader, tableParams, plan.stats.entry),
-    ctx.pipeline(CE, tableParams, scaleBuf ? "dlogits_scaled" : "dlogits"),
-    ctx.pipeline(CE, tableParams, plan.dh),
+    ctx.pipeline(plan.logits.shader, tableParams, plan.logits.entry, CE_PARAMS),
+    ctx.pipeline(plan.stats.shader, tableParams, plan.stats.entry, CE_PARAMS),
+    ctx.pipeline(CE, tableParams, scaleBuf ? "dlogits_scaled" : "dlogits", CE_PARAMS),
+    ctx.pipeline(CE, tableParams, plan.dh, CE_PARAMS),
   ]);
   const blocks = vocabBlocks(weight, cols);
   const edge = plan.edge;
@@ -419,11 +451,7 @@ export async function encodeLmHeadLogits(
 ): Promise<void> {
   const where = "lm_head logits";
   const { rows, hidden, weight } = args;
-  for (const name of ["rows", "hidden"] as const) {
-    if (!Number.isInteger(args[name]) || args[name] < 1) {
-      throw invalidArgument(`${where}: ${name} must be >= 1, got ${args[name]}`);
-    }
-  }
+  for (const name of ["rows", "hidden"] as const) checkCount(where, name, args[name]);
   checkTable(where, weight, hidden);
   checkBindingSize(where, "h", args.h, rows * hidden);
   checkBindingSize(where, "out", args.out, rows * weight.rows);
@@ -432,6 +460,7 @@ export async function encodeLmHeadLogits(
     plan.logits.shader,
     { TABLE_F16: weight.dtype === "f16" ? 1 : 0 },
     plan.logits.entry,
+    CE_PARAMS,
   );
   for (const block of vocabBlocks(weight, Infinity)) {
     const u = passUniform(ctx, hidden, weight.rows, {
@@ -468,10 +497,15 @@ export async function encodeSumRows(
   const where = "sum rows";
   const { n } = args;
   const outIndex = args.outIndex ?? 0;
-  if (!Number.isInteger(n) || n < 0) throw invalidArgument(`${where}: n must be >= 0, got ${n}`);
+  checkCount(where, "n", n, 0);
   checkBindingSize(where, "input", args.input, n);
   checkBindingSize(where, "out", args.out, outIndex + 1);
-  const pipeline = await ctx.pipeline(CE, { TABLE_F16: 0 }, `sum_${args.type ?? "f32"}`);
-  const u = new Uint32Array([n, args.accumulate ? 1 : 0, outIndex, 0]);
+  const pipeline = await ctx.pipeline(
+    CE,
+    { TABLE_F16: 0 },
+    `sum_${args.type ?? "f32"}`,
+    SUM_PARAMS,
+  );
+  const u = SUM_PARAMS.pack({ n, accumulate: args.accumulate ?? false, out_index: outIndex });
   batch.dispatch(pipeline, [args.input, args.out, ctx.uniform(u)], [1]);
 }

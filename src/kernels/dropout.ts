@@ -4,14 +4,23 @@
  * by 1/(1-p). The backward pass calls encodeDropout on the gradient with the same seed and
  * stream, which multiplies it by the identical mask.
  */
-import {
-  type Binding,
-  type DispatchBatch,
-  GpuBuffer,
-  type GpuContext,
-  grid,
-} from "../gpu/context.ts";
+import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { bindingParts } from "./bindings.ts";
+import { checkBindingSize, checkCount } from "./shape_checks.ts";
+
+/** shaders/dropout.wgsl's Params (both entry points). */
+const DROPOUT_PARAMS = uniformLayout("Params", {
+  n: "u32",
+  threshold: "u32",
+  seed: "u32",
+  stream: "u32",
+  scale: "f32",
+  groups_x: "u32",
+  _pad0: "u32",
+  _pad1: "u32",
+});
 
 export interface DropoutArgs {
   x: Binding;
@@ -31,15 +40,15 @@ export async function encodeDropout(
   args: DropoutArgs,
 ): Promise<void> {
   const { n, p } = args;
-  if (!Number.isInteger(n) || n < 0) throw invalidArgument(`dropout: n must be >= 0, got ${n}`);
+  checkCount("dropout", "n", n, 0);
   if (!(p >= 0 && p < 1)) throw invalidArgument(`dropout: p must be in [0, 1), got ${p}`);
   if (n === 0) return;
-  checkSize("x", args.x, n);
-  checkSize("out", args.out, n);
+  checkBindingSize("dropout", "x", args.x, n);
+  checkBindingSize("dropout", "out", args.out, n);
   const [gx, gy] = grid(Math.ceil(n / 256));
-  const params = dropoutParams(n, p, args.seed, args.stream, gx);
-  const xb = parts(args.x);
-  const ob = parts(args.out);
+  const params = ctx.uniform(dropoutParams(n, p, args.seed, args.stream, gx));
+  const xb = bindingParts(args.x);
+  const ob = bindingParts(args.out);
   if (xb.buffer === ob.buffer) {
     if (xb.offset !== ob.offset) {
       const lo = Math.min(xb.offset, ob.offset);
@@ -50,13 +59,13 @@ export async function encodeDropout(
         );
       }
     } else {
-      const pipeline = await ctx.pipeline("dropout.wgsl", {}, "main_inplace");
-      batch.dispatch(pipeline, [args.out, ctx.uniform(params)], [gx, gy]);
+      const pipeline = await ctx.pipeline("dropout.wgsl", {}, "main_inplace", DROPOUT_PARAMS);
+      batch.dispatch(pipeline, [args.out, params], [gx, gy]);
       return;
     }
   }
-  const pipeline = await ctx.pipeline("dropout.wgsl", {}, "main");
-  batch.dispatch(pipeline, [args.x, args.out, ctx.uniform(params)], [gx, gy]);
+  const pipeline = await ctx.pipeline("dropout.wgsl", {}, "main", DROPOUT_PARAMS);
+  batch.dispatch(pipeline, [args.x, args.out, params], [gx, gy]);
 }
 
 /** The dropout scale for kept elements as the kernel uses it (float32). */
@@ -99,19 +108,12 @@ function mix32(v: number): number {
 }
 
 function dropoutParams(n: number, p: number, seed: number, stream: number, gx: number) {
-  const u = new Uint32Array(8);
-  u.set([n, dropoutThreshold(p), seed >>> 0, stream >>> 0, 0, gx]);
-  new Float32Array(u.buffer)[4] = dropoutScale(p);
-  return u;
-}
-
-function parts(b: Binding): { buffer: GpuBuffer; offset: number; size: number } {
-  return b instanceof GpuBuffer ? { buffer: b, offset: 0, size: b.size } : b;
-}
-
-function checkSize(name: string, b: Binding, n: number): void {
-  const { buffer, size } = parts(b);
-  if (size < n * 4) {
-    throw invalidArgument(`dropout: ${name} (${buffer.label}) holds ${size} bytes, needs ${n * 4}`);
-  }
+  return DROPOUT_PARAMS.pack({
+    n,
+    threshold: dropoutThreshold(p),
+    seed: seed >>> 0,
+    stream: stream >>> 0,
+    scale: dropoutScale(p),
+    groups_x: gx,
+  });
 }

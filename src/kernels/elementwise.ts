@@ -4,13 +4,26 @@
  * The two operands of add/axpy/copy/addRows must not overlap.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
-import { checkBinding, checkCount } from "./matmul.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
+import { checkBindingSize, checkCount } from "./shape_checks.ts";
+
+/** shaders/elementwise.wgsl's Params, shared by every entry point. */
+const ELEMENTWISE_PARAMS = uniformLayout("Params", {
+  n: "u32",
+  alpha: "f32",
+  groups_x: "u32",
+  // add_rows only: the row length.
+  cols: "u32",
+});
 
 function params(ctx: GpuContext, n: number, alpha: number, cols = 0) {
   const [gx, gy] = grid(Math.ceil(n / 256), ctx.limits.maxComputeWorkgroupsPerDimension);
-  const u = new Uint32Array([n, 0, gx, cols]);
-  new Float32Array(u.buffer)[1] = alpha;
+  const u = ELEMENTWISE_PARAMS.pack({ n, alpha, groups_x: gx, cols });
   return { groups: [gx, gy] as [number, number], uniform: ctx.uniform(u) };
+}
+
+function pipeline(ctx: GpuContext, entry: string): Promise<GPUComputePipeline> {
+  return ctx.pipeline("elementwise.wgsl", {}, entry, ELEMENTWISE_PARAMS);
 }
 
 async function binary(
@@ -24,11 +37,10 @@ async function binary(
   names: [string, string],
 ): Promise<void> {
   checkCount(entry, "n", n);
-  checkBinding(entry, names[0], x, n);
-  checkBinding(entry, names[1], y, n);
+  checkBindingSize(entry, names[0], x, n);
+  checkBindingSize(entry, names[1], y, n);
   const { groups, uniform } = params(ctx, n, alpha);
-  const pipeline = await ctx.pipeline("elementwise.wgsl", {}, entry);
-  batch.dispatch(pipeline, [x, y, uniform], groups);
+  batch.dispatch(await pipeline(ctx, entry), [x, y, uniform], groups);
 }
 
 /** y += x */
@@ -65,10 +77,9 @@ export async function encodeScale(
   args: { x: Binding; n: number; alpha: number },
 ): Promise<void> {
   checkCount("scale", "n", args.n);
-  checkBinding("scale", "x", args.x, args.n);
+  checkBindingSize("scale", "x", args.x, args.n);
   const { groups, uniform } = params(ctx, args.n, args.alpha);
-  const pipeline = await ctx.pipeline("elementwise.wgsl", {}, "scale");
-  batch.dispatch(pipeline, [args.x, uniform], groups);
+  batch.dispatch(await pipeline(ctx, "scale"), [args.x, uniform], groups);
 }
 
 /** y[r, c] += bias[c] for y [rows, cols] row-major: a Linear's bias added to each output row. */
@@ -80,9 +91,8 @@ export async function encodeAddRows(
   const { rows, cols } = args;
   checkCount("add_rows", "rows", rows);
   checkCount("add_rows", "cols", cols);
-  checkBinding("add_rows", "bias", args.bias, cols);
-  checkBinding("add_rows", "y", args.y, rows * cols);
+  checkBindingSize("add_rows", "bias", args.bias, cols);
+  checkBindingSize("add_rows", "y", args.y, rows * cols);
   const { groups, uniform } = params(ctx, rows * cols, 1, cols);
-  const pipeline = await ctx.pipeline("elementwise.wgsl", {}, "add_rows");
-  batch.dispatch(pipeline, [args.bias, args.y, uniform], groups);
+  batch.dispatch(await pipeline(ctx, "add_rows"), [args.bias, args.y, uniform], groups);
 }

@@ -7,9 +7,21 @@
  * later).
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
-import { invalidArgument } from "../util/errors.ts";
-import { checkBinding, checkCount } from "./matmul.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
+import { checkBindingSize, checkCount, UnexpectedShapeError } from "./shape_checks.ts";
 import type { RowChunkedTable } from "./row_chunks.ts";
+
+/** shaders/embedding.wgsl's Params: one per table chunk. */
+const EMBEDDING_PARAMS = uniformLayout("Params", {
+  total: "u32",
+  dim: "u32",
+  row0: "u32",
+  rows: "u32",
+  vocab: "u32",
+  last: "u32",
+  groups_x: "u32",
+  _pad: "u32",
+});
 
 export interface EmbeddingArgs {
   /** [vocab, dim] in 16-bit row chunks; vocab is its row count. */
@@ -33,13 +45,18 @@ export async function encodeEmbedding(
   checkCount("embedding", "rows", rows);
   checkCount("embedding", "dim", dim);
   if (table.cols !== dim) {
-    throw invalidArgument(`embedding: table has ${table.cols} columns, dim is ${dim}`);
+    throw new UnexpectedShapeError(
+      "embedding",
+      "table",
+      `${dim} columns (dim)`,
+      `${table.cols} columns (${table.chunks[0]?.buffer.label ?? "table"})`,
+    );
   }
-  checkBinding("embedding", "tokens", tokens, rows);
-  checkBinding("embedding", "out", out, rows * dim);
-  if (error) checkBinding("embedding", "error", error, 1);
+  checkBindingSize("embedding", "tokens", tokens, rows);
+  checkBindingSize("embedding", "out", out, rows * dim);
+  if (error) checkBindingSize("embedding", "error", error, 1);
   if (rows * dim >= 2 ** 32) {
-    throw invalidArgument(`embedding: rows*dim ${rows * dim} exceeds 2^32 elements`);
+    throw new UnexpectedShapeError("embedding", "rows*dim", "fewer than 2^32", `${rows * dim}`);
   }
   const total = rows * dim;
   const [gx, gy] = grid(Math.ceil(total / 256), ctx.limits.maxComputeWorkgroupsPerDimension);
@@ -47,12 +64,19 @@ export async function encodeEmbedding(
     "embedding.wgsl",
     { TABLE_F16: table.dtype === "f16" ? 1 : 0 },
     error ? "gather_flagged" : "gather",
+    EMBEDDING_PARAMS,
   );
   const last = table.chunks.length - 1;
   for (const [i, chunk] of table.chunks.entries()) {
-    const params = ctx.uniform(
-      new Uint32Array([total, dim, chunk.row0, chunk.rows, table.rows, i === last ? 1 : 0, gx, 0]),
-    );
+    const params = ctx.uniform(EMBEDDING_PARAMS.pack({
+      total,
+      dim,
+      row0: chunk.row0,
+      rows: chunk.rows,
+      vocab: table.rows,
+      last: i === last,
+      groups_x: gx,
+    }));
     const bindings = error
       ? [chunk.buffer, tokens, out, error, params]
       : [chunk.buffer, tokens, out, params];

@@ -9,15 +9,26 @@
  * read each element once and sum in f32; no f16 variant, as the inputs are f32 and the sum of
  * squares needs f32's range and precision.
  */
-import {
-  type Binding,
-  type DispatchBatch,
-  GpuBuffer,
-  type GpuContext,
-  grid,
-} from "../gpu/context.ts";
+import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { checkBindingSize, checkCount } from "./shape_checks.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+
+/** shaders/grad_norm_common.wgsl's uniforms: one per tensor of the partial pass, one to finish. */
+const PARTIAL_PARAMS = uniformLayout("PartialParams", {
+  n: "u32",
+  base: "u32",
+  groups_x: "u32",
+  // The tensor's first element in its binding.
+  offset: "u32",
+});
+const FINISH_PARAMS = uniformLayout("FinishParams", {
+  count: "u32",
+  clip: "u32",
+  max_norm: "f32",
+  _pad: "u32",
+});
 
 /** Elements summed per workgroup of the partial pass (PER_GROUP in the shaders). */
 const PER_GROUP = 2048;
@@ -126,8 +137,8 @@ async function pipelines(ctx: GpuContext, args: GlobalNormArgs, where: string) {
     params = { WG: size };
   }
   return {
-    partial: await ctx.pipeline(shader, params, "partial"),
-    finish: await ctx.pipeline(shader, params, "finish"),
+    partial: await ctx.pipeline(shader, params, "partial", PARTIAL_PARAMS),
+    finish: await ctx.pipeline(shader, params, "finish", FINISH_PARAMS),
   };
 }
 
@@ -140,22 +151,18 @@ export async function encodeGlobalNorm(
   if (!Number.isFinite(args.maxNorm)) {
     throw invalidArgument(`${where}: maxNorm must be finite, got ${args.maxNorm}`);
   }
-  checkSize(where, "out", args.out, 2);
+  checkBindingSize(where, "out", args.out, 2);
   const scratchBytes = globalNormScratchBytes(args.tensors);
-  checkSize(where, "scratch", args.scratch, scratchBytes / 4);
+  checkBindingSize(where, "scratch", args.scratch, scratchBytes / 4);
   const maxPerDim = args.maxWorkgroupsPerDimension ?? ctx.limits.maxComputeWorkgroupsPerDimension;
   if (!Number.isInteger(maxPerDim) || maxPerDim < 1) {
     throw invalidArgument(`${where}: maxWorkgroupsPerDimension must be >= 1, got ${maxPerDim}`);
   }
   args.tensors.forEach((t, i) => {
-    if (!Number.isInteger(t.n) || t.n < 0) {
-      throw invalidArgument(`${where}: tensors[${i}].n must be >= 0, got ${t.n}`);
-    }
+    checkCount(where, `tensors[${i}].n`, t.n, 0);
     const offset = t.offset ?? 0;
-    if (!Number.isInteger(offset) || offset < 0) {
-      throw invalidArgument(`${where}: tensors[${i}].offset must be >= 0, got ${offset}`);
-    }
-    checkSize(where, `tensors[${i}]`, t.buffer, offset + t.n);
+    checkCount(where, `tensors[${i}].offset`, offset, 0);
+    checkBindingSize(where, `tensors[${i}]`, t.buffer, offset + t.n);
   });
   const { partial, finish } = await pipelines(ctx, args, where);
   let base = 0;
@@ -163,19 +170,12 @@ export async function encodeGlobalNorm(
     if (t.n === 0) continue;
     const groups = Math.ceil(t.n / PER_GROUP);
     const [gx, gy] = grid(groups, maxPerDim);
-    const u = ctx.uniform(new Uint32Array([t.n, base, gx, t.offset ?? 0]));
+    const u = ctx.uniform(
+      PARTIAL_PARAMS.pack({ n: t.n, base, groups_x: gx, offset: t.offset ?? 0 }),
+    );
     batch.dispatch(partial, [t.buffer, args.scratch, u], [gx, gy]);
     base += groups;
   }
-  const u = new Uint32Array([base, args.maxNorm > 0 ? 1 : 0, 0, 0]);
-  new Float32Array(u.buffer)[2] = args.maxNorm;
+  const u = FINISH_PARAMS.pack({ count: base, clip: args.maxNorm > 0, max_norm: args.maxNorm });
   batch.dispatch(finish, [args.scratch, args.out, ctx.uniform(u)], [1]);
-}
-
-function checkSize(where: string, name: string, b: Binding, elems: number): void {
-  const size = b instanceof GpuBuffer ? b.size : b.size;
-  const label = b instanceof GpuBuffer ? b.label : b.buffer.label;
-  if (size < elems * 4) {
-    throw invalidArgument(`${where}: ${name} (${label}) holds ${size} bytes, needs ${elems * 4}`);
-  }
 }

@@ -17,7 +17,9 @@
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import type { ShaderParams } from "../gpu/shader_source.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { checkBindingSize, checkCount } from "./shape_checks.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 import {
   deviceMatrixPlan,
@@ -92,6 +94,27 @@ const SPLIT_K_BLOCK = 4;
 const SPLIT_K_MAX_SIDE = 32;
 const SPLIT_K_MIN_K = 64;
 
+/** shaders/matmul_common.wgsl's Params, which every dense variant's shader includes. */
+const MATMUL_PARAMS = uniformLayout("Params", {
+  m: "u32",
+  n: "u32",
+  k: "u32",
+  accumulate: "u32",
+  // Strides of op(A)[i, kk], op(B)[kk, j] and C[i, j].
+  a_row: "u32",
+  a_k: "u32",
+  b_k: "u32",
+  b_col: "u32",
+  c_row: "u32",
+  c_col: "u32",
+  tiles_n: "u32",
+  groups_x: "u32",
+  alpha: "f32",
+  tiles: "u32",
+  _pad0: "u32",
+  _pad1: "u32",
+});
+
 /** The variant for this adapter: the kernel ladder's choice (src/kernels/ladder.ts). */
 export function chooseMatmulVariant(ctx: GpuContext): MatmulVariant {
   return kernelLadder.choice(ctx, "matmul") as MatmulVariant;
@@ -139,21 +162,6 @@ registerLadderKernel({
   },
 });
 
-/** Argument checks shared by the kernel wrappers; errors name the op and the field. */
-export function checkCount(op: string, field: string, value: number): void {
-  if (!Number.isInteger(value) || value < 1) {
-    throw invalidArgument(`${op}: ${field} must be a positive integer, got ${value}`);
-  }
-}
-
-export function checkBinding(op: string, field: string, b: Binding, floats: number): void {
-  if (b.size < floats * 4) {
-    throw invalidArgument(
-      `${op}: ${field} holds ${Math.floor(b.size / 4)} elements, needs ${floats}`,
-    );
-  }
-}
-
 /** Throws naming the op, the variant and the missing feature when the device lacks it. */
 export function requireMatmulVariant(ctx: GpuContext, op: string, variant: MatmulVariant): void {
   if (!MATMUL_VARIANTS.includes(variant)) {
@@ -175,9 +183,9 @@ export async function encodeMatmul(
   checkCount("matmul", "m", m);
   checkCount("matmul", "n", n);
   checkCount("matmul", "k", k);
-  checkBinding("matmul", "a", a, m * k);
-  checkBinding("matmul", "b", b, k * n);
-  checkBinding("matmul", "c", c, m * n);
+  checkBindingSize("matmul", "a", a, m * k);
+  checkBindingSize("matmul", "b", b, k * n);
+  checkBindingSize("matmul", "c", c, m * n);
   const variant = args.variant ?? await ladderVariant(ctx, args.allowF16);
   requireMatmulVariant(ctx, "matmul", variant);
   await encodeDense(ctx, batch, args, denseKernel(ctx, variant, args, "f32"));
@@ -287,17 +295,29 @@ export async function encodeDense(
   const tilesN = Math.ceil(N / cols);
   const tiles = Math.ceil(M / rows) * tilesN;
   const [gx, gy] = grid(tiles, ctx.limits.maxComputeWorkgroupsPerDimension);
-  const params = new Uint32Array(16);
-  params.set([M, N, k, args.accumulate ? 1 : 0, s.aRow, s.aK, s.bK, s.bCol, s.cRow, s.cCol]);
-  params.set([tilesN, gx], 10);
-  new Float32Array(params.buffer)[12] = args.alpha ?? 1;
-  params[13] = tiles;
   const pipeline = await matmulPipeline(
     ctx,
     kernel.shader,
     kernel.params,
     kernel.entry,
+    MATMUL_PARAMS,
     kernel.transform,
   );
+  const params = MATMUL_PARAMS.pack({
+    m: M,
+    n: N,
+    k,
+    accumulate: args.accumulate ?? false,
+    a_row: s.aRow,
+    a_k: s.aK,
+    b_k: s.bK,
+    b_col: s.bCol,
+    c_row: s.cRow,
+    c_col: s.cCol,
+    tiles_n: tilesN,
+    groups_x: gx,
+    alpha: args.alpha ?? 1,
+    tiles,
+  });
   batch.dispatch(pipeline, [lhs, rhs, c, ctx.uniform(params)], [gx, gy]);
 }

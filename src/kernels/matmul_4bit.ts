@@ -23,7 +23,9 @@
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import type { ShaderParams } from "../gpu/shader_source.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { checkBindingLimit, checkBindingSize, checkCount } from "./shape_checks.ts";
 import { dequantShaderParams, type GpuQuantWeight, offsetBits } from "./quant_weight.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 import {
@@ -77,6 +79,17 @@ export function availableMatmul4bitVariants(ctx: GpuContext): Matmul4bitVariant[
 }
 
 const SHADER = "matmul_4bit.wgsl";
+/** shaders/matmul_4bit_common.wgsl's Params, which every variant's shader includes. */
+const MATMUL_4BIT_PARAMS = uniformLayout("Params", {
+  m: "u32",
+  n_in: "u32",
+  n_out: "u32",
+  accumulate: "u32",
+  groups_x: "u32",
+  tiles: "u32",
+  offset_bits: "u32",
+  block_shift: "u32",
+});
 const REGBLOCK_WG = 64;
 const TILE = 64;
 /**
@@ -491,21 +504,23 @@ async function dispatch(
     plan.shader,
     { ...dequantShaderParams(w), ALIGNED: String(w.inFeatures % 8 === 0), ...plan.params },
     plan.entry,
+    MATMUL_4BIT_PARAMS,
     plan.transform,
   );
-  const params = new Uint32Array([
+  const params = MATMUL_4BIT_PARAMS.pack({
     m,
-    w.inFeatures,
-    w.outFeatures,
-    accumulate ? 1 : 0,
-    plan.groupsX,
-    plan.tiles,
-    offsetBits(w),
-    Math.log2(w.blocksize),
-  ]);
+    n_in: w.inFeatures,
+    n_out: w.outFeatures,
+    accumulate,
+    groups_x: plan.groupsX,
+    tiles: plan.tiles,
+    offset_bits: offsetBits(w),
+    block_shift: Math.log2(w.blocksize),
+  });
   batch.dispatch(pipeline, [...w.bindings, src, dst, ctx.uniform(params)], plan.workgroups);
 }
 
+/** m and the activations' bindings against W's shape and the device's largest binding. */
 function checkShapes(
   ctx: GpuContext,
   op: string,
@@ -513,23 +528,12 @@ function checkShapes(
   m: number,
   tensors: Array<[string, Binding, number]>,
 ): void {
-  if (!Number.isInteger(m) || m < 1) {
-    throw invalidArgument(`${op}: ${w.label}: m = ${m} is not a positive integer`);
-  }
+  const kernel = `${op}: ${w.label}`;
+  checkCount(kernel, "m", m);
   const limit = ctx.limits.maxStorageBufferBindingSize;
+  const shapes = `m=${m}, W [${w.outFeatures}, ${w.inFeatures}]`;
   for (const [name, b, elems] of tensors) {
-    const size = b.size;
-    if (size < elems * 4) {
-      throw invalidArgument(
-        `${op}: ${w.label}: ${name} holds ${size} bytes, needs ${elems * 4} (m=${m}, ` +
-          `W [${w.outFeatures}, ${w.inFeatures}])`,
-      );
-    }
-    if (size > limit) {
-      throw invalidArgument(
-        `${op}: ${w.label}: ${name} binding of ${size} bytes exceeds ` +
-          `maxStorageBufferBindingSize ${limit}; split m`,
-      );
-    }
+    checkBindingSize(kernel, name, b, elems, 4, shapes);
+    checkBindingLimit(kernel, name, b, limit, "maxStorageBufferBindingSize", "split m");
   }
 }

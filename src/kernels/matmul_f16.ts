@@ -7,15 +7,10 @@
  * directly (no conversion in the loop). encodeF32ToF16 makes the operands from f32 data.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { bindingParts } from "./bindings.ts";
-import {
-  checkBinding,
-  checkCount,
-  denseKernel,
-  encodeDense,
-  matmulVariantAvailable,
-} from "./matmul.ts";
+import { denseKernel, encodeDense, matmulVariantAvailable } from "./matmul.ts";
+import { checkBindingSize, checkCount } from "./shape_checks.ts";
 
 export type MatmulF16Variant = "subgroup_matrix" | "tiled_f16";
 
@@ -43,12 +38,17 @@ export function matmulF16Variant(ctx: GpuContext): MatmulF16Variant | undefined 
   return matmulVariantAvailable(ctx, "tiled_f16") ? "tiled_f16" : undefined;
 }
 
+/** shaders/matmul_f16_pack.wgsl's Params. */
+const PACK_PARAMS = uniformLayout("Params", {
+  n: "u32",
+  groups_x: "u32",
+  _pad0: "u32",
+  _pad1: "u32",
+});
+
+/** A binding of at least `elems` f16 values. */
 function checkF16(op: string, field: string, b: Binding, elems: number): void {
-  if (bindingParts(b).size < elems * 2) {
-    throw invalidArgument(
-      `${op}: ${field} holds ${Math.floor(bindingParts(b).size / 2)} f16 elements, needs ${elems}`,
-    );
-  }
+  checkBindingSize(op, field, b, elems, 2);
 }
 
 export async function encodeMatmulF16(
@@ -62,7 +62,7 @@ export async function encodeMatmulF16(
   checkCount("matmul_f16", "k", k);
   checkF16("matmul_f16", "a", args.a, m * k);
   checkF16("matmul_f16", "b", args.b, k * n);
-  checkBinding("matmul_f16", "c", args.c, m * n);
+  checkBindingSize("matmul_f16", "c", args.c, m * n);
   const variant = args.variant ?? matmulF16Variant(ctx);
   if (variant === undefined || !matmulVariantAvailable(ctx, variant)) {
     throw invalidArgument(
@@ -80,12 +80,13 @@ export async function encodeF32ToF16(
 ): Promise<void> {
   const { src, dst, count } = args;
   checkCount("f32_to_f16", "count", count);
-  checkBinding("f32_to_f16", "src", src, count);
+  checkBindingSize("f32_to_f16", "src", src, count);
   checkF16("f32_to_f16", "dst", dst, count);
   if (!ctx.capabilities.f16) {
     throw invalidArgument(`f32_to_f16: needs shader-f16, which ${ctx.adapterKey} lacks`);
   }
   const [gx, gy] = grid(Math.ceil(count / 64), ctx.limits.maxComputeWorkgroupsPerDimension);
-  const pipeline = await ctx.pipeline("matmul_f16_pack.wgsl", {}, "main");
-  batch.dispatch(pipeline, [src, dst, ctx.uniform(new Uint32Array([count, gx, 0, 0]))], [gx, gy]);
+  const pipeline = await ctx.pipeline("matmul_f16_pack.wgsl", {}, "main", PACK_PARAMS);
+  const params = PACK_PARAMS.pack({ n: count, groups_x: gx });
+  batch.dispatch(pipeline, [src, dst, ctx.uniform(params)], [gx, gy]);
 }

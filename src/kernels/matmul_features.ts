@@ -13,6 +13,7 @@
  */
 import type { GpuContext, SubgroupMatrixConfig } from "../gpu/context.ts";
 import { type ShaderParams, shaderSource } from "../gpu/shader_source.ts";
+import type { UniformLayout } from "../gpu/uniform_layout.ts";
 import type { LadderDecision } from "./ladder.ts";
 
 export type MatmulFeature = "f16" | "subgroups" | "subgroup_matrix";
@@ -186,22 +187,23 @@ export type WgslTransform = (code: string) => string;
 
 const transformed = new WeakMap<GpuContext, Map<string, Promise<GPUComputePipeline>>>();
 
-/** ctx.pipeline, or (with a transform) the transformed source compiled once per context. */
+/** ctx.pipeline (its uniform layout checked), or (with a transform) the transformed source compiled once per context. */
 export function matmulPipeline(
   ctx: GpuContext,
   shader: string,
   params: ShaderParams,
   entry: string,
+  uniform: UniformLayout,
   transform?: WgslTransform,
 ): Promise<GPUComputePipeline> {
-  if (!transform) return ctx.pipeline(shader, params, entry);
+  if (!transform) return ctx.pipeline(shader, params, entry, uniform);
   const code = transform(shaderSource(shader, params));
   let byCode = transformed.get(ctx);
   if (!byCode) transformed.set(ctx, byCode = new Map());
   const key = `${entry}|${code}`;
   let p = byCode.get(key);
   if (!p) {
-    p = ctx.pipelineFromCode(`${shader} (transformed)`, code, entry);
+    p = ctx.pipelineFromCode(`${shader} (transformed)`, code, entry, uniform);
     byCode.set(key, p);
     p.catch(() => byCode.delete(key));
   }

@@ -12,11 +12,22 @@
  * reference and this kernel compare against the very same float32 values.
  */
 import { type GpuBuffer, type GpuContext, grid } from "../gpu/context.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { FP4_THRESHOLDS, NF4_THRESHOLDS, signedDynamicMap } from "../quant/codes.ts";
 
 const SHADER = "quantize_4bit.wgsl";
 const WG = 64;
+/** shaders/quantize_4bit.wgsl's Params (block_scales, codes, double_quant). */
+const QUANTIZE_PARAMS = uniformLayout("Params", {
+  // Elements (block_scales, codes) or absmax values (double_quant) in this dispatch.
+  n: "u32",
+  // Invocations needed: blocks, packed words, or nested blocks.
+  count: "u32",
+  groups_x: "u32",
+  // double_quant: the f32 offset (mean absmax), as bits.
+  offset_bits: "u32",
+});
 const NESTED_BLOCKSIZE = 256;
 
 export interface Quantize4bitOptions {
@@ -75,8 +86,8 @@ export async function quantize4bitGpu(
   const fp4 = quantType === "fp4";
   const params = { BLOCKSIZE: blocksize, FP4: String(fp4) };
   const [scalesPipe, codesPipe] = await Promise.all([
-    ctx.pipeline(SHADER, params, "block_scales"),
-    ctx.pipeline(SHADER, params, "codes"),
+    ctx.pipeline(SHADER, params, "block_scales", QUANTIZE_PARAMS),
+    ctx.pipeline(SHADER, params, "codes", QUANTIZE_PARAMS),
   ]);
 
   const limitBytes = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
@@ -111,14 +122,21 @@ export async function quantize4bitGpu(
       const [bx, by] = grid(Math.ceil(blocks / WG));
       batch.dispatch(
         scalesPipe,
-        [ctx.uniform(new Uint32Array([len, blocks, bx, 0])), xBuf, scaleBuf, absmaxBuf],
+        [
+          ctx.uniform(
+            QUANTIZE_PARAMS.pack({ n: len, count: blocks, groups_x: bx, offset_bits: 0 }),
+          ),
+          xBuf,
+          scaleBuf,
+          absmaxBuf,
+        ],
         [bx, by],
       );
       const [cx, cy] = grid(Math.ceil(words / WG));
       batch.dispatch(
         codesPipe,
         [
-          ctx.uniform(new Uint32Array([len, words, cx, 0])),
+          ctx.uniform(QUANTIZE_PARAMS.pack({ n: len, count: words, groups_x: cx, offset_bits: 0 })),
           xBuf,
           scaleBuf,
           thresholds,
@@ -163,14 +181,21 @@ async function doubleQuantGpu(
   const codesBuf = scratch("dq_codes", nested * NESTED_BLOCKSIZE);
   const mapBuf = scratch("dq_map", mapAndMids.byteLength);
   ctx.write(mapBuf, mapAndMids);
-  const pipe = await ctx.pipeline(SHADER, { BLOCKSIZE: 64, FP4: "false" }, "double_quant");
+  const pipe = await ctx.pipeline(
+    SHADER,
+    { BLOCKSIZE: 64, FP4: "false" },
+    "double_quant",
+    QUANTIZE_PARAMS,
+  );
   const [gx, gy] = grid(Math.ceil(nested / WG));
   const offsetBits = new Uint32Array(new Float32Array([offset]).buffer)[0];
   const batch = ctx.batch("double_quant");
   batch.dispatch(
     pipe,
     [
-      ctx.uniform(new Uint32Array([n, nested, gx, offsetBits])),
+      ctx.uniform(
+        QUANTIZE_PARAMS.pack({ n, count: nested, groups_x: gx, offset_bits: offsetBits }),
+      ),
       absmaxBuf,
       nestedBuf,
       codesBuf,

@@ -12,7 +12,8 @@
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { checkBinding, checkCount } from "./matmul.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
+import { checkBindingSize, checkCount } from "./shape_checks.ts";
 import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
 
 export type RmsNormVariant = "row" | "workgroup" | "subgroup";
@@ -102,11 +103,20 @@ registerLadderKernel({
   },
 });
 
+/** shaders/rmsnorm_common.wgsl's Params (every variant, both directions). */
+const RMSNORM_PARAMS = uniformLayout("Params", {
+  rows: "u32",
+  dim: "u32",
+  eps: "f32",
+  accumulate: "u32",
+  groups_x: "u32",
+  _pad0: "u32",
+  _pad1: "u32",
+  _pad2: "u32",
+});
+
 function params(ctx: GpuContext, rows: number, dim: number, eps: number, acc: boolean, gx: number) {
-  const u = new Uint32Array(8);
-  u.set([rows, dim, 0, acc ? 1 : 0, gx]);
-  new Float32Array(u.buffer)[2] = eps;
-  return ctx.uniform(u);
+  return ctx.uniform(RMSNORM_PARAMS.pack({ rows, dim, eps, accumulate: acc, groups_x: gx }));
 }
 
 interface Plan {
@@ -167,13 +177,18 @@ export async function encodeRmsNorm(
   checkCount("rmsnorm", "rows", rows);
   checkCount("rmsnorm", "dim", dim);
   if (!(eps >= 0)) throw invalidArgument(`rmsnorm: eps must be >= 0, got ${eps}`);
-  checkBinding("rmsnorm", "x", x, rows * dim);
-  checkBinding("rmsnorm", "weight", weight, dim);
-  checkBinding("rmsnorm", "y", y, rows * dim);
-  checkBinding("rmsnorm", "rstd", rstd, rows);
+  checkBindingSize("rmsnorm", "x", x, rows * dim);
+  checkBindingSize("rmsnorm", "weight", weight, dim);
+  checkBindingSize("rmsnorm", "y", y, rows * dim);
+  checkBindingSize("rmsnorm", "rstd", rstd, rows);
   const pl = await plan(ctx, "rmsnorm", rows, args);
   const [gx, gy] = pl.groups;
-  const pipeline = await ctx.pipeline(pl.shader, pl.shaderParams, `forward_${pl.suffix}`);
+  const pipeline = await ctx.pipeline(
+    pl.shader,
+    pl.shaderParams,
+    `forward_${pl.suffix}`,
+    RMSNORM_PARAMS,
+  );
   batch.dispatch(pipeline, [x, weight, y, rstd, params(ctx, rows, dim, eps, false, gx)], [gx, gy]);
 }
 
@@ -185,14 +200,19 @@ export async function encodeRmsNormBackward(
   const { x, weight, rstd, dy, dx, rows, dim } = args;
   checkCount("rmsnorm backward", "rows", rows);
   checkCount("rmsnorm backward", "dim", dim);
-  checkBinding("rmsnorm backward", "x", x, rows * dim);
-  checkBinding("rmsnorm backward", "weight", weight, dim);
-  checkBinding("rmsnorm backward", "rstd", rstd, rows);
-  checkBinding("rmsnorm backward", "dy", dy, rows * dim);
-  checkBinding("rmsnorm backward", "dx", dx, rows * dim);
+  checkBindingSize("rmsnorm backward", "x", x, rows * dim);
+  checkBindingSize("rmsnorm backward", "weight", weight, dim);
+  checkBindingSize("rmsnorm backward", "rstd", rstd, rows);
+  checkBindingSize("rmsnorm backward", "dy", dy, rows * dim);
+  checkBindingSize("rmsnorm backward", "dx", dx, rows * dim);
   const pl = await plan(ctx, "rmsnorm backward", rows, args);
   const [gx, gy] = pl.groups;
-  const pipeline = await ctx.pipeline(pl.shader, pl.shaderParams, `backward_${pl.suffix}`);
+  const pipeline = await ctx.pipeline(
+    pl.shader,
+    pl.shaderParams,
+    `backward_${pl.suffix}`,
+    RMSNORM_PARAMS,
+  );
   const u = params(ctx, rows, dim, 0, args.accumulate ?? false, gx);
   batch.dispatch(pipeline, [x, weight, rstd, dy, dx, u], [gx, gy]);
 }

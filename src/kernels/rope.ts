@@ -5,7 +5,21 @@
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { checkBinding, checkCount } from "./matmul.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
+import { checkBindingSize, checkCount, UnexpectedShapeError } from "./shape_checks.ts";
+
+/** shaders/rope.wgsl's Params. */
+const ROPE_PARAMS = uniformLayout("Params", {
+  total: "u32",
+  heads: "u32",
+  head_dim: "u32",
+  half: "u32",
+  // +1 rotates, -1 rotates back (the backward pass).
+  sign: "f32",
+  groups_x: "u32",
+  _pad0: "u32",
+  _pad1: "u32",
+});
 
 export type RopeScaling =
   | { type: "linear"; factor: number }
@@ -94,16 +108,23 @@ export async function encodeRope(
   checkCount("rope", "rows", rows);
   checkCount("rope", "heads", heads);
   checkCount("rope", "head_dim", headDim);
-  if (headDim % 2 !== 0) throw invalidArgument(`rope: head_dim must be even, got ${headDim}`);
+  if (headDim % 2 !== 0) {
+    throw new UnexpectedShapeError("rope", "head_dim", "an even integer", String(headDim));
+  }
   const half = headDim / 2;
-  checkBinding("rope", "x", x, rows * heads * headDim);
-  checkBinding("rope", "positions", positions, rows);
-  checkBinding("rope", "invFreq", invFreq, half);
+  checkBindingSize("rope", "x", x, rows * heads * headDim);
+  checkBindingSize("rope", "positions", positions, rows);
+  checkBindingSize("rope", "invFreq", invFreq, half);
   const total = rows * heads * half;
   const [gx, gy] = grid(Math.ceil(total / 256), ctx.limits.maxComputeWorkgroupsPerDimension);
-  const u = new Uint32Array(8);
-  u.set([total, heads, headDim, half, 0, gx]);
-  new Float32Array(u.buffer)[4] = args.inverse ? -1 : 1;
-  const pipeline = await ctx.pipeline("rope.wgsl");
+  const u = ROPE_PARAMS.pack({
+    total,
+    heads,
+    head_dim: headDim,
+    half,
+    sign: args.inverse ? -1 : 1,
+    groups_x: gx,
+  });
+  const pipeline = await ctx.pipeline("rope.wgsl", {}, "main", ROPE_PARAMS);
   batch.dispatch(pipeline, [x, positions, invFreq, ctx.uniform(u)], [gx, gy]);
 }

@@ -3,7 +3,16 @@
  * All buffers are f32 [n]; outputs are overwritten.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
-import { checkBinding, checkCount } from "./matmul.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
+import { checkBindingSize, checkCount } from "./shape_checks.ts";
+
+/** shaders/swiglu.wgsl's Params (forward and backward). */
+const SWIGLU_PARAMS = uniformLayout("Params", {
+  n: "u32",
+  groups_x: "u32",
+  _pad0: "u32",
+  _pad1: "u32",
+});
 
 export interface SwigluArgs {
   gate: Binding;
@@ -24,7 +33,7 @@ export interface SwigluBackwardArgs {
 
 function groups(ctx: GpuContext, n: number) {
   const [gx, gy] = grid(Math.ceil(n / 256), ctx.limits.maxComputeWorkgroupsPerDimension);
-  return { gx, gy, params: ctx.uniform(new Uint32Array([n, gx, 0, 0])) };
+  return { gx, gy, params: ctx.uniform(SWIGLU_PARAMS.pack({ n, groups_x: gx })) };
 }
 
 export async function encodeSwiglu(
@@ -34,11 +43,11 @@ export async function encodeSwiglu(
 ): Promise<void> {
   const { gate, up, out, n } = args;
   checkCount("swiglu", "n", n);
-  checkBinding("swiglu", "gate", gate, n);
-  checkBinding("swiglu", "up", up, n);
-  checkBinding("swiglu", "out", out, n);
+  checkBindingSize("swiglu", "gate", gate, n);
+  checkBindingSize("swiglu", "up", up, n);
+  checkBindingSize("swiglu", "out", out, n);
   const { gx, gy, params } = groups(ctx, n);
-  const pipeline = await ctx.pipeline("swiglu.wgsl", {}, "forward");
+  const pipeline = await ctx.pipeline("swiglu.wgsl", {}, "forward", SWIGLU_PARAMS);
   batch.dispatch(pipeline, [gate, up, out, params], [gx, gy]);
 }
 
@@ -55,9 +64,9 @@ export async function encodeSwigluBackward(
       dup,
     ]] as const
   ) {
-    checkBinding("swiglu backward", field, b, n);
+    checkBindingSize("swiglu backward", field, b, n);
   }
   const { gx, gy, params } = groups(ctx, n);
-  const pipeline = await ctx.pipeline("swiglu.wgsl", {}, "backward");
+  const pipeline = await ctx.pipeline("swiglu.wgsl", {}, "backward", SWIGLU_PARAMS);
   batch.dispatch(pipeline, [gate, up, dout, dgate, dup, params], [gx, gy]);
 }

@@ -188,7 +188,10 @@ gpuTest("adamw: bad arguments name the field", async (ctx) => {
   const args = { param: b, grad: b, m: b, v: b, n: 10, lr: 1e-3, step: 1 };
   const batch = ctx.batch();
   await assert.rejects(encodeAdamW(ctx, batch, { ...args, step: 0 }), /step must be/);
-  await assert.rejects(encodeAdamW(ctx, batch, { ...args, n: 11 }), /param \(small\)/);
+  await assert.rejects(
+    encodeAdamW(ctx, batch, { ...args, n: 11 }),
+    /adamw: param: expected at least 11 elements of 4 bytes \(44 bytes\), got 40 bytes \(buffer small\)/,
+  );
   await assert.rejects(encodeAdamW(ctx, batch, { ...args, beta2: 1 }), /beta2/);
   b.destroy();
 });

@@ -371,7 +371,7 @@ gpuTest("attention refuses heads that are not a multiple of kvHeads", async (ctx
       kvHeads: 2,
       headDim: 4,
     }),
-    /heads 3 is not a multiple of kvHeads 2/,
+    /attention: heads: expected a multiple of kvHeads 2, got 3/,
   );
   b.destroy();
 });
@@ -394,7 +394,7 @@ gpuTest(
     try {
       await assert.rejects(
         encodeAttention(ctx, ctx.batch(), { ...io, lse: small }),
-        /attention: lse \(small lse\) holds 32 bytes, needs 64/,
+        /attention: lse: expected at least 16 elements of 4 bytes \(64 bytes\), got 32 bytes \(buffer small lse\)/,
       );
       assert.equal(attentionVariantAvailable(ctx, "tiled_f16"), ctx.capabilities.f16);
       if (!ctx.capabilities.f16) {

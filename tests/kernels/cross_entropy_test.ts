@@ -446,7 +446,7 @@ gpuTest("lm_head cross-entropy refuses a table whose width is not hidden", async
       correct: b,
       scratch: b,
     }),
-    /weight has 34 columns, hidden is 24/,
+    /lm_head cross-entropy: weight: expected 24 columns \(hidden\), got 34 columns/,
   );
   weight.destroy();
   b.destroy();

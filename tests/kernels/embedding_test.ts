@@ -126,7 +126,7 @@ gpuTest("embedding refuses a table whose width is not dim", async (ctx) => {
   const b = ctx.createBuffer({ label: "b", category: "scratch", size: 4096 });
   await assert.rejects(
     encodeEmbedding(ctx, ctx.batch(), { table: gt, tokens: b, out: b, rows: 3, dim: 21 }),
-    /table has 20 columns, dim is 21/,
+    /embedding: table: expected 21 columns \(dim\), got 20 columns/,
   );
   gt.destroy();
   b.destroy();

@@ -201,7 +201,7 @@ Deno.test({
         maxNorm: 1,
         scratch: small,
       }),
-      /scratch \(tiny\) holds 4 bytes, needs 12/,
+      /grad_norm: scratch: expected at least 3 elements of 4 bytes \(12 bytes\), got 4 bytes \(buffer tiny\)/,
     );
     g.destroy();
     small.destroy();

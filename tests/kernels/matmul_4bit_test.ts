@@ -240,7 +240,7 @@ gpuTest("matmul_4bit: a too-small output binding is refused with the tensor name
   const y = ctx.createBuffer({ label: "y", category: "scratch", size: 3 * 7 * 4 });
   await assert.rejects(
     encodeMatmul4bit(ctx, ctx.batch(), { x, w, y, m: 3 }),
-    /encodeMatmul4bit: q_proj: y holds 84 bytes, needs 96/,
+    /encodeMatmul4bit: q_proj: y: expected at least 24 elements of 4 bytes \(96 bytes\) for m=3, W \[8, 16\], got 84 bytes \(buffer y\)/,
   );
   w.destroy();
   x.destroy();

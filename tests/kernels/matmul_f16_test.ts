@@ -103,7 +103,7 @@ f16Test("encodeMatmulF16 refuses short f16 operands naming the field", async (ct
   const c = ctx.createBuffer({ label: "c", category: "scratch", size: 4 * 16 });
   await assert.rejects(
     encodeMatmulF16(ctx, ctx.batch(), { a, b: a, c, m: 3, n: 4, k: 5 }),
-    /matmul_f16: a holds 14 f16 elements, needs 15/,
+    /matmul_f16: a: expected at least 15 elements of 2 bytes \(30 bytes\), got 28 bytes/,
   );
   a.destroy();
   c.destroy();
