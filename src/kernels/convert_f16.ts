@@ -7,7 +7,16 @@
  * stays NaN. f16 -> f32 is exact.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
-import { checkBinding, checkCount } from "./matmul.ts";
+import { checkBindingSize, checkCount } from "./shape_checks.ts";
+import { uniformLayout } from "../gpu/uniform_layout.ts";
+
+/** shaders/convert_f16.wgsl's Params. */
+const CONVERT_PARAMS = uniformLayout("Params", {
+  n: "u32",
+  groups_x: "u32",
+  _pad0: "u32",
+  _pad1: "u32",
+});
 
 /** Bytes of n halves packed two per 32-bit word. */
 export function halfBufferBytes(n: number): number {
@@ -24,12 +33,13 @@ async function convert(
 ): Promise<void> {
   checkCount(entry, "n", n);
   const words = Math.ceil(n / 2);
-  checkBinding(entry, "src", src, entry === "to_f16" ? n : words);
-  checkBinding(entry, "dst", dst, entry === "to_f16" ? words : n);
+  checkBindingSize(entry, "src", src, entry === "to_f16" ? n : words);
+  checkBindingSize(entry, "dst", dst, entry === "to_f16" ? words : n);
   // One invocation per 32-bit word of halves (two elements).
   const [gx, gy] = grid(Math.ceil(words / 256), ctx.limits.maxComputeWorkgroupsPerDimension);
-  const pipeline = await ctx.pipeline("convert_f16.wgsl", {}, entry);
-  batch.dispatch(pipeline, [src, dst, ctx.uniform(new Uint32Array([n, gx, 0, 0]))], [gx, gy]);
+  const pipeline = await ctx.pipeline("convert_f16.wgsl", {}, entry, CONVERT_PARAMS);
+  const params = CONVERT_PARAMS.pack({ n, groups_x: gx });
+  batch.dispatch(pipeline, [src, dst, ctx.uniform(params)], [gx, gy]);
 }
 
 /** dst (n halves, packed) = src (n f32), rounded to nearest even. */

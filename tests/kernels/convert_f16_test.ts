@@ -199,15 +199,15 @@ gpuTest("to_f16 and from_f16 name the argument that is too small", async (ctx) =
   const batch = ctx.batch();
   await assert.rejects(
     () => encodeToF16(ctx, batch, { src: small, dst: small, n: 5 }),
-    /to_f16: src holds 4 elements, needs 5/,
+    /to_f16: src: expected at least 5 elements of 4 bytes \(20 bytes\), got 16 bytes/,
   );
   await assert.rejects(
     () => encodeFromF16(ctx, batch, { src: small, dst: small, n: 9 }),
-    /from_f16: src holds 4 elements, needs 5/,
+    /from_f16: src: expected at least 5 elements of 4 bytes \(20 bytes\), got 16 bytes/,
   );
   await assert.rejects(
     () => encodeToF16(ctx, batch, { src: small, dst: small, n: 0 }),
-    /n must be/,
+    /to_f16: n: expected a positive integer, got 0/,
   );
   batch.submit();
   small.destroy();
