@@ -19,7 +19,7 @@
 import { checkBindingSize, sharedScratch } from "./bindings.ts";
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 
 export type AttentionVariant = "row" | "tiled" | "tiled_f16";
 export const ATTENTION_VARIANTS: readonly AttentionVariant[] = ["row", "tiled", "tiled_f16"];
@@ -241,7 +241,8 @@ function workgroups(
     : grid(rowsTimesHeads * Math.ceil(seq / BLOCK_ROWS));
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const ATTENTION_LADDER: LadderKernel = {
   name: "attention",
   variants: ATTENTION_VARIANTS,
   prior: (ctx) => ctx.isSoftware ? "row" : "tiled",
@@ -279,7 +280,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 function params(s: AttentionShape, gx: number): Uint32Array {
   const u = new Uint32Array(12);

@@ -16,7 +16,7 @@
 import { bindingParts, checkBindingSize, sharedScratch } from "./bindings.ts";
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 import { RowChunkedTable } from "./row_chunks.ts";
 
 export const IGNORE_INDEX = -100;
@@ -123,7 +123,8 @@ export function crossEntropyVariant(ctx: GpuContext): CrossEntropyVariant {
   return kernelLadder.choice(ctx, "cross_entropy") as CrossEntropyVariant;
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const CROSS_ENTROPY_LADDER: LadderKernel = {
   name: "cross_entropy",
   variants: CROSS_ENTROPY_VARIANTS,
   variantAvailable: crossEntropyVariantAvailable,
@@ -167,7 +168,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 function align256(bytes: number): number {
   return Math.ceil(bytes / 256) * 256;

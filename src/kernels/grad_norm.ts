@@ -17,7 +17,7 @@ import {
   grid,
 } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 
 /** Elements summed per workgroup of the partial pass (PER_GROUP in the shaders). */
 const PER_GROUP = 2048;
@@ -69,7 +69,8 @@ export function globalNormScratchBytes(tensors: Array<{ n: number } | number>): 
   return Math.max(1, partials) * 4;
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const GRAD_NORM_LADDER: LadderKernel = {
   name: "grad_norm",
   variants: GRAD_NORM_VARIANTS,
   prior: () => "workgroup",
@@ -103,7 +104,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 async function pipelines(ctx: GpuContext, args: GlobalNormArgs, where: string) {
   const variant = args.variant ??

@@ -18,7 +18,7 @@
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import type { ShaderParams } from "../gpu/shader_source.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 import {
   deviceMatrixPlan,
   hasMatmulFeature,
@@ -97,7 +97,8 @@ export function chooseMatmulVariant(ctx: GpuContext): MatmulVariant {
   return kernelLadder.choice(ctx, "matmul") as MatmulVariant;
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const MATMUL_LADDER: LadderKernel = {
   name: "matmul",
   variants: MATMUL_VARIANTS,
   prior: (ctx) => ctx.isSoftware ? "blocked" : "tiled",
@@ -137,7 +138,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 /** Argument checks shared by the kernel wrappers; errors name the op and the field. */
 export function checkCount(op: string, field: string, value: number): void {

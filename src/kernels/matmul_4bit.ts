@@ -25,7 +25,7 @@ import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/
 import type { ShaderParams } from "../gpu/shader_source.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { dequantShaderParams, type GpuQuantWeight, offsetBits } from "./quant_weight.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 import {
   deviceMatrixPlan,
   hasMatmulFeature,
@@ -155,8 +155,9 @@ function probe4bit(ctx: GpuContext, backward: boolean) {
   });
 }
 
-for (const backward of [false, true]) {
-  registerLadderKernel({
+/** The ladder's entry for either direction (listed in src/kernels/registry.ts). */
+function matmul4bitLadder(backward: boolean): LadderKernel {
+  return {
     name: backward ? "matmul_4bit_t" : "matmul_4bit",
     variants: MATMUL_4BIT_VARIANTS,
     prior: (ctx) => ctx.isSoftware ? "regblock" : "tiled",
@@ -170,8 +171,11 @@ for (const backward of [false, true]) {
       "dequant_4bit.wgsl",
     ],
     probe: (ctx) => probe4bit(ctx, backward),
-  });
+  };
 }
+
+export const MATMUL_4BIT_LADDER = matmul4bitLadder(false);
+export const MATMUL_4BIT_T_LADDER = matmul4bitLadder(true);
 
 export interface Matmul4bitArgs {
   /** X [m, in] f32. */

@@ -13,7 +13,7 @@
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { checkBinding, checkCount } from "./matmul.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 
 export type RmsNormVariant = "row" | "workgroup" | "subgroup";
 export const RMSNORM_VARIANTS: readonly RmsNormVariant[] = ["row", "workgroup", "subgroup"];
@@ -70,7 +70,8 @@ export interface RmsNormBackwardArgs extends VariantChoice {
   accumulate?: boolean;
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const RMSNORM_LADDER: LadderKernel = {
   name: "rmsnorm",
   variants: RMSNORM_VARIANTS,
   prior: (ctx) => ctx.isSoftware ? "row" : "workgroup",
@@ -100,7 +101,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 function params(ctx: GpuContext, rows: number, dim: number, eps: number, acc: boolean, gx: number) {
   const u = new Uint32Array(8);
