@@ -53,6 +53,12 @@ export class ProbeBuffers {
     return this.upload(label, new Rng(seed).fillUniform(new Float32Array(count), -1, 1));
   }
 
+  /** Seeded bytes (e.g. 4-bit codes and absmax codes: any byte is a valid one). */
+  randomBytes(label: string, count: number, seed: number): GpuBuffer {
+    const rng = new Rng(seed);
+    return this.upload(label, Uint8Array.from({ length: count }, () => rng.int(256)));
+  }
+
   destroy(): void {
     for (const b of this.#buffers) b.destroy();
     this.#buffers = [];

@@ -114,14 +114,8 @@ function probe4bit(ctx: GpuContext, backward: boolean) {
   const bufs = new ProbeBuffers(ctx);
   const [m, nIn, nOut, blocksize] = [64, 256, 512, 64];
   const blocks = (nIn * nOut) / blocksize;
-  const bytes = (n: number, seed: number) => {
-    const b = new Uint8Array(n);
-    let s = seed;
-    for (let i = 0; i < n; i++) b[i] = (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 24;
-    return b;
-  };
-  const packed = bufs.upload("ladder.w4.packed", bytes((nIn * nOut) / 2, 3));
-  const absmax = bufs.upload("ladder.w4.absmax", bytes(blocks, 4));
+  const packed = bufs.randomBytes("ladder.w4.packed", (nIn * nOut) / 2, 3);
+  const absmax = bufs.randomBytes("ladder.w4.absmax", blocks, 4);
   const nestedAbsmax = bufs.upload(
     "ladder.w4.nested",
     new Float32Array(Math.ceil(blocks / 256)).fill(0.1),
