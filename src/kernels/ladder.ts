@@ -99,6 +99,8 @@ export interface KernelLadderOptions {
 /** What a ladder runs by: its options over the settings, resolved once. */
 interface Resolved {
   overrides: Map<string, string>;
+  /** The overrides of the options or the settings, which setOverrides(undefined) restores. */
+  configured: Map<string, string>;
   mode: LadderMode;
   logTimings: boolean;
   cache: LadderCache;
@@ -130,8 +132,10 @@ export class KernelLadder {
     const o = this.#options;
     const env = o.env ?? processEnv();
     const cachePath = o.cachePath !== undefined ? o.cachePath : ladderCachePath(env);
+    const overrides = parseVariantOverrides(o.overrides ?? env.get(VARIANTS_ENV));
     this.#resolved = {
-      overrides: parseVariantOverrides(o.overrides ?? env.get(VARIANTS_ENV)),
+      overrides,
+      configured: overrides,
       mode: o.mode ?? parseLadderMode(env.get(MODE_ENV)),
       logTimings: Boolean(env.get(LOG_ENV)),
       cache: new LadderCache(cachePath, (line) => this.#log(line)),
@@ -154,10 +158,9 @@ export class KernelLadder {
    */
   setOverrides(overrides: string | undefined): void {
     const config = this.#config();
-    config.overrides = parseVariantOverrides(
-      overrides ??
-        (this.#options.overrides ?? (this.#options.env ?? processEnv()).get(VARIANTS_ENV)),
-    );
+    config.overrides = overrides === undefined
+      ? config.configured
+      : parseVariantOverrides(overrides);
   }
 
   #now(): number {

@@ -384,6 +384,11 @@ gpuTest("a ladder reads its settings once, at its first use", async (ctx) => {
   values.set(VARIANTS_ENV, "matmul=blocked");
   for (let i = 0; i < 5; i++) assert.equal(await ladder.variant(ctx, "matmul"), "tiled");
   assert.equal(ladder.choice(ctx, "attention"), ATTENTION_LADDER.prior(ctx));
+  // Overrides set on the ladder, then dropped: back to the ones read at first use.
+  ladder.setOverrides("matmul=blocked");
+  assert.equal(ladder.choice(ctx, "matmul"), "blocked");
+  ladder.setOverrides(undefined);
+  assert.equal(ladder.choice(ctx, "matmul"), "tiled");
   assert.equal(reads.length, once);
 });
 
