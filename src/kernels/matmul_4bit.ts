@@ -107,7 +107,7 @@ export function chooseMatmul4bitVariant(ctx: GpuContext): Matmul4bitVariant {
 }
 
 /**
- * A random double-quantized weight (any codes are valid weights) outside the memory ledger, and
+ * A random double-quantized weight (any codes are valid weights) in probe buffers (scratch), and
  * activations for a 64-row product, as the ladder's probe of either direction.
  */
 function probe4bit(ctx: GpuContext, backward: boolean) {
