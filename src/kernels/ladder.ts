@@ -152,6 +152,11 @@ export class KernelLadder {
     return this.#config().mode;
   }
 
+  /** The forced choices in effect (QLORAD_KERNEL_VARIANTS as read, or setOverrides'), for reports. */
+  get overrides(): ReadonlyMap<string, string> {
+    return this.#config().overrides;
+  }
+
   /**
    * Forces choices from now on, in QLORAD_KERNEL_VARIANTS syntax (undefined: back to the
    * settings'), e.g. a benchmark that runs two backends with the same variants.

@@ -387,6 +387,7 @@ gpuTest("a ladder reads its settings once, at its first use", async (ctx) => {
   // Overrides set on the ladder, then dropped: back to the ones read at first use.
   ladder.setOverrides("matmul=blocked");
   assert.equal(ladder.choice(ctx, "matmul"), "blocked");
+  assert.deepEqual([...ladder.overrides], [["matmul", "blocked"]]);
   ladder.setOverrides(undefined);
   assert.equal(ladder.choice(ctx, "matmul"), "tiled");
   assert.equal(reads.length, once);
