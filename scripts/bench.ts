@@ -323,11 +323,7 @@ if (want("f")) {
     }
   }
   // The same variants on both sides: this adapter's choices, forced for the duration.
-  const saved = Deno.env.get("QLORAD_KERNEL_VARIANTS");
-  Deno.env.set(
-    "QLORAD_KERNEL_VARIANTS",
-    decisions.map((d) => `${d.kernel}=${d.variant}`).join(","),
-  );
+  kernelLadder.setOverrides(decisions.map((d) => `${d.kernel}=${d.variant}`).join(","));
   try {
     backendRows = await benchBackends(ctx, other, why, {
       rounds: quick ? 2 : 3,
@@ -336,8 +332,7 @@ if (want("f")) {
       onRow: (r) => progress(`(f) ${r.kernel}: ${r.ratio ? ratio(r.ratio) : r.other}`),
     });
   } finally {
-    if (saved === undefined) Deno.env.delete("QLORAD_KERNEL_VARIANTS");
-    else Deno.env.set("QLORAD_KERNEL_VARIANTS", saved);
+    kernelLadder.setOverrides(undefined);
   }
   results.backends = { other: other?.adapterKey ?? null, why, rows: backendRows };
   print("## (f) Dawn vs Deno's own WebGPU, same kernels and variants");

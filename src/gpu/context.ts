@@ -16,6 +16,14 @@ import { BindGroupCache, type BindingKey, WHOLE_BUFFER } from "./bind_groups.ts"
 import { UniformCache } from "./uniforms.ts";
 import { type ShaderParams, shaderSource } from "./shader_source.ts";
 import type { UniformLayout } from "./uniform_layout.ts";
+import {
+  type GpuSettings,
+  gpuSettings,
+  MAX_BINDING_BYTES_ENV,
+  parseBindingCap,
+  processEnv,
+  type SettingsEnv,
+} from "../util/settings.ts";
 
 /** A GPU buffer with its accounting; `size` is the logical byte size. */
 export class GpuBuffer {
@@ -48,11 +56,6 @@ export function grid(n: number, maxPerDim = 65535): [number, number] {
   if (n <= maxPerDim) return [Math.max(1, n), 1];
   const y = Math.ceil(n / maxPerDim);
   return [Math.ceil(n / y), y];
-}
-
-function envSeconds(name: string, fallback: number): number {
-  const v = Number(Deno.env.get(name));
-  return Number.isFinite(v) && v > 0 ? v : fallback;
 }
 
 const STORAGE = 0x80; // GPUBufferUsage.STORAGE
@@ -125,28 +128,19 @@ export interface GpuOpenOptions {
    * row chunks) on small tensors; default QLORAD_MAX_BINDING_BYTES, else no cap.
    */
   maxBindingBytes?: number;
+  /** Where the QLORAD_* settings are read from, once, here (src/util/settings.ts); default
+   * Deno.env. */
+  env?: SettingsEnv;
 }
 
-export const MAX_BINDING_BYTES_ENV = "QLORAD_MAX_BINDING_BYTES";
+export { MAX_BINDING_BYTES_ENV };
 
-/** The forced binding cap from the options or the environment (read once per open). */
-function bindingCap(options: GpuOpenOptions): number | undefined {
-  let raw: string | number | undefined = options.maxBindingBytes;
-  let what = "maxBindingBytes";
-  if (raw === undefined) {
-    try {
-      raw = Deno.env.get(MAX_BINDING_BYTES_ENV) || undefined;
-    } catch {
-      raw = undefined; // no --allow-env
-    }
-    what = MAX_BINDING_BYTES_ENV;
+/** The forced binding cap: the option, else the settings' QLORAD_MAX_BINDING_BYTES. */
+function bindingCap(options: GpuOpenOptions, settings: GpuSettings): number | undefined {
+  if (options.maxBindingBytes !== undefined) {
+    return parseBindingCap(options.maxBindingBytes, "maxBindingBytes");
   }
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < 16) {
-    throw new Error(`${what} must be an integer >= 16 (bytes), got ${JSON.stringify(raw)}`);
-  }
-  return v;
+  return settings.maxBindingBytes;
 }
 
 /**
@@ -234,6 +228,8 @@ export class GpuContext {
     readonly device: GPUDevice,
     readonly adapter: AdapterDescription,
     instance: GPU | undefined,
+    /** The QLORAD_* settings read when the context was opened. */
+    readonly settings: GpuSettings,
   ) {
     this.#instance = instance;
     this.bindGroups = new BindGroupCache(device);
@@ -249,8 +245,9 @@ export class GpuContext {
   }
 
   static async open(options: GpuOpenOptions = {}): Promise<GpuContext> {
-    const cap = bindingCap(options);
-    const found = await findAdapter(options.backend);
+    const settings = gpuSettings(options.env ?? processEnv());
+    const cap = bindingCap(options, settings);
+    const found = await findAdapter(options.backend ?? settings.backend);
     const a = found.adapter.limits;
     const want = (name: keyof GPUSupportedLimits, cap?: number) => {
       const v = a[name] as number;
@@ -270,7 +267,7 @@ export class GpuContext {
         maxComputeWorkgroupSizeY: want("maxComputeWorkgroupSizeY", 256),
       },
     });
-    const ctx = new GpuContext(device, found.description, found.instance);
+    const ctx = new GpuContext(device, found.description, found.instance, settings);
     ctx.capabilities = capabilitiesOf(found.adapter, device);
     ctx.#bindingCap = cap;
     const d = found.description;
@@ -484,12 +481,12 @@ export class GpuContext {
 
   /**
    * Awaits a GPU promise with a watchdog: a warning after `QLORAD_GPU_STALL_WARN_S` (10 s) and a
-   * GpuTimeoutError after `QLORAD_GPU_TIMEOUT_S` (600 s), so a device that stops answering fails
-   * the job with a clear message instead of hanging it forever.
+   * GpuTimeoutError after `QLORAD_GPU_TIMEOUT_S` (600 s), both read when the context opened, so a
+   * device that stops answering fails the job with a clear message instead of hanging it forever.
    */
   async wait<T>(promise: Promise<T>, what: string): Promise<T> {
-    const warnMs = envSeconds("QLORAD_GPU_STALL_WARN_S", 10) * 1000;
-    const failMs = envSeconds("QLORAD_GPU_TIMEOUT_S", 600) * 1000;
+    const warnMs = this.settings.stallWarnS * 1000;
+    const failMs = this.settings.timeoutS * 1000;
     const started = performance.now();
     let warned: ReturnType<typeof setTimeout> | undefined;
     let failed: ReturnType<typeof setTimeout> | undefined;

@@ -15,8 +15,10 @@
  * `setTimeout`, a few hundred callbacks a second instead of 10^5, which also leaves the CPU to
  * software adapters (lavapipe, llvmpipe) instead of spinning. Only native callbacks (Dawn's) are
  * paced; JavaScript callers of `setImmediate` are passed through untouched.
- * `QLORAD_DAWN_POLL=unpaced` leaves Dawn's polling as it was (to show the stall on a GPU).
+ * `QLORAD_DAWN_POLL=unpaced` leaves Dawn's polling as it was (to show the stall on a GPU); it is
+ * read once, at the install.
  */
+import { type DawnPoll, dawnPollSetting } from "../util/settings.ts";
 
 /** How long a polling chain runs at full speed before it is paced. */
 export const FAST_MS = 4;
@@ -77,15 +79,12 @@ export function pacedSetImmediate(
 export const dawnTicks: TickCounts = { fast: 0, slow: 0 };
 let installed = false;
 
-/** Replaces the global setImmediate (which Dawn looks up on every poll) with the paced one. */
-export function installDawnTickPacing(): void {
+/**
+ * Replaces the global setImmediate (which Dawn looks up on every poll) with the paced one;
+ * `mode` defaults to QLORAD_DAWN_POLL.
+ */
+export function installDawnTickPacing(mode: DawnPoll = dawnPollSetting()): void {
   if (installed) return;
-  let mode: string | undefined;
-  try {
-    mode = Deno.env.get("QLORAD_DAWN_POLL");
-  } catch {
-    mode = undefined; // no --allow-env
-  }
   if (mode === "unpaced") return;
   const g = globalThis as unknown as { setImmediate?: Immediate };
   const original = g.setImmediate;

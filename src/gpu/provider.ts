@@ -2,13 +2,15 @@
  * Finds a WebGPU adapter. Dawn (npm `webgpu`) first with its native backends
  * (Vulkan, Metal, D3D12), then Dawn's OpenGL ES backend in compatibility mode
  * (Mesa llvmpipe on CPU-only machines), then Deno's own WebGPU. `QLORAD_GPU_BACKEND`
- * forces one: vulkan | metal | d3d12 | opengles | dawn (Dawn's default) | deno.
+ * forces one: vulkan | metal | d3d12 | opengles | dawn (Dawn's default) | deno (parsed in
+ * src/util/settings.ts).
  */
 import { create, globals } from "webgpu";
 import { GpuUnavailableError } from "./errors.ts";
 import { installDawnTickPacing } from "./dawn_ticks.ts";
+import { type BackendChoice, gpuBackendSetting } from "../util/settings.ts";
 
-export type BackendChoice = "auto" | "dawn" | "vulkan" | "metal" | "d3d12" | "opengles" | "deno";
+export type { BackendChoice };
 
 export interface AdapterDescription {
   provider: "dawn" | "deno";
@@ -100,15 +102,9 @@ function describe(adapter: GPUAdapter, provider: "dawn" | "deno", backend: strin
   };
 }
 
+/** QLORAD_GPU_BACKEND (default auto); a value that is not a backend names the variable. */
 export function backendFromEnv(): BackendChoice {
-  const raw = (Deno.env.get("QLORAD_GPU_BACKEND") ?? "auto").toLowerCase();
-  const allowed: BackendChoice[] = ["auto", "dawn", "vulkan", "metal", "d3d12", "opengles", "deno"];
-  if (!allowed.includes(raw as BackendChoice)) {
-    throw new GpuUnavailableError(
-      `QLORAD_GPU_BACKEND=${raw} is not one of ${allowed.join(", ")}`,
-    );
-  }
-  return raw as BackendChoice;
+  return gpuBackendSetting();
 }
 
 export async function findAdapter(choice: BackendChoice = backendFromEnv()): Promise<FoundAdapter> {

@@ -17,7 +17,7 @@ import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { bindingParts } from "./bindings.ts";
 import { checkBindingSize, checkCount } from "./shape_checks.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 
 export type AdamWVariant = "scalar" | "vec4";
 export const ADAMW_VARIANTS: readonly AdamWVariant[] = ["scalar", "vec4"];
@@ -77,7 +77,8 @@ export interface AdamWArgs {
   maxWorkgroupsPerDimension?: number;
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const ADAMW_LADDER: LadderKernel = {
   name: "adamw",
   variants: ADAMW_VARIANTS,
   prior: () => "scalar",
@@ -105,7 +106,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 /** The per-step float32 scalars, computed as the CUDA kernel does (powf, sqrtf in float). */
 export function adamwScalars(args: {

@@ -21,7 +21,7 @@ import { checkBindingSize, checkCount, UnexpectedShapeError } from "./shape_chec
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 
 export type AttentionVariant = "row" | "tiled" | "tiled_f16";
 export const ATTENTION_VARIANTS: readonly AttentionVariant[] = ["row", "tiled", "tiled_f16"];
@@ -248,7 +248,8 @@ function workgroups(
     : grid(rowsTimesHeads * Math.ceil(seq / BLOCK_ROWS));
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const ATTENTION_LADDER: LadderKernel = {
   name: "attention",
   variants: ATTENTION_VARIANTS,
   prior: (ctx) => ctx.isSoftware ? "row" : "tiled",
@@ -286,7 +287,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 /** shaders/attention_params.wgsl's Params, which every attention entry point takes. */
 const ATTENTION_PARAMS = uniformLayout("Params", {

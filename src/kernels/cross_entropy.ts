@@ -18,7 +18,7 @@ import { checkBindingSize, checkCount, UnexpectedShapeError } from "./shape_chec
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 import { RowChunkedTable } from "./row_chunks.ts";
 
 export const IGNORE_INDEX = -100;
@@ -125,7 +125,8 @@ export function crossEntropyVariant(ctx: GpuContext): CrossEntropyVariant {
   return kernelLadder.choice(ctx, "cross_entropy") as CrossEntropyVariant;
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const CROSS_ENTROPY_LADDER: LadderKernel = {
   name: "cross_entropy",
   variants: CROSS_ENTROPY_VARIANTS,
   variantAvailable: crossEntropyVariantAvailable,
@@ -169,7 +170,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 function align256(bytes: number): number {
   return Math.ceil(bytes / 256) * 256;

@@ -13,7 +13,7 @@ import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/
 import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { checkBindingSize, checkCount } from "./shape_checks.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 
 /** shaders/grad_norm_common.wgsl's uniforms: one per tensor of the partial pass, one to finish. */
 const PARTIAL_PARAMS = uniformLayout("PartialParams", {
@@ -80,7 +80,8 @@ export function globalNormScratchBytes(tensors: Array<{ n: number } | number>): 
   return Math.max(1, partials) * 4;
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const GRAD_NORM_LADDER: LadderKernel = {
   name: "grad_norm",
   variants: GRAD_NORM_VARIANTS,
   prior: () => "workgroup",
@@ -114,7 +115,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 async function pipelines(ctx: GpuContext, args: GlobalNormArgs, where: string) {
   const variant = args.variant ??

@@ -20,7 +20,7 @@ import type { ShaderParams } from "../gpu/shader_source.ts";
 import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { checkBindingSize, checkCount } from "./shape_checks.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 import {
   deviceMatrixPlan,
   hasMatmulFeature,
@@ -120,7 +120,8 @@ export function chooseMatmulVariant(ctx: GpuContext): MatmulVariant {
   return kernelLadder.choice(ctx, "matmul") as MatmulVariant;
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const MATMUL_LADDER: LadderKernel = {
   name: "matmul",
   variants: MATMUL_VARIANTS,
   prior: (ctx) => ctx.isSoftware ? "blocked" : "tiled",
@@ -160,7 +161,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 /** Throws naming the op, the variant and the missing feature when the device lacks it. */
 export function requireMatmulVariant(ctx: GpuContext, op: string, variant: MatmulVariant): void {

@@ -27,7 +27,7 @@ import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { checkBindingLimit, checkBindingSize, checkCount } from "./shape_checks.ts";
 import { dequantShaderParams, type GpuQuantWeight, offsetBits } from "./quant_weight.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 import {
   deviceMatrixPlan,
   hasMatmulFeature,
@@ -120,21 +120,15 @@ export function chooseMatmul4bitVariant(ctx: GpuContext): Matmul4bitVariant {
 }
 
 /**
- * A random double-quantized weight (any codes are valid weights) outside the memory ledger, and
+ * A random double-quantized weight (any codes are valid weights) in probe buffers (scratch), and
  * activations for a 64-row product, as the ladder's probe of either direction.
  */
 function probe4bit(ctx: GpuContext, backward: boolean) {
   const bufs = new ProbeBuffers(ctx);
   const [m, nIn, nOut, blocksize] = [64, 256, 512, 64];
   const blocks = (nIn * nOut) / blocksize;
-  const bytes = (n: number, seed: number) => {
-    const b = new Uint8Array(n);
-    let s = seed;
-    for (let i = 0; i < n; i++) b[i] = (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 24;
-    return b;
-  };
-  const packed = bufs.upload("ladder.w4.packed", bytes((nIn * nOut) / 2, 3));
-  const absmax = bufs.upload("ladder.w4.absmax", bytes(blocks, 4));
+  const packed = bufs.randomBytes("ladder.w4.packed", (nIn * nOut) / 2, 3);
+  const absmax = bufs.randomBytes("ladder.w4.absmax", blocks, 4);
   const nestedAbsmax = bufs.upload(
     "ladder.w4.nested",
     new Float32Array(Math.ceil(blocks / 256)).fill(0.1),
@@ -168,8 +162,9 @@ function probe4bit(ctx: GpuContext, backward: boolean) {
   });
 }
 
-for (const backward of [false, true]) {
-  registerLadderKernel({
+/** The ladder's entry for either direction (listed in src/kernels/registry.ts). */
+function matmul4bitLadder(backward: boolean): LadderKernel {
+  return {
     name: backward ? "matmul_4bit_t" : "matmul_4bit",
     variants: MATMUL_4BIT_VARIANTS,
     prior: (ctx) => ctx.isSoftware ? "regblock" : "tiled",
@@ -183,8 +178,11 @@ for (const backward of [false, true]) {
       "dequant_4bit.wgsl",
     ],
     probe: (ctx) => probe4bit(ctx, backward),
-  });
+  };
 }
+
+export const MATMUL_4BIT_LADDER = matmul4bitLadder(false);
+export const MATMUL_4BIT_T_LADDER = matmul4bitLadder(true);
 
 export interface Matmul4bitArgs {
   /** X [m, in] f32. */

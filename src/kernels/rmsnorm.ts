@@ -14,7 +14,7 @@ import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/
 import { invalidArgument } from "../util/errors.ts";
 import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { checkBindingSize, checkCount } from "./shape_checks.ts";
-import { kernelLadder, ProbeBuffers, registerLadderKernel } from "./ladder.ts";
+import { kernelLadder, type LadderKernel, ProbeBuffers } from "./ladder.ts";
 
 export type RmsNormVariant = "row" | "workgroup" | "subgroup";
 export const RMSNORM_VARIANTS: readonly RmsNormVariant[] = ["row", "workgroup", "subgroup"];
@@ -71,7 +71,8 @@ export interface RmsNormBackwardArgs extends VariantChoice {
   accumulate?: boolean;
 }
 
-registerLadderKernel({
+/** This kernel's entry in the kernel ladder (listed in src/kernels/registry.ts). */
+export const RMSNORM_LADDER: LadderKernel = {
   name: "rmsnorm",
   variants: RMSNORM_VARIANTS,
   prior: (ctx) => ctx.isSoftware ? "row" : "workgroup",
@@ -101,7 +102,7 @@ registerLadderKernel({
       destroy: () => bufs.destroy(),
     });
   },
-});
+};
 
 /** shaders/rmsnorm_common.wgsl's Params (every variant, both directions). */
 const RMSNORM_PARAMS = uniformLayout("Params", {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
 import { encodeFill, f32Bits, fill } from "../../src/kernels/fill.ts";
-import { grid } from "../../src/gpu/context.ts";
+import { GpuContext, grid } from "../../src/gpu/context.ts";
 import { GpuTimeoutError, GpuValidationError } from "../../src/gpu/errors.ts";
 
 gpuTest(
@@ -82,9 +82,12 @@ gpuTest(
 
 gpuTest(
   "a GPU wait that never ends fails with a GpuTimeoutError naming what it waited for",
-  async (ctx) => {
-    Deno.env.set("QLORAD_GPU_TIMEOUT_S", "0.05");
+  async () => {
+    // The timeout is read once, when a context opens: a context of its own with 50 ms.
+    const env = { get: (n: string) => n === "QLORAD_GPU_TIMEOUT_S" ? "0.05" : Deno.env.get(n) };
+    const ctx = await GpuContext.open({ log: () => {}, env });
     try {
+      assert.equal(ctx.settings.timeoutS, 0.05);
       await assert.rejects(ctx.wait(new Promise(() => {}), "readback of x"), (e) => {
         assert.ok(e instanceof GpuTimeoutError);
         assert.match((e as Error).message, /no answer from the GPU for readback of x/);
@@ -92,7 +95,7 @@ gpuTest(
       });
       assert.equal(await ctx.wait(Promise.resolve(7), "y"), 7);
     } finally {
-      Deno.env.delete("QLORAD_GPU_TIMEOUT_S");
+      ctx.destroy();
     }
   },
 );

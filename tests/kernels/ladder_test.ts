@@ -3,9 +3,10 @@
  * fastest it measured; caches the choice in memory and on disk; times a choice again in a later
  * process while it is unsettled (a close call, or one run against the prior) and merges the runs;
  * re-times choices that are too old or from another ladder version; honours QLORAD_KERNEL_VARIANTS
- * and QLORAD_LADDER=prior; and survives a broken or unwritable cache file. Only the first test
- * times for real (and asserts nothing about which variant wins); the rest inject fake timings, so
- * no assertion depends on a timing race.
+ * and QLORAD_LADDER=prior, read once per ladder; knows every kernel of src/kernels/registry.ts
+ * whatever was imported; puts its probe buffers in the memory ledger; and survives a broken or
+ * unwritable cache file. Only the first two tests time for real (and assert nothing about which
+ * variant wins); the rest inject fake timings, so no assertion depends on a timing race.
  */
 import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
@@ -14,21 +15,29 @@ import {
   CLOSE,
   isSettled,
   KernelLadder,
+  kernelLadder,
   LADDER_VERSION,
   type LadderKernel,
   ladderKernels,
+  type LadderProbe,
   MAX_AGE_DAYS,
   MAX_RUNS,
   mergeRuns,
   MODE_ENV,
   parseVariantOverrides,
+  ProbeBuffers,
   type RunTimes,
   VARIANTS_ENV,
 } from "../../src/kernels/ladder.ts";
-import type { GpuContext } from "../../src/gpu/context.ts";
+import type { DispatchBatch, GpuContext } from "../../src/gpu/context.ts";
+import { encodeFill } from "../../src/kernels/fill.ts";
 import { chooseMatmulVariant } from "../../src/kernels/matmul.ts";
 import { chooseMatmul4bitVariant } from "../../src/kernels/matmul_4bit.ts";
-import { ATTENTION_VARIANTS, chooseAttentionVariant } from "../../src/kernels/attention.ts";
+import {
+  ATTENTION_LADDER,
+  ATTENTION_VARIANTS,
+  chooseAttentionVariant,
+} from "../../src/kernels/attention.ts";
 import { crossEntropyVariant } from "../../src/kernels/cross_entropy.ts";
 
 const quiet = { log: () => {} };
@@ -42,8 +51,18 @@ async function tempCache(): Promise<{ path: string; cleanup: () => Promise<void>
 }
 
 gpuTest("every registered kernel gets a timed choice among its own variants", async (ctx) => {
+  // Every kernel of the registry, though this file imports only some kernel modules.
   const names = ladderKernels().map((k) => k.name).sort();
-  assert.deepEqual(names, ["attention", "cross_entropy", "matmul", "matmul_4bit", "matmul_4bit_t"]);
+  assert.deepEqual(names, [
+    "adamw",
+    "attention",
+    "cross_entropy",
+    "grad_norm",
+    "matmul",
+    "matmul_4bit",
+    "matmul_4bit_t",
+    "rmsnorm",
+  ]);
   const before = ctx.memory.total;
   const ladder = new KernelLadder({ cachePath: null, overrides: "", mode: "time", ...quiet });
   const decisions = await ladder.warm(ctx);
@@ -60,9 +79,50 @@ gpuTest("every registered kernel gets a timed choice among its own variants", as
     const best = Math.min(...runnable.map((v) => d.ms![v]!));
     assert.equal(d.ms![d.variant], best);
   }
-  // Probe buffers stay outside the memory ledger.
+  // Probe buffers are freed after each timing.
   assert.equal(ctx.memory.total, before);
 });
+
+gpuTest(
+  "probe buffers are in the memory ledger as scratch while a kernel is timed",
+  async (ctx) => {
+    // A kernel of two fill variants whose probe holds 2 x 1003 floats; its run notes the ledger.
+    const seen: number[] = [];
+    const fillKernel: LadderKernel = {
+      name: "fill_probe",
+      variants: ["first", "second"],
+      prior: () => "first",
+      shaders: ["fill.wgsl"],
+      probe: (ctx): Promise<LadderProbe> => {
+        const bufs = new ProbeBuffers(ctx);
+        const a = bufs.random("ladder.fill.a", 1003, 7);
+        const b = bufs.empty("ladder.fill.b", 1003 * 4);
+        return Promise.resolve({
+          run: async (batch: DispatchBatch) => {
+            seen.push(ctx.memory.current().scratch);
+            await encodeFill(ctx, batch, a, 1);
+            await encodeFill(ctx, batch, b, 2);
+          },
+          destroy: () => bufs.destroy(),
+        });
+      },
+    };
+    const scratch = ctx.memory.current().scratch;
+    const ladder = new KernelLadder({
+      cachePath: null,
+      overrides: "",
+      mode: "time",
+      kernels: [fillKernel],
+      ...quiet,
+    });
+    const d = await ladder.decide(ctx, "fill_probe");
+    assert.equal(d.source, "timed");
+    // 1003 floats round up to 4016 bytes each (createBuffer pads to 16).
+    assert.ok(seen.length > 0);
+    for (const s of seen) assert.equal(s - scratch, 2 * 4016);
+    assert.equal(ctx.memory.current().scratch, scratch);
+  },
+);
 
 /** Fake timing runs, one table per run: ms by role (the prior, the other variant); every other
  * variant gets 1000 ms so it never wins. Counts the runs it served. */
@@ -299,19 +359,39 @@ gpuTest(
       assert.equal(ladder.choice(ctx, k.name), k.prior(ctx));
     }
     assert.equal(ladder.timings, 0);
-    const saved = Deno.env.get(MODE_ENV);
-    try {
-      Deno.env.set(MODE_ENV, "prior");
-      const fromEnv = new KernelLadder({ cachePath: null, overrides: "", ...quiet });
-      assert.equal((await fromEnv.decide(ctx, "matmul")).source, "prior");
-      Deno.env.set(MODE_ENV, "fastest");
-      await assert.rejects(fromEnv.decide(ctx, "matmul"), /QLORAD_LADDER: "fastest"/);
-    } finally {
-      if (saved === undefined) Deno.env.delete(MODE_ENV);
-      else Deno.env.set(MODE_ENV, saved);
-    }
+    const env = new Map([[MODE_ENV, "prior"]]);
+    const fromEnv = new KernelLadder({ cachePath: null, overrides: "", env, ...quiet });
+    assert.equal((await fromEnv.decide(ctx, "matmul")).source, "prior");
+    const bad = new KernelLadder({
+      cachePath: null,
+      overrides: "",
+      env: new Map([[MODE_ENV, "fastest"]]),
+      ...quiet,
+    });
+    await assert.rejects(bad.decide(ctx, "matmul"), /QLORAD_LADDER: "fastest"/);
   },
 );
+
+gpuTest("a ladder reads its settings once, at its first use", async (ctx) => {
+  const reads: string[] = [];
+  const values = new Map([[VARIANTS_ENV, "matmul=tiled"], [MODE_ENV, "prior"]]);
+  const env = { get: (n: string) => (reads.push(n), values.get(n)) };
+  const ladder = new KernelLadder({ cachePath: null, env, ...quiet });
+  assert.equal(reads.length, 0); // nothing at construction
+  assert.equal(ladder.choice(ctx, "matmul"), "tiled");
+  const once = reads.length;
+  assert.ok(once > 0);
+  values.set(VARIANTS_ENV, "matmul=blocked");
+  for (let i = 0; i < 5; i++) assert.equal(await ladder.variant(ctx, "matmul"), "tiled");
+  assert.equal(ladder.choice(ctx, "attention"), ATTENTION_LADDER.prior(ctx));
+  // Overrides set on the ladder, then dropped: back to the ones read at first use.
+  ladder.setOverrides("matmul=blocked");
+  assert.equal(ladder.choice(ctx, "matmul"), "blocked");
+  assert.deepEqual([...ladder.overrides], [["matmul", "blocked"]]);
+  ladder.setOverrides(undefined);
+  assert.equal(ladder.choice(ctx, "matmul"), "tiled");
+  assert.equal(reads.length, once);
+});
 
 Deno.test("mergeRuns: ratios to each run's fastest, medians, failures out, ties to the earlier", () => {
   const v = ["a", "b", "c"];
@@ -362,23 +442,22 @@ gpuTest(
     await assert.rejects(bad.variant(ctx, "matmul"), /QLORAD_KERNEL_VARIANTS: matmul=fast/);
     assert.throws(() => parseVariantOverrides("matmul"), /"matmul" is not kernel=variant/);
 
-    // The process-wide ladder behind the kernels' choose functions reads the variable at each use.
-    const saved = Deno.env.get(VARIANTS_ENV);
+    // The process-wide ladder behind the kernels' choose functions: overrides set on it (as a
+    // benchmark forces variants) apply at once, and undefined goes back to the settings'.
     try {
-      Deno.env.set(
-        VARIANTS_ENV,
+      kernelLadder.setOverrides(
         "matmul=tiled,matmul_4bit=tiled,attention=tiled,cross_entropy=tiled",
       );
       assert.equal(chooseMatmulVariant(ctx), "tiled");
       assert.equal(chooseMatmul4bitVariant(ctx), "tiled");
       assert.equal(chooseAttentionVariant(ctx), "tiled");
       assert.equal(crossEntropyVariant(ctx), "tiled");
-      Deno.env.set(VARIANTS_ENV, "attention=row");
+      kernelLadder.setOverrides("attention=row");
       assert.equal(chooseAttentionVariant(ctx), "row");
       assert.ok(ATTENTION_VARIANTS.includes(chooseAttentionVariant(ctx)));
+      assert.throws(() => kernelLadder.setOverrides("attention"), /QLORAD_KERNEL_VARIANTS/);
     } finally {
-      if (saved === undefined) Deno.env.delete(VARIANTS_ENV);
-      else Deno.env.set(VARIANTS_ENV, saved);
+      kernelLadder.setOverrides(undefined);
     }
   },
 );

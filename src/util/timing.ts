@@ -3,14 +3,19 @@
  * the contenders run in interleaved rounds (A B C, A B C, ...) so that a slow spell of the
  * machine hits all of them alike, and each is summarized by its median. GPU kernels are timed
  * as one submit of `reps` dispatches until the queue is done, with reps sized so a submit takes
- * about `targetMs` (per-submit overhead amortized, as in a training step's single submit).
+ * about `targetMs` (per-submit overhead amortized, as in a training step's single submit). The
+ * kernel ladder (src/kernels/ladder_probe.ts) times its variants with the same rounds and
+ * `timedSubmit`.
  */
 import type { DispatchBatch, GpuContext } from "../gpu/context.ts";
 
 export interface Contender {
   name: string;
-  /** One unit of work, finished (GPU work waited for) when the promise resolves. */
-  run: () => Promise<void>;
+  /**
+   * One unit of work, finished (GPU work waited for) when the promise resolves. A run that
+   * returns a number reports its own ms (e.g. without the error checks after the work).
+   */
+  run: () => Promise<void | number>;
   /** Units of work per run (a run of `reps` dispatches counts `reps`); default 1. */
   perRun?: number;
 }
@@ -51,8 +56,9 @@ export async function interleaved(
     const order = r % 2 === 0 ? contenders : [...contenders].reverse();
     for (const c of order) {
       const t0 = performance.now();
-      await c.run();
-      samples.get(c.name)!.push((performance.now() - t0) / (c.perRun ?? 1));
+      const own = await c.run();
+      const ms = typeof own === "number" ? own : performance.now() - t0;
+      samples.get(c.name)!.push(ms / (c.perRun ?? 1));
     }
     opts.onRound?.(r);
   }
@@ -107,4 +113,37 @@ export async function timeKernels(
 ): Promise<Map<string, Timing>> {
   for (const c of contenders) await c.calibrate();
   return await interleaved(contenders, { warmup: 0, rounds });
+}
+
+/**
+ * ms for one submit of `reps` recordings of `encode`, until the queue is done. GPU validation and
+ * out-of-memory errors of this submit become exceptions here (a variant that does not compile on
+ * this device fails alone); the time excludes those checks.
+ */
+export async function timedSubmit(
+  ctx: GpuContext,
+  label: string,
+  encode: Encode,
+  reps: number,
+): Promise<number> {
+  const device = ctx.device;
+  device.pushErrorScope("validation");
+  device.pushErrorScope("out-of-memory");
+  const t0 = performance.now();
+  let thrown: unknown;
+  try {
+    const batch = ctx.batch(label);
+    for (let i = 0; i < reps; i++) await encode(batch);
+    batch.submit();
+    await ctx.wait(device.queue.onSubmittedWorkDone(), `timing of ${label}`);
+  } catch (e) {
+    thrown = e;
+  }
+  const elapsed = performance.now() - t0;
+  const oom = await ctx.wait(device.popErrorScope(), `error scope of ${label}`);
+  const invalid = await ctx.wait(device.popErrorScope(), `error scope of ${label}`);
+  if (thrown) throw thrown;
+  const err = oom ?? invalid;
+  if (err) throw new Error(err.message);
+  return elapsed;
 }
