@@ -84,6 +84,8 @@ interface Entry {
   lease?: Lease;
   /** The whole log while the job is active; ended jobs' logs are read from the store. */
   events?: JobEvent[];
+  /** The last seq the store has (events after it are still to be written, or failed to be). */
+  storedSeq: number;
   run?: JobRun;
   resumeHint?: () => string | undefined;
   controller?: AbortController;
@@ -168,6 +170,7 @@ export class JobManager {
       },
       generation: 0,
       events: [],
+      storedSeq: 0,
       run: sub.run,
       resumeHint: sub.resumeHint,
       waiters: new Set(),
@@ -337,7 +340,10 @@ export class JobManager {
     try {
       // A job runs only under its lease (a store that could not grant it: the job fails).
       if (!await claimed) {
-        throw new QloradError("unavailable", `the job store ${this.#store.location} failed`);
+        throw new QloradError(
+          "unavailable",
+          "this server could not claim the job in the job store",
+        );
       }
       // Cancelled (or shut down) before it started: it never runs.
       if (signal.aborted) throw signal.reason;
@@ -396,6 +402,7 @@ export class JobManager {
     entry.ending = new Promise<void>((resolve) => {
       this.#write(async () => {
         try {
+          await this.#storeEvents(entry, event.seq - 1);
           entry.generation = await this.#store.end(event, ended, {
             expectGeneration: entry.generation,
             fence: entry.lease?.token,
@@ -437,22 +444,34 @@ export class JobManager {
     entry.events!.push(event);
     const snapshot = stateChanged ? structuredClone(record) : undefined;
     this.#write(async () => {
-      const fence = entry.lease?.token;
       if (entry.generation === 0) {
         // The job's first write: the store learns of it before its log starts.
-        entry.generation = (await this.#store.create(snapshot!)).job.generation;
-        await this.#store.append(event, { fence });
+        const created = await this.#store.create(snapshot ?? structuredClone(record));
+        entry.generation = created.job.generation;
+        await this.#storeEvents(entry, event.seq);
         return;
       }
-      await this.#store.append(event, { fence });
+      await this.#storeEvents(entry, event.seq);
       if (snapshot) {
         entry.generation = await this.#store.put(snapshot, {
           expectGeneration: entry.generation,
-          fence,
+          fence: entry.lease?.token,
         });
       }
     });
     wake(entry);
+  }
+
+  /**
+   * Appends the job's events up to `seq` that the store does not have yet, in order: an append
+   * that failed (a full disk) is tried again with the next one, so the log never has a gap.
+   */
+  async #storeEvents(entry: Entry, seq: number): Promise<void> {
+    while (entry.storedSeq < seq) {
+      const event = entry.events![entry.storedSeq];
+      await this.#store.append(event, { fence: entry.lease?.token });
+      entry.storedSeq = event.seq;
+    }
   }
 
   async *#follow(entry: Entry, fromSeq: number, signal?: AbortSignal): AsyncGenerator<JobEvent> {
@@ -505,7 +524,12 @@ export class JobManager {
       const job = isTerminal(stored.record.state)
         ? stored
         : await endInterrupted(this.#store, stored, this.#owner, this.#logger);
-      const entry: Entry = { record: job.record, generation: job.generation, waiters: new Set() };
+      const entry: Entry = {
+        record: job.record,
+        generation: job.generation,
+        storedSeq: job.record.last_seq,
+        waiters: new Set(),
+      };
       this.#jobs.set(job.record.job_id, entry);
       if (job.record.request_id) {
         this.#requests.set(requestKey(job.record.kind, job.record.request_id), entry);
