@@ -22,7 +22,7 @@
  * - Durability. `append` of a non-terminal event may be buffered (a crash may lose the tail of a
  *   log, never a middle). `end` appends the terminal event and stores the final record together:
  *   it resolves only when both are durable (fsynced / AOF-synced), and after a crash either both
- *   are visible or neither is. Nobody may be shown an outcome before `end` has resolved.
+ *   are visible or neither is. Nothing (get, list, read) shows the outcome before it is durable.
  * - Claims. `claim` gives one owner a lease on a job, with a fencing token that is larger than
  *   every earlier token for that job; while the lease is live nobody else can claim it. `put`,
  *   `append` and `end` given a `fence` fail with StoreConflictError ("fence") unless that token's
