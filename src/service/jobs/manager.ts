@@ -1,0 +1,553 @@
+/**
+ * The job manager: the queue and scheduler of one server. One job runs at a time (one GPU), the
+ * others wait in a bounded FIFO queue. Each job has an append-only event log (seq 1, 2, ...) that
+ * subscribers replay from any seq and then follow live; a job never depends on its subscribers.
+ * Records and logs are kept by a JobStore (store.ts; the local one by default), written in call
+ * order behind the manager's own in-memory view, which answers get/list/watch at once. A job ends
+ * only once its terminal event and record are durable in the store. On a graceful shutdown
+ * (close) a training job that stopped at a checkpoint ends FAILED at once, with a message that
+ * says how to resume it; at start, jobs a dead server left unended are ended FAILED (recovery.ts).
+ *
+ * Plain objects only: payloads use the proto's field names, and the gRPC handlers translate.
+ */
+import { CancelledError, QloradError } from "../../util/errors.ts";
+import { consoleLogger, publicError } from "../status.ts";
+import type { Logger } from "../status.ts";
+import { endedRecord, isTerminal, nextEvent, selectRecords } from "./records.ts";
+import type { JobEvent, JobKind, JobPayload, JobRecord, JobState, ListFilter } from "./records.ts";
+import type { JobStore, Lease } from "./store.ts";
+import { localJobsDir, LocalJobStore } from "./local_store.ts";
+import { endInterrupted } from "./recovery.ts";
+
+export interface JobContext {
+  jobId: string;
+  /** Aborted by CancelJob or server shutdown; the job should throw CancelledError soon after. */
+  signal: AbortSignal;
+  /** Appends an event (state RUNNING) to the job's log. */
+  emit(payload: JobPayload): void;
+  /**
+   * The point of no return, called just before the job makes its result visible (renames its
+   * output into place): throws CancelledError if the job was cancelled or the server is stopping;
+   * afterwards CancelJob is refused (failed_precondition) and the job runs to its end.
+   */
+  commit(): void;
+}
+
+/** A job's body. What it resolves to is the payload of the final SUCCEEDED event. */
+export type JobRun = (ctx: JobContext) => Promise<JobPayload | void>;
+
+export interface JobSubmission {
+  kind: JobKind;
+  summary: string;
+  request: unknown;
+  run: JobRun;
+  /** Idempotency key: a submission with a known key returns that job instead of a new one. */
+  requestId?: string;
+  /** Digest of the request as received; the same key with another digest is refused. */
+  fingerprint?: string;
+  /** The error of a job stopped by a shutdown, when it can be resumed (e.g. from a checkpoint). */
+  resumeHint?: () => string | undefined;
+}
+
+export interface JobManagerOptions {
+  dataDir: string;
+  /** Jobs that may wait behind the running one; more is RESOURCE_EXHAUSTED. Default 16. */
+  maxQueued?: number;
+  logger?: Logger;
+  /** Absolute host folders replaced by relative paths in error messages (see redactPaths). */
+  hostDirs?: string[];
+  /** How long close() waits for the running job to stop after aborting it. Default 30 s. */
+  closeTimeoutMs?: number;
+  /**
+   * Where jobs are kept. Default: the local store under `<dataDir>/.qlorad/jobs`, which the
+   * manager opens and closes; a store given here is the caller's to close.
+   */
+  store?: JobStore;
+  /** This server's name on the leases it takes. Default `local:<pid>`. */
+  owner?: string;
+}
+
+/** The error of a training job that a shutdown stopped at a checkpoint. */
+export function shutDownAtCheckpoint(step: number, checkpoint: string, output: string): string {
+  return `server shut down at step ${step} (checkpoint ${checkpoint}); ` +
+    `resume with resume_from=${JSON.stringify(output)}`;
+}
+
+/** How long a lease on a running job lasts (the local store's last until released). */
+const LEASE_TTL_MS = 30_000;
+
+interface Entry {
+  record: JobRecord;
+  /** The store's generation of the record as last written (0: not created yet). */
+  generation: number;
+  /** The lease this server holds while it runs the job. */
+  lease?: Lease;
+  /** The whole log while the job is active; ended jobs' logs are read from the store. */
+  events?: JobEvent[];
+  /** The last seq the store has (events after it are still to be written, or failed to be). */
+  storedSeq: number;
+  run?: JobRun;
+  resumeHint?: () => string | undefined;
+  controller?: AbortController;
+  cancelRequested?: boolean;
+  /** Past its point of no return (JobContext.commit): no longer cancellable. */
+  committed?: boolean;
+  /** Its terminal event is being made durable; resolves once it is published. */
+  ending?: Promise<void>;
+  finished?: Promise<void>;
+  waiters: Set<() => void>;
+}
+
+export class JobManager {
+  readonly #store: JobStore;
+  readonly #ownsStore: boolean;
+  readonly #owner: string;
+  readonly #maxQueued: number;
+  readonly #logger: Logger;
+  readonly #hostDirs: string[];
+  readonly #closeTimeoutMs: number;
+  readonly #jobs = new Map<string, Entry>();
+  /** `${kind}\0${request_id}` -> the job it created. */
+  readonly #requests = new Map<string, Entry>();
+  readonly #queue: Entry[] = [];
+  #running?: Entry;
+  /** close() was called: no new jobs; the running one is being stopped. */
+  #closed = false;
+  /** close() has returned: nothing more is written, every watch has ended. */
+  #stopped = false;
+  #lastCreatedMs = 0;
+  /** Store writes, in order. */
+  #io: Promise<void> = Promise.resolve();
+
+  private constructor(opts: JobManagerOptions, store: JobStore, ownsStore: boolean) {
+    this.#store = store;
+    this.#ownsStore = ownsStore;
+    this.#owner = opts.owner ?? `local:${Deno.pid}`;
+    this.#maxQueued = opts.maxQueued ?? 16;
+    this.#logger = opts.logger ?? consoleLogger;
+    this.#hostDirs = opts.hostDirs ?? [opts.dataDir];
+    this.#closeTimeoutMs = opts.closeTimeoutMs ?? 30_000;
+  }
+
+  /** Opens (creating if needed) the job store and reloads earlier jobs. */
+  static async open(opts: JobManagerOptions): Promise<JobManager> {
+    const logger = opts.logger ?? consoleLogger;
+    const store = opts.store ?? await LocalJobStore.open(localJobsDir(opts.dataDir), logger);
+    const m = new JobManager(opts, store, !opts.store);
+    await m.#load();
+    return m;
+  }
+
+  /**
+   * Queues a job; it starts when the jobs ahead of it have ended. With a request id already known
+   * for this kind, returns that job's record instead (failed_precondition when the request
+   * differs).
+   */
+  submit(sub: JobSubmission): JobRecord {
+    const known = this.findRequest(sub.kind, sub.requestId, sub.fingerprint);
+    if (known) return known;
+    if (this.#closed) throw new QloradError("unavailable", "the server is shutting down");
+    const busy = this.#running !== undefined || this.#queue.length > 0;
+    if (busy && this.#queue.length >= this.#maxQueued) {
+      throw new QloradError(
+        "resource_exhausted",
+        `job queue is full (${this.#queue.length} waiting behind the running job); try again later`,
+      );
+    }
+    // Strictly increasing within a process, so "newest first" is well defined.
+    const now = Math.max(Date.now(), this.#lastCreatedMs + 1);
+    this.#lastCreatedMs = now;
+    const entry: Entry = {
+      record: {
+        job_id: newJobId(sub.kind, now),
+        kind: sub.kind,
+        state: "QUEUED",
+        created_ms: now,
+        summary: sub.summary,
+        request: sub.request,
+        last_seq: 0,
+        ...(sub.requestId ? { request_id: sub.requestId, fingerprint: sub.fingerprint } : {}),
+      },
+      generation: 0,
+      events: [],
+      storedSeq: 0,
+      run: sub.run,
+      resumeHint: sub.resumeHint,
+      waiters: new Set(),
+    };
+    this.#jobs.set(entry.record.job_id, entry);
+    if (sub.requestId) this.#requests.set(requestKey(sub.kind, sub.requestId), entry);
+    this.#append(entry, "QUEUED");
+    this.#queue.push(entry);
+    this.#pump();
+    return this.get(entry.record.job_id);
+  }
+
+  /**
+   * The job a request id created, if any (a snapshot); failed_precondition when `fingerprint`
+   * says the request differs from the one that created it.
+   */
+  findRequest(kind: JobKind, requestId?: string, fingerprint?: string): JobRecord | undefined {
+    if (!requestId) return undefined;
+    const entry = this.#requests.get(requestKey(kind, requestId));
+    if (!entry) return undefined;
+    if (fingerprint !== undefined && entry.record.fingerprint !== fingerprint) {
+      throw new QloradError(
+        "failed_precondition",
+        `request_id ${JSON.stringify(requestId)} was used for job ${entry.record.job_id} with a ` +
+          `different request; use a new request_id`,
+      );
+    }
+    return structuredClone(entry.record);
+  }
+
+  /** A snapshot of one job's record; NOT_FOUND for an unknown id. */
+  get(jobId: string): JobRecord {
+    return structuredClone(this.#entry(jobId).record);
+  }
+
+  /** Snapshots of jobs, newest first. */
+  list(filter: ListFilter = {}): JobRecord[] {
+    return structuredClone(selectRecords([...this.#jobs.values()].map((e) => e.record), filter));
+  }
+
+  /**
+   * Cancels a job: a queued one ends CANCELLED at once; a running one has its signal aborted and
+   * ends CANCELLED when it stops; an ended (or ending) one is left as it is. Returns the record
+   * after the call. A running job past its point of no return (JobContext.commit) is not
+   * cancelled: failed_precondition, since it will end SUCCEEDED (or FAILED), never CANCELLED.
+   */
+  async cancel(jobId: string): Promise<JobRecord> {
+    const entry = this.#entry(jobId);
+    if (entry.ending) {
+      await entry.ending;
+      return this.get(jobId);
+    }
+    const state = entry.record.state;
+    if (state === "QUEUED") {
+      const at = this.#queue.indexOf(entry);
+      if (at >= 0) this.#queue.splice(at, 1);
+      await this.#finish(entry, "CANCELLED", {
+        error: { kind: "cancelled", message: "cancelled before it started" },
+      });
+    } else if (state === "RUNNING" && entry.committed) {
+      throw new QloradError(
+        "failed_precondition",
+        `job ${jobId} is writing its result and can no longer be cancelled; it ends shortly ` +
+          `(see WatchJob)`,
+      );
+    } else if (state === "RUNNING" && !entry.cancelRequested) {
+      entry.cancelRequested = true;
+      entry.controller?.abort(new CancelledError("cancelled by CancelJob"));
+    }
+    return this.get(jobId);
+  }
+
+  /**
+   * The job's events from `fromSeq` (0 or 1: from the first), then live ones, ending after the
+   * final event, when `signal` aborts, or when the manager closes. NOT_FOUND (thrown at once) for
+   * an unknown id.
+   */
+  watch(jobId: string, fromSeq = 1, signal?: AbortSignal): AsyncGenerator<JobEvent> {
+    const entry = this.#entry(jobId);
+    return this.#follow(entry, Math.max(1, fromSeq), signal);
+  }
+
+  /** The whole event log of a job (a snapshot). */
+  async events(jobId: string): Promise<JobEvent[]> {
+    const entry = this.#entry(jobId);
+    if (entry.events) return structuredClone(entry.events);
+    await this.#io;
+    return await Array.fromAsync(this.#store.read(jobId, 1));
+  }
+
+  /**
+   * Stops taking jobs, aborts the running one and waits for it (at most the close timeout), ends
+   * every watch, and flushes the store. A training job that stopped at a checkpoint ends FAILED
+   * with a resume hint (`shutDownAtCheckpoint`), and its watchers see that final event; other
+   * unfinished jobs stay QUEUED/RUNNING in the store, so the next start marks them FAILED.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    // Watches of queued jobs end now; those of the running job follow it until it stops.
+    for (const entry of this.#jobs.values()) wake(entry);
+    const running = this.#running;
+    if (running) {
+      running.controller?.abort(new CancelledError("server shutting down"));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          this.#logger.warn(`job ${running.record.job_id} did not stop within the close timeout`);
+          resolve();
+        }, this.#closeTimeoutMs);
+      });
+      await Promise.race([running.finished, timeout]);
+      clearTimeout(timer);
+    }
+    this.#stopped = true;
+    for (const entry of this.#jobs.values()) wake(entry);
+    await this.#io;
+    if (this.#ownsStore) await this.#store.close();
+  }
+
+  // ---------------------------------------------------------------- running jobs
+
+  #entry(jobId: string): Entry {
+    const entry = this.#jobs.get(jobId);
+    if (!entry) throw new QloradError("not_found", `job_id ${JSON.stringify(jobId)}: no such job`);
+    return entry;
+  }
+
+  #pump(): void {
+    if (this.#running || this.#closed) return;
+    const entry = this.#queue.shift();
+    if (!entry) return;
+    this.#running = entry;
+    entry.controller = new AbortController();
+    entry.record.state = "RUNNING";
+    entry.record.started_ms = Date.now();
+    // The lease comes first in the write order, so the RUNNING event and everything after it
+    // are written under its fence.
+    const claimed = this.#write(async () => {
+      const lease = await this.#store.claim(entry.record.job_id, this.#owner, LEASE_TTL_MS);
+      if (!lease) throw new Error(`job ${entry.record.job_id} is claimed by another server`);
+      entry.lease = lease;
+    });
+    this.#append(entry, "RUNNING");
+    entry.finished = this.#execute(entry, claimed);
+  }
+
+  async #execute(entry: Entry, claimed: Promise<boolean>): Promise<void> {
+    const signal = entry.controller!.signal;
+    const ctx: JobContext = {
+      jobId: entry.record.job_id,
+      signal,
+      emit: (payload) => {
+        // While closing, the job's last events (its checkpoint) still count.
+        if (entry.record.state === "RUNNING" && !this.#stopped && !entry.ending) {
+          this.#append(entry, "RUNNING", payload);
+        }
+      },
+      commit: () => {
+        if (signal.aborted) {
+          throw signal.reason instanceof QloradError ? signal.reason : new CancelledError();
+        }
+        entry.committed = true;
+      },
+    };
+    let outcome: { state: JobState; payload?: JobPayload };
+    try {
+      // A job runs only under its lease (a store that could not grant it: the job fails).
+      if (!await claimed) {
+        throw new QloradError(
+          "unavailable",
+          "this server could not claim the job in the job store",
+        );
+      }
+      // Cancelled (or shut down) before it started: it never runs.
+      if (signal.aborted) throw signal.reason;
+      const result = await entry.run!(ctx);
+      if (entry.cancelRequested && !entry.committed) {
+        // Cancelled, and the job never passed a point of no return: its result is dropped, as
+        // CancelJob promised.
+        throw signal.reason;
+      }
+      outcome = { state: "SUCCEEDED", payload: result || undefined };
+    } catch (err) {
+      if (signal.aborted) {
+        const message = signal.reason instanceof Error ? signal.reason.message : "cancelled";
+        outcome = { state: "CANCELLED", payload: { error: { kind: "cancelled", message } } };
+      } else {
+        const e = publicError(err, {
+          logger: this.#logger,
+          hostDirs: this.#hostDirs,
+          context: `job ${entry.record.job_id}`,
+        });
+        outcome = { state: "FAILED", payload: { error: e } };
+      }
+    }
+    entry.run = undefined;
+    entry.controller = undefined;
+    // Too late: close() gave up waiting; the next start marks the record FAILED.
+    if (this.#stopped) {
+      this.#running = undefined;
+      return;
+    }
+    if (this.#closed && signal.aborted && !entry.cancelRequested && outcome.state !== "SUCCEEDED") {
+      // Stopped by the shutdown. A job that can be resumed (a training job at a checkpoint) says
+      // so now; anything else stays RUNNING in the store and is marked FAILED by the next start.
+      const hint = entry.resumeHint?.();
+      if (!hint) {
+        this.#release(entry);
+        this.#running = undefined;
+        return;
+      }
+      outcome = { state: "FAILED", payload: { error: { kind: "unavailable", message: hint } } };
+    }
+    await this.#finish(entry, outcome.state, outcome.payload);
+    this.#release(entry);
+    this.#running = undefined;
+    this.#pump();
+  }
+
+  /**
+   * Ends a job: its terminal event and record are made durable in the store first, and only then
+   * published (state, watchers, log out of memory), so nobody sees an outcome a crash could undo.
+   */
+  #finish(entry: Entry, state: JobState, payload?: JobPayload): Promise<void> {
+    const record = entry.record;
+    const event = nextEvent(record, state, payload);
+    const ended = endedRecord(record, event);
+    entry.ending = new Promise<void>((resolve) => {
+      this.#write(async () => {
+        try {
+          await this.#storeEvents(entry, event.seq - 1);
+          entry.generation = await this.#store.end(event, ended, {
+            expectGeneration: entry.generation,
+            fence: entry.lease?.token,
+          });
+        } finally {
+          // Published even when the store failed (logged by #write): a job never hangs
+          // half-ended.
+          Object.assign(record, ended);
+          entry.events?.push(event);
+          entry.events = undefined;
+          entry.ending = undefined;
+          wake(entry);
+          resolve();
+        }
+      });
+    });
+    return entry.ending;
+  }
+
+  /** Gives up the job's lease (after its end, or when a shutdown leaves it unended). */
+  #release(entry: Entry): void {
+    this.#write(async () => {
+      const lease = entry.lease;
+      entry.lease = undefined;
+      if (lease) await this.#store.release(lease);
+    });
+  }
+
+  /**
+   * Appends a non-terminal event, stores it (and the record on a state change), and wakes
+   * watchers. (Terminal events go through #finish.)
+   */
+  #append(entry: Entry, state: JobState, payload?: JobPayload): void {
+    const record = entry.record;
+    const event = nextEvent(record, state, payload);
+    const stateChanged = record.last_event?.state !== state;
+    record.last_seq = event.seq;
+    record.last_event = event;
+    entry.events!.push(event);
+    const snapshot = stateChanged ? structuredClone(record) : undefined;
+    this.#write(async () => {
+      if (entry.generation === 0) {
+        // The job's first write: the store learns of it before its log starts.
+        const created = await this.#store.create(snapshot ?? structuredClone(record));
+        entry.generation = created.job.generation;
+        await this.#storeEvents(entry, event.seq);
+        return;
+      }
+      await this.#storeEvents(entry, event.seq);
+      if (snapshot) {
+        entry.generation = await this.#store.put(snapshot, {
+          expectGeneration: entry.generation,
+          fence: entry.lease?.token,
+        });
+      }
+    });
+    wake(entry);
+  }
+
+  /**
+   * Appends the job's events up to `seq` that the store does not have yet, in order: an append
+   * that failed (a full disk) is tried again with the next one, so the log never has a gap.
+   */
+  async #storeEvents(entry: Entry, seq: number): Promise<void> {
+    while (entry.storedSeq < seq) {
+      const event = entry.events![entry.storedSeq];
+      await this.#store.append(event, { fence: entry.lease?.token });
+      entry.storedSeq = event.seq;
+    }
+  }
+
+  async *#follow(entry: Entry, fromSeq: number, signal?: AbortSignal): AsyncGenerator<JobEvent> {
+    let next = fromSeq;
+    while (true) {
+      if (!entry.events) {
+        // An ended job's log has left memory: stream it from the store, a chunk at a time, so a
+        // slow watcher of a long log holds a few events, not the whole log. (Not ended by
+        // close(): the log is complete, and a watcher that was following the job when it ended
+        // must still get its final event.)
+        await this.#io;
+        yield* this.#store.read(entry.record.job_id, next, { signal });
+        return;
+      }
+      const events = entry.events;
+      while (next <= events.length) {
+        const ev = events[next - 1];
+        next++;
+        yield structuredClone(ev);
+        if (isTerminal(ev.state)) return;
+      }
+      if (isTerminal(entry.record.state) || signal?.aborted) return;
+      if (this.#stopped || (this.#closed && entry !== this.#running)) return;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          entry.waiters.delete(done);
+          signal?.removeEventListener("abort", done);
+          resolve();
+        };
+        entry.waiters.add(done);
+        signal?.addEventListener("abort", done);
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- store
+
+  /** Queues a store write after the earlier ones; resolves false (and logs) when it failed. */
+  #write(op: () => Promise<void>): Promise<boolean> {
+    const done = this.#io.then(op).then(() => true, (err) => {
+      this.#logger.error(`could not write the job store in ${this.#store.location}`, err);
+      return false;
+    });
+    this.#io = done.then(() => {});
+    return done;
+  }
+
+  async #load(): Promise<void> {
+    for (const stored of await this.#store.list()) {
+      const job = isTerminal(stored.record.state)
+        ? stored
+        : await endInterrupted(this.#store, stored, this.#owner, this.#logger);
+      const entry: Entry = {
+        record: job.record,
+        generation: job.generation,
+        storedSeq: job.record.last_seq,
+        waiters: new Set(),
+      };
+      this.#jobs.set(job.record.job_id, entry);
+      if (job.record.request_id) {
+        this.#requests.set(requestKey(job.record.kind, job.record.request_id), entry);
+      }
+    }
+  }
+}
+
+function requestKey(kind: JobKind, requestId: string): string {
+  return `${kind}\0${requestId}`;
+}
+
+function wake(entry: Entry): void {
+  for (const w of [...entry.waiters]) w();
+}
+
+function newJobId(kind: JobKind, now: number): string {
+  const rand = crypto.getRandomValues(new Uint8Array(4));
+  const hex = [...rand].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${kind}-${now.toString(36)}-${hex}`;
+}
