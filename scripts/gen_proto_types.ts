@@ -6,6 +6,7 @@
  *
  *   deno task gen-proto-types [--out DIR]
  */
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { PROTO_LOADER_OPTIONS } from "../src/service/server.ts";
@@ -23,8 +24,9 @@ async function generator(): Promise<string> {
   return `${spec}/proto-loader-gen-types`;
 }
 
-/** Generates into `outDir` (replaced), relative to the repository root. */
+/** Generates into `outDir` (replaced; a relative path is from the repository root). */
 export async function generateProtoTypes(outDir: string): Promise<void> {
+  const out = resolve(ROOT, outDir);
   const o = PROTO_LOADER_OPTIONS;
   const flags = [
     ...(o.keepCase ? ["--keepCase"] : []),
@@ -34,7 +36,7 @@ export async function generateProtoTypes(outDir: string): Promise<void> {
     ...(o.oneofs ? ["--oneofs"] : []),
     "--importFileExtension=.ts",
   ];
-  await Deno.remove(`${ROOT}/${outDir}`, { recursive: true }).catch(() => {});
+  await Deno.remove(out, { recursive: true }).catch(() => {});
   const r = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -45,7 +47,7 @@ export async function generateProtoTypes(outDir: string): Promise<void> {
       "-I",
       "proto",
       "-O",
-      outDir,
+      out,
       "qlorad/v1/qlorad.proto",
     ],
     cwd: ROOT,
