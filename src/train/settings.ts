@@ -345,7 +345,7 @@ export function quantFormatSettings(
   const t = typeof type === "string" ? type.toLowerCase() : type;
   if (t !== "nf4" && t !== "fp4") {
     const field = name("quantType");
-    throw new SettingError(field, `${field}: ${JSON.stringify(type)} is unsupported (nf4 or fp4)`);
+    throw new SettingError(field, `${field} ${JSON.stringify(type)}: unsupported (nf4 or fp4)`);
   }
   const blocksize = inRange(
     input.blocksize,
