@@ -35,7 +35,7 @@ COPY shaders ./shaders
 COPY proto ./proto
 COPY scripts ./scripts
 # Resolve and cache every module the entry points import (the server and the health probe).
-RUN deno cache --frozen src/cli.ts scripts/health_probe.ts
+RUN deno cache --frozen src/cli/main.ts scripts/health_probe.ts
 
 # Trim: dawn.node for other operating systems (~90 MiB), and the extracted package copies in
 # DENO_DIR's npm cache that duplicate node_modules (Deno still needs the registry metadata kept
@@ -43,7 +43,7 @@ RUN deno cache --frozen src/cli.ts scripts/health_probe.ts
 RUN rm -rf node_modules/.deno/webgpu@*/node_modules/webgpu/dist/win32-* \
            node_modules/.deno/webgpu@*/node_modules/webgpu/dist/darwin-* \
  && find "$DENO_DIR/npm" -mindepth 3 -maxdepth 4 -type d -name '[0-9]*' -prune -exec rm -rf {} + \
- && deno run --cached-only -A src/cli.ts help >/dev/null
+ && deno run --cached-only -A src/cli/main.ts help >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 # Runtime stage: Debian 12, the same distribution the project is developed and tested on.
@@ -113,5 +113,5 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
 # --cached-only: start from the cache baked in above, never from a registry (clusters are often
 # offline). --expose-gc: the trainer frees GPU-backed objects between steps. SIGTERM (docker
 # stop, pod deletion) stops the server gracefully: a running training job writes a checkpoint.
-ENTRYPOINT ["deno", "run", "--cached-only", "-A", "--v8-flags=--expose-gc", "src/cli.ts"]
+ENTRYPOINT ["deno", "run", "--cached-only", "-A", "--v8-flags=--expose-gc", "src/cli/main.ts"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "50051", "--data-dir", "/data"]

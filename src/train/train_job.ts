@@ -16,7 +16,6 @@ import { readJsonFile } from "../io/checkpoint.ts";
 import { loadCheckpoint } from "./checkpoint.ts";
 import { loadAdapter } from "./peft.ts";
 import {
-  type Hyperparameters,
   runTraining,
   type TrainingData,
   type TrainingEvents,
@@ -29,7 +28,13 @@ import {
   checkMemoryFits,
   deviceActivationPrecision,
   quantSettingsOf,
+  type SizingSettingNames,
 } from "./memory_fit.ts";
+import {
+  HYPERPARAMETER_FIELDS,
+  type HyperparameterKey,
+  type TrainHyperparameters,
+} from "./settings.ts";
 
 /** The Train request's field names, as errors quote them. */
 const TRAIN_SETTING_NAMES = {
@@ -47,11 +52,13 @@ export interface TrainJobOptions {
   outputDir: string;
   resumeFrom?: string;
   lora: LoraSpec;
-  hp: Hyperparameters & { packing: boolean };
+  hp: TrainHyperparameters;
   /** What the user called things (errors and files show these, never host paths). */
   labels: { baseModel: string; dataset: string; evalDataset?: string };
   /** GPU memory the job may use (bytes); 0 or absent: only the adapter's buffer limits. */
   gpuMemoryBudgetBytes?: number;
+  /** The user's names for the sizing settings, as errors quote them; the Train request's fields when absent. */
+  settingNames?: Partial<SizingSettingNames>;
 }
 
 export interface JobHooks extends TrainingEvents {
@@ -98,25 +105,32 @@ function planData(
   return { plan, data };
 }
 
-/** Settings a checkpoint records; resuming with different ones would not continue the run. */
+/**
+ * The hyperparameters a checkpoint records; resuming with different ones would not continue the
+ * run. (Checkpointing, saving, evaluating and optimizer paging may change on resume.)
+ */
+const RUN_HYPERPARAMETERS: readonly HyperparameterKey[] = [
+  "learningRate",
+  "lrScheduler",
+  "warmupSteps",
+  "maxSteps",
+  "epochs",
+  "microBatchSize",
+  "gradientAccumulationSteps",
+  "maxSeqLen",
+  "maxGradNorm",
+  "weightDecay",
+  "seed",
+  "packing",
+];
+
+/** Settings a checkpoint records, under their snake_case names. */
 function runSettings(o: TrainJobOptions): Record<string, unknown> {
-  const { hp, lora } = o;
   return {
     base_model: o.labels.baseModel,
     dataset: o.labels.dataset,
-    lora,
-    learning_rate: hp.learningRate,
-    lr_scheduler: hp.lrScheduler,
-    warmup_steps: hp.warmupSteps,
-    max_steps: hp.maxSteps,
-    epochs: hp.epochs,
-    micro_batch_size: hp.microBatchSize,
-    gradient_accumulation_steps: hp.gradientAccumulationSteps,
-    max_seq_len: hp.maxSeqLen,
-    max_grad_norm: hp.maxGradNorm,
-    weight_decay: hp.weightDecay,
-    seed: hp.seed,
-    packing: hp.packing,
+    lora: o.lora,
+    ...Object.fromEntries(RUN_HYPERPARAMETERS.map((k) => [HYPERPARAMETER_FIELDS[k], o.hp[k]])),
   };
 }
 
@@ -128,12 +142,8 @@ export async function runTrainJob(
 ): Promise<TrainingSummary> {
   const rawConfig = await readJsonFile(join(o.baseModelDir, "config.json"));
   const cfg = llamaConfigFromHf(rawConfig, `${o.labels.baseModel}/config.json`);
-  checkSequenceLength(
-    cfg,
-    o.hp.maxSeqLen,
-    "hyperparameters.max_seq_len",
-    `${o.labels.baseModel}/config.json`,
-  );
+  const names = { ...TRAIN_SETTING_NAMES, ...o.settingNames };
+  checkSequenceLength(cfg, o.hp.maxSeqLen, names.maxSeqLen, `${o.labels.baseModel}/config.json`);
   hooks.progress?.("reading datasets");
   const tokenizer = await loadTokenizer(o.baseModelDir);
   const train = await loadDataset(o.datasetPath, tokenizer, {
@@ -200,7 +210,7 @@ export async function runTrainJob(
       maxStorageBufferBindingSize: ctx.maxBindingBytes,
     },
     budgetBytes: o.gpuMemoryBudgetBytes,
-    names: TRAIN_SETTING_NAMES,
+    names,
     shape: {
       batch: o.hp.microBatchSize,
       seq: seqLen,

@@ -15,7 +15,7 @@ import { call, connect, streamCall } from "../service/grpc_client.ts";
 import type { Msg } from "../service/grpc_client.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const CLI = path.join(ROOT, "src/cli.ts");
+const CLI = path.join(ROOT, "src/cli/main.ts");
 const PYTHON = "/usr/bin/python3";
 
 /**

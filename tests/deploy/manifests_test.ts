@@ -538,7 +538,7 @@ Deno.test("Dockerfile: runs as a non-root user and can reach the GPU or Mesa", a
 Deno.test("Dockerfile: serves gRPC on the exposed port with the data dir, health-checked", async () => {
   const df = await dockerfile();
   assert.deepEqual(df.entrypoint.slice(0, 2), ["deno", "run"]);
-  assert.equal(df.entrypoint.at(-1), "src/cli.ts");
+  assert.equal(df.entrypoint.at(-1), "src/cli/main.ts");
   assert.ok(df.entrypoint.includes("--v8-flags=--expose-gc"));
   assert.equal(df.cmd[0], "serve");
   const port = flagValue(df.cmd, "--port");

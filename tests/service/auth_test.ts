@@ -217,7 +217,7 @@ Deno.test("loadAuthToken: from a value or a file; errors name the source", async
 
 // ------------------------------------------------------------------ through `qlorad serve`
 
-const CLI = fileURLToPath(new URL("../../src/cli.ts", import.meta.url));
+const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
 
 /** `qlorad serve` on a free port; resolves once it listens. */
 async function serve(args: string[], env: Record<string, string> = {}) {

@@ -13,7 +13,7 @@ import { silentLogger } from "../../src/service/status.ts";
 import { QloradError } from "../../src/util/errors.ts";
 import { call, collect, connect, type Msg } from "./grpc_client.ts";
 
-const CLI = fileURLToPath(new URL("../../src/cli.ts", import.meta.url));
+const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
 
 interface Served {
   port: number;

@@ -16,7 +16,7 @@ import { silentLogger } from "../../src/service/status.ts";
 import { CancelledError } from "../../src/util/errors.ts";
 import { call, collect, connect, follow, type Msg } from "./grpc_client.ts";
 
-const CLI = fileURLToPath(new URL("../../src/cli.ts", import.meta.url));
+const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
 const MAX_STEPS = 80;
 
 interface Served {

@@ -24,7 +24,7 @@ import {
   PAPER_LORA,
   quantWeightBytes,
 } from "../../src/train/estimate.ts";
-import { runEstimateCommand } from "../../src/train/estimate_cli.ts";
+import { runEstimateCommand } from "../../src/cli/estimate.ts";
 import { Rng } from "../../src/util/random.ts";
 import { randomBatch, TINY, tinySetup } from "../model/setup.ts";
 
@@ -550,5 +550,8 @@ Deno.test("estimate CLI: presets, comparison, a config.json, usage errors", asyn
     assert.equal(r.code, 2, `${args.join(" ")}: ${r.out}`);
     assert.ok(r.err.includes("usage:"), args.join(" "));
   }
-  await assert.rejects(() => cli(["--config", "/nonexistent/config.json"]), /no such file/);
+  // A file that is not there is a failure (exit 1), not a usage error; the message names it.
+  const missing = await cli(["--config", "/nonexistent/config.json"]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.err, /\/nonexistent\/config\.json: no such file/);
 });

@@ -3,37 +3,26 @@
  * model folder's config.json, or model_config_json) is size-limited and its dimensions bounded
  * before anything is computed from them, and every byte count must stay exact.
  */
-import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
 import { parseJsonText } from "../../util/json.ts";
 import { type LlamaConfig, llamaConfigFromHf } from "../../model/config.ts";
 import { estimateMemory } from "../../train/estimate.ts";
-import { validateBlocksize } from "../../quant/blockwise.ts";
 import { invalidArgument } from "../../util/errors.ts";
-import { serviceErrorOf } from "../status.ts";
 import { MAX_CONFIG_BYTES, readModelConfig } from "./model_config.ts";
-import type { ServiceContext } from "./jobs.ts";
-import { parseHyperparameters, parseLoraConfig } from "./train.ts";
+import { type ServiceContext, unary } from "./jobs.ts";
+import {
+  hyperparametersFromMessage,
+  loraFromMessage,
+  quantizeSettingsOf,
+} from "./request_settings.ts";
 import { checkPathFields } from "./validate.ts";
+import type { EstimateMemoryRequest, EstimateMemoryResponse } from "../messages.ts";
 
-// deno-lint-ignore no-explicit-any
-type Msg = Record<string, any>;
-
-const QUANT_TYPES: Record<string, "nf4" | "fp4"> = {
-  QUANT_TYPE_UNSPECIFIED: "nf4",
-  QUANT_TYPE_NF4: "nf4",
-  QUANT_TYPE_FP4: "fp4",
-};
-
-export async function estimateFromRequest(req: Msg, dataDir: string): Promise<Msg> {
+export async function estimateFromRequest(
+  req: EstimateMemoryRequest,
+  dataDir: string,
+): Promise<EstimateMemoryResponse> {
   checkPathFields(req, ["base_model_path"]);
-  const quantType = QUANT_TYPES[req.quant_type ?? "QUANT_TYPE_UNSPECIFIED"];
-  if (!quantType) {
-    throw invalidArgument(
-      `quant_type ${
-        JSON.stringify(req.quant_type)
-      }: unsupported (QUANT_TYPE_NF4 or QUANT_TYPE_FP4)`,
-    );
-  }
+  const { quantType, blocksize, doubleQuant } = quantizeSettingsOf(req);
   let cfg: LlamaConfig;
   if (req.model_config_json) {
     if (req.base_model_path) {
@@ -49,34 +38,25 @@ export async function estimateFromRequest(req: Msg, dataDir: string): Promise<Ms
   } else {
     throw invalidArgument("base_model_path or model_config_json is required");
   }
-  const hp = parseHyperparameters(req.hyperparameters);
-  const blocksize = Number(req.blocksize || 64);
-  validateBlocksize(blocksize, "blocksize");
+  const hp = hyperparametersFromMessage(req.hyperparameters);
   const est = estimateMemory(cfg, {
-    lora: parseLoraConfig(req.lora),
+    lora: loraFromMessage(req.lora),
     microBatchSize: hp.microBatchSize,
     maxSeqLen: hp.maxSeqLen,
     gradientCheckpointing: hp.gradientCheckpointing,
     optimizerGpuBudgetBytes: hp.optimizerGpuBudgetBytes,
     quantType,
     blocksize,
-    doubleQuant: req.double_quant ?? true,
+    doubleQuant,
   });
   return { bytes_by_category: est.bytes, total_bytes: est.total };
 }
 
+/** The EstimateMemory RPC. */
 export function estimateHandler(ctx: ServiceContext) {
-  return async (call: ServerUnaryCall<Msg, Msg>, callback: sendUnaryData<Msg>) => {
-    try {
-      callback(null, await estimateFromRequest(call.request, ctx.dataDir));
-    } catch (err) {
-      callback(
-        serviceErrorOf(err, {
-          logger: ctx.logger,
-          hostDirs: ctx.hostDirs,
-          context: "EstimateMemory",
-        }),
-      );
-    }
-  };
+  return unary(
+    ctx,
+    "EstimateMemory",
+    (req: EstimateMemoryRequest) => estimateFromRequest(req, ctx.dataDir),
+  );
 }

@@ -4,45 +4,35 @@
  * that works through pinned paths (confine.ts). The dataset's records are checked when the job
  * starts.
  */
-import type { ServerWritableStream } from "@grpc/grpc-js";
 import { join } from "node:path";
 import { exists } from "../../io/atomic.ts";
 import { type EvaluateJobOptions, runEvaluateJob } from "../../train/evaluate_job.ts";
 import { invalidArgument, notFound } from "../../util/errors.ts";
 import { normalizeUserPath, resolveDataPath } from "../paths.ts";
-import type { JobRun } from "../jobs.ts";
-import { checkFolderLinks, Pins } from "../confine.ts";
-import { type JobStart, type ServiceContext, startJob } from "./jobs.ts";
+import { checkFolderLinks } from "../confine.ts";
+import type { ServiceContext } from "./jobs.ts";
+import { dataRelative, jobBody, type JobRpc, jobRpcHandler, type JobStart } from "./job_rpc.ts";
 import { readModelConfig } from "./model_config.ts";
-import { jobError, modelFolder } from "./train.ts";
-import { checkPathFields, intIn } from "./validate.ts";
+import { modelFolder } from "./train.ts";
+import { evaluateSettingsOf } from "./request_settings.ts";
+import { checkPathFields } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
 import { tracedJob } from "../../telemetry/job_hooks.ts";
-
-// deno-lint-ignore no-explicit-any
-type Msg = Record<string, any>;
+import type { Echoed, EvaluateRequest } from "../messages.ts";
 
 export interface ValidatedEvaluate {
-  request: Msg;
+  /** The request with every default filled in (what GetJob shows). */
+  request: Echoed<EvaluateRequest>;
   options: EvaluateJobOptions;
   summary: string;
 }
 
 export async function validateEvaluateRequest(
-  req: Msg,
+  req: EvaluateRequest,
   dataDir: string,
 ): Promise<ValidatedEvaluate> {
   checkPathFields(req, ["base_model_path", "dataset_path", "adapter_path"]);
-  const maxSeqLen = intIn(req.max_seq_len, "max_seq_len", 2, 131072, 512);
-  const batchSize = intIn(req.batch_size, "batch_size", 1, 1024, 1);
-  const maxNewTokens = intIn(req.max_new_tokens, "max_new_tokens", 1, 4096, 64);
-  const prompts: string[] = [...(req.sample_prompts ?? [])];
-  if (prompts.length > 64) {
-    throw invalidArgument(`sample_prompts: at most 64, got ${prompts.length}`);
-  }
-  if (prompts.some((p) => typeof p !== "string" || p.length === 0 || p.length > 16384)) {
-    throw invalidArgument("sample_prompts: each prompt must be 1..16384 characters");
-  }
+  const { maxSeqLen, batchSize, maxNewTokens, samplePrompts: prompts } = evaluateSettingsOf(req);
   const baseModelDir = await modelFolder(dataDir, req.base_model_path, "base_model_path");
   const { cfg } = await readModelConfig(dataDir, req.base_model_path, "base_model_path");
   if (maxSeqLen > cfg.maxPositions) {
@@ -106,43 +96,36 @@ export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobStart
     "qlorad.adapter": v.request.adapter_path,
     "qlorad.dataset": v.request.dataset_path,
   });
-  const body: JobRun = async ({ signal, emit }) => {
-    const pins = new Pins();
-    const userPath = (p: string) =>
-      p.startsWith(ctx.dataDir + "/") ? p.slice(ctx.dataDir.length + 1) : p;
-    const traced = tracedJob(spans, {
+  let traced: ReturnType<typeof tracedJob>;
+  const run = jobBody(spans, ({ emit }) => {
+    traced = tracedJob(spans, {
       progress: (message, index, total) => emit({ progress: { message, index, total } }),
       log: (level, message) => emit({ log: { level, message } }),
     }, ctx.gpu);
-    let r;
-    try {
-      const o = v.options;
-      const label = (field: string) => `${field} ${JSON.stringify(v.request[field])}`;
-      const baseModelDir = await pins.pin(o.baseModelDir, label("base_model_path"), "dir");
-      await checkFolderLinks(ctx.dataDir, baseModelDir, label("base_model_path"));
-      const datasetPath = await pins.pin(o.datasetPath, label("dataset_path"), "file");
-      const adapterDir = o.adapterDir
-        ? await pins.pin(o.adapterDir, label("adapter_path"), "dir")
-        : undefined;
-      if (adapterDir) await checkFolderLinks(ctx.dataDir, adapterDir, label("adapter_path"));
-      r = await runEvaluateJob(
-        traced.gpu,
-        {
-          ...o,
-          baseModelDir,
-          datasetPath,
-          adapterDir,
-          gpuMemoryBudgetBytes: ctx.gpuMemoryBudgetBytes,
-        },
-        traced.hooks,
-        signal,
-      );
-    } catch (err) {
-      throw jobError(err, (m) => pins.rename(m, userPath));
-    } finally {
-      await traced.finish();
-      await pins.close();
-    }
+    return { userPath: dataRelative(ctx.dataDir), finish: () => traced.finish() };
+  }, async ({ signal }, pins) => {
+    const o = v.options;
+    const label = (field: keyof Echoed<EvaluateRequest>) =>
+      `${field} ${JSON.stringify(v.request[field])}`;
+    const baseModelDir = await pins.pin(o.baseModelDir, label("base_model_path"), "dir");
+    await checkFolderLinks(ctx.dataDir, baseModelDir, label("base_model_path"));
+    const datasetPath = await pins.pin(o.datasetPath, label("dataset_path"), "file");
+    const adapterDir = o.adapterDir
+      ? await pins.pin(o.adapterDir, label("adapter_path"), "dir")
+      : undefined;
+    if (adapterDir) await checkFolderLinks(ctx.dataDir, adapterDir, label("adapter_path"));
+    const r = await runEvaluateJob(
+      traced.gpu,
+      {
+        ...o,
+        baseModelDir,
+        datasetPath,
+        adapterDir,
+        gpuMemoryBudgetBytes: ctx.gpuMemoryBudgetBytes,
+      },
+      traced.hooks,
+      signal,
+    );
     spans.set({ "qlorad.loss": r.loss, "qlorad.tokens": r.tokens });
     return {
       eval_result: {
@@ -154,18 +137,18 @@ export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobStart
         samples: r.samples,
       },
     };
-  };
-  return {
-    summary: v.summary,
-    request: v.request,
-    run: (job) => spans.run(job.jobId, () => body(job), job.signal),
-  };
+  });
+  return { summary: v.summary, request: v.request, run };
 }
 
+/** The Evaluate RPC. */
+export const EVALUATE_RPC: JobRpc<EvaluateRequest, ValidatedEvaluate> = {
+  kind: "evaluate",
+  method: "Evaluate",
+  validate: validateEvaluateRequest,
+  job: evaluateJob,
+};
+
 export function evaluateHandler(ctx: ServiceContext) {
-  return (call: ServerWritableStream<Msg, Msg>) =>
-    startJob(call, ctx, "evaluate", "Evaluate", async () => {
-      const v = await validateEvaluateRequest(call.request, ctx.dataDir);
-      return evaluateJob(v, ctx);
-    });
+  return jobRpcHandler(ctx, EVALUATE_RPC);
 }

@@ -1,26 +1,19 @@
 /**
  * WatchJob, GetJob, ListJobs, CancelJob, the translation between the JobManager's plain
- * objects and the proto's messages (enum names, Timestamps, the payload oneof), and what every
- * job-starting RPC shares (startJob): the stream limits, the idempotency key (request_id), no job
- * for a call whose deadline has passed, and a stream that follows the client's flow control.
+ * objects and the proto's messages (enum names, Timestamps, the payload oneof), and the event
+ * stream every job RPC writes (streamJob), which follows the client's flow control. What the
+ * job-starting RPCs share besides is in job_rpc.ts.
  */
-import { createHash } from "node:crypto";
-import type {
-  sendUnaryData,
-  ServerUnaryCall,
-  ServerWritableStream,
-  UntypedHandleCall,
-} from "@grpc/grpc-js";
+import type { sendUnaryData, UntypedHandleCall } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
 import { QloradError } from "../../util/errors.ts";
 import { isTerminal } from "../jobs.ts";
 import type {
-  JobEvent,
+  JobEvent as JobRecordEvent,
   JobKind,
   JobManager,
   JobPayload,
   JobRecord,
-  JobRun,
   JobState,
 } from "../jobs.ts";
 import type { StreamLimiter } from "../streams.ts";
@@ -28,6 +21,20 @@ import { codeName, grpcCodeOf, serviceErrorOf, toServiceError } from "../status.
 import type { Logger } from "../status.ts";
 import type { quantizeModel } from "../../quant/quantize_model.ts";
 import type { GpuContext } from "../../gpu/context.ts";
+import type {
+  CancelJobRequest,
+  CancelJobResponse,
+  GetJobRequest,
+  Job,
+  JobEvent,
+  JobEventStream,
+  JobKindName,
+  JobStateName,
+  ListJobsRequest,
+  ListJobsResponse,
+  UnaryCall,
+  WatchJobRequest,
+} from "../messages.ts";
 
 /** What every handler needs. */
 export interface ServiceContext {
@@ -47,12 +54,9 @@ export interface ServiceContext {
   gpuMemoryBudgetBytes?: number;
 }
 
-// deno-lint-ignore no-explicit-any
-type Msg = Record<string, any>;
-
 // ------------------------------------------------------------------ translation
 
-const KINDS: Record<JobKind, string> = {
+const KINDS: Record<JobKind, JobKindName> = {
   quantize: "JOB_KIND_QUANTIZE",
   train: "JOB_KIND_TRAIN",
   evaluate: "JOB_KIND_EVALUATE",
@@ -63,11 +67,15 @@ export function timestampOf(ms: number): { seconds: number; nanos: number } {
   return { seconds, nanos: Math.round((ms - seconds * 1000) * 1e6) };
 }
 
-export function jobStateEnum(state: JobState): string {
+export function jobStateEnum(state: JobState): JobStateName {
   return `JOB_STATE_${state}`;
 }
 
-function payloadMessage(payload: JobPayload): Msg {
+/**
+ * The payload oneof of a JobEvent. The job bodies build the payloads in the proto's field names
+ * (JobPayload keeps them as plain objects); the error and log payloads differ and are mapped.
+ */
+function payloadMessage(payload: JobPayload): Partial<JobEvent> {
   if ("error" in payload) {
     const e = payload.error;
     return { error: { code: codeName(grpcCodeOf(e.kind)), message: e.message } };
@@ -76,11 +84,11 @@ function payloadMessage(payload: JobPayload): Msg {
     const level = payload.log.level === "warning" ? "LOG_LEVEL_WARNING" : "LOG_LEVEL_INFO";
     return { log: { level, message: payload.log.message } };
   }
-  return payload;
+  return payload as Partial<JobEvent>;
 }
 
 /** A JobEvent message. */
-export function eventMessage(ev: JobEvent): Msg {
+export function eventMessage(ev: JobRecordEvent): JobEvent {
   return {
     job_id: ev.job_id,
     seq: ev.seq,
@@ -91,7 +99,7 @@ export function eventMessage(ev: JobEvent): Msg {
 }
 
 /** A Job message. */
-export function jobMessage(r: JobRecord): Msg {
+export function jobMessage(r: JobRecord): Job {
   return {
     job_id: r.job_id,
     kind: KINDS[r.kind] ?? "JOB_KIND_UNSPECIFIED",
@@ -105,7 +113,8 @@ export function jobMessage(r: JobRecord): Msg {
       ? { error: { code: codeName(grpcCodeOf(r.error.kind)), message: r.error.message } }
       : {}),
     ...(r.last_event ? { last_event: eventMessage(r.last_event) } : {}),
-    ...(r.request && KINDS[r.kind] ? { [r.kind]: r.request } : {}),
+    // The request each job kind's handler echoed (its request message, defaults filled in).
+    ...(r.request && KINDS[r.kind] ? { [r.kind]: r.request as Job[JobKind] } : {}),
   };
 }
 
@@ -114,7 +123,7 @@ export function jobMessage(r: JobRecord): Msg {
 /**
  * Resolves when the stream can take more (drain), or when the client has gone (`gone` aborts).
  */
-function drained(call: ServerWritableStream<Msg, Msg>, gone: AbortSignal): Promise<void> {
+function drained(call: JobEventStream<unknown>, gone: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       call.off("drain", done);
@@ -142,7 +151,7 @@ function drained(call: ServerWritableStream<Msg, Msg>, gone: AbortSignal): Promi
  * status carries the same code and message, and WatchJob replays the whole log.
  */
 export async function streamJob(
-  call: ServerWritableStream<Msg, Msg>,
+  call: JobEventStream<unknown>,
   ctx: ServiceContext,
   jobId: string,
   fromSeq: number,
@@ -152,7 +161,7 @@ export async function streamJob(
   const onCancelled = () => disconnected.abort();
   call.on("cancelled", onCancelled);
   try {
-    let last: JobEvent | undefined;
+    let last: JobRecordEvent | undefined;
     for await (const ev of ctx.jobs.watch(jobId, fromSeq, disconnected.signal)) {
       if (call.cancelled) break;
       last = ev;
@@ -178,14 +187,14 @@ export async function streamJob(
   }
 }
 
-function errorFor(err: unknown, ctx: ServiceContext, context: string) {
+export function errorFor(err: unknown, ctx: ServiceContext, context: string) {
   return serviceErrorOf(err, { logger: ctx.logger, hostDirs: ctx.hostDirs, context });
 }
 
 /** Job ids are short ("train-<time>-<hex>"); a longer one is refused without being echoed. */
 const MAX_JOB_ID_CHARS = 128;
 
-function requireJobId(req: Msg): string {
+function requireJobId(req: { job_id: string }): string {
   const id = req.job_id;
   if (typeof id !== "string" || id === "") {
     throw new QloradError("invalid_argument", "job_id is required");
@@ -206,12 +215,12 @@ function safeCount(value: unknown, field: string): number {
 }
 
 /** A unary handler that maps thrown errors to statuses. */
-export function unary(
+export function unary<Req, Res>(
   ctx: ServiceContext,
   name: string,
-  body: (req: Msg) => Msg | Promise<Msg>,
+  body: (req: Req) => Res | Promise<Res>,
 ): UntypedHandleCall {
-  return async (call: ServerUnaryCall<Msg, Msg>, callback: sendUnaryData<Msg>) => {
+  return async (call: UnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     try {
       callback(null, await body(call.request));
     } catch (err) {
@@ -238,7 +247,7 @@ function jobStateOf(value: unknown): JobState {
 /** WatchJob, GetJob, ListJobs and CancelJob. */
 export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCall> {
   return {
-    WatchJob: async (call: ServerWritableStream<Msg, Msg>) => {
+    WatchJob: async (call: JobEventStream<WatchJobRequest>) => {
       let jobId: string;
       let fromSeq: number;
       let release: () => void;
@@ -257,8 +266,12 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
         release();
       }
     },
-    GetJob: unary(ctx, "GetJob", (req) => jobMessage(ctx.jobs.get(requireJobId(req)))),
-    ListJobs: unary(ctx, "ListJobs", (req) => {
+    GetJob: unary(
+      ctx,
+      "GetJob",
+      (req: GetJobRequest): Job => jobMessage(ctx.jobs.get(requireJobId(req))),
+    ),
+    ListJobs: unary(ctx, "ListJobs", (req: ListJobsRequest): ListJobsResponse => {
       if (!(req.kind in JOB_KIND_OF)) {
         throw new QloradError(
           "invalid_argument",
@@ -275,115 +288,14 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
     CancelJob: unary(
       ctx,
       "CancelJob",
-      async (req) => ({ job: jobMessage(await ctx.jobs.cancel(requireJobId(req))) }),
+      async (req: CancelJobRequest): Promise<CancelJobResponse> => ({
+        job: jobMessage(await ctx.jobs.cancel(requireJobId(req))),
+      }),
     ),
   };
 }
 
-// ------------------------------------------------------------------ starting jobs
-
 /** A stream slot for `call` (see streams.ts); returns its release. */
-function acquireStream(ctx: ServiceContext, call: ServerWritableStream<Msg, Msg>): () => void {
+export function acquireStream(ctx: ServiceContext, call: JobEventStream<unknown>): () => void {
   return ctx.streams?.acquire(call.getPeer()) ?? (() => {});
-}
-
-/** The longest request_id accepted. */
-export const MAX_REQUEST_ID_CHARS = 128;
-
-/** request_id: empty (none) or 1..128 visible ASCII characters. */
-export function requestIdOf(req: Msg): string | undefined {
-  const id = req.request_id;
-  if (id === undefined || id === null || id === "") return undefined;
-  if (typeof id !== "string" || id.length > MAX_REQUEST_ID_CHARS || !/^[\x21-\x7e]+$/.test(id)) {
-    throw new QloradError(
-      "invalid_argument",
-      `request_id: 1..${MAX_REQUEST_ID_CHARS} visible ASCII characters (no spaces)`,
-    );
-  }
-  return id;
-}
-
-/** A digest of the request as received, request_id left out (a retry sends the same message). */
-export function fingerprintOf(req: Msg): string {
-  const { request_id: _id, ...rest } = req;
-  return createHash("sha256").update(JSON.stringify(rest)).digest("hex");
-}
-
-/** The call's client has gone, or its deadline has passed: nobody will see a job started now. */
-export function callGone(call: ServerWritableStream<Msg, Msg>): boolean {
-  if (call.cancelled) return true;
-  const deadline = call.getDeadline();
-  const ms = deadline instanceof Date ? deadline.getTime() : Number(deadline);
-  return Number.isFinite(ms) && ms <= Date.now();
-}
-
-/** What a job-starting RPC's validation produces. */
-export interface JobStart {
-  summary: string;
-  /** The request with defaults filled in (what GetJob shows). */
-  request: Msg;
-  run: JobRun;
-  resumeHint?: () => string | undefined;
-}
-
-/**
- * The body of Quantize, Train and Evaluate: takes a stream slot, returns the job a known
- * request_id created (same request) or validates and submits a new one, and streams its events.
- * Nothing is created when the call has ended (deadline passed, client gone) by the time the
- * request is valid; so a client whose deadline expired can retry with the same request_id and
- * get the one job either way.
- */
-export async function startJob(
-  call: ServerWritableStream<Msg, Msg>,
-  ctx: ServiceContext,
-  kind: JobKind,
-  method: string,
-  validate: () => Promise<JobStart>,
-): Promise<void> {
-  let release: (() => void) | undefined;
-  let jobId: string;
-  try {
-    release = acquireStream(ctx, call);
-    const requestId = requestIdOf(call.request);
-    const fingerprint = requestId ? fingerprintOf(call.request) : undefined;
-    const known = ctx.jobs.findRequest(kind, requestId, fingerprint);
-    if (known) {
-      jobId = known.job_id;
-    } else {
-      ctx.logger.debug?.(`${method}: validating the request`);
-      const v = await validate();
-      if (callGone(call)) {
-        ctx.logger.info(`${method}: the call ended before its job was created; no job`);
-        release();
-        if (!call.cancelled) {
-          call.emit(
-            "error",
-            toServiceError(
-              status.DEADLINE_EXCEEDED,
-              "the deadline passed before the job was created",
-            ),
-          );
-        }
-        return;
-      }
-      jobId = ctx.jobs.submit({
-        kind,
-        summary: v.summary,
-        request: { ...v.request, request_id: requestId ?? "" },
-        run: v.run,
-        requestId,
-        fingerprint,
-        resumeHint: v.resumeHint,
-      }).job_id;
-    }
-  } catch (err) {
-    release?.();
-    if (!call.cancelled) call.emit("error", errorFor(err, ctx, method));
-    return;
-  }
-  try {
-    await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
-  } finally {
-    release();
-  }
 }

@@ -5,71 +5,40 @@
  * status at once and leaves nothing behind. The job works through pinned paths (confine.ts), and
  * its output replaces an existing one only once complete (OutputDir).
  */
-import type { ServerWritableStream } from "@grpc/grpc-js";
 import { exists } from "../../io/atomic.ts";
 import { HfCheckpoint } from "../../io/checkpoint.ts";
 import { llamaConfigFromHf } from "../../model/config.ts";
-import { validateBlocksize } from "../../quant/blockwise.ts";
-import type { quantizeModel, QuantizeOptions, QuantType } from "../../quant/quantize_model.ts";
+import type { quantizeModel, QuantizeOptions } from "../../quant/quantize_model.ts";
 import { QloradError } from "../../util/errors.ts";
 import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
-import type { JobRun } from "../jobs.ts";
-import { checkFolderLinks, pinOutput, Pins } from "../confine.ts";
-import { type JobStart, startJob } from "./jobs.ts";
+import { checkFolderLinks, pinOutput, type Pins } from "../confine.ts";
+import type { ServiceContext } from "./jobs.ts";
+import { dataRelative, jobBody, type JobRpc, jobRpcHandler, type JobStart } from "./job_rpc.ts";
 import { checkTensorsAgainstConfig, readModelConfig } from "./model_config.ts";
-import { jobError } from "./train.ts";
-import { checkPathFields, checkStringList } from "./validate.ts";
+import { quantizeSettingsOf, quantTypeEnum } from "./request_settings.ts";
+import { checkPathFields } from "./validate.ts";
 import type { GpuContext } from "../../gpu/context.ts";
 import { gpuQuantizer } from "../../quant/gpu_quantizer.ts";
-import type { ServiceContext } from "./jobs.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
 import { ATTR, metricsEnabled, recordQuantizedTensor } from "../../telemetry/metrics.ts";
 import { gpuTimeAttributes, observeGpu } from "../../telemetry/job_hooks.ts";
-
-// deno-lint-ignore no-explicit-any
-type Msg = Record<string, any>;
-
-export const DEFAULT_BLOCKSIZE = 64;
-export const DEFAULT_SKIP_MODULES = ["lm_head"];
-
-const QUANT_TYPES: Record<string, QuantType> = {
-  QUANT_TYPE_UNSPECIFIED: "nf4",
-  QUANT_TYPE_NF4: "nf4",
-  QUANT_TYPE_FP4: "fp4",
-};
+import type { Echoed, QuantizeRequest } from "../messages.ts";
 
 /** A checked request: what the job record keeps, and what quantizeModel gets. */
 export interface ValidatedQuantize {
   /** The request as the Job message shows it, defaults filled in. */
-  request: Msg;
+  request: Echoed<QuantizeRequest>;
   options: Omit<QuantizeOptions, "signal" | "onProgress">;
   summary: string;
 }
 
 /** Checks a QuantizeRequest; throws a QloradError naming the field (and path) on bad input. */
 export async function validateQuantizeRequest(
-  req: Msg,
+  req: QuantizeRequest,
   dataDir: string,
 ): Promise<ValidatedQuantize> {
   checkPathFields(req, ["model_path", "output_path"]);
-  const quantType = QUANT_TYPES[req.quant_type ?? "QUANT_TYPE_UNSPECIFIED"];
-  if (!quantType) {
-    throw new QloradError(
-      "invalid_argument",
-      `quant_type ${
-        JSON.stringify(req.quant_type)
-      }: unsupported (QUANT_TYPE_NF4 or QUANT_TYPE_FP4)`,
-    );
-  }
-  const blocksize = Number(req.blocksize ?? 0) || DEFAULT_BLOCKSIZE;
-  validateBlocksize(blocksize, "blocksize");
-  const doubleQuant = req.double_quant ?? true;
-  const skip: string[] = req.skip_modules?.length ? [...req.skip_modules] : DEFAULT_SKIP_MODULES;
-  const badSkip = skip.find((s) => typeof s !== "string" || s.trim() === "");
-  if (badSkip !== undefined) {
-    throw new QloradError("invalid_argument", "skip_modules: names must not be empty");
-  }
-  checkStringList(skip, "skip_modules", 256, 256);
+  const { quantType, blocksize, doubleQuant, skipModules: skip } = quantizeSettingsOf(req);
   const overwrite = Boolean(req.overwrite);
 
   const modelDir = await resolveDataPath(dataDir, req.model_path, "model_path", {
@@ -104,7 +73,7 @@ export async function validateQuantizeRequest(
     request: {
       model_path: modelPath,
       output_path: outputPath,
-      quant_type: `QUANT_TYPE_${typeName}`,
+      quant_type: quantTypeEnum(quantType),
       blocksize,
       double_quant: doubleQuant,
       skip_modules: skip,
@@ -164,7 +133,7 @@ function overlaps(a: string, b: string): boolean {
  * The job body: quantizeModel with its progress mapped to Progress events. Made inside the RPC, so
  * its trace (a `quantize tensor` span per tensor, then `write output`) joins the caller's. The
  * last tensor's report is the point of no return: a cancel before it stops the job, one after it
- * is refused while the output is written.
+ * is refused while the output is written. Without `dataDir` (tests) the paths are not pinned.
  */
 export function quantizeJob(
   v: ValidatedQuantize,
@@ -178,11 +147,10 @@ export function quantizeJob(
     "qlorad.quant_type": v.request.quant_type,
     "qlorad.blocksize": v.request.blocksize,
   });
-  const body: JobRun = async ({ signal, emit, commit }) => {
-    const pins = new Pins();
-    const userPath = (p: string) =>
-      dataDir && p.startsWith(dataDir + "/") ? p.slice(dataDir.length + 1) : p;
-    try {
+  const run = jobBody(
+    spans,
+    () => ({ userPath: dataRelative(dataDir), output: v.request.output_path }),
+    async ({ signal, emit, commit }, pins) => {
       const options = dataDir ? await placeQuantizeJob(v, dataDir, pins) : v.options;
       const device = gpu ? await gpu() : undefined;
       const timing = device && (spans.recording || metricsEnabled())
@@ -221,17 +189,9 @@ export function quantizeJob(
         },
       }).finally(() => timing?.detach());
       return finishQuantize(v, spans, r);
-    } catch (err) {
-      throw jobError(err, (m) => pins.rename(m, userPath), v.request.output_path);
-    } finally {
-      await pins.close();
-    }
-  };
-  return {
-    summary: v.summary,
-    request: v.request,
-    run: (job) => spans.run(job.jobId, () => body(job), job.signal),
-  };
+    },
+  );
+  return { summary: v.summary, request: v.request, run };
 }
 
 /** The model folder and the output's parent, pinned; the output addressed through its parent. */
@@ -276,10 +236,13 @@ function finishQuantize(
 }
 
 /** The Quantize RPC. */
+export const QUANTIZE_RPC: JobRpc<QuantizeRequest, ValidatedQuantize> = {
+  kind: "quantize",
+  method: "Quantize",
+  validate: validateQuantizeRequest,
+  job: (v, ctx) => quantizeJob(v, ctx.quantize, ctx.gpu, ctx.dataDir),
+};
+
 export function quantizeHandler(ctx: ServiceContext) {
-  return (call: ServerWritableStream<Msg, Msg>) =>
-    startJob(call, ctx, "quantize", "Quantize", async () => {
-      const v = await validateQuantizeRequest(call.request, ctx.dataDir);
-      return quantizeJob(v, ctx.quantize, ctx.gpu, ctx.dataDir);
-    });
+  return jobRpcHandler(ctx, QUANTIZE_RPC);
 }

@@ -11,35 +11,29 @@
  * renamed into place at the end, and a run that fails or is stopped leaves the old output as it
  * was (and keeps nothing of its own).
  */
-import type { ServerWritableStream } from "@grpc/grpc-js";
 import { join } from "node:path";
-import { diskFullError, exists, isDiskFullError, OutputDir } from "../../io/atomic.ts";
-import { parseTargetModules } from "../../model/config.ts";
-import type { LoraSpec } from "../../model/lora.ts";
-import type { LrScheduler } from "../../train/schedule.ts";
-import { runTrainJob, type TrainJobOptions } from "../../train/train_job.ts";
+import { exists, OutputDir } from "../../io/atomic.ts";
+import { type JobHooks, runTrainJob, type TrainJobOptions } from "../../train/train_job.ts";
 import type { TrainingSummary } from "../../train/trainer.ts";
-import { failedPrecondition, invalidArgument, notFound, QloradError } from "../../util/errors.ts";
+import { failedPrecondition, invalidArgument, notFound } from "../../util/errors.ts";
 import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
-import { type JobPayload, type JobRun, shutDownAtCheckpoint } from "../jobs.ts";
-import { checkFolderLinks, pinOutput, Pins } from "../confine.ts";
-import { type JobStart, type ServiceContext, startJob } from "./jobs.ts";
+import { type JobPayload, shutDownAtCheckpoint } from "../jobs.ts";
+import { checkFolderLinks, pinOutput, type Pins } from "../confine.ts";
+import type { ServiceContext } from "./jobs.ts";
+import { dataRelative, jobBody, type JobRpc, jobRpcHandler, type JobStart } from "./job_rpc.ts";
 import { checkFileSize, MAX_TOKENIZER_BYTES, readModelConfig } from "./model_config.ts";
-import { checkPathFields, intIn, numberIn } from "./validate.ts";
+import {
+  hyperparametersFromMessage,
+  hyperparametersMessage,
+  loraFromMessage,
+  loraMessage,
+} from "./request_settings.ts";
+import { checkPathFields } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
 import { tracedJob } from "../../telemetry/job_hooks.ts";
+import type { Echoed, TrainRequest } from "../messages.ts";
 
-// deno-lint-ignore no-explicit-any
-type Msg = Record<string, any>;
-
-const SCHEDULERS: Record<string, LrScheduler> = {
-  LR_SCHEDULER_UNSPECIFIED: "constant",
-  LR_SCHEDULER_CONSTANT: "constant",
-  LR_SCHEDULER_LINEAR: "linear",
-  LR_SCHEDULER_COSINE: "cosine",
-};
-
-const PATH_FIELDS = [
+const PATH_FIELDS: (keyof TrainRequest)[] = [
   "base_model_path",
   "dataset_path",
   "eval_dataset_path",
@@ -48,7 +42,8 @@ const PATH_FIELDS = [
 ];
 
 export interface ValidatedTrain {
-  request: Msg;
+  /** The request with every default filled in (what GetJob shows). */
+  request: Echoed<TrainRequest>;
   options: TrainJobOptions;
   outputPath: string;
   summary: string;
@@ -82,73 +77,13 @@ async function dataFile(dataDir: string, userPath: unknown, field: string): Prom
   return file;
 }
 
-/** LoraConfig with defaults (r 8, alpha 16, dropout 0.05, all seven linears). */
-export function parseLoraConfig(loraIn?: Msg | null): LoraSpec {
-  // An unset message field arrives as null.
-  const lora = loraIn ?? {};
-  const targets = [...(lora.target_modules ?? [])];
-  if (targets.length > 64 || targets.some((t) => typeof t !== "string" || t.length > 64)) {
-    throw invalidArgument("lora.target_modules: at most 64 names of at most 64 characters");
-  }
-  return {
-    r: intIn(lora.r, "lora.r", 1, 1024, 8),
-    alpha: numberIn(lora.alpha, "lora.alpha", 0, 1e6, 16, true),
-    dropout: numberIn(lora.dropout, "lora.dropout", 0, 0.99, 0.05),
-    targets: parseTargetModules(targets, "lora.target_modules"),
-    useRslora: Boolean(lora.use_rslora),
-  };
-}
-
-/** Hyperparameters with the documented defaults; every field range-checked. */
-export function parseHyperparameters(hpGiven?: Msg | null): TrainJobOptions["hp"] {
-  const hpIn = hpGiven ?? {};
-  const scheduler = SCHEDULERS[hpIn.lr_scheduler ?? "LR_SCHEDULER_UNSPECIFIED"];
-  if (!scheduler) {
-    throw invalidArgument(`hyperparameters.lr_scheduler: ${hpIn.lr_scheduler} is not supported`);
-  }
-  const hp = {
-    learningRate: numberIn(hpIn.learning_rate, "hyperparameters.learning_rate", 0, 1, 2e-4, true),
-    lrScheduler: scheduler,
-    warmupSteps: intIn(hpIn.warmup_steps, "hyperparameters.warmup_steps", 0, 1e7, 0),
-    maxSteps: intIn(hpIn.max_steps, "hyperparameters.max_steps", 0, 1e7, 0),
-    epochs: numberIn(hpIn.epochs, "hyperparameters.epochs", 0, 1000, 1, true),
-    microBatchSize: intIn(hpIn.micro_batch_size, "hyperparameters.micro_batch_size", 1, 1024, 1),
-    gradientAccumulationSteps: intIn(
-      hpIn.gradient_accumulation_steps,
-      "hyperparameters.gradient_accumulation_steps",
-      1,
-      4096,
-      1,
-    ),
-    maxSeqLen: intIn(hpIn.max_seq_len, "hyperparameters.max_seq_len", 2, 131072, 512),
-    maxGradNorm: numberIn(hpIn.max_grad_norm, "hyperparameters.max_grad_norm", 0, 1e6, 0.3),
-    weightDecay: numberIn(hpIn.weight_decay, "hyperparameters.weight_decay", 0, 1, 0),
-    seed: intIn(hpIn.seed ?? 42, "hyperparameters.seed", 0, 0xffffffff, 42),
-    gradientCheckpointing: hpIn.gradient_checkpointing ?? true,
-    saveSteps: intIn(hpIn.save_steps, "hyperparameters.save_steps", 0, 1e7, 0),
-    evalSteps: intIn(hpIn.eval_steps, "hyperparameters.eval_steps", 0, 1e7, 0),
-    optimizerGpuBudgetBytes: intIn(
-      hpIn.optimizer_gpu_budget_bytes,
-      "hyperparameters.optimizer_gpu_budget_bytes",
-      0,
-      Number.MAX_SAFE_INTEGER,
-      0,
-    ),
-    packing: Boolean(hpIn.packing),
-  };
-  if (hp.warmupSteps > 0 && hp.maxSteps > 0 && hp.warmupSteps > hp.maxSteps) {
-    throw invalidArgument(
-      `hyperparameters.warmup_steps ${hp.warmupSteps} exceeds max_steps ${hp.maxSteps}`,
-    );
-  }
-  return hp;
-}
-
-export async function validateTrainRequest(req: Msg, dataDir: string): Promise<ValidatedTrain> {
+export async function validateTrainRequest(
+  req: TrainRequest,
+  dataDir: string,
+): Promise<ValidatedTrain> {
   checkPathFields(req, PATH_FIELDS);
-  const spec = parseLoraConfig(req.lora);
-  const { r, alpha, dropout, targets } = spec;
-  const hp = parseHyperparameters(req.hyperparameters);
+  const spec = loraFromMessage(req.lora);
+  const hp = hyperparametersFromMessage(req.hyperparameters);
 
   const baseModelDir = await modelFolder(dataDir, req.base_model_path, "base_model_path");
   const { cfg } = await readModelConfig(dataDir, req.base_model_path, "base_model_path");
@@ -214,36 +149,13 @@ export async function validateTrainRequest(req: Msg, dataDir: string): Promise<V
     hp,
     labels,
   };
-  const request = {
+  const request: Echoed<TrainRequest> = {
     base_model_path: labels.baseModel,
     dataset_path: labels.dataset,
     eval_dataset_path: labels.evalDataset ?? "",
     output_path: outputPath,
-    lora: {
-      r,
-      alpha,
-      dropout,
-      target_modules: targets.map((t) => `${t}_proj`),
-      use_rslora: spec.useRslora,
-    },
-    hyperparameters: {
-      learning_rate: hp.learningRate,
-      lr_scheduler: `LR_SCHEDULER_${hp.lrScheduler.toUpperCase()}`,
-      warmup_steps: hp.warmupSteps,
-      max_steps: hp.maxSteps,
-      epochs: hp.epochs,
-      micro_batch_size: hp.microBatchSize,
-      gradient_accumulation_steps: hp.gradientAccumulationSteps,
-      max_seq_len: hp.maxSeqLen,
-      max_grad_norm: hp.maxGradNorm,
-      weight_decay: hp.weightDecay,
-      seed: hp.seed,
-      gradient_checkpointing: hp.gradientCheckpointing,
-      save_steps: hp.saveSteps,
-      eval_steps: hp.evalSteps,
-      optimizer_gpu_budget_bytes: hp.optimizerGpuBudgetBytes,
-      packing: hp.packing,
-    },
+    lora: loraMessage(spec),
+    hyperparameters: hyperparametersMessage(hp),
     resume_from: req.resume_from ? normalizeUserPath(req.resume_from) : "",
     overwrite: Boolean(req.overwrite),
   };
@@ -251,7 +163,7 @@ export async function validateTrainRequest(req: Msg, dataDir: string): Promise<V
     request,
     options,
     outputPath,
-    summary: `train ${labels.baseModel} on ${labels.dataset} -> ${outputPath} (r ${r}${
+    summary: `train ${labels.baseModel} on ${labels.dataset} -> ${outputPath} (r ${spec.r}${
       resumeFrom ? ", resumed" : ""
     })`,
   };
@@ -296,7 +208,7 @@ async function placeTrainJob(
 ): Promise<TrainPlaces> {
   const o = v.options;
   const r = v.request;
-  const label = (field: string) => `${field} ${JSON.stringify(r[field])}`;
+  const label = (field: keyof Echoed<TrainRequest>) => `${field} ${JSON.stringify(r[field])}`;
   const baseModelDir = await pins.pin(o.baseModelDir, label("base_model_path"), "dir");
   await checkFolderLinks(ctx.dataDir, baseModelDir, label("base_model_path"));
   const datasetPath = await pins.pin(o.datasetPath, label("dataset_path"), "file");
@@ -331,52 +243,24 @@ export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobStart {
     "qlorad.model": v.request.base_model_path,
     "qlorad.dataset": v.request.dataset_path,
     "qlorad.output": v.outputPath,
-    "qlorad.lora.r": v.request.lora.r,
-    "qlorad.max_steps": v.request.hyperparameters.max_steps,
+    "qlorad.lora.r": v.options.lora.r,
+    "qlorad.max_steps": v.options.hp.maxSteps,
   });
   // The newest checkpoint a stopped run can be resumed from (none when replacing an output).
   let resumable: { step: number; path: string } | undefined;
-  const body: JobRun = async ({ signal, emit, commit }) => {
-    const pins = new Pins();
-    let places: TrainPlaces | undefined;
-    // Host paths of the job (pinned, temporary) as the user named them.
-    const userPath = (p: string) => {
-      const dir = places?.trainDir;
-      if (dir && (p === dir || p.startsWith(dir + "/"))) return v.outputPath + p.slice(dir.length);
-      return p.startsWith(ctx.dataDir + "/") ? p.slice(ctx.dataDir.length + 1) : p;
-    };
-    let finalStep: number | undefined;
-    const traced = tracedJob(spans, {
-      progress: (message, index, total) => emit({ progress: { message, index, total } }),
-      log: (level, message) => emit({ log: { level, message } }),
-      metrics: (m) =>
-        emit({
-          train_metrics: {
-            step: m.step,
-            total_steps: m.totalSteps,
-            epoch: m.epoch,
-            loss: m.loss,
-            learning_rate: m.learningRate,
-            grad_norm: m.gradNorm,
-            tokens_per_second: m.tokensPerSecond,
-            memory_bytes: m.memory,
-            eta_seconds: m.etaSeconds,
-            paged_bytes_in: m.pagedInBytes,
-            paged_bytes_out: m.pagedOutBytes,
-            tokens: m.tokens,
-          },
-        }),
-      eval: (e) =>
-        emit({
-          eval_result: {
-            loss: e.loss,
-            perplexity: e.perplexity,
-            token_accuracy: e.tokenAccuracy,
-            tokens: e.tokens,
-            step: e.step,
-          },
-        }),
-      checkpoint: (path, step, isFinal) => {
+  let places: TrainPlaces | undefined;
+  let traced: ReturnType<typeof tracedJob>;
+  let finalStep: number | undefined;
+  // Host paths of the job (pinned, temporary) as the user named them.
+  const userPath = (p: string) => {
+    const dir = places?.trainDir;
+    if (dir && (p === dir || p.startsWith(dir + "/"))) return v.outputPath + p.slice(dir.length);
+    return dataRelative(ctx.dataDir)(p);
+  };
+  const run = jobBody(spans, ({ emit, commit }) => {
+    traced = tracedJob(
+      spans,
+      trainHooks(emit, (path, step, isFinal) => {
         const shown = userPath(path);
         // Every checkpoint is reported as one; "final" is said once the adapter is in place.
         emit({ checkpoint: { path: shown, step, is_final: false } });
@@ -387,69 +271,89 @@ export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobStart {
           commit();
           finalStep = step;
         }
+      }),
+      ctx.gpu,
+    );
+    return {
+      userPath,
+      output: v.outputPath,
+      rewrite: (m) => places?.trainDir ? m.split(places.trainDir).join(v.outputPath) : m,
+      onError: () => places?.staged?.abort(),
+      finish: () => traced.finish(),
+    };
+  }, async ({ signal, emit }, pins) => {
+    places = await placeTrainJob(v, ctx, pins);
+    const summary = await runTrainJob(
+      traced.gpu,
+      {
+        ...places.options,
+        outputDir: places.trainDir,
+        gpuMemoryBudgetBytes: ctx.gpuMemoryBudgetBytes,
       },
-    }, ctx.gpu);
-    try {
-      places = await placeTrainJob(v, ctx, pins);
-      const summary = await runTrainJob(
-        traced.gpu,
-        {
-          ...places.options,
-          outputDir: places.trainDir,
-          gpuMemoryBudgetBytes: ctx.gpuMemoryBudgetBytes,
-        },
-        traced.hooks,
-        signal,
-      );
-      spans.phase("write adapter");
-      await places.staged?.commit();
-      emit({
-        checkpoint: { path: v.outputPath, step: finalStep ?? summary.steps, is_final: true },
-      });
-      return trainResult(v, summary);
-    } catch (err) {
-      await places?.staged?.abort().catch(() => {});
-      const dir = places?.trainDir;
-      throw jobError(
-        err,
-        (m) => pins.rename(dir ? m.split(dir).join(v.outputPath) : m, userPath),
-        v.outputPath,
-      );
-    } finally {
-      await traced.finish();
-      await pins.close();
-    }
-  };
+      traced.hooks,
+      signal,
+    );
+    spans.phase("write adapter");
+    await places.staged?.commit();
+    emit({ checkpoint: { path: v.outputPath, step: finalStep ?? summary.steps, is_final: true } });
+    return trainResult(v, summary);
+  });
   return {
     summary: v.summary,
     request: v.request,
-    run: (job) => spans.run(job.jobId, () => body(job), job.signal),
+    run,
     resumeHint: () =>
       resumable ? shutDownAtCheckpoint(resumable.step, resumable.path, v.outputPath) : undefined,
   };
 }
 
-/**
- * A job's error as the user should see it: pinned (/proc/self/fd) and temporary paths replaced
- * by the user's, and a full disk named as RESOURCE_EXHAUSTED on the output being written.
- */
-export function jobError(
-  err: unknown,
-  rewrite: (message: string) => string,
-  output?: string,
-): unknown {
-  if (output && isDiskFullError(err)) return diskFullError(output, err);
-  if (err instanceof QloradError) {
-    const message = rewrite(err.message);
-    if (message !== err.message) return new QloradError(err.kind, message, { cause: err });
-  }
-  return err;
+/** The training loop's events as JobEvents; `checkpoint` handles the Checkpoint ones. */
+function trainHooks(
+  emit: (payload: JobPayload) => void,
+  checkpoint: JobHooks["checkpoint"],
+): JobHooks {
+  return {
+    progress: (message, index, total) => emit({ progress: { message, index, total } }),
+    log: (level, message) => emit({ log: { level, message } }),
+    metrics: (m) =>
+      emit({
+        train_metrics: {
+          step: m.step,
+          total_steps: m.totalSteps,
+          epoch: m.epoch,
+          loss: m.loss,
+          learning_rate: m.learningRate,
+          grad_norm: m.gradNorm,
+          tokens_per_second: m.tokensPerSecond,
+          memory_bytes: m.memory,
+          eta_seconds: m.etaSeconds,
+          paged_bytes_in: m.pagedInBytes,
+          paged_bytes_out: m.pagedOutBytes,
+          tokens: m.tokens,
+        },
+      }),
+    eval: (e) =>
+      emit({
+        eval_result: {
+          loss: e.loss,
+          perplexity: e.perplexity,
+          token_accuracy: e.tokenAccuracy,
+          tokens: e.tokens,
+          step: e.step,
+        },
+      }),
+    checkpoint,
+  };
 }
 
+/** The Train RPC. */
+export const TRAIN_RPC: JobRpc<TrainRequest, ValidatedTrain> = {
+  kind: "train",
+  method: "Train",
+  validate: validateTrainRequest,
+  job: trainJob,
+};
+
 export function trainHandler(ctx: ServiceContext) {
-  return (call: ServerWritableStream<Msg, Msg>) =>
-    startJob(call, ctx, "train", "Train", async () => {
-      const v = await validateTrainRequest(call.request, ctx.dataDir);
-      return trainJob(v, ctx);
-    });
+  return jobRpcHandler(ctx, TRAIN_RPC);
 }

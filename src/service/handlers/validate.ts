@@ -1,35 +1,8 @@
-/** Range checks for request fields: each error names the field and the allowed range. */
+/**
+ * Size checks for request path fields, before anything resolves or echoes them. (The ranges of the
+ * jobs' settings are src/train/settings.ts's.)
+ */
 import { invalidArgument } from "../../util/errors.ts";
-
-export function intIn(
-  value: unknown,
-  field: string,
-  lo: number,
-  hi: number,
-  fallback: number,
-): number {
-  const v = value === undefined || value === null || value === 0 ? fallback : Number(value);
-  if (!Number.isInteger(v) || v < lo || v > hi) {
-    throw invalidArgument(`${field}: ${value} is outside ${lo}..${hi}`);
-  }
-  return v;
-}
-
-/** A number in [lo, hi] (or (lo, hi] when `openLow`); `fallback` when unset. */
-export function numberIn(
-  value: unknown,
-  field: string,
-  lo: number,
-  hi: number,
-  fallback: number,
-  openLow = false,
-): number {
-  const v = value === undefined || value === null ? fallback : Number(value);
-  if (!Number.isFinite(v) || v > hi || (openLow ? v <= lo : v < lo)) {
-    throw invalidArgument(`${field}: ${value} is outside ${openLow ? "(" : "["}${lo}, ${hi}]`);
-  }
-  return v;
-}
 
 /** The longest request path accepted, in characters (paths are relative to the data directory). */
 export const MAX_PATH_CHARS = 1024;
@@ -41,10 +14,10 @@ const MAX_NAME_BYTES = 255;
  * MAX_PATH_CHARS characters whose components fit a file name. Unset (empty) fields pass; what a
  * path may name is resolveDataPath's to say. Errors never repeat the value.
  */
-export function checkPathFields(req: Record<string, unknown>, fields: string[]): void {
+export function checkPathFields<T extends object>(req: T, fields: (keyof T & string)[]): void {
   const enc = new TextEncoder();
   for (const field of fields) {
-    const value = req[field];
+    const value: unknown = req[field];
     if (value === undefined || value === null || value === "") continue;
     if (typeof value !== "string") throw invalidArgument(`${field}: must be a string`);
     if (value.length > MAX_PATH_CHARS) {
@@ -54,24 +27,4 @@ export function checkPathFields(req: Record<string, unknown>, fields: string[]):
       throw invalidArgument(`${field}: a path component is longer than ${MAX_NAME_BYTES} bytes`);
     }
   }
-}
-
-/** A list of short strings: at most `maxItems`, each 1..`maxChars` characters (not echoed). */
-export function checkStringList(
-  value: unknown,
-  field: string,
-  maxItems: number,
-  maxChars: number,
-): string[] {
-  const list = value === undefined || value === null ? [] : value;
-  if (!Array.isArray(list)) throw invalidArgument(`${field}: must be a list of strings`);
-  if (list.length > maxItems) {
-    throw invalidArgument(`${field}: at most ${maxItems} entries, got ${list.length}`);
-  }
-  for (const item of list) {
-    if (typeof item !== "string" || item.trim() === "" || item.length > maxChars) {
-      throw invalidArgument(`${field}: each entry must be 1..${maxChars} characters`);
-    }
-  }
-  return list;
 }

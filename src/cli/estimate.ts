@@ -1,14 +1,13 @@
 /**
  * `qlorad estimate`: prints the GPU memory estimate by category for a model config.json or the
  * Llama presets, and with --compare the QLoRA paper's table (full fine-tuning in 16-bit, 16-bit
- * LoRA, QLoRA). Tables are Markdown, so they read in a terminal and paste into docs.
+ * LoRA, QLoRA). Tables are Markdown, so they read in a terminal and paste into docs. Settings are
+ * checked by src/train/settings.ts, with the paper's comparison defaults (r 64, no dropout, no
+ * gradient checkpointing unless asked).
  */
-import { parseArgs } from "node:util";
 import { readJsonFile } from "../io/checkpoint.ts";
-import { type LlamaConfig, llamaConfigFromHf, parseTargetModules } from "../model/config.ts";
-import type { LoraSpec } from "../model/lora.ts";
+import { type LlamaConfig, llamaConfigFromHf } from "../model/config.ts";
 import { MEMORY_CATEGORIES, type MemoryBytes } from "../gpu/memory.ts";
-import { ALLOWED_BLOCKSIZES } from "../quant/blockwise.ts";
 import type { QuantType } from "../quant/codes.ts";
 import {
   compareTrainingSetups,
@@ -16,41 +15,63 @@ import {
   type EstimateSettings,
   type LlamaPresetName,
   llamaPresets,
-} from "./estimate.ts";
+} from "../train/estimate.ts";
+import {
+  hyperparameterSettings,
+  loraSettings,
+  PAPER_ESTIMATE_DEFAULTS,
+  quantFormatSettings,
+} from "../train/settings.ts";
+import { markdownTable } from "../util/markdown_table.ts";
+import {
+  type Command,
+  type CommandIo,
+  CONSOLE_IO,
+  integerFlag,
+  parseFlags,
+  runCommand,
+  usageError,
+} from "./command.ts";
 
-export const ESTIMATE_USAGE = `usage:
-  qlorad estimate (--config CONFIG.json | --preset 7b|13b|33b|65b|70b|all) [--r 64] [--alpha 16]
+export const ESTIMATE: Command = {
+  name: "estimate",
+  usage:
+    `  qlorad estimate (--config CONFIG.json | --preset 7b|13b|33b|65b|70b|all) [--r 64] [--alpha 16]
                   [--targets q_proj,...|all-linear] [--batch 1] [--seq 512] [--checkpointing]
                   [--optimizer-budget BYTES] [--blocksize 64] [--no-double-quant]
                   [--vocab-chunk 2048] [--activations f16|f32] [--units GiB|MiB|GB|bytes]
                   [--compare] [--json]
-      GPU memory a training job allocates, by category, before it runs. --config takes a
-      Hugging Face config.json (a bitsandbytes quantization_config sets the 4-bit type and
-      double quant). --compare adds full fine-tuning (fp16) and 16-bit LoRA beside QLoRA.
-      --activations: precision of the layer inputs kept under --checkpointing (default f16, what
-      an adapter with shader-f16 gets; f32 on one without).
-`;
+      GPU memory a training job allocates, by category, before it runs (docs/MEMORY.md).
+      --config takes a Hugging Face config.json (a bitsandbytes quantization_config sets the
+      4-bit type and double quant). --compare adds full fine-tuning (fp16) and 16-bit LoRA
+      beside QLoRA. Defaults are the QLoRA paper's comparison: --r 64 on every linear, no
+      gradient checkpointing unless --checkpointing. --activations: precision of the layer
+      inputs kept under --checkpointing (default f16, what an adapter with shader-f16 gets; f32
+      on one without).`,
+  run: (args, io) => estimate(args, io),
+};
 
-class EstimateUsageError extends Error {}
-
-function usage(message: string): never {
-  throw new EstimateUsageError(message);
+/** Runs `qlorad estimate ARGS`, writing with `print` and `printError`; resolves to the exit code. */
+export function runEstimateCommand(
+  args: string[],
+  print: (line: string) => void = CONSOLE_IO.print,
+  printError: (line: string) => void = CONSOLE_IO.printError,
+): Promise<number> {
+  return runCommand(ESTIMATE, args, { print, printError });
 }
 
-function int(value: string | undefined, flag: string, fallback: number, min = 1): number {
-  if (value === undefined) return fallback;
-  if (!/^\d+$/.test(value) || Number(value) < min) {
-    usage(`${flag} must be an integer >= ${min}, not ${value}`);
-  }
-  return Number(value);
-}
+/** Each setting's flag, as errors name it. */
+const FLAGS: Record<string, string> = {
+  r: "--r",
+  alpha: "--alpha",
+  targets: "--targets",
+  microBatchSize: "--batch",
+  maxSeqLen: "--seq",
+  optimizerGpuBudgetBytes: "--optimizer-budget",
+  blocksize: "--blocksize",
+};
 
-function positive(value: string | undefined, flag: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const v = Number(value);
-  if (!(v > 0) || !Number.isFinite(v)) usage(`${flag} must be a positive number, not ${value}`);
-  return v;
-}
+const flagName = (key: string) => FLAGS[key] ?? key;
 
 const UNITS: Record<string, { div: number; digits: number; name: string }> = {
   gib: { div: 2 ** 30, digits: 2, name: "GiB" },
@@ -66,24 +87,9 @@ interface Model {
   doubleQuant?: boolean;
 }
 
-/** A Markdown table with columns padded to their widest cell; numbers right-aligned. */
-export function markdownTable(header: string[], rows: string[][], rightFrom = 1): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) =>
-    `| ${
-      cells.map((c, i) => (i >= rightFrom ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(
-        " | ",
-      )
-    } |`;
-  const rule = `|${
-    widths.map((w, i) => (i >= rightFrom ? `${"-".repeat(w + 1)}:` : "-".repeat(w + 2))).join("|")
-  }|`;
-  return [line(header), rule, ...rows.map(line)].join("\n");
-}
-
 async function modelsFrom(config: string | undefined, presetName: string | undefined) {
   if ((config === undefined) === (presetName === undefined)) {
-    usage("estimate needs exactly one of --config CONFIG.json and --preset NAME");
+    usageError("estimate needs exactly one of --config CONFIG.json and --preset NAME");
   }
   if (config !== undefined) {
     const raw = await readJsonFile(config);
@@ -104,93 +110,73 @@ async function modelsFrom(config: string | undefined, presetName: string | undef
   if (name === "all") return Object.values(llamaPresets).map((p) => ({ ...p }));
   const p = llamaPresets[name as LlamaPresetName];
   if (!p) {
-    usage(`--preset must be one of ${Object.keys(llamaPresets).join(", ")}, all; not ${name}`);
+    usageError(`--preset must be one of ${Object.keys(llamaPresets).join(", ")}, all; not ${name}`);
   }
   return [{ ...p }];
-}
-
-/**
- * Runs `qlorad estimate ARGS`, writing the tables with `print`; resolves to the exit code
- * (2 for usage errors, printed with the usage). Other errors (a bad config file) propagate.
- */
-export async function runEstimateCommand(
-  args: string[],
-  print: (line: string) => void = console.log,
-  printError: (line: string) => void = console.error,
-): Promise<number> {
-  try {
-    return await estimate(args, print);
-  } catch (err) {
-    const parseError = err instanceof TypeError && "code" in err &&
-      String(err.code).startsWith("ERR_PARSE_ARGS");
-    if (err instanceof EstimateUsageError || parseError) {
-      printError(`qlorad estimate: ${(err as Error).message}\n\n${ESTIMATE_USAGE}`);
-      return 2;
-    }
-    throw err;
-  }
 }
 
 function quantLabel(s: EstimateSettings): string {
   return `${(s.quantType ?? "nf4").toUpperCase()}${s.doubleQuant === false ? "" : "+DQ"}`;
 }
 
-async function estimate(args: string[], print: (line: string) => void): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: false,
-    options: {
-      config: { type: "string" },
-      preset: { type: "string" },
-      r: { type: "string" },
-      alpha: { type: "string" },
-      targets: { type: "string" },
-      batch: { type: "string" },
-      seq: { type: "string" },
-      checkpointing: { type: "boolean" },
-      "optimizer-budget": { type: "string" },
-      blocksize: { type: "string" },
-      "no-double-quant": { type: "boolean" },
-      "vocab-chunk": { type: "string" },
-      activations: { type: "string" },
-      units: { type: "string" },
-      compare: { type: "boolean" },
-      json: { type: "boolean" },
-    },
+async function estimate(args: string[], io: CommandIo): Promise<number> {
+  const print = io.print;
+  const values = parseFlags(args, {
+    config: { type: "string" },
+    preset: { type: "string" },
+    r: { type: "string" },
+    alpha: { type: "string" },
+    targets: { type: "string" },
+    batch: { type: "string" },
+    seq: { type: "string" },
+    checkpointing: { type: "boolean" },
+    "optimizer-budget": { type: "string" },
+    blocksize: { type: "string" },
+    "no-double-quant": { type: "boolean" },
+    "vocab-chunk": { type: "string" },
+    activations: { type: "string" },
+    units: { type: "string" },
+    compare: { type: "boolean" },
+    json: { type: "boolean" },
   });
   const models = await modelsFrom(values.config, values.preset);
-  const lora: LoraSpec = {
-    r: int(values.r, "--r", 64),
-    alpha: positive(values.alpha, "--alpha", 16),
-    dropout: 0,
-    targets: parseTargetModules(
-      values.targets === undefined ? [] : values.targets.split(",").map((s) => s.trim()),
-      "--targets",
-    ),
-    useRslora: false,
-  };
-  const blocksize = int(values.blocksize, "--blocksize", 64);
-  if (!ALLOWED_BLOCKSIZES.includes(blocksize)) {
-    usage(`--blocksize must be one of ${ALLOWED_BLOCKSIZES.join(", ")}, not ${blocksize}`);
-  }
+  const lora = loraSettings(
+    {
+      r: values.r,
+      alpha: values.alpha,
+      targets: values.targets?.split(",").map((s) => s.trim()),
+    },
+    flagName,
+    PAPER_ESTIMATE_DEFAULTS.lora,
+  );
+  const hp = hyperparameterSettings(
+    {
+      microBatchSize: values.batch,
+      maxSeqLen: values.seq,
+      gradientCheckpointing: values.checkpointing ? true : undefined,
+      optimizerGpuBudgetBytes: values["optimizer-budget"],
+    },
+    flagName,
+    PAPER_ESTIMATE_DEFAULTS.hp,
+  );
+  const { blocksize } = quantFormatSettings({ blocksize: values.blocksize }, flagName);
   const unit = UNITS[(values.units ?? "GiB").toLowerCase()] ??
-    usage(`--units must be GiB, MiB, GB or bytes, not ${values.units}`);
+    usageError(`--units must be GiB, MiB, GB or bytes, not ${values.units}`);
   const activations = values.activations ?? "f16";
   if (activations !== "f16" && activations !== "f32") {
-    usage(`--activations must be f16 or f32, not ${activations}`);
+    usageError(`--activations must be f16 or f32, not ${activations}`);
   }
   const base = {
     lora,
-    microBatchSize: int(values.batch, "--batch", 1),
-    maxSeqLen: int(values.seq, "--seq", 512),
-    gradientCheckpointing: Boolean(values.checkpointing),
+    microBatchSize: hp.microBatchSize,
+    maxSeqLen: hp.maxSeqLen,
+    gradientCheckpointing: hp.gradientCheckpointing,
     activationPrecision: activations as "f16" | "f32",
-    optimizerGpuBudgetBytes: int(values["optimizer-budget"], "--optimizer-budget", 0, 0),
+    optimizerGpuBudgetBytes: hp.optimizerGpuBudgetBytes,
     blocksize,
     vocabChunk: values["vocab-chunk"] === undefined
       ? undefined
-      : int(values["vocab-chunk"], "--vocab-chunk", 2048),
+      : integerFlag(values["vocab-chunk"], "--vocab-chunk", 2048, 1),
   };
   const settingsFor = (m: Model): EstimateSettings => ({
     ...base,
@@ -284,7 +270,6 @@ async function estimate(args: string[], print: (line: string) => void): Promise<
       comparisons.flatMap(({ model, rows }) =>
         rows.map((r) => [model.name, r.label, ...cols(r.bytes), fmt(r.total)])
       ),
-      2,
     ));
     print("");
     for (const r of comparisons[0].rows) print(`- ${r.label}: ${r.note}.`);

@@ -1,0 +1,104 @@
+/**
+ * `qlorad quantize`: a Hugging Face checkpoint folder to a bitsandbytes 4-bit folder, on local
+ * paths, with a progress line per tensor. Its settings and defaults are the Quantize RPC's
+ * (src/train/settings.ts).
+ */
+import * as path from "node:path";
+import { quantizeModel } from "../quant/quantize_model.ts";
+import type { QuantizeProgress } from "../quant/quantize_model.ts";
+import { type QuantizeKey, quantizeSettings } from "../train/settings.ts";
+import { type Command, interruptible, parseFlags, usageError } from "./command.ts";
+
+export const QUANTIZE: Command = {
+  name: "quantize",
+  usage:
+    `  qlorad quantize --model DIR --out DIR [--type nf4|fp4] [--blocksize N] [--no-double-quant]
+                  [--skip-modules NAME,NAME] [--overwrite]
+      Quantize a Hugging Face checkpoint folder to a bitsandbytes 4-bit folder.
+      Defaults: --type nf4, --blocksize 64, double quant on, --skip-modules lm_head.`,
+  run: (args) => quantize(args),
+};
+
+/** Each setting's flag, as errors name it. */
+const FLAGS: Record<QuantizeKey, string> = {
+  quantType: "--type",
+  blocksize: "--blocksize",
+  doubleQuant: "--no-double-quant",
+  skipModules: "--skip-modules",
+};
+
+async function quantize(args: string[]): Promise<number> {
+  const values = parseFlags(args, {
+    model: { type: "string" },
+    out: { type: "string" },
+    type: { type: "string" },
+    blocksize: { type: "string" },
+    "no-double-quant": { type: "boolean" },
+    "skip-modules": { type: "string" },
+    overwrite: { type: "boolean" },
+  });
+  const model = values.model ?? usageError("quantize needs --model DIR");
+  const out = values.out ?? usageError("quantize needs --out DIR");
+  const skip = values["skip-modules"];
+  const settings = quantizeSettings({
+    quantType: values.type,
+    blocksize: values.blocksize,
+    doubleQuant: values["no-double-quant"] ? false : undefined,
+    // "--skip-modules ''" keeps nothing in full precision.
+    skipModules: skip?.split(",").map((s) => s.trim()).filter((s) => s !== ""),
+  }, (k) => FLAGS[k]);
+
+  const line = progressLine();
+  try {
+    const r = await interruptible((signal) =>
+      quantizeModel({
+        modelDir: path.resolve(model),
+        outputDir: path.resolve(out),
+        ...settings,
+        overwrite: Boolean(values.overwrite),
+        signal,
+        onProgress: line.update,
+      })
+    );
+    line.done();
+    console.log(
+      `quantized ${r.tensorsQuantized} tensors (${r.parametersQuantized} parameters), kept ${r.tensorsKept}; ` +
+        `${r.bitsPerParameter.toFixed(3)} bits/parameter; ${mib(r.bytesIn)} -> ${
+          mib(r.bytesOut)
+        }; ` +
+        `mean |error| ${r.meanAbsError.toPrecision(3)}, max |error| ${
+          r.maxAbsError.toPrecision(3)
+        }; ` +
+        `wrote ${out}`,
+    );
+    return 0;
+  } catch (err) {
+    line.done();
+    throw err;
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** One progress line on stderr: rewritten in place on a terminal, one line per tensor otherwise. */
+function progressLine() {
+  const tty = Deno.stderr.isTerminal();
+  const enc = new TextEncoder();
+  let shown = false;
+  return {
+    update(p: QuantizeProgress) {
+      const width = String(p.total).length;
+      const text = `[${String(p.index).padStart(width)}/${p.total}] ${
+        p.quantized ? "quantized" : "kept     "
+      } ${p.tensor} (${p.bytesIn} -> ${p.bytesOut} bytes)`;
+      Deno.stderr.writeSync(enc.encode(tty ? `\r\x1b[2K${text}` : `${text}\n`));
+      shown = true;
+    },
+    done() {
+      if (tty && shown) Deno.stderr.writeSync(enc.encode("\n"));
+      shown = false;
+    },
+  };
+}
