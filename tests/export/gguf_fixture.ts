@@ -6,7 +6,7 @@
  * and the float64 reference weights of base + adapter read independently of src/export.
  */
 import { join } from "node:path";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama, type TinyLlamaOptions } from "../../scripts/make_tiny_llama.ts";
 import { quantizeModel } from "../../src/quant/quantize_model.ts";
 import { saveAdapter } from "../../src/train/peft.ts";
 import { LoraLayout } from "../../src/model/lora.ts";
@@ -39,7 +39,13 @@ export interface GgufFixture {
   flat: Float32Array;
 }
 
-export async function makeGgufFixture(): Promise<GgufFixture> {
+/** Variations of the fixture: a Qwen2 (q/k/v biases, NeoX RoPE), Llama 3 RoPE scaling, tied embeddings. */
+export type GgufFixtureOptions = Pick<
+  Partial<TinyLlamaOptions>,
+  "modelType" | "ropeScaling" | "tieWordEmbeddings"
+>;
+
+export async function makeGgufFixture(options: GgufFixtureOptions = {}): Promise<GgufFixture> {
   const dir = await Deno.makeTempDir({ prefix: "gguf-" });
   await makeTinyLlama(join(dir, "m"), {
     hidden: 96,
@@ -48,6 +54,7 @@ export async function makeGgufFixture(): Promise<GgufFixture> {
     kvHeads: 2,
     layers: 2,
     initStd: 0.1,
+    ...options,
   });
   const baseDir = join(dir, "q");
   await quantizeModel({
@@ -97,13 +104,17 @@ export async function makeGgufFixture(): Promise<GgufFixture> {
         postNorm: await f64(`model.layers.${l}.post_attention_layernorm.weight`),
       };
       for (const m of LINEAR_MODULES) w[m] = await linear(`${linearPath(l, m)}.weight`);
+      if (cfg.qkvBias) {
+        w.bias = {};
+        for (const m of ["q", "k", "v"] as const) w.bias[m] = await f64(`${linearPath(l, m)}.bias`);
+      }
       layers.push(w as RefLayerWeights);
     }
     const weights: RefWeights = {
       embed: await f64("model.embed_tokens.weight"),
       layers,
       norm: await f64("model.norm.weight"),
-      lmHead: await f64("lm_head.weight"),
+      lmHead: cfg.tieEmbeddings ? undefined : await f64("lm_head.weight"),
     };
     const A = new Map<string, Float64Array>();
     const B = new Map<string, Float64Array>();
@@ -143,7 +154,10 @@ export function unpermuteQk(w: Float64Array, heads: number, hd: number): Float64
   return out;
 }
 
-/** The float64 reference weights a GGUF file holds (decoded, q/k rows put back in HF order). */
+/**
+ * The float64 reference weights a GGUF file holds (decoded; for llama.cpp's `llama`
+ * architecture the q/k rows are put back in Hugging Face order).
+ */
 export function weightsFromGguf(g: ReadGguf, rc: RefConfig): RefWeights {
   const t = (n: string) => tensorValues(g, n);
   const names: Record<string, string> = {
@@ -162,8 +176,13 @@ export function weightsFromGguf(g: ReadGguf, rc: RefConfig): RefWeights {
       postNorm: t(`blk.${l}.ffn_norm.weight`),
     };
     for (const m of LINEAR_MODULES) w[m] = t(`blk.${l}.${names[m]}.weight`);
-    w.q = unpermuteQk(w.q!, rc.heads, rc.headDim);
-    w.k = unpermuteQk(w.k!, rc.kvHeads, rc.headDim);
+    if (rc.qkvBias) {
+      w.bias = {};
+      for (const m of ["q", "k", "v"] as const) w.bias[m] = t(`blk.${l}.${names[m]}.bias`);
+    } else {
+      w.q = unpermuteQk(w.q!, rc.heads, rc.headDim);
+      w.k = unpermuteQk(w.k!, rc.kvHeads, rc.headDim);
+    }
     layers.push(w as RefLayerWeights);
   }
   return {

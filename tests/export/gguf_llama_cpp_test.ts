@@ -32,9 +32,15 @@ import { join } from "node:path";
 import { exportGguf } from "../../src/export/export_gguf.ts";
 import { loadTokenizer } from "../../src/data/tokenizer.ts";
 import { forwardBackward, type RefLora, type RefWeights } from "../reference/llama_f64.ts";
-import { type LlamaCppResult, llamaCppUnavailable, runLlamaCpp } from "../llama_cpp/install.ts";
+import {
+  type LlamaCppJob,
+  type LlamaCppResult,
+  llamaCppUnavailable,
+  runLlamaCpp,
+} from "../llama_cpp/install.ts";
 import {
   type GgufFixture,
+  type GgufFixtureOptions,
   HELD_OUT_TEXT,
   makeGgufFixture,
   weightsFromGguf,
@@ -58,7 +64,24 @@ interface Run {
   res: Record<string, LlamaCppResult>;
   /** Reference of base + adapter: per-position logits [T-1][vocab] and the loss. */
   ref: { logits: Float64Array; loss: number };
+  /** The other architectures' fixtures and references, by VARIANTS key. */
+  variants: Record<string, { fx: GgufFixture; ref: { logits: Float64Array; loss: number } }>;
 }
+
+/** Fixtures whose export differs in kind: no q/k permutation + biases; rope_freqs; no output. */
+const VARIANTS: Record<string, GgufFixtureOptions> = {
+  qwen2: { modelType: "qwen2" },
+  "llama3-rope+tied": {
+    ropeScaling: {
+      rope_type: "llama3",
+      factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 16,
+    },
+    tieWordEmbeddings: true,
+  },
+};
 
 let run: Run | undefined;
 
@@ -82,11 +105,17 @@ async function setup(): Promise<Run> {
   const fx = await makeGgufFixture();
   const tokens = (await loadTokenizer(fx.baseDir)).encode(HELD_OUT_TEXT); // bos + text
   const paths: Record<string, string> = {};
-  const exp = async (key: string, mode: "merged" | "lora", type: string, adapter: boolean) => {
+  const exp = async (
+    key: string,
+    mode: "merged" | "lora",
+    type: string,
+    adapter: boolean,
+    from = fx,
+  ) => {
     paths[key] = join(fx.dir, `${key}.gguf`);
     await exportGguf({
-      baseModelDir: fx.baseDir,
-      adapterDir: adapter ? fx.adapterDir : undefined,
+      baseModelDir: from.baseDir,
+      adapterDir: adapter ? from.adapterDir : undefined,
       mode,
       outputPath: paths[key],
       type: type as "F32",
@@ -97,7 +126,23 @@ async function setup(): Promise<Run> {
   await exp("base-F32", "merged", "F32", false);
   await exp("base-F16", "merged", "F16", false);
   await exp("lora-F32", "lora", "F32", true);
-  const jobs = {
+  const variants: Run["variants"] = {};
+  const variantJobs: Record<string, LlamaCppJob> = {};
+  for (const [key, options] of Object.entries(VARIANTS)) {
+    const v = await makeGgufFixture(options);
+    variants[key] = { fx: v, ref: reference(v, v.weights, v.lora, tokens) };
+    await exp(`${key}-merged-F32`, "merged", "F32", true, v);
+    await exp(`${key}-base-F32`, "merged", "F32", false, v);
+    await exp(`${key}-lora-F32`, "lora", "F32", true, v);
+    variantJobs[`${key}-merged-F32`] = { model: paths[`${key}-merged-F32`], tokens };
+    variantJobs[`${key}-base-F32+lora`] = {
+      model: paths[`${key}-base-F32`],
+      lora: [paths[`${key}-lora-F32`]],
+      tokens,
+    };
+  }
+  const jobs: Record<string, LlamaCppJob> = {
+    ...variantJobs,
     "merged-F32": { model: paths["merged-F32"], tokens, logits: true },
     "merged-F16": { model: paths["merged-F16"], tokens, logits: true, text: HELD_OUT_TEXT },
     "merged-Q8_0": { model: paths["merged-Q8_0"], tokens, logits: true },
@@ -107,7 +152,7 @@ async function setup(): Promise<Run> {
   };
   const out = await runLlamaCpp(Object.values(jobs), fx.dir);
   const res = Object.fromEntries(Object.keys(jobs).map((k, i) => [k, out[i]]));
-  run = { fx, tokens, paths, res, ref: reference(fx, fx.weights, fx.lora, tokens) };
+  run = { fx, tokens, paths, res, ref: reference(fx, fx.weights, fx.lora, tokens), variants };
   return run;
 }
 
@@ -258,10 +303,32 @@ Deno.test({
   },
 });
 
+for (const key of Object.keys(VARIANTS)) {
+  Deno.test({
+    name: `llama.cpp on the ${key} F32 export, merged and --lora: the reference's log-probs`,
+    ignore: ignore !== undefined,
+    async fn() {
+      const { tokens, res, variants } = await setup();
+      const { fx, ref } = variants[key];
+      const want = refLogprobs(ref.logits, tokens, fx.cfg.vocab);
+      const merged = maxAbsDiff(res[`${key}-merged-F32`].logprobs, want);
+      const lora = maxAbsDiff(res[`${key}-base-F32+lora`].logprobs, want);
+      console.log(
+        `${key}: max per-token log-prob difference merged ${merged.toExponential(2)}, ` +
+          `base + --lora ${lora.toExponential(2)}`,
+      );
+      assert.ok(merged <= F32_LOGPROB_TOL, `${merged}`);
+      assert.ok(lora <= F32_LOGPROB_TOL, `${lora}`);
+    },
+  });
+}
+
 Deno.test({
-  name: "cleanup: llama.cpp GGUF fixture",
+  name: "cleanup: llama.cpp GGUF fixtures",
   ignore: ignore !== undefined,
   async fn() {
-    if (run) await Deno.remove(run.fx.dir, { recursive: true });
+    if (!run) return;
+    await Deno.remove(run.fx.dir, { recursive: true });
+    for (const v of Object.values(run.variants)) await Deno.remove(v.fx.dir, { recursive: true });
   },
 });
