@@ -3,18 +3,22 @@
  * constants.py and convert_hf_to_gguf.py's vocabulary code), from a Hugging Face tokenizer.json
  * and tokenizer_config.json.
  *
- * Implemented: byte-level BPE (GPT-2 / Llama 3 / Qwen2 style), llama.cpp's `gpt2` tokenizer
- * model: the token strings as tokenizer.json spells them (the byte-to-character alphabet
- * included), the merges as "left right" strings, and the pre-tokenizer named by
- * `tokenizer.ggml.pre` from the pre-tokenizer's split regex (llama.cpp has one hand-written
- * regex set per name; a regex it does not know is refused rather than guessed).
- * Not implemented: SentencePiece-style tokenizers (llama.cpp's `llama` model, Llama 2's
- * byte_fallback BPE): they need per-token scores and byte tokens, and are refused naming the
- * field.
- *
- * Token types (llama.cpp llama_token_type): 1 normal, 3 control (special added tokens such as
- * bos/eos), 4 user-defined (non-special added tokens), 5 unused (padding ids up to the model's
- * vocab_size, named `[PAD<id>]` as convert_hf_to_gguf does).
+ * Byte-level BPE (GPT-2 / Llama 3 / Qwen2 style) becomes llama.cpp's `gpt2` tokenizer model: the
+ * token strings as tokenizer.json spells them (the byte-to-character alphabet included), the
+ * merges as "left right" strings, and the pre-tokenizer named by `tokenizer.ggml.pre` from the
+ * pre-tokenizer's split regex (llama.cpp has one hand-written regex set per name; a regex it does
+ * not know is refused rather than guessed).
+ * SentencePiece-style BPE (`byte_fallback`, "▁" for spaces: Llama 2, Mistral, TinyLlama) becomes
+ * llama.cpp's `llama` model, which merges the adjacent pair whose concatenation has the highest
+ * score: each token's score is minus the rank of the merge that makes it (0 for tokens no merge
+ * makes), so the highest score is the earliest merge, as in the BPE of tokenizer.json;
+ * `<0xXX>` tokens are BYTE tokens (the fallback), the model's unk_token UNKNOWN, and
+ * `tokenizer.ggml.add_space_prefix` says whether a "▁" is put before the text (a Prepend
+ * normalizer or a Metaspace pre-tokenizer that prepends). (convert_hf_to_gguf reads scores from
+ * tokenizer.model when there is one; from tokenizer.json alone it writes -1000 for all.)
+ * Token types (llama.cpp llama_token_type): 1 normal, 2 unknown, 3 control (special added tokens
+ * such as bos/eos), 4 user-defined (non-special added tokens), 5 unused (padding ids up to the
+ * model's vocab_size, named `[PAD<id>]` as convert_hf_to_gguf does), 6 byte.
  */
 import { join } from "node:path";
 import type { GgufMetadata } from "./gguf_writer.ts";
@@ -28,6 +32,7 @@ export const TOKEN_TYPE = {
   CONTROL: 3,
   USER_DEFINED: 4,
   UNUSED: 5,
+  BYTE: 6,
 } as const;
 
 type Json = Record<string, unknown>;
@@ -47,8 +52,9 @@ const KNOWN_SPLITS: Record<string, string> = {
 };
 
 export interface GgufTokenizerSummary {
-  model: "gpt2";
-  pre: string;
+  model: "gpt2" | "llama";
+  /** tokenizer.ggml.pre (gpt2 only). */
+  pre?: string;
   /** Length of tokenizer.ggml.tokens (the model's vocab_size, padding included). */
   tokens: number;
   merges: number;
@@ -153,13 +159,8 @@ export async function addTokenizerMetadata(
       `${path}: "model.type" ${JSON.stringify(model?.type)} is not supported (only BPE exports)`,
     );
   }
-  if (model.byte_fallback === true) {
-    throw invalidArgument(
-      `${path}: "model.byte_fallback" (a SentencePiece-style BPE, llama.cpp's "llama" ` +
-        `tokenizer model) is not supported yet; only byte-level BPE exports`,
-    );
-  }
-  const pre = preTokenizerName(tj, path);
+  const sentencePiece = model.byte_fallback === true;
+  const pre = sentencePiece ? undefined : preTokenizerName(tj, path);
   const vocab = model.vocab as Record<string, number> | undefined;
   if (!vocab || typeof vocab !== "object") throw invalidArgument(`${path}: "model.vocab" missing`);
   const tokens: (string | undefined)[] = [];
@@ -178,10 +179,21 @@ export async function addTokenizerMetadata(
     tokens[id] = text;
     types[id] = type;
   };
-  for (const [text, id] of Object.entries(vocab)) place(id, text, TOKEN_TYPE.NORMAL, "model.vocab");
+  const unk = typeof model.unk_token === "string" ? model.unk_token : undefined;
+  for (const [text, id] of Object.entries(vocab)) {
+    let type: number = TOKEN_TYPE.NORMAL;
+    if (sentencePiece && /^<0x[0-9A-Fa-f]{2}>$/.test(text)) type = TOKEN_TYPE.BYTE;
+    if (sentencePiece && text === unk) type = TOKEN_TYPE.UNKNOWN;
+    place(id, text, type, "model.vocab");
+  }
   const added = Array.isArray(tj.added_tokens) ? tj.added_tokens as Json[] : [];
   for (const a of added) {
-    const type = a.special === true ? TOKEN_TYPE.CONTROL : TOKEN_TYPE.USER_DEFINED;
+    // The unk token is also an added special token in Llama 2's tokenizer.json: keep UNKNOWN.
+    const type = sentencePiece && a.content === unk
+      ? TOKEN_TYPE.UNKNOWN
+      : a.special === true
+      ? TOKEN_TYPE.CONTROL
+      : TOKEN_TYPE.USER_DEFINED;
     place(a.id, String(a.content), type, "added_tokens");
   }
   if (tokens.length > vocabSize) {
@@ -226,11 +238,19 @@ export async function addTokenizerMetadata(
     ? tc.add_eos_token
     : templateAdds(tj, eosText, "end");
 
-  md.string("tokenizer.ggml.model", "gpt2");
-  md.string("tokenizer.ggml.pre", pre);
-  md.strings("tokenizer.ggml.tokens", texts);
-  md.i32s("tokenizer.ggml.token_type", typeArr);
-  md.strings("tokenizer.ggml.merges", merges);
+  if (sentencePiece) {
+    md.string("tokenizer.ggml.model", "llama");
+    md.strings("tokenizer.ggml.tokens", texts);
+    md.f32s("tokenizer.ggml.scores", mergeScores(texts, merges));
+    md.i32s("tokenizer.ggml.token_type", typeArr);
+    md.bool("tokenizer.ggml.add_space_prefix", prependsSpace(tj));
+  } else {
+    md.string("tokenizer.ggml.model", "gpt2");
+    md.string("tokenizer.ggml.pre", pre!);
+    md.strings("tokenizer.ggml.tokens", texts);
+    md.i32s("tokenizer.ggml.token_type", typeArr);
+    md.strings("tokenizer.ggml.merges", merges);
+  }
   if (bosId !== undefined) md.u32("tokenizer.ggml.bos_token_id", bosId);
   if (eosId !== undefined) md.u32("tokenizer.ggml.eos_token_id", eosId);
   if (unkId !== undefined) md.u32("tokenizer.ggml.unknown_token_id", unkId);
@@ -240,7 +260,7 @@ export async function addTokenizerMetadata(
   const template = await chatTemplate(tc, modelDir, configPath);
   if (template !== undefined) md.string("tokenizer.chat_template", template);
   return {
-    model: "gpt2",
+    model: sentencePiece ? "llama" : "gpt2",
     pre,
     tokens: vocabSize,
     merges: merges.length,
@@ -249,6 +269,31 @@ export async function addTokenizerMetadata(
     addBos,
     chatTemplate: template !== undefined,
   };
+}
+
+/** Score of each token: minus the rank of the first merge that makes it, 0 if none does. */
+function mergeScores(texts: string[], merges: string[]): Float32Array {
+  const rank = new Map<string, number>();
+  merges.forEach((m, i) => {
+    const joined = m.replace(" ", "");
+    if (!rank.has(joined)) rank.set(joined, i);
+  });
+  return Float32Array.from(texts, (t) => -(rank.get(t) ?? 0));
+}
+
+/** Whether the tokenizer puts "▁" before the text (Prepend normalizer / prepending Metaspace). */
+function prependsSpace(tj: Json): boolean {
+  const normalizer = tj.normalizer as Json | null | undefined;
+  const norms = normalizer?.type === "Sequence" && Array.isArray(normalizer.normalizers)
+    ? normalizer.normalizers as Json[]
+    : normalizer
+    ? [normalizer]
+    : [];
+  if (norms.some((n) => n.type === "Prepend" && n.prepend === "\u2581")) return true;
+  const meta = preTokenizers(tj).find((p) => p.type === "Metaspace");
+  if (!meta) return false;
+  if (typeof meta.prepend_scheme === "string") return meta.prepend_scheme !== "never";
+  return meta.add_prefix_space !== false;
 }
 
 /** tokenizer_config.json's chat_template (a string, or the "default" of a list), or the file. */

@@ -66,6 +66,7 @@ export interface LlamaCppJob {
   text?: string;
   logits?: boolean;
   kvCache?: "F32" | "F16";
+  vocabOnly?: boolean;
 }
 
 export interface LlamaCppResult {

@@ -3,7 +3,8 @@
  * and prints, as one JSON line, each job's per-token log-probabilities of a token sequence:
  *   node tests/llama_cpp/logprobs.mjs jobs.json
  * jobs.json: [{ "model": path, "lora": [path]?, "tokens": [ids], "text": string?,
- *              "kvCache": "F32" (default) | "F16" (llama.cpp's default), "logits": bool? }]
+ *              "kvCache": "F32" (default) | "F16" (llama.cpp's default), "logits": bool?,
+ *              "vocabOnly": bool? (load the tokenizer alone and only tokenize `text`) }]
  * Output: [{ "logprobs": [log p(tokens[t] | tokens[<t]) for t >= 1], "vocab": n,
  *            "tokenized": llama.cpp's own tokens of `text` (no special tokens) when given,
  *            "logits": [[raw logits by token id] per position but the last] when asked }]
@@ -25,6 +26,13 @@ const llama = await getLlama({
 });
 const results = [];
 for (const job of jobs) {
+  if (job.vocabOnly) {
+    // A tokenizer-only file: llama.cpp's tokens of `text` (no special tokens, no bos).
+    const vocab = await llama.loadModel({ modelPath: job.model, vocabOnly: true });
+    results.push({ logprobs: [], vocab: 0, tokenized: vocab.tokenize(job.text, false) });
+    await vocab.dispose();
+    continue;
+  }
   const model = await llama.loadModel({ modelPath: job.model, gpuLayers: 0 });
   const context = await model.createContext({
     contextSize: 512,
