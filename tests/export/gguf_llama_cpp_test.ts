@@ -236,6 +236,13 @@ for (const [type, uWeights] of [["Q8_0", U_Q8], ["Q4_0", U_Q4]] as const) {
       const { fx, tokens, paths, res, ref } = await setup();
       const r = res[`merged-${type}`];
       const g = readGguf(await Deno.readFile(paths[`merged-${type}`]));
+      // Every matrix has rows of 96 or 160 values: no F16 fallback. Q4_0 files keep the
+      // embedding and output layers at Q8_0 (src/export/gguf_model.ts).
+      const ggmlType = (n: string) => g.tensors.get(n)!.type;
+      assert.equal(ggmlType("blk.1.ffn_down.weight"), type === "Q8_0" ? 8 : 2);
+      assert.equal(ggmlType("output.weight"), 8);
+      assert.equal(ggmlType("token_embd.weight"), 8);
+      assert.equal(ggmlType("blk.1.ffn_norm.weight"), 0);
       const decoded = reference(fx, weightsFromGguf(g, fx.rc), null, tokens);
       const loss = lossOf(r);
       // Against the file's own (decoded) weights: only llama.cpp's Q8_0 activations differ.
