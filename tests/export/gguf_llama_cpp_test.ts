@@ -68,9 +68,13 @@ interface Run {
   variants: Record<string, { fx: GgufFixture; ref: { logits: Float64Array; loss: number } }>;
 }
 
-/** Fixtures whose export differs in kind: no q/k permutation + biases; rope_freqs; no output. */
+/**
+ * Fixtures whose export differs in kind: no q/k permutation + biases; rope scaling metadata;
+ * rope_freqs; no output tensor.
+ */
 const VARIANTS: Record<string, GgufFixtureOptions> = {
   qwen2: { modelType: "qwen2" },
+  "linear-rope": { ropeScaling: { rope_type: "linear", factor: 2.5 } },
   "llama3-rope+tied": {
     ropeScaling: {
       rope_type: "llama3",
