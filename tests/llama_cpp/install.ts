@@ -32,30 +32,49 @@ async function installedVersion(pkg: string): Promise<string | undefined> {
   }
 }
 
-/** Installs the pinned packages unless they are there already. */
+async function installed(): Promise<boolean> {
+  return await installedVersion("node-llama-cpp") === PINNED &&
+    await installedVersion("@node-llama-cpp/linux-x64") === PINNED;
+}
+
+const LOCK = join(LLAMA_CPP_DIR, ".install-lock");
+/** A lock older than this is left over from a killed run. */
+const STALE_LOCK_MS = 15 * 60_000;
+
+/**
+ * Installs the pinned packages unless they are there already. Test files may run in parallel:
+ * one installs (holding a lock folder, mkdir being atomic) while the others wait for it.
+ */
 export async function ensureLlamaCpp(): Promise<void> {
-  if (
-    await installedVersion("node-llama-cpp") === PINNED &&
-    await installedVersion("@node-llama-cpp/linux-x64") === PINNED
-  ) return;
-  const out = await new Deno.Command("npm", {
-    args: [
-      "install",
-      "--omit=optional",
-      "--ignore-scripts",
-      "--no-audit",
-      "--no-fund",
-    ],
-    cwd: LLAMA_CPP_DIR,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `npm install in ${LLAMA_CPP_DIR} failed:\n${
-        new TextDecoder().decode(out.stderr).slice(-2000)
-      }`,
-    );
+  for (;;) {
+    if (await installed()) return;
+    try {
+      await Deno.mkdir(LOCK);
+      break;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      const age = Date.now() - ((await Deno.stat(LOCK).catch(() => null))?.mtime?.getTime() ?? 0);
+      if (age > STALE_LOCK_MS) await Deno.remove(LOCK).catch(() => {});
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  try {
+    if (await installed()) return;
+    const out = await new Deno.Command("npm", {
+      args: ["install", "--omit=optional", "--ignore-scripts", "--no-audit", "--no-fund"],
+      cwd: LLAMA_CPP_DIR,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(
+        `npm install in ${LLAMA_CPP_DIR} failed:\n${
+          new TextDecoder().decode(out.stderr).slice(-2000)
+        }`,
+      );
+    }
+  } finally {
+    await Deno.remove(LOCK).catch(() => {});
   }
 }
 
