@@ -187,6 +187,29 @@ Deno.test("Q8_0 export: rows that do not fill 32-value blocks fall back to F16; 
         }),
       /already exists/,
     );
+    await assert.rejects(
+      () =>
+        exportGguf({
+          baseModelDir: join(dir, "m"),
+          mode: "lora",
+          outputPath: join(dir, "l.gguf"),
+          type: "F16",
+          overwrite: false,
+        }),
+      /adapterDir/,
+    );
+    await assert.rejects(
+      () =>
+        exportGguf({
+          baseModelDir: join(dir, "m"),
+          adapterDir: join(dir, "m"),
+          mode: "lora",
+          outputPath: join(dir, "l.gguf"),
+          type: "Q4_0",
+          overwrite: false,
+        }),
+      /type: a LoRA GGUF is F32 or F16/,
+    );
     const ctrl = new AbortController();
     await assert.rejects(() =>
       exportGguf({
