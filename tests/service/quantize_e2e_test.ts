@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { status } from "@grpc/grpc-js";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { SafetensorsFile } from "../../src/io/safetensors.ts";
 import { call, follow, healthStatus, startTestServer, streamCall } from "./grpc_client.ts";
 import type { Msg, TestServer } from "./grpc_client.ts";

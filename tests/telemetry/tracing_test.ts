@@ -11,7 +11,7 @@ import * as path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { metrics, propagation, trace } from "@opentelemetry/api";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { SafetensorsFile } from "../../src/io/safetensors.ts";
 import { quantizeModel } from "../../src/quant/quantize_model.ts";
 import { GpuHolder } from "../../src/service/gpu.ts";
