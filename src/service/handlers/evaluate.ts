@@ -17,7 +17,7 @@ import { readModelConfig } from "./model_config.ts";
 import { jobError, modelFolder } from "./train.ts";
 import { checkPathFields, intIn } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
-import { tracedJob } from "../../telemetry/job_hooks.ts";
+import { tracedJob } from "../job_telemetry.ts";
 
 // deno-lint-ignore no-explicit-any
 type Msg = Record<string, any>;
@@ -100,7 +100,7 @@ export async function validateEvaluateRequest(
 }
 
 export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobStart {
-  // Made inside the RPC: the job's spans join the caller's trace (src/telemetry/job_hooks.ts).
+  // Made inside the RPC: the job's spans join the caller's trace (src/service/job_telemetry.ts).
   const spans = jobTrace("evaluate", {
     "qlorad.model": v.request.base_model_path,
     "qlorad.adapter": v.request.adapter_path,

@@ -24,7 +24,7 @@ import { gpuQuantizer } from "../../quant/gpu_quantizer.ts";
 import type { ServiceContext } from "./jobs.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
 import { ATTR, metricsEnabled, recordQuantizedTensor } from "../../telemetry/metrics.ts";
-import { gpuTimeAttributes, observeGpu } from "../../telemetry/job_hooks.ts";
+import { gpuTimeAttributes, observeGpu } from "../job_telemetry.ts";
 
 // deno-lint-ignore no-explicit-any
 type Msg = Record<string, any>;

@@ -27,7 +27,7 @@ import { type JobStart, type ServiceContext, startJob } from "./jobs.ts";
 import { checkFileSize, MAX_TOKENIZER_BYTES, readModelConfig } from "./model_config.ts";
 import { checkPathFields, intIn, numberIn } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
-import { tracedJob } from "../../telemetry/job_hooks.ts";
+import { tracedJob } from "../job_telemetry.ts";
 
 // deno-lint-ignore no-explicit-any
 type Msg = Record<string, any>;
@@ -326,7 +326,7 @@ async function placeTrainJob(
 
 /** The job body: the training loop, its hooks mapped to JobEvents. */
 export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobStart {
-  // Made inside the RPC: the job's spans join the caller's trace (src/telemetry/job_hooks.ts).
+  // Made inside the RPC: the job's spans join the caller's trace (src/service/job_telemetry.ts).
   const spans = jobTrace("train", {
     "qlorad.model": v.request.base_model_path,
     "qlorad.dataset": v.request.dataset_path,
