@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import cliProgress from "cli-progress";
-import { makeTinyLlama } from "./make_tiny_llama.ts";
+import { makeTinyLlama } from "./tiny_llama/mod.ts";
 import { PROTO_LOADER_OPTIONS, PROTO_PATH, startServer } from "../src/service/server.ts";
 import { consoleLogger } from "../src/service/status.ts";
 

@@ -1,7 +1,7 @@
 /** `qlorad train` and `qlorad eval` as a user runs them: real processes on the tiny fixture. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { makeTinyLlama } from "../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../scripts/tiny_llama/mod.ts";
 
 const cli = new URL("../src/cli/main.ts", import.meta.url).pathname;
 

@@ -24,7 +24,7 @@ import { quantizeWeight } from "../quant/quant_state.ts";
 import { Rng } from "../util/random.ts";
 import { randomBatch, randomModel, TINY_BENCH } from "./random_model.ts";
 import { BENCH_LORA } from "./train_bench.ts";
-import { type Contender, interleaved, kernelContender } from "../util/timing.ts";
+import { type Contender, interleaved, kernelContender } from "../gpu/timing.ts";
 
 export interface BackendRow {
   kernel: string;

@@ -11,7 +11,7 @@ import { dequantShaderParams, offsetBits, uploadQuantWeight } from "../kernels/q
 import { dequantizeWeight, quantizeWeight } from "../quant/quant_state.ts";
 import type { QuantType } from "../quant/codes.ts";
 import { Rng } from "../util/random.ts";
-import { kernelContender, timeKernels } from "../util/timing.ts";
+import { kernelContender, timeKernels } from "../gpu/timing.ts";
 
 const ENTRY = `
 struct DequantParams {

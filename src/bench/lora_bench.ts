@@ -12,7 +12,7 @@ import { uploadQuantWeight } from "../kernels/quant_weight.ts";
 import { quantizeWeight } from "../quant/quant_state.ts";
 import { Rng } from "../util/random.ts";
 import type { LinearShape } from "./matmul_bench.ts";
-import { kernelContender, timeKernels } from "../util/timing.ts";
+import { kernelContender, timeKernels } from "../gpu/timing.ts";
 
 export interface LoraRow {
   shape: string;

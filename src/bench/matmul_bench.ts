@@ -18,7 +18,7 @@ import {
 import { uploadQuantWeight } from "../kernels/quant_weight.ts";
 import { dequantizeWeight, quantizeWeight } from "../quant/quant_state.ts";
 import { Rng } from "../util/random.ts";
-import { kernelContender, timeKernels } from "../util/timing.ts";
+import { kernelContender, timeKernels } from "../gpu/timing.ts";
 
 export interface LinearShape {
   name: string;

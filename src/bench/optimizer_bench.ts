@@ -7,7 +7,7 @@
 import type { GpuContext } from "../gpu/context.ts";
 import { ADAMW_DEFAULTS, AdamWOptimizer } from "../train/paged_adamw.ts";
 import { Rng } from "../util/random.ts";
-import { interleaved } from "../util/timing.ts";
+import { interleaved } from "../gpu/timing.ts";
 
 export interface OptimizerRow {
   name: string;

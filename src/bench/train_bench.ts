@@ -11,7 +11,7 @@ import type { LoraSpec } from "../model/lora.ts";
 import { TrainingEngine } from "../train/engine.ts";
 import { parameterCount, randomBatch, randomModel } from "./random_model.ts";
 import { randomModelGpu } from "./random_model_gpu.ts";
-import { interleaved, type Timing } from "../util/timing.ts";
+import { interleaved, type Timing } from "../gpu/timing.ts";
 
 export const BENCH_LORA: LoraSpec = {
   r: 16,

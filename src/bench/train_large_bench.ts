@@ -15,7 +15,7 @@ import { TrainingEngine } from "../train/engine.ts";
 import { releaseFreedMemory } from "../util/gc_hint.ts";
 import { randomModelGpu } from "./random_model_gpu.ts";
 import { parameterCount, randomBatch } from "./random_model.ts";
-import { median } from "../util/timing.ts";
+import { median } from "../gpu/timing.ts";
 import { BENCH_LORA } from "./train_bench.ts";
 
 export interface LargeTrainOptions {

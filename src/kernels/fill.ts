@@ -1,5 +1,6 @@
 /** Fill a buffer with a repeated 32-bit value (zeros for gradients, NaN to poison outputs). */
 import { type DispatchBatch, type GpuBuffer, type GpuContext, grid } from "../gpu/context.ts";
+import { f32Bits } from "../io/dtype.ts";
 import { uniformLayout } from "../gpu/uniform_layout.ts";
 
 /** shaders/fill.wgsl's Params. */
@@ -24,10 +25,6 @@ export async function encodeFill(
 }
 
 export const F32_NAN_BITS = 0x7fc00000;
-
-export function f32Bits(x: number): number {
-  return new Uint32Array(new Float32Array([x]).buffer)[0];
-}
 
 /** Fills and submits at once. */
 export async function fill(ctx: GpuContext, buf: GpuBuffer, value: number): Promise<void> {

@@ -3,7 +3,7 @@
  * (a run on a loaded machine weighs the same as a quiet one), the median ratio per variant, and
  * whether the choice is settled or is to be timed again by a later process.
  */
-import { median } from "../util/timing.ts";
+import { median } from "../gpu/timing.ts";
 import type { RunTimes } from "./ladder_probe.ts";
 
 /** Runs kept per choice; a choice with this many runs is settled. */

@@ -2,13 +2,13 @@
  * One timing run of a kernel's variants on the device, for the ladder: the kernel's probe (inputs
  * of a representative shape in ProbeBuffers), a warm-up submit of each variant (compiles, and
  * sizes the timed submits), then interleaved rounds of the ones not hopelessly slow with the
- * shared harness of src/util/timing.ts; the result is the median ms per run of each variant.
+ * shared harness of src/gpu/timing.ts; the result is the median ms per run of each variant.
  * Probe buffers go through GpuContext.createBuffer (ledger category "scratch"), so the memory
  * ledger sees them for the few milliseconds they live.
  */
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import { Rng } from "../util/random.ts";
-import { type Contender, interleaved, timedSubmit } from "../util/timing.ts";
+import { type Contender, interleaved, timedSubmit } from "../gpu/timing.ts";
 import type { LadderKernel, LadderProbe } from "./ladder_registry.ts";
 
 /** A timed submit of the fastest variant should take about this long. */

@@ -14,7 +14,7 @@
 import { type GpuBuffer, type GpuContext, grid } from "../gpu/context.ts";
 import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { FP4_THRESHOLDS, NF4_THRESHOLDS, signedDynamicMap } from "../quant/codes.ts";
+import { FP4_THRESHOLDS, NF4_THRESHOLDS, signedDynamicMap } from "../io/quant_codes.ts";
 
 const SHADER = "quantize_4bit.wgsl";
 const WG = 64;

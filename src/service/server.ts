@@ -22,7 +22,7 @@ import { evaluateHandler } from "./handlers/evaluate.ts";
 import { estimateHandler } from "./handlers/estimate.ts";
 import { GpuHolder } from "./gpu.ts";
 import { sweepPartials } from "../io/sweep_partials.ts";
-import { wrapHandlers } from "../telemetry/tracing.ts";
+import { wrapHandlers } from "./rpc_tracing.ts";
 import { observeGpuMemory, observeJobs } from "../telemetry/metrics.ts";
 import { tokenInterceptor } from "./auth.ts";
 import { serverCredentials } from "./tls.ts";

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { call, connect, streamCall } from "../service/grpc_client.ts";
 import type { Msg } from "../service/grpc_client.ts";
 

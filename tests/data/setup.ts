@@ -1,6 +1,6 @@
 /** The tiny Llama fixture (tokenizer, chat template, datasets), made once per test process. */
 import { join } from "node:path";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { loadTokenizer, type TextTokenizer } from "../../src/data/tokenizer.ts";
 
 let made: Promise<string> | undefined;

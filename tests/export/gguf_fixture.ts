@@ -6,7 +6,7 @@
  * and the float64 reference weights of base + adapter read independently of src/export.
  */
 import { join } from "node:path";
-import { makeTinyLlama, type TinyLlamaOptions } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama, type TinyLlamaOptions } from "../../scripts/tiny_llama/mod.ts";
 import { quantizeModel } from "../../src/quant/quantize_model.ts";
 import { saveAdapter } from "../../src/train/peft.ts";
 import { LoraLayout } from "../../src/model/lora.ts";

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { exportGguf } from "../../src/export/export_gguf.ts";
 import { permuteQkRows } from "../../src/export/gguf_arch.ts";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { LINEAR_MODULES } from "../../src/model/config.ts";
 import { loraKey, moduleShape } from "../reference/llama_f64.ts";
 import { type GgufFixture, makeGgufFixture, unpermuteQk } from "./gguf_fixture.ts";

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { tokenizerCorpus } from "../../scripts/make_tiny_llama.ts";
+import { tokenizerCorpus } from "../../scripts/tiny_llama/mod.ts";
 import { loadTokenizer } from "../../src/data/tokenizer.ts";
 import { addModelMetadata } from "../../src/export/gguf_model.ts";
 import { addTokenizerMetadata } from "../../src/export/gguf_tokenizer.ts";

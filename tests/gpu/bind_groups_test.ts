@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
 import { BindGroupCache, type BindingKey, WHOLE_BUFFER } from "../../src/gpu/bind_groups.ts";
 import { type GpuBuffer, type GpuContext, statsDelta } from "../../src/gpu/context.ts";
-import { encodeFill, f32Bits } from "../../src/kernels/fill.ts";
+import { encodeFill } from "../../src/kernels/fill.ts";
+import { f32Bits } from "../../src/io/dtype.ts";
 
 /** Records one fill of `count` words at byte `offset` of `buf` (offset a multiple of 256). */
 async function fillSlice(

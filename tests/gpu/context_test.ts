@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
-import { encodeFill, f32Bits, fill } from "../../src/kernels/fill.ts";
+import { encodeFill, fill } from "../../src/kernels/fill.ts";
+import { f32Bits } from "../../src/io/dtype.ts";
 import { GpuContext, grid } from "../../src/gpu/context.ts";
 import { GpuTimeoutError, GpuValidationError } from "../../src/gpu/errors.ts";
 

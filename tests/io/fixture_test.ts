@@ -11,7 +11,7 @@ import {
   SPECIAL_TOKENS,
   tokenizerCorpus,
   trainBpe,
-} from "../../scripts/make_tiny_llama.ts";
+} from "../../scripts/tiny_llama/mod.ts";
 
 const root = await Deno.makeTempDir({ prefix: "qlorad-fixture-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(root, { recursive: true }));

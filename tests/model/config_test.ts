@@ -13,7 +13,7 @@ import {
   llamaConfigFromHf,
 } from "../../src/model/config.ts";
 import { QloradError } from "../../src/util/errors.ts";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { quantizeModel } from "../../src/quant/quantize_model.ts";
 
 const FILE = "models/x/config.json";

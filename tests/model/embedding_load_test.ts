@@ -10,7 +10,7 @@ import { GpuContext } from "../../src/gpu/context.ts";
 import { HfCheckpoint } from "../../src/io/checkpoint.ts";
 import { loadBaseModel } from "../../src/model/load.ts";
 import type { RowChunkedTable } from "../../src/kernels/row_chunks.ts";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { roundBf16 } from "../reference/float16_f64.ts";
 
 /** The table's 16-bit patterns in row order, read back from its chunks. */

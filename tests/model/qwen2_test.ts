@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { closeGpuAfterTests, gpu, gpuTest } from "../support/gpu.ts";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { quantizeModel } from "../../src/quant/quantize_model.ts";
 import { loadBaseModel } from "../../src/model/load.ts";
 import { LINEAR_MODULES, linearPath, llamaConfigFromHf } from "../../src/model/config.ts";

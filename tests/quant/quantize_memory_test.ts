@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { makeTinyLlama, SMALL_LLAMA_PRESET } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama, SMALL_LLAMA_PRESET } from "../../scripts/tiny_llama/mod.ts";
 
 Deno.test("quantizing a tens-of-millions-parameter checkpoint keeps peak memory well under its f32 size", async () => {
   const dir = await Deno.makeTempDir({ prefix: "qlorad-mem-" });

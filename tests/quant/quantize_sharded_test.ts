@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { makeTinyLlama, type TinyLlamaOptions } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama, type TinyLlamaOptions } from "../../scripts/tiny_llama/mod.ts";
 import { quantizeModel } from "../../src/quant/quantize_model.ts";
 import { HfCheckpoint } from "../../src/io/checkpoint.ts";
 import { writeSafetensors } from "../../src/io/safetensors.ts";

@@ -3,7 +3,9 @@
  * same math, Qwen2 adds a bias to q, k and v: `modeling_qwen2.py`) with PEFT LoRA adapters: forward, cross-entropy loss, and analytical gradients for every LoRA A and B
  * (the base weights are frozen). The test suite checks the GPU training engine against this file,
  * so it is written straight from the math with plain loops and no shortcuts; see
- * ../../../shared/REFERENCE.md §6 and §7.
+ * ../../../shared/REFERENCE.md §6 and §7. The single ops (matmul, RMSNorm, RoPE, SwiGLU, each with
+ * its backward) are ops_f64.ts's, the same references the kernel tests use; attention,
+ * cross-entropy and the LoRA linears are here.
  *
  * Layouts: every activation is row-major [T, dim] in a Float64Array; weights are [out, in] as in
  * the checkpoint; q/k/v rows are [heads, headDim] (head h occupies columns h*headDim..+headDim).
@@ -11,20 +13,22 @@
  * Labels are already shifted by the caller: labels[s][t] is the target of position t; -100 masks.
  */
 import { Rng } from "../../src/util/random.ts";
+import {
+  matmulF64,
+  rmsnormBackwardF64,
+  rmsnormF64,
+  ropeF64,
+  ropeInvFreqF64,
+  type RopeScalingF64,
+  swigluBackwardF64,
+  swigluF64,
+} from "./ops_f64.ts";
 
 export const LORA_MODULES = ["q", "k", "v", "o", "gate", "up", "down"] as const;
 export type LoraModule = typeof LORA_MODULES[number];
 export const IGNORE_INDEX = -100;
 
-export type RopeScaling =
-  | { type: "linear"; factor: number }
-  | {
-    type: "llama3";
-    factor: number;
-    lowFreqFactor: number;
-    highFreqFactor: number;
-    originalMaxPositionEmbeddings: number;
-  };
+export type RopeScaling = RopeScalingF64;
 
 export interface RefConfig {
   hidden: number;
@@ -225,128 +229,7 @@ export function refConfigFromHf(json: Record<string, unknown>): RefConfig {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Primitives (exported so tests can hand-check them; forwardBackward uses these same functions)
-
-/** RMSNorm of one vector: x / sqrt(mean(x^2) + eps) * w. */
-export function rmsNorm(x: Float64Array, w: Float64Array, eps: number): Float64Array {
-  const n = x.length;
-  let ss = 0;
-  for (let i = 0; i < n; i++) ss += x[i] * x[i];
-  const r = 1 / Math.sqrt(ss / n + eps);
-  const y = new Float64Array(n);
-  for (let i = 0; i < n; i++) y[i] = x[i] * r * w[i];
-  return y;
-}
-
-/**
- * Gradient of rmsNorm w.r.t. x. With r = (mean(x^2)+eps)^(-1/2), dr/dx_i = -r^3 x_i / n, so
- * dx_i = r w_i dy_i - r^3 x_i / n * sum_j dy_j w_j x_j.
- */
-export function rmsNormBackward(
-  x: Float64Array,
-  w: Float64Array,
-  eps: number,
-  dy: Float64Array,
-): Float64Array {
-  const n = x.length;
-  let ss = 0;
-  for (let i = 0; i < n; i++) ss += x[i] * x[i];
-  const r = 1 / Math.sqrt(ss / n + eps);
-  let dot = 0;
-  for (let j = 0; j < n; j++) dot += dy[j] * w[j] * x[j];
-  const dx = new Float64Array(n);
-  for (let i = 0; i < n; i++) dx[i] = r * w[i] * dy[i] - (r * r * r * x[i] * dot) / n;
-  return dx;
-}
-
-/**
- * RoPE inverse frequencies theta^(-2i/d), i < d/2, d = headDim, with rope scaling applied as in
- * transformers `modeling_rope_utils.py`: "linear" divides every frequency by factor (equivalently,
- * positions / factor); "llama3" leaves wavelengths below original/highFreqFactor alone, divides
- * those above original/lowFreqFactor by factor, and interpolates in between with
- * smooth = (original / wavelen - low) / (high - low).
- */
-export function ropeInvFreq(cfg: RefConfig): Float64Array {
-  const d = cfg.headDim;
-  const half = d / 2;
-  const inv = new Float64Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(cfg.ropeTheta, (2 * i) / d);
-  const s = cfg.ropeScaling;
-  if (!s) return inv;
-  if (s.type === "linear") {
-    for (let i = 0; i < half; i++) inv[i] = inv[i] / s.factor;
-    return inv;
-  }
-  const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
-  const highFreqWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
-  for (let i = 0; i < half; i++) {
-    const wavelen = (2 * Math.PI) / inv[i];
-    if (wavelen < highFreqWavelen) continue; // high frequency: unchanged
-    if (wavelen > lowFreqWavelen) {
-      inv[i] = inv[i] / s.factor; // low frequency: fully scaled
-      continue;
-    }
-    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) /
-      (s.highFreqFactor - s.lowFreqFactor);
-    inv[i] = (1 - smooth) * inv[i] / s.factor + smooth * inv[i];
-  }
-  return inv;
-}
-
-/**
- * RoPE on one head vector, split halves (not interleaved):
- * x' = x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x[d/2:], x[:d/2]),
- * angle of pair (i, i + d/2) = pos * invFreq[i]. The transpose (for backward) is the same
- * rotation at -pos.
- */
-export function ropeRotate(x: Float64Array, pos: number, invFreq: Float64Array): Float64Array {
-  const half = invFreq.length;
-  if (x.length !== 2 * half) {
-    throw new Error(`ropeRotate: vector length ${x.length} != ${2 * half}`);
-  }
-  const y = new Float64Array(2 * half);
-  for (let i = 0; i < half; i++) {
-    const c = Math.cos(pos * invFreq[i]);
-    const s = Math.sin(pos * invFreq[i]);
-    y[i] = x[i] * c - x[i + half] * s;
-    y[i + half] = x[i + half] * c + x[i] * s;
-  }
-  return y;
-}
-
-/** RoPE on each head of each row of x [T, nHeads*headDim]; sign -1 applies the transpose. */
-function ropeRows(
-  x: Float64Array,
-  T: number,
-  nHeads: number,
-  headDim: number,
-  positions: number[],
-  invFreq: Float64Array,
-  sign: 1 | -1,
-): Float64Array {
-  const y = new Float64Array(x.length);
-  for (let t = 0; t < T; t++) {
-    for (let h = 0; h < nHeads; h++) {
-      const off = (t * nHeads + h) * headDim;
-      y.set(ropeRotate(x.subarray(off, off + headDim), sign * positions[t], invFreq), off);
-    }
-  }
-  return y;
-}
-
-export function sigmoid(x: number): number {
-  return 1 / (1 + Math.exp(-x));
-}
-
-export function silu(x: number): number {
-  return x * sigmoid(x);
-}
-
-/** d silu / dx = sigma(x) * (1 + x * (1 - sigma(x))). */
-export function siluGrad(x: number): number {
-  const s = sigmoid(x);
-  return s * (1 + x * (1 - s));
-}
+// Attention and cross-entropy (exported so tests can hand-check them; forwardBackward uses them)
 
 export interface AttentionResult {
   /** [T, heads*headDim] */
@@ -507,13 +390,9 @@ function linearForward(
   dropoutMask: RefOptions["dropoutMask"],
 ): { y: Float64Array; cache: LinearCache } {
   const { W, out, in: inn } = spec;
-  const y = new Float64Array(T * out);
-  for (let t = 0; t < T; t++) {
-    for (let o = 0; o < out; o++) {
-      let acc = spec.b ? spec.b[o] : 0;
-      for (let i = 0; i < inn; i++) acc += W[o * inn + i] * x[t * inn + i];
-      y[t * out + o] = acc;
-    }
+  const y = matmulF64(x, W, T, out, inn, false, true);
+  if (spec.b) {
+    for (let t = 0; t < T; t++) for (let o = 0; o < out; o++) y[t * out + o] += spec.b[o];
   }
   const A = spec.lora?.A.get(spec.key);
   const B = spec.lora?.B.get(spec.key);
@@ -556,6 +435,7 @@ function linearBackward(
   gradB: Map<string, Float64Array>,
 ): Float64Array {
   const { W, out, in: inn } = spec;
+  // Row by row through W (not matmulF64's dot products down its columns: W may be 14336 x 4096).
   const dx = new Float64Array(T * inn);
   for (let t = 0; t < T; t++) {
     for (let o = 0; o < out; o++) {
@@ -586,28 +466,6 @@ function linearBackward(
         dx[t * inn + i] += cache.mask[t * inn + i] * A[j * inn + i] * dz[j];
       }
     }
-  }
-  return dx;
-}
-
-function rmsNormRows(x: Float64Array, T: number, n: number, w: Float64Array, eps: number) {
-  const y = new Float64Array(T * n);
-  for (let t = 0; t < T; t++) y.set(rmsNorm(x.subarray(t * n, (t + 1) * n), w, eps), t * n);
-  return y;
-}
-
-function rmsNormRowsBackward(
-  x: Float64Array,
-  T: number,
-  n: number,
-  w: Float64Array,
-  eps: number,
-  dy: Float64Array,
-) {
-  const dx = new Float64Array(T * n);
-  for (let t = 0; t < T; t++) {
-    const s = t * n;
-    dx.set(rmsNormBackward(x.subarray(s, s + n), w, eps, dy.subarray(s, s + n)), s);
   }
   return dx;
 }
@@ -709,8 +567,8 @@ export function forwardBackward(
   opts: RefOptions = {},
 ): RefResult {
   validate(cfg, w, lora, batch);
-  const { hidden: H, intermediate: I, heads, kvHeads, headDim: hd, vocab, rmsEps: eps } = cfg;
-  const invFreq = ropeInvFreq(cfg);
+  const { hidden: H, heads, kvHeads, headDim: hd, vocab, rmsEps: eps } = cfg;
+  const invFreq = ropeInvFreqF64(hd, cfg.ropeTheta, cfg.ropeScaling);
   const head = cfg.tieEmbeddings ? w.embed : w.lmHead!;
 
   const gradA = new Map<string, Float64Array>();
@@ -757,20 +615,19 @@ export function forwardBackward(
     const layerCaches: LayerCache[] = [];
     const runLayer = (l: number, xIn: Float64Array) => {
       const Lw = w.layers[l];
-      const n1 = rmsNormRows(xIn, T, H, Lw.inputNorm, eps);
+      const n1 = rmsnormF64(xIn, Lw.inputNorm, T, H, eps).y;
       const q = lin(l, "q", n1);
       const k = lin(l, "k", n1);
       const v = lin(l, "v", n1);
-      const qr = ropeRows(q.y, T, heads, hd, positions, invFreq, 1);
-      const kr = ropeRows(k.y, T, kvHeads, hd, positions, invFreq, 1);
+      const qr = ropeF64(q.y, positions, invFreq, T, heads, hd, false, false);
+      const kr = ropeF64(k.y, positions, invFreq, T, kvHeads, hd, false, false);
       const att = attentionForward(qr, kr, v.y, T, heads, kvHeads, hd, allowed);
       const o = lin(l, "o", att.out);
       const h = addInto(o.y.slice(), xIn);
-      const n2 = rmsNormRows(h, T, H, Lw.postNorm, eps);
+      const n2 = rmsnormF64(h, Lw.postNorm, T, H, eps).y;
       const g = lin(l, "gate", n2);
       const u = lin(l, "up", n2);
-      const a = new Float64Array(T * I);
-      for (let i = 0; i < T * I; i++) a[i] = silu(g.y[i]) * u.y[i];
+      const a = swigluF64(g.y, u.y);
       const d = lin(l, "down", a);
       const out = addInto(d.y.slice(), h);
       const cache: LayerCache = {
@@ -801,7 +658,7 @@ export function forwardBackward(
       layerCaches.push(saved ? runLayer(l, saved(x, l, seq)).cache : cache);
       x = out;
     }
-    const nf = rmsNormRows(x, T, H, w.norm, eps);
+    const nf = rmsnormF64(x, w.norm, T, H, eps).y;
     const logits = new Float64Array(T * vocab);
     for (let t = 0; t < T; t++) {
       for (let c = 0; c < vocab; c++) {
@@ -834,7 +691,7 @@ export function forwardBackward(
         for (let i = 0; i < H; i++) dnf[t * H + i] += head[c * H + i] * g;
       }
     }
-    let dx: Float64Array = rmsNormRowsBackward(x, T, H, w.norm, eps, dnf);
+    let dx: Float64Array = rmsnormBackwardF64(x, w.norm, dnf, T, H, eps);
     for (let l = cfg.layers - 1; l >= 0; l--) {
       const Lw = w.layers[l];
       const c = layerCaches[l];
@@ -843,21 +700,16 @@ export function forwardBackward(
       // out = h + down(silu(gate) * up)
       const dh = dx.slice();
       const da = back("down", dx);
-      const dg = new Float64Array(T * I);
-      const du = new Float64Array(T * I);
-      for (let i = 0; i < T * I; i++) {
-        dg[i] = da[i] * c.u[i] * siluGrad(c.g[i]);
-        du[i] = da[i] * silu(c.g[i]);
-      }
+      const { dgate: dg, dup: du } = swigluBackwardF64(c.g, c.u, da);
       const dn2 = addInto(back("gate", dg), back("up", du));
-      addInto(dh, rmsNormRowsBackward(c.h, T, H, Lw.postNorm, eps, dn2));
+      addInto(dh, rmsnormBackwardF64(c.h, Lw.postNorm, dn2, T, H, eps));
       // h = xIn + o(attention(rope(q), rope(k), v))
       const dAtt = back("o", dh);
       const grads = attentionBackward(c.qr, c.kr, c.v, c.probs, dAtt, T, heads, kvHeads, hd);
-      const dq = ropeRows(grads.dq, T, heads, hd, positions, invFreq, -1);
-      const dk = ropeRows(grads.dk, T, kvHeads, hd, positions, invFreq, -1);
+      const dq = ropeF64(grads.dq, positions, invFreq, T, heads, hd, true, false);
+      const dk = ropeF64(grads.dk, positions, invFreq, T, kvHeads, hd, true, false);
       const dn1 = addInto(addInto(back("q", dq), back("k", dk)), back("v", grads.dv));
-      dx = addInto(dh, rmsNormRowsBackward(c.xIn, T, H, Lw.inputNorm, eps, dn1));
+      dx = addInto(dh, rmsnormBackwardF64(c.xIn, Lw.inputNorm, dn1, T, H, eps));
     }
   });
 

@@ -20,12 +20,8 @@ import {
   type RefLora,
   type RefOptions,
   type RefWeights,
-  rmsNorm,
-  ropeInvFreq,
-  ropeRotate,
-  silu,
-  siluGrad,
 } from "./llama_f64.ts";
+import { rmsnormF64, ropeF64, ropeInvFreqF64, swigluBackwardF64, swigluF64 } from "./ops_f64.ts";
 import { adamwStep, clipByGlobalNorm, newAdamWState } from "./adamw_f64.ts";
 
 const TINY: RefConfig = {
@@ -308,6 +304,15 @@ Deno.test("dropout mask of all zeros removes the LoRA path; accuracy counts argm
   assert.equal(res.count, 12);
   assert.equal(res.correct, 12);
 });
+
+// One-vector views of the ops forwardBackward uses (tests/reference/ops_f64.ts).
+const rmsNorm = (x: Float64Array, w: Float64Array, eps: number) =>
+  rmsnormF64(x, w, 1, x.length, eps).y;
+const ropeInvFreq = (cfg: RefConfig) => ropeInvFreqF64(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
+const ropeRotate = (x: Float64Array, pos: number, invFreq: Float64Array) =>
+  ropeF64(x, [pos], invFreq, 1, 1, x.length, false, false);
+const silu = (x: number) => swigluF64([x], [1])[0];
+const siluGrad = (x: number) => swigluBackwardF64([x], [1], [1]).dgate[0];
 
 Deno.test("hand-checked primitives: RMSNorm, RoPE, attention, cross-entropy, SiLU", () => {
   // RMSNorm of [3, 4]: mean square 12.5.

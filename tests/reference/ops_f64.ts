@@ -54,8 +54,10 @@ export function rmsnormF64(
 }
 
 /**
- * dL/dx of RMSNorm given dL/dy (weight frozen). With s = mean(x²)+eps and y_j = x_j s^-1/2 w_j:
- * dy_i/dx_j = w_i (δ_ij s^-1/2 - x_i x_j s^-3/2 / dim).
+ * dL/dx of RMSNorm given dL/dy (weight frozen). With s = mean(x²)+eps and y_i = x_i s^-1/2 w_i:
+ * dy_i/dx_j = w_i (δ_ij s^-1/2 - x_i x_j s^-3/2 / dim), so
+ * dx_j = s^-1/2 w_j dy_j - x_j s^-3/2 / dim · sum_i dy_i w_i x_i (one pass per row, not dim²:
+ * the Llama reference runs it at hidden 4096).
  */
 export function rmsnormBackwardF64(
   x: Vec,
@@ -67,17 +69,14 @@ export function rmsnormBackwardF64(
 ): Float64Array {
   const dx = new Float64Array(rows * dim);
   for (let r = 0; r < rows; r++) {
+    const o = r * dim;
     let ss = 0;
-    for (let j = 0; j < dim; j++) ss += x[r * dim + j] * x[r * dim + j];
-    const s = ss / dim + eps;
+    for (let j = 0; j < dim; j++) ss += x[o + j] * x[o + j];
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    let dot = 0;
+    for (let i = 0; i < dim; i++) dot += dy[o + i] * weight[i] * x[o + i];
     for (let j = 0; j < dim; j++) {
-      let g = 0;
-      for (let i = 0; i < dim; i++) {
-        const jac = weight[i] *
-          ((i === j ? 1 / Math.sqrt(s) : 0) - x[r * dim + i] * x[r * dim + j] / (dim * s ** 1.5));
-        g += dy[r * dim + i] * jac;
-      }
-      dx[r * dim + j] = g;
+      dx[o + j] = inv * weight[j] * dy[o + j] - (inv * inv * inv * x[o + j] * dot) / dim;
     }
   }
   return dx;

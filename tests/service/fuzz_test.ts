@@ -18,7 +18,7 @@ import { Buffer } from "node:buffer";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { MAX_LINE_BYTES } from "../../src/data/dataset.ts";
 import type { QuantizeOptions, QuantizeResult } from "../../src/quant/quantize_model.ts";
 import { Rng } from "../../src/util/random.ts";

@@ -11,7 +11,7 @@ import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { MAX_LINE_BYTES } from "../../src/data/dataset.ts";
 import { RECORD_LIMITS } from "../../src/data/records.ts";
 import { MAX_CONFIG_BYTES } from "../../src/service/handlers/model_config.ts";

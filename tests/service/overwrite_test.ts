@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { call, startTestServer, streamCall } from "./grpc_client.ts";
 
 /** Every file under `dir` (relative path -> bytes). */

@@ -7,30 +7,11 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { status } from "@grpc/grpc-js";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { SafetensorsFile } from "../../src/io/safetensors.ts";
+import { NF4_TABLE } from "../reference/dequant_f64.ts";
 import { call, follow, healthStatus, startTestServer, streamCall } from "./grpc_client.ts";
 import type { Msg, TestServer } from "./grpc_client.ts";
-
-/** REFERENCE.md §1. */
-const NF4 = [
-  -1.0,
-  -0.6961928009986877,
-  -0.5250730514526367,
-  -0.39491748809814453,
-  -0.28444138169288635,
-  -0.18477343022823334,
-  -0.09105003625154495,
-  0.0,
-  0.07958029955625534,
-  0.16093020141124725,
-  0.24611230194568634,
-  0.33791524171829224,
-  0.44070982933044434,
-  0.5626170039176941,
-  0.7229568362236023,
-  1.0,
-];
 
 const LINEAR = /\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.weight$/;
 
@@ -82,7 +63,7 @@ async function decodeErrors(srcFile: string, outFile: string, names: string[]) {
         const absmax = map8[codes[b]] * nested[Math.floor(b / 256)] + state.nested_offset;
         const byte = packed[i >> 1];
         const nibble = i % 2 === 0 ? byte >> 4 : byte & 15;
-        const e = Math.abs(NF4[nibble] * absmax - w[i]);
+        const e = Math.abs(NF4_TABLE[nibble] * absmax - w[i]);
         sum += e;
         if (e > max) max = e;
         n++;

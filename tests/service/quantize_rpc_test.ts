@@ -16,7 +16,7 @@ import {
   writeData,
 } from "./grpc_client.ts";
 import type { Msg, TestServer } from "./grpc_client.ts";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 
 const TENSORS = [
   "model.embed_tokens.weight",

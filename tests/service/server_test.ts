@@ -12,7 +12,7 @@ import {
   writeData,
 } from "./grpc_client.ts";
 import type { TestServer } from "./grpc_client.ts";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 
 Deno.test("health is SERVING for the server and qlorad.v1.QLoRA", async () => {
   const t = await startTestServer();

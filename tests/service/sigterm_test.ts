@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import type { QuantizeOptions, QuantizeResult } from "../../src/quant/quantize_model.ts";
 import { startServer } from "../../src/service/server.ts";
 import { silentLogger } from "../../src/service/status.ts";

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import type { QuantizeOptions, QuantizeResult } from "../../src/quant/quantize_model.ts";
 import { setupTelemetry } from "../../src/telemetry/setup.ts";
 import { CancelledError } from "../../src/util/errors.ts";

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { quantizeModel } from "../../src/quant/quantize_model.ts";
 import { mergeAdapter } from "../../src/train/merge.ts";
 import { saveAdapter } from "../../src/train/peft.ts";

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { closeGpuAfterTests, gpu, gpuTest } from "../support/gpu.ts";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { runTrainJob } from "../../src/train/train_job.ts";
 import { trainOptions } from "./train_options.ts";
 import { runEvaluateJob } from "../../src/train/evaluate_job.ts";

@@ -17,7 +17,7 @@ import { modelFolder } from "./train.ts";
 import { evaluateSettingsOf } from "./request_settings.ts";
 import { checkPathFields } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
-import { tracedJob } from "../../telemetry/job_hooks.ts";
+import { tracedJob } from "../job_telemetry.ts";
 import type { Echoed, EvaluateRequest } from "../messages.ts";
 
 export interface ValidatedEvaluate {
@@ -90,7 +90,7 @@ export async function validateEvaluateRequest(
 }
 
 export function evaluateJob(v: ValidatedEvaluate, ctx: ServiceContext): JobStart {
-  // Made inside the RPC: the job's spans join the caller's trace (src/telemetry/job_hooks.ts).
+  // Made inside the RPC: the job's spans join the caller's trace (src/service/job_telemetry.ts).
   const spans = jobTrace("evaluate", {
     "qlorad.model": v.request.base_model_path,
     "qlorad.adapter": v.request.adapter_path,

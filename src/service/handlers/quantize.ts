@@ -21,7 +21,7 @@ import type { GpuContext } from "../../gpu/context.ts";
 import { gpuQuantizer } from "../../quant/gpu_quantizer.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
 import { ATTR, metricsEnabled, recordQuantizedTensor } from "../../telemetry/metrics.ts";
-import { gpuTimeAttributes, observeGpu } from "../../telemetry/job_hooks.ts";
+import { gpuTimeAttributes, observeGpu } from "../job_telemetry.ts";
 import type { Echoed, QuantizeRequest } from "../messages.ts";
 
 /** A checked request: what the job record keeps, and what quantizeModel gets. */

@@ -30,7 +30,7 @@ import {
 } from "./request_settings.ts";
 import { checkPathFields } from "./validate.ts";
 import { jobTrace } from "../../telemetry/tracing.ts";
-import { tracedJob } from "../../telemetry/job_hooks.ts";
+import { tracedJob } from "../job_telemetry.ts";
 import type { Echoed, TrainRequest } from "../messages.ts";
 
 const PATH_FIELDS: (keyof TrainRequest)[] = [
@@ -238,7 +238,7 @@ async function placeTrainJob(
 
 /** The job body: the training loop, its hooks mapped to JobEvents. */
 export function trainJob(v: ValidatedTrain, ctx: ServiceContext): JobStart {
-  // Made inside the RPC: the job's spans join the caller's trace (src/telemetry/job_hooks.ts).
+  // Made inside the RPC: the job's spans join the caller's trace (src/service/job_telemetry.ts).
   const spans = jobTrace("train", {
     "qlorad.model": v.request.base_model_path,
     "qlorad.dataset": v.request.dataset_path,

@@ -7,7 +7,7 @@
  * kernel ladder (src/kernels/ladder_probe.ts) times its variants with the same rounds and
  * `timedSubmit`.
  */
-import type { DispatchBatch, GpuContext } from "../gpu/context.ts";
+import type { DispatchBatch, GpuContext } from "./context.ts";
 
 export interface Contender {
   name: string;

@@ -1,4 +1,5 @@
 /**
+ * The glue between the jobs and telemetry (here, above both, so that telemetry knows no job).
  * Train and Evaluate jobs report through hooks (src/train/train_job.ts JobHooks) that fire when a
  * phase ends. tracedJob wraps those hooks and the job's GPU getter so that the phases become
  * spans under the job span and feed the metrics:
@@ -14,15 +15,15 @@
 import type { Attributes } from "@opentelemetry/api";
 import type { GpuContext } from "../gpu/context.ts";
 import type { JobHooks } from "../train/train_job.ts";
-import { attachGpuTimer, type GpuTimer } from "./gpu_timing.ts";
+import { attachGpuTimer, type GpuTimer } from "../telemetry/gpu_timing.ts";
 import {
   metricsEnabled,
   observeGpuMemory,
   recordEval,
   recordGpuKernel,
   recordTrainStep,
-} from "./metrics.ts";
-import { type JobTrace, nowMs } from "./tracing.ts";
+} from "../telemetry/metrics.ts";
+import { type JobTrace, nowMs } from "../telemetry/tracing.ts";
 
 export type AttachedTimer = ReturnType<typeof attachGpuTimer>;
 
