@@ -17,18 +17,25 @@ def event(seq, state=pb.JOB_STATE_RUNNING, job_id="job-1"):
 
 
 class FakeCall:
-    """A streaming call: yields `events`, then raises `error` (if any); records cancel()."""
+    """A streaming call: yields `events`, then raises `error` (if any); records cancel().
+
+    Like grpc's call objects it is its own iterator: a new `for` goes on where the last stopped.
+    """
 
     def __init__(self, events, error=None):
         self.events, self.error, self.cancelled = list(events), error, False
 
     def __iter__(self):
-        for e in self.events:
-            if self.cancelled:
-                raise FakeRpcError(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
-            yield e
+        return self
+
+    def __next__(self):
+        if self.cancelled:
+            raise FakeRpcError(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
+        if self.events:
+            return self.events.pop(0)
         if self.error:
             raise self.error
+        raise StopIteration
 
     def cancel(self):
         self.cancelled = True
