@@ -5,7 +5,8 @@
  * offline from Debian's sources. Their committed stubs must equal freshly generated ones. The
  * packages' own tests run (unit tests, then live ones: a stream dropped mid-job and resumed from
  * the last seq gives the job's log exactly, a bad request is the typed InvalidArgument naming the
- * field). Then each orchestrator example, on its package, must print job ids that the server knows
+ * field; on a second server with mutual TLS and a bearer token, the token gets through and its
+ * absence is Unauthenticated). Then each orchestrator example, on its package, must print job ids that the server knows
  * as SUCCEEDED, write the 4-bit model and the adapter, print eval losses, replay a dropped stream
  * without a gap, and exit non-zero when a request is refused.
  *
@@ -119,10 +120,17 @@ async function checkToolchains(): Promise<void> {
   }
 }
 
-/** `qlorad serve` on 127.0.0.1, a free port; its output is collected until it stops. */
-async function startServe(dataDir: string) {
+/**
+ * `qlorad serve` on 127.0.0.1, a free port, with `flags` and `env` added; its output is collected
+ * until it stops.
+ */
+async function startServe(dataDir: string, flags: string[] = [], env: Record<string, string> = {}) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "serve", "--port", "0", "--host", "127.0.0.1", "--data-dir", dataDir],
+    args: [
+      ...["run", "-A", CLI, "serve", "--port", "0", "--host", "127.0.0.1", "--data-dir", dataDir],
+      ...flags,
+    ],
+    env,
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
@@ -158,6 +166,52 @@ async function startServe(dataDir: string) {
   };
 }
 
+/** The server name in the secure server's certificate (and nowhere else, not its address). */
+const SERVER_NAME = "qlorad.test";
+
+async function openssl(dir: string, args: string[]): Promise<void> {
+  const out = await new Deno.Command("openssl", { args, cwd: dir, stdout: "null", stderr: "piped" })
+    .output();
+  assert.equal(out.code, 0, `openssl ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+/**
+ * A CA, a server certificate for SERVER_NAME and a client certificate (X.509 v3, as mutual TLS
+ * requires), all P-256 keys, in `dir`.
+ */
+async function makeCertificates(dir: string): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await openssl(
+    dir,
+    ["req", "-x509", ...key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2"]
+      .concat(["-subj", "/CN=qlorad clients test CA"]),
+  );
+  const issue = async (name: string, ext: string) => {
+    await Deno.writeTextFile(path.join(dir, `${name}.ext`), ext);
+    await openssl(
+      dir,
+      ["req", ...key, "-keyout", `${name}.key`, "-out", `${name}.csr`]
+        .concat(["-subj", `/CN=${name}`]),
+    );
+    await openssl(
+      dir,
+      ["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key"]
+        .concat([
+          "-CAcreateserial",
+          "-out",
+          `${name}.crt`,
+          "-days",
+          "2",
+          "-extfile",
+          `${name}.ext`,
+        ]),
+    );
+  };
+  await issue("server", `subjectAltName=DNS:${SERVER_NAME}\nextendedKeyUsage=serverAuth\n`);
+  await issue("client", "extendedKeyUsage=clientAuth\n");
+}
+
 /** Job ids and final states from the summary the orchestrators print, by row name. */
 function summaryRows(
   stdout: string,
@@ -185,6 +239,7 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
   const venv = path.join(scratch, "venv");
   const python = path.join(venv, "bin", "python");
   let server: Awaited<ReturnType<typeof startServe>> | undefined;
+  let secureServer: Awaited<ReturnType<typeof startServe>> | undefined;
   let grpc: ReturnType<typeof connect> | undefined;
   let passed = false;
   try {
@@ -220,22 +275,48 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
     server = await startServe(dataDir);
     grpc = connect(server.port);
     const target = ["--target", `127.0.0.1:${server.port}`];
-    const live = { QLORAD_TEST_TARGET: `127.0.0.1:${server.port}`, QLORAD_TEST_MODEL: "tiny" };
-
-    passed = await t.step("the Python package on the server: resume, typed errors", async () => {
-      const r = await mustRun(python, ["clients/python/tests/live_server.py", "-v"], live);
-      for (
-        const name of [
-          "test_watch_resumes_after_the_client_closed_its_stream",
-          "test_a_dropped_stream_resumes_by_itself",
-          "test_a_bad_request_raises_invalid_argument_naming_the_field",
-          "test_an_unknown_job_raises_not_found",
-        ]
-      ) assert.match(r.stderr, new RegExp(`^${name} .* \\.\\.\\. ok$`, "m"), r.stderr);
-    }) && passed;
+    // A second server (its own data dir: a data dir has one server) with mutual TLS and a bearer
+    // token, for the packages' connection options.
+    const certs = path.join(scratch, "certs");
+    await makeCertificates(certs);
+    const token = "clients-test-token";
+    secureServer = await startServe(path.join(scratch, "secure-data"), [
+      ...[
+        "--tls-cert",
+        path.join(certs, "server.crt"),
+        "--tls-key",
+        path.join(certs, "server.key"),
+      ],
+      ...["--tls-client-ca", path.join(certs, "ca.crt")],
+    ], { QLORAD_AUTH_TOKEN: token });
+    const live = {
+      QLORAD_TEST_TARGET: `127.0.0.1:${server.port}`,
+      QLORAD_TEST_MODEL: "tiny",
+      QLORAD_TEST_SECURE_TARGET: `127.0.0.1:${secureServer.port}`,
+      QLORAD_TEST_TOKEN: token,
+      QLORAD_TEST_CERTS: certs,
+      QLORAD_TEST_SERVER_NAME: SERVER_NAME,
+    };
 
     passed = await t.step(
-      "the Go package: unit tests, and on the server: resume, typed errors",
+      "the Python package on the server: resume, typed errors, mTLS + token",
+      async () => {
+        const r = await mustRun(python, ["clients/python/tests/live_server.py", "-v"], live);
+        for (
+          const name of [
+            "test_watch_resumes_after_the_client_closed_its_stream",
+            "test_a_dropped_stream_resumes_by_itself",
+            "test_a_bad_request_raises_invalid_argument_naming_the_field",
+            "test_an_unknown_job_raises_not_found",
+            "test_with_the_token_calls_reach_the_service",
+            "test_without_the_token_calls_are_unauthenticated",
+          ]
+        ) assert.match(r.stderr, new RegExp(`^${name} .* \\.\\.\\. ok$`, "m"), r.stderr);
+      },
+    ) && passed;
+
+    passed = await t.step(
+      "the Go package: unit tests, and on the server: resume, typed errors, mTLS + token",
       async () => {
         const r = await mustRun("bash", ["clients/go/test.sh", "-v", "-count=1"], live);
         const log = r.stdout + r.stderr;
@@ -246,6 +327,8 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
             "TestLiveADroppedStreamResumesByItself",
             "TestLiveABadRequestIsInvalidArgumentNamingTheField",
             "TestLiveAnUnknownJobIsNotFound",
+            "TestLiveSecureWithTheTokenReachesTheService",
+            "TestLiveSecureWithoutTheTokenIsUnauthenticated",
             "TestABrokenStreamResumesAfterTheLastSeq",
             "TestEveryCodeHasItsSentinel",
           ]
@@ -340,7 +423,11 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
   } finally {
     grpc?.close();
     const log = await server?.stop();
+    const secureLog = await secureServer?.stop();
     if (!passed && log) console.error(`--- qlorad serve output ---\n${log.slice(-6000)}`);
+    if (!passed && secureLog) {
+      console.error(`--- secure serve output ---\n${secureLog.slice(-3000)}`);
+    }
     await Deno.remove(scratch, { recursive: true });
   }
 });

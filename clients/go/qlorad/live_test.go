@@ -2,13 +2,17 @@ package qlorad
 
 // Tests against a live server (tests/clients/clients_test.ts starts one and sets
 // QLORAD_TEST_TARGET, host:port, and QLORAD_TEST_MODEL, a Hugging Face folder in its data
-// directory; that test requires these to PASS, not SKIP): resuming a dropped stream, typed errors.
+// directory; that test requires these to PASS, not SKIP): resuming a dropped stream, typed errors;
+// and, against a second server with mutual TLS and a bearer token (QLORAD_TEST_SECURE_TARGET,
+// QLORAD_TEST_TOKEN, QLORAD_TEST_CERTS with ca.crt, client.crt, client.key, and
+// QLORAD_TEST_SERVER_NAME, the only name in the server's certificate), the connection options.
 
 import (
 	"context"
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -150,5 +154,44 @@ func TestLiveAnUnknownJobIsNotFound(t *testing.T) {
 	}
 	if _, err := c.Watch(context.Background(), "no-such-job", 0); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Watch: %v", err)
+	}
+}
+
+func secure(t *testing.T, token string) *Client {
+	target, certs := os.Getenv("QLORAD_TEST_SECURE_TARGET"), os.Getenv("QLORAD_TEST_CERTS")
+	if target == "" || certs == "" || os.Getenv("QLORAD_TEST_TOKEN") == "" {
+		t.Skip("needs QLORAD_TEST_SECURE_TARGET, QLORAD_TEST_TOKEN and QLORAD_TEST_CERTS")
+	}
+	c, err := Connect(context.Background(), target, Options{
+		Token: token, CACertFile: filepath.Join(certs, "ca.crt"),
+		ClientCertFile: filepath.Join(certs, "client.crt"),
+		ClientKeyFile:  filepath.Join(certs, "client.key"),
+		ServerName:     os.Getenv("QLORAD_TEST_SERVER_NAME"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestLiveSecureWithTheTokenReachesTheService(t *testing.T) {
+	// NOT_FOUND comes from the handler: TLS, the client certificate and the token all passed.
+	c := secure(t, os.Getenv("QLORAD_TEST_TOKEN"))
+	if _, err := c.GetJob(context.Background(), "no-such-job"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetJob: %v, want NOT_FOUND", err)
+	}
+}
+
+func TestLiveSecureWithoutTheTokenIsUnauthenticated(t *testing.T) {
+	_, err := secure(t, "").GetJob(context.Background(), "no-such-job")
+	var qerr *Error
+	if !errors.As(err, &qerr) || qerr.Code != ErrUnauthenticated.Code ||
+		!strings.Contains(qerr.Message, "bearer token") {
+		t.Fatalf("GetJob: %v, want UNAUTHENTICATED", err)
+	}
+	_, err = secure(t, os.Getenv("QLORAD_TEST_TOKEN")+"x").Watch(context.Background(), "no-such-job", 0)
+	if !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("Watch with a wrong token: %v", err)
 	}
 }

@@ -2,25 +2,33 @@
 starts one and runs this file): resuming a dropped stream, and typed errors.
 
 Not a test*.py file, so `unittest discover` leaves it out: it needs QLORAD_TEST_TARGET
-(host:port) and QLORAD_TEST_MODEL (a Hugging Face model folder in the server's data directory).
-    QLORAD_TEST_TARGET=127.0.0.1:50051 QLORAD_TEST_MODEL=tiny python3 live_server.py -v
+(host:port) and QLORAD_TEST_MODEL (a Hugging Face model folder in the server's data directory);
+and, for the connection options, a second server with mutual TLS and a bearer token:
+QLORAD_TEST_SECURE_TARGET, QLORAD_TEST_TOKEN, QLORAD_TEST_CERTS (a folder with ca.crt,
+client.crt, client.key; the server's certificate names only QLORAD_TEST_SERVER_NAME).
+    QLORAD_TEST_TARGET=127.0.0.1:50051 QLORAD_TEST_MODEL=tiny ... python3 live_server.py -v
 """
 
 import os
 import unittest
+from pathlib import Path
 
 import qlorad
 from qlorad import pb
 
 TARGET = os.environ.get("QLORAD_TEST_TARGET", "")
 MODEL = os.environ.get("QLORAD_TEST_MODEL", "")
+SECURE_TARGET = os.environ.get("QLORAD_TEST_SECURE_TARGET", "")
+TOKEN = os.environ.get("QLORAD_TEST_TOKEN", "")
+CERTS = Path(os.environ.get("QLORAD_TEST_CERTS", "."))
+SERVER_NAME = os.environ.get("QLORAD_TEST_SERVER_NAME", "")
 # Each stream is dropped after this many events: a quantize job of the tiny model has more.
 DROP_AFTER = 3
 
 
 def setUpModule():
-    if not TARGET or not MODEL:
-        raise RuntimeError("live_server.py needs QLORAD_TEST_TARGET and QLORAD_TEST_MODEL")
+    if not all((TARGET, MODEL, SECURE_TARGET, TOKEN, SERVER_NAME)):
+        raise RuntimeError("live_server.py needs the QLORAD_TEST_* variables of its docstring")
 
 
 class LiveServerTest(unittest.TestCase):
@@ -77,6 +85,30 @@ class LiveServerTest(unittest.TestCase):
             self.client.get_job("no-such-job")
         with self.assertRaises(qlorad.NotFound):
             next(self.client.watch("no-such-job"))
+
+
+class SecureServerTest(unittest.TestCase):
+    """TLS with the test CA, a client certificate, a server name override, the bearer token."""
+
+    def connect(self, token):
+        client = qlorad.connect(
+            SECURE_TARGET, token=token, ca_cert=CERTS / "ca.crt",
+            client_cert=CERTS / "client.crt", client_key=(CERTS / "client.key").read_bytes(),
+            server_name=SERVER_NAME)
+        self.addCleanup(client.close)
+        return client
+
+    def test_with_the_token_calls_reach_the_service(self):
+        # NOT_FOUND comes from the handler: TLS, the client certificate and the token all passed.
+        with self.assertRaises(qlorad.NotFound):
+            self.connect(TOKEN).get_job("no-such-job")
+
+    def test_without_the_token_calls_are_unauthenticated(self):
+        with self.assertRaises(qlorad.Unauthenticated) as caught:
+            self.connect(None).get_job("no-such-job")
+        self.assertIn("bearer token", caught.exception.message)
+        with self.assertRaises(qlorad.Unauthenticated):
+            next(self.connect(TOKEN + "x").watch("no-such-job"))
 
 
 if __name__ == "__main__":
