@@ -7,6 +7,7 @@
 set -euo pipefail
 packages=(
   python3-grpcio python3-protobuf                  # /usr/bin/python3 runs the Python example
+  python3-venv python3-pip python3-setuptools python3-wheel  # pip install ./clients/python offline
   protobuf-compiler protobuf-compiler-grpc         # protoc, grpc_python_plugin
   protoc-gen-go protoc-gen-go-grpc                 # protoc plugins for Go
   golang-go golang-google-grpc-dev golang-google-protobuf-dev

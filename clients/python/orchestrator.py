@@ -1,13 +1,14 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Example orchestrator: Quantize -> Train -> Evaluate (base, and base + adapter) on qlorad.
 
-    /usr/bin/python3 clients/python/orchestrator.py --target 127.0.0.1:50051 \\
+    python3 clients/python/orchestrator.py --target 127.0.0.1:50051 \\
         --model tiny-llama --data tiny-llama/train.jsonl --eval-data tiny-llama/eval.jsonl \\
         --workdir runs/demo
 
 Paths are relative to the server's data directory. Outputs go to WORKDIR/model-nf4 (the 4-bit
 base) and WORKDIR/adapter (the LoRA adapter). Exit status: 0 when every job succeeded, 1 when
-one failed or was refused, 2 for usage errors.
+one failed or was refused, 2 for usage errors. Built on the qlorad package
+(pip install ./clients/python).
 """
 
 import argparse
@@ -15,9 +16,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-import grpc
-
-from qlorad_client import JobOutcome, ProgressPrinter, connect, format_eval, pb, run_job, state_name
+import qlorad
+from qlorad import QloradError, describe, format_eval, pb, state_name
 
 
 def parse_args(argv):
@@ -44,6 +44,68 @@ def parse_args(argv):
 
 
 @dataclass
+class JobOutcome:
+    """What a followed job ended with."""
+
+    job_id: str
+    state: int
+    final: pb.JobEvent
+    # The last event of each payload kind ("train_metrics", "checkpoint", ...).
+    latest: dict
+
+    @property
+    def succeeded(self):
+        return self.state == pb.JOB_STATE_SUCCEEDED
+
+    def last(self, kind):
+        """The last payload of this kind (e.g. "train_metrics"), or None."""
+        event = self.latest.get(kind)
+        return getattr(event, kind) if event else None
+
+
+class ProgressPrinter:
+    """Prints events: one line each, or, on a terminal, training steps on one updating line."""
+
+    def __init__(self, out=sys.stdout):
+        self.out = out
+        self.live = out.isatty()
+        self.open_line = False
+
+    def event(self, event):
+        line = describe(event)
+        if self.live and event.WhichOneof("payload") == "train_metrics":
+            self.out.write("\r\033[K  " + line)
+            self.open_line = True
+        else:
+            self.line(line)
+        self.out.flush()
+
+    def line(self, text):
+        if self.open_line:
+            self.out.write("\n")
+            self.open_line = False
+        self.out.write("  " + text + "\n")
+        self.out.flush()
+
+
+def run_job(stream, printer, *, drop_after=0):
+    """Follows a job (a qlorad.JobStream) to its end, printing its events; a JobOutcome.
+
+    drop_after > 0 drops the first stream after that many events: the JobStream resumes it."""
+    last, latest = None, {}
+    for received, event in enumerate(stream, 1):
+        if last is None:
+            printer.line(f"job {event.job_id}")
+        printer.event(event)
+        last = event
+        if event.WhichOneof("payload"):
+            latest[event.WhichOneof("payload")] = event
+        if received == drop_after and stream.final is None:
+            stream.drop()
+    return JobOutcome(last.job_id, last.state, last, latest)
+
+
+@dataclass
 class Row:
     """One line of the summary."""
 
@@ -63,42 +125,48 @@ def main(argv):
     printer = ProgressPrinter()
     summary = []
 
+    def reconnecting(job_id, from_seq, reason):
+        printer.line(
+            f"stream lost ({reason}); reconnecting: WatchJob({job_id}, from_seq={from_seq})"
+        )
+
     try:
-        client = connect(args.target, tls=args.tls, ca_cert=args.ca_cert, token=args.token)
-    except ConnectionError as err:
-        print(f"orchestrator: {err}", file=sys.stderr)
+        client = qlorad.connect(args.target, tls=args.tls, ca_cert=args.ca_cert,
+                                token=args.token, on_reconnect=reconnecting)
+    except QloradError as err:
+        print(f"orchestrator: {err.message}", file=sys.stderr)
         return 1
     print(f"connected to {args.target}")
 
-    def job(name, rpc, request):
+    def job(name, start, request):
         """Runs one job and adds its summary row; the row's outcome, if it succeeded."""
         print(f"== {name}")
         try:
-            row = Row(name, run_job(client, rpc, request, printer, drop_after=args.drop_after))
-        except grpc.RpcError as err:
-            printer.line(f"refused: {err.code().name}: {err.details()}")
-            row = Row(name, None, f"refused {err.code().name}: {err.details()}")
+            row = Row(name, run_job(start(request), printer, drop_after=args.drop_after))
+        except QloradError as err:
+            printer.line(f"refused: {err.code.name}: {err.message}")
+            row = Row(name, None, f"refused {err.code.name}: {err.message}")
         if row.outcome and row.outcome.final.HasField("error"):
             row.detail = f"{row.outcome.final.error.code}: {row.outcome.final.error.message}"
         summary.append(row)
         return row
 
     def evaluate(name, adapter_path):
-        row = job(name, client.stub.Evaluate, pb.EvaluateRequest(
+        row = job(name, client.evaluate, pb.EvaluateRequest(
             base_model_path=quantized, adapter_path=adapter_path,
             dataset_path=args.eval_data or args.data, max_seq_len=args.max_seq_len))
         if row.succeeded:
             row.detail = format_eval(row.outcome.final.eval_result)
 
     try:
-        q = job("quantize", client.stub.Quantize, pb.QuantizeRequest(
+        q = job("quantize", client.quantize, pb.QuantizeRequest(
             model_path=args.model, output_path=quantized, quant_type=pb.QUANT_TYPE_NF4,
             overwrite=args.overwrite))
         if q.succeeded:
             r = q.outcome.final.quantize_result
             q.detail = f"{r.output_path} ({r.bits_per_parameter:.3f} bits/parameter)"
         if q.succeeded and not args.quantize_only:
-            t = job("train", client.stub.Train, pb.TrainRequest(
+            t = job("train", client.train, pb.TrainRequest(
                 base_model_path=quantized, dataset_path=args.data,
                 eval_dataset_path=args.eval_data or "", output_path=adapter,
                 lora=pb.LoraConfig(r=args.lora_r),

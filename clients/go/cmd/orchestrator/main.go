@@ -1,4 +1,5 @@
-// Command orchestrator is the example qlorad client: Quantize -> Train -> Evaluate (base, and
+// Command orchestrator is the example qlorad client (on the package
+// github.com/qlorad/qlorad/clients/go/qlorad): Quantize -> Train -> Evaluate (base, and
 // base + adapter), with live progress, resuming a dropped stream with WatchJob.
 //
 //	orchestrator --target 127.0.0.1:50051 --model tiny-llama --data tiny-llama/train.jsonl \
@@ -15,10 +16,9 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	pb "github.com/qlorad/qlorad/clients/go/gen/qloradv1"
-	"google.golang.org/grpc/status"
+	"github.com/qlorad/qlorad/clients/go/qlorad"
 )
 
 type options struct {
@@ -79,23 +79,29 @@ func run(o options) int {
 	printer := NewProgressPrinter()
 	var summary []*row
 
-	client, err := Connect(o.target, o.useTLS, o.caCert, o.token, 15*time.Second)
+	ctx := context.Background()
+	client, err := qlorad.Connect(ctx, o.target, qlorad.Options{
+		TLS: o.useTLS, CACertFile: o.caCert, Token: o.token,
+		OnReconnect: func(jobID string, fromSeq uint64, reason string) {
+			printer.Line(fmt.Sprintf("stream lost (%s); reconnecting: WatchJob(%s, from_seq=%d)",
+				reason, jobID, fromSeq))
+		},
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "orchestrator:", err)
 		return 1
 	}
 	defer client.Close()
 	fmt.Println("connected to", o.target)
-	stub := client.stub
 
 	// job runs one job and adds its summary row.
-	job := func(name string, start startFunc) *row {
+	job := func(name string, start func() (*qlorad.JobStream, error)) *row {
 		fmt.Println("== " + name)
 		r := &row{name: name}
-		outcome, err := RunJob(client, start, printer, o.dropAfter)
+		outcome, err := RunJob(start, printer, o.dropAfter)
 		if err != nil {
-			s := status.Convert(err)
-			r.detail = fmt.Sprintf("refused %s: %s", codeName(s.Code().String()), s.Message())
+			qerr := qlorad.FromGRPC(err).(*qlorad.Error)
+			r.detail = fmt.Sprintf("refused %s: %s", qlorad.CodeName(qerr.Code), qerr.Message)
 			printer.Line(strings.TrimPrefix(r.detail, "refused "))
 		} else {
 			r.outcome = outcome
@@ -109,19 +115,15 @@ func run(o options) int {
 	evaluate := func(name, adapterPath string) {
 		req := &pb.EvaluateRequest{BaseModelPath: quantized, AdapterPath: adapterPath,
 			DatasetPath: evalData, MaxSeqLen: uint32(o.maxSeqLen)}
-		r := job(name, func(ctx context.Context) (eventStream, error) {
-			return stub.Evaluate(ctx, req)
-		})
+		r := job(name, func() (*qlorad.JobStream, error) { return client.Evaluate(ctx, req) })
 		if r.succeeded() {
-			r.detail = formatEval(r.outcome.Final.GetEvalResult())
+			r.detail = qlorad.FormatEval(r.outcome.Final.GetEvalResult())
 		}
 	}
 
 	qreq := &pb.QuantizeRequest{ModelPath: o.model, OutputPath: quantized,
 		QuantType: pb.QuantType_QUANT_TYPE_NF4, Overwrite: o.overwrite}
-	q := job("quantize", func(ctx context.Context) (eventStream, error) {
-		return stub.Quantize(ctx, qreq)
-	})
+	q := job("quantize", func() (*qlorad.JobStream, error) { return client.Quantize(ctx, qreq) })
 	if q.succeeded() {
 		res := q.outcome.Final.GetQuantizeResult()
 		q.detail = fmt.Sprintf("%s (%.3f bits/parameter)", res.OutputPath, res.BitsPerParameter)
@@ -135,9 +137,7 @@ func run(o options) int {
 				MaxSeqLen: uint32(o.maxSeqLen), LearningRate: &lr},
 			Overwrite: o.overwrite,
 		}
-		t := job("train", func(ctx context.Context) (eventStream, error) {
-			return stub.Train(ctx, treq)
-		})
+		t := job("train", func() (*qlorad.JobStream, error) { return client.Train(ctx, treq) })
 		if t.succeeded() {
 			t.detail = "adapter " + adapter
 			if m := t.outcome.Latest["train_metrics"]; m != nil {
@@ -155,7 +155,7 @@ func run(o options) int {
 	for _, r := range summary {
 		head := "no job"
 		if r.outcome != nil {
-			head = fmt.Sprintf("job %s %s", r.outcome.Final.JobId, stateName(r.outcome.Final.State))
+			head = fmt.Sprintf("job %s %s", r.outcome.Final.JobId, qlorad.StateName(r.outcome.Final.State))
 		}
 		fmt.Println(strings.TrimRight(fmt.Sprintf("  %-13s%s  %s", r.name, head, r.detail), " "))
 		if !r.succeeded() {
