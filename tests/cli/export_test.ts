@@ -2,13 +2,15 @@
  * `qlorad export --gguf` as a user runs it: bad flags exit 2 naming the flag; a merged F16 GGUF
  * and a GGUF LoRA are written from the NF4 fixture and read back by the tests' own GGUF reader
  * (tests/export/gguf_read.ts, written from the spec, not from src/export), their weights compared
- * with the float64 base + scaling * B * A; progress comes as plain lines every 5% off a terminal.
+ * with the float64 base + scaling * B * A; progress comes as plain lines every 5% off a terminal;
+ * `--merge` still writes the Hugging Face folder.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { runCommand } from "../../src/cli/command.ts";
 import { EXPORT, progressReporter } from "../../src/cli/export.ts";
 import { LINEAR_MODULES } from "../../src/model/config.ts";
+import { mergeAdapter } from "../../src/train/merge.ts";
 import { loraKey, moduleShape } from "../reference/llama_f64.ts";
 import { makeGgufFixture, weightsFromGguf } from "../export/gguf_fixture.ts";
 import { readGguf, tensorValues } from "../export/gguf_read.ts";
@@ -73,7 +75,7 @@ Deno.test("cli export: progress off a terminal is a plain line every 5% and at t
   assert.match(lines.at(-1)!, /^100% \(43\/43 tensors\) t43$/);
 });
 
-Deno.test("cli export --gguf: merged F16 and LoRA files hold base + adapter", async () => {
+Deno.test("cli export: merged F16 and LoRA GGUF files hold base + adapter; --merge", async () => {
   const fx = await makeGgufFixture();
   try {
     const merged = join(fx.dir, "merged.gguf");
@@ -143,6 +145,30 @@ Deno.test("cli export --gguf: merged F16 and LoRA files hold base + adapter", as
     const over = await run(["--gguf", "--base", fx.baseDir, "--out", merged, "--overwrite"]);
     assert.equal(over.code, 0, over.err.join("\n"));
     assert.match(over.out.join("\n"), /wrote the base model/);
+
+    // --merge writes the folder mergeAdapter writes, in its default dtype (bf16).
+    const hf = join(fx.dir, "hf");
+    const rm = await run([
+      "--merge",
+      "--base",
+      fx.baseDir,
+      "--adapter",
+      fx.adapterDir,
+      "--out",
+      hf,
+    ]);
+    assert.equal(rm.code, 0, rm.err.join("\n"));
+    await mergeAdapter({
+      baseModelDir: fx.baseDir,
+      adapterDir: fx.adapterDir,
+      outputDir: join(fx.dir, "hf-direct"),
+      dtype: "BF16",
+      overwrite: false,
+    });
+    assert.deepEqual(
+      await Deno.readFile(join(hf, "model.safetensors")),
+      await Deno.readFile(join(fx.dir, "hf-direct", "model.safetensors")),
+    );
   } finally {
     await Deno.remove(fx.dir, { recursive: true });
   }
