@@ -284,6 +284,79 @@ Deno.test({
 });
 
 Deno.test({
+  name: "Export: a cancel after the last tensor's report is refused; the job ends with its file",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Held after the last tensor's report (the point of no return) until the cancel was answered.
+    const release = Promise.withResolvers<void>();
+    const held: typeof exportGguf = (o) =>
+      exportGguf({
+        ...o,
+        onProgress: async (tensor, index, total) => {
+          await o.onProgress?.(tensor, index, total);
+          if (index === total) await release.promise;
+        },
+      });
+    await withServer(async (t, f) => {
+      const s = follow(t.qlorad.Export({
+        base_model_path: "q",
+        output_path: "committed/base.gguf",
+        type: "EXPORT_TYPE_Q4_0",
+      }));
+      const ev = await s.until((e) =>
+        e.payload === "progress" && e.progress.index === e.progress.total
+      );
+      await assert.rejects(
+        call(t.qlorad, "CancelJob", { job_id: ev.job_id }),
+        (e: { code: number }) => e.code === status.FAILED_PRECONDITION,
+      );
+      release.resolve();
+      const out = await s.done;
+      assert.equal(out.code, status.OK, out.details);
+      assert.equal(out.events.at(-1)!.state, "JOB_STATE_SUCCEEDED");
+      const g = readGguf(await Deno.readFile(join(f.dir, "committed/base.gguf")));
+      assert.equal(g.kv.get("general.file_type"), 2, "Q4_0 is llama_ftype 2");
+    }, { server: { exportGguf: held } });
+  },
+});
+
+Deno.test({
+  name: "Export: an adapter the job cannot read ends FAILED, named by the user's path",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await withServer(async (t, f) => {
+      const dora = join(f.dir, "a-dora");
+      await Deno.mkdir(dora);
+      await Deno.copyFile(
+        join(f.adapterDir, "adapter_model.safetensors"),
+        join(dora, "adapter_model.safetensors"),
+      );
+      const config = JSON.parse(await Deno.readTextFile(join(f.adapterDir, "adapter_config.json")));
+      await Deno.writeTextFile(
+        join(dora, "adapter_config.json"),
+        JSON.stringify({ ...config, use_dora: true }),
+      );
+      try {
+        const out = await streamCall(t.qlorad, "Export", {
+          base_model_path: "q",
+          adapter_path: "a-dora",
+          output_path: "failed/m.gguf",
+        });
+        assert.equal(out.code, status.INVALID_ARGUMENT, out.details);
+        // The pinned /proc/self/fd path is never shown; the user's path is.
+        assert.match(out.details, /^a-dora\/adapter_config\.json: DoRA adapters are not supported/);
+        assert.equal(out.events.at(-1)!.state, "JOB_STATE_FAILED");
+        await assert.rejects(Deno.stat(join(f.dir, "failed/m.gguf")));
+      } finally {
+        await Deno.remove(dora, { recursive: true });
+      }
+    });
+  },
+});
+
+Deno.test({
   name: "Export: bad requests are refused naming the field, and create no job",
   sanitizeOps: false,
   sanitizeResources: false,
