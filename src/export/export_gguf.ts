@@ -29,6 +29,7 @@ export interface GgufExportOptions {
   /** general.name; default the base folder's name (merged) or none (lora). */
   name?: string;
   signal?: AbortSignal;
+  /** Called before each tensor; a promise it returns is awaited (a caller may hold the export). */
   onProgress?: (tensor: string, index: number, total: number) => void;
 }
 

@@ -59,7 +59,7 @@ export async function writeLoraGguf(o: LoraGgufOptions): Promise<LoraGgufResult>
     for (let i = 0; i < plan.length; i++) {
       throwIfAborted(o.signal);
       const t = plan[i];
-      o.onProgress?.(t.name, i + 1, plan.length);
+      await o.onProgress?.(t.name, i + 1, plan.length);
       let values = flat.subarray(t.offset, t.offset + t.shape[0] * t.shape[1]);
       if (t.permute !== undefined) {
         values = permuteQkRows(values, t.permute, cfg.headDim, t.shape[1]);

@@ -188,7 +188,7 @@ export async function writeMergedGguf(o: MergedGgufOptions): Promise<MergedGgufR
     for (let i = 0; i < plan.length; i++) {
       throwIfAborted(o.signal);
       const t = plan[i];
-      o.onProgress?.(t.name, i + 1, plan.length);
+      await o.onProgress?.(t.name, i + 1, plan.length);
       let values: Float32Array | Float64Array;
       if (!t.hf) values = ropeFreqs!;
       else if (ckpt.has(`${t.hf}.absmax`)) values = await readBnbWeight(ckpt, t.hf);

@@ -20,6 +20,8 @@ import { quantizeModel } from "../quant/quantize_model.ts";
 import { trainHandler } from "./handlers/train.ts";
 import { evaluateHandler } from "./handlers/evaluate.ts";
 import { estimateHandler } from "./handlers/estimate.ts";
+import { exportHandler } from "./handlers/export.ts";
+import { exportGguf } from "../export/export_gguf.ts";
 import { GpuHolder } from "./gpu.ts";
 import { sweepPartials } from "../io/sweep_partials.ts";
 import { wrapHandlers } from "./rpc_tracing.ts";
@@ -67,6 +69,8 @@ export interface ServerOptions {
   maxQueuedJobs?: number;
   /** The quantizer; default quantizeModel (tests substitute a fake). */
   quantize?: typeof quantizeModel;
+  /** The GGUF exporter; default exportGguf (tests wrap it, e.g. to hold it between tensors). */
+  exportGguf?: typeof exportGguf;
   /** TLS, or mutual TLS when it has a client CA (see tls.ts). Default: plaintext. */
   tls?: TlsMaterial;
   /** Every call but health's must carry `authorization: Bearer <token>` (see auth.ts). */
@@ -171,6 +175,7 @@ async function serve(
     Train: trainHandler(ctx),
     Evaluate: evaluateHandler(ctx),
     EstimateMemory: estimateHandler(ctx),
+    Export: exportHandler(ctx, opts.exportGguf ?? exportGguf),
     ...jobHandlers(ctx),
   };
   // One span per RPC (continuing the caller's traceparent) when telemetry is configured.

@@ -1,5 +1,5 @@
 /**
- * Every job's settings (Train, Evaluate, Quantize, EstimateMemory): their defaults and ranges,
+ * Every job's settings (Train, Evaluate, Quantize, Export, EstimateMemory): their defaults and ranges,
  * written once. The gRPC handlers and the command line both map their input onto these
  * functions, so both fronts share one set of defaults; each passes a `name` function that turns
  * a setting's key into what its user wrote (`hyperparameters.learning_rate` over gRPC, `--lr` on
@@ -375,6 +375,70 @@ export function quantizeSettings(
     ? [...QUANTIZE_DEFAULTS.skipModules]
     : stringList(input.skipModules, name("skipModules"), 256, 256);
   return { ...quantFormatSettings(input, name), skipModules: skip };
+}
+
+// ------------------------------------------------------------------ Export
+
+/**
+ * What an export writes: "gguf" one GGUF model file for llama.cpp / Ollama (the base with the
+ * adapter folded in, or the base alone), "gguf-lora" the adapter alone as a GGUF LoRA (llama.cpp's
+ * `--lora`, on the base's GGUF), "hf" a Hugging Face checkpoint folder with the adapter merged.
+ */
+export type ExportFormat = "gguf" | "gguf-lora" | "hf";
+
+/** Tensor types, lowercase as the command line takes them. */
+export type ExportType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0";
+
+export interface ExportSettings {
+  format: ExportFormat;
+  type: ExportType;
+}
+
+export type ExportKey = keyof ExportSettings;
+
+export const EXPORT_FORMATS: readonly ExportFormat[] = ["gguf", "gguf-lora", "hf"];
+
+/** The types each format can hold: llama.cpp loads a LoRA in F32/F16 only; safetensors has no ggml blocks. */
+export const EXPORT_TYPES: Record<ExportFormat, readonly ExportType[]> = {
+  gguf: ["f16", "q8_0", "q4_0", "f32"],
+  "gguf-lora": ["f16", "f32"],
+  hf: ["bf16", "f16", "f32"],
+};
+
+/**
+ * The default type per format: F16 for GGUF (llama.cpp's converters' default, no loss a user can
+ * measure), BF16 for Hugging Face folders (the dtype Llama checkpoints ship in).
+ */
+export const EXPORT_DEFAULTS: { format: ExportFormat; type: Record<ExportFormat, ExportType> } = {
+  format: "gguf",
+  type: { gguf: "f16", "gguf-lora": "f16", hf: "bf16" },
+};
+
+/** The format (default GGUF merged) and a type that format can hold (default per format). */
+export function exportSettings(
+  input: { [K in ExportKey]?: unknown },
+  name: SettingNames<ExportKey>,
+): ExportSettings {
+  const format = input.format ?? EXPORT_DEFAULTS.format;
+  if (!EXPORT_FORMATS.includes(format as ExportFormat)) {
+    const field = name("format");
+    throw new SettingError(
+      field,
+      `${field}: ${JSON.stringify(format)} is not one of ${EXPORT_FORMATS.join(", ")}`,
+    );
+  }
+  const f = format as ExportFormat;
+  const allowed = EXPORT_TYPES[f];
+  const raw = input.type ?? EXPORT_DEFAULTS.type[f];
+  const type = typeof raw === "string" ? raw.toLowerCase() : raw;
+  if (!allowed.includes(type as ExportType)) {
+    const field = name("type");
+    throw new SettingError(
+      field,
+      `${field}: ${JSON.stringify(raw)} is not a ${f} type (${allowed.join(", ")})`,
+    );
+  }
+  return { format: f, type: type as ExportType };
 }
 
 // ------------------------------------------------------------------ EstimateMemory

@@ -60,6 +60,7 @@ const KINDS: Record<JobKind, JobKindName> = {
   quantize: "JOB_KIND_QUANTIZE",
   train: "JOB_KIND_TRAIN",
   evaluate: "JOB_KIND_EVALUATE",
+  export: "JOB_KIND_EXPORT",
 };
 
 export function timestampOf(ms: number): { seconds: number; nanos: number } {
@@ -236,6 +237,7 @@ const JOB_KIND_OF: Record<string, JobKind | undefined> = {
   JOB_KIND_QUANTIZE: "quantize",
   JOB_KIND_TRAIN: "train",
   JOB_KIND_EVALUATE: "evaluate",
+  JOB_KIND_EXPORT: "export",
 };
 
 function jobStateOf(value: unknown): JobState {

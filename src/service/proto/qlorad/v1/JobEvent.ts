@@ -10,6 +10,7 @@ import type { QuantizeResult as _qlorad_v1_QuantizeResult, QuantizeResult__Outpu
 import type { JobError as _qlorad_v1_JobError, JobError__Output as _qlorad_v1_JobError__Output } from '../../qlorad/v1/JobError.ts';
 import type { Log as _qlorad_v1_Log, Log__Output as _qlorad_v1_Log__Output } from '../../qlorad/v1/Log.ts';
 import type { TrainResult as _qlorad_v1_TrainResult, TrainResult__Output as _qlorad_v1_TrainResult__Output } from '../../qlorad/v1/TrainResult.ts';
+import type { ExportResult as _qlorad_v1_ExportResult, ExportResult__Output as _qlorad_v1_ExportResult__Output } from '../../qlorad/v1/ExportResult.ts';
 import type { Long } from '@grpc/proto-loader';
 
 export interface JobEvent {
@@ -25,7 +26,8 @@ export interface JobEvent {
   'error'?: (_qlorad_v1_JobError | null);
   'log'?: (_qlorad_v1_Log | null);
   'train_result'?: (_qlorad_v1_TrainResult | null);
-  'payload'?: "progress"|"train_metrics"|"checkpoint"|"eval_result"|"quantize_result"|"error"|"log"|"train_result";
+  'export_result'?: (_qlorad_v1_ExportResult | null);
+  'payload'?: "progress"|"train_metrics"|"checkpoint"|"eval_result"|"quantize_result"|"error"|"log"|"train_result"|"export_result";
 }
 
 export interface JobEvent__Output {
@@ -41,5 +43,6 @@ export interface JobEvent__Output {
   'error'?: (_qlorad_v1_JobError__Output | null);
   'log'?: (_qlorad_v1_Log__Output | null);
   'train_result'?: (_qlorad_v1_TrainResult__Output | null);
-  'payload'?: "progress"|"train_metrics"|"checkpoint"|"eval_result"|"quantize_result"|"error"|"log"|"train_result";
+  'export_result'?: (_qlorad_v1_ExportResult__Output | null);
+  'payload'?: "progress"|"train_metrics"|"checkpoint"|"eval_result"|"quantize_result"|"error"|"log"|"train_result"|"export_result";
 }
