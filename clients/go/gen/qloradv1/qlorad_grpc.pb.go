@@ -46,6 +46,13 @@ type QLoRAClient interface {
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 	// Bytes of device memory a training run would use, by category.
 	EstimateMemory(ctx context.Context, in *EstimateMemoryRequest, opts ...grpc.CallOption) (*EstimateMemoryResponse, error)
+	// Exports a base model, or a base model plus an adapter, for other runtimes:
+	// a GGUF file for llama.cpp / Ollama (merged, or the adapter alone as a GGUF
+	// LoRA) or a merged Hugging Face checkpoint. A job like Quantize: streams
+	// QUEUED, RUNNING, one Progress event per tensor written, and ends with a
+	// SUCCEEDED event carrying an ExportResult. The output appears only once
+	// complete; a job cancelled (between tensors) or failed leaves none.
+	Export(ctx context.Context, in *ExportRequest, opts ...grpc.CallOption) (QLoRA_ExportClient, error)
 }
 
 type qLoRAClient struct {
@@ -220,6 +227,38 @@ func (c *qLoRAClient) EstimateMemory(ctx context.Context, in *EstimateMemoryRequ
 	return out, nil
 }
 
+func (c *qLoRAClient) Export(ctx context.Context, in *ExportRequest, opts ...grpc.CallOption) (QLoRA_ExportClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_QLoRA_serviceDesc.Streams[4], "/qlorad.v1.QLoRA/Export", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &qLoRAExportClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type QLoRA_ExportClient interface {
+	Recv() (*JobEvent, error)
+	grpc.ClientStream
+}
+
+type qLoRAExportClient struct {
+	grpc.ClientStream
+}
+
+func (x *qLoRAExportClient) Recv() (*JobEvent, error) {
+	m := new(JobEvent)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // QLoRAServer is the server API for QLoRA service.
 // All implementations must embed UnimplementedQLoRAServer
 // for forward compatibility
@@ -253,6 +292,13 @@ type QLoRAServer interface {
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	// Bytes of device memory a training run would use, by category.
 	EstimateMemory(context.Context, *EstimateMemoryRequest) (*EstimateMemoryResponse, error)
+	// Exports a base model, or a base model plus an adapter, for other runtimes:
+	// a GGUF file for llama.cpp / Ollama (merged, or the adapter alone as a GGUF
+	// LoRA) or a merged Hugging Face checkpoint. A job like Quantize: streams
+	// QUEUED, RUNNING, one Progress event per tensor written, and ends with a
+	// SUCCEEDED event carrying an ExportResult. The output appears only once
+	// complete; a job cancelled (between tensors) or failed leaves none.
+	Export(*ExportRequest, QLoRA_ExportServer) error
 	mustEmbedUnimplementedQLoRAServer()
 }
 
@@ -283,6 +329,9 @@ func (UnimplementedQLoRAServer) CancelJob(context.Context, *CancelJobRequest) (*
 }
 func (UnimplementedQLoRAServer) EstimateMemory(context.Context, *EstimateMemoryRequest) (*EstimateMemoryResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method EstimateMemory not implemented")
+}
+func (UnimplementedQLoRAServer) Export(*ExportRequest, QLoRA_ExportServer) error {
+	return status.Errorf(codes.Unimplemented, "method Export not implemented")
 }
 func (UnimplementedQLoRAServer) mustEmbedUnimplementedQLoRAServer() {}
 
@@ -453,6 +502,27 @@ func _QLoRA_EstimateMemory_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QLoRA_Export_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(QLoRAServer).Export(m, &qLoRAExportServer{stream})
+}
+
+type QLoRA_ExportServer interface {
+	Send(*JobEvent) error
+	grpc.ServerStream
+}
+
+type qLoRAExportServer struct {
+	grpc.ServerStream
+}
+
+func (x *qLoRAExportServer) Send(m *JobEvent) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 var _QLoRA_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "qlorad.v1.QLoRA",
 	HandlerType: (*QLoRAServer)(nil),
@@ -493,6 +563,11 @@ var _QLoRA_serviceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchJob",
 			Handler:       _QLoRA_WatchJob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Export",
+			Handler:       _QLoRA_Export_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -6,7 +6,18 @@ from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+EXPORT_FORMAT_GGUF_LORA: ExportFormat
+EXPORT_FORMAT_GGUF_MERGED: ExportFormat
+EXPORT_FORMAT_HF_MERGED: ExportFormat
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat
+EXPORT_TYPE_BF16: ExportType
+EXPORT_TYPE_F16: ExportType
+EXPORT_TYPE_F32: ExportType
+EXPORT_TYPE_Q4_0: ExportType
+EXPORT_TYPE_Q8_0: ExportType
+EXPORT_TYPE_UNSPECIFIED: ExportType
 JOB_KIND_EVALUATE: JobKind
+JOB_KIND_EXPORT: JobKind
 JOB_KIND_QUANTIZE: JobKind
 JOB_KIND_TRAIN: JobKind
 JOB_KIND_UNSPECIFIED: JobKind
@@ -120,6 +131,42 @@ class EvaluateRequest(_message.Message):
     sample_prompts: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, base_model_path: _Optional[str] = ..., adapter_path: _Optional[str] = ..., dataset_path: _Optional[str] = ..., max_seq_len: _Optional[int] = ..., batch_size: _Optional[int] = ..., sample_prompts: _Optional[_Iterable[str]] = ..., max_new_tokens: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
+class ExportRequest(_message.Message):
+    __slots__ = ["adapter_path", "base_model_path", "format", "output_path", "overwrite", "request_id", "type"]
+    ADAPTER_PATH_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PATH_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    adapter_path: str
+    base_model_path: str
+    format: ExportFormat
+    output_path: str
+    overwrite: bool
+    request_id: str
+    type: ExportType
+    def __init__(self, base_model_path: _Optional[str] = ..., adapter_path: _Optional[str] = ..., output_path: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., type: _Optional[_Union[ExportType, str]] = ..., overwrite: bool = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ExportResult(_message.Message):
+    __slots__ = ["bytes", "f16_fallbacks", "format", "merged_linears", "output_path", "tensors", "type"]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    F16_FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MERGED_LINEARS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PATH_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    bytes: int
+    f16_fallbacks: _containers.RepeatedScalarFieldContainer[str]
+    format: ExportFormat
+    merged_linears: int
+    output_path: str
+    tensors: int
+    type: ExportType
+    def __init__(self, output_path: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., type: _Optional[_Union[ExportType, str]] = ..., tensors: _Optional[int] = ..., merged_linears: _Optional[int] = ..., f16_fallbacks: _Optional[_Iterable[str]] = ..., bytes: _Optional[int] = ...) -> None: ...
+
 class GeneratedSample(_message.Message):
     __slots__ = ["completion", "prompt"]
     COMPLETION_FIELD_NUMBER: _ClassVar[int]
@@ -171,10 +218,11 @@ class Hyperparameters(_message.Message):
     def __init__(self, learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[_Union[LrScheduler, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., micro_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_len: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., gradient_checkpointing: bool = ..., save_steps: _Optional[int] = ..., eval_steps: _Optional[int] = ..., optimizer_gpu_budget_bytes: _Optional[int] = ..., packing: bool = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ["created_time", "error", "evaluate", "finished_time", "job_id", "kind", "last_event", "last_seq", "quantize", "started_time", "state", "summary", "train"]
+    __slots__ = ["created_time", "error", "evaluate", "export", "finished_time", "job_id", "kind", "last_event", "last_seq", "quantize", "started_time", "state", "summary", "train"]
     CREATED_TIME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_TIME_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +236,7 @@ class Job(_message.Message):
     created_time: _timestamp_pb2.Timestamp
     error: JobError
     evaluate: EvaluateRequest
+    export: ExportRequest
     finished_time: _timestamp_pb2.Timestamp
     job_id: str
     kind: JobKind
@@ -198,7 +247,7 @@ class Job(_message.Message):
     state: JobState
     summary: str
     train: TrainRequest
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., created_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., last_event: _Optional[_Union[JobEvent, _Mapping]] = ..., quantize: _Optional[_Union[QuantizeRequest, _Mapping]] = ..., train: _Optional[_Union[TrainRequest, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., created_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., last_event: _Optional[_Union[JobEvent, _Mapping]] = ..., quantize: _Optional[_Union[QuantizeRequest, _Mapping]] = ..., train: _Optional[_Union[TrainRequest, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ["code", "message"]
@@ -209,10 +258,11 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ["checkpoint", "error", "eval_result", "job_id", "log", "progress", "quantize_result", "seq", "state", "time", "train_metrics", "train_result"]
+    __slots__ = ["checkpoint", "error", "eval_result", "export_result", "job_id", "log", "progress", "quantize_result", "seq", "state", "time", "train_metrics", "train_result"]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EVAL_RESULT_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_RESULT_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +275,7 @@ class JobEvent(_message.Message):
     checkpoint: Checkpoint
     error: JobError
     eval_result: EvalResult
+    export_result: ExportResult
     job_id: str
     log: Log
     progress: Progress
@@ -234,7 +285,7 @@ class JobEvent(_message.Message):
     time: _timestamp_pb2.Timestamp
     train_metrics: TrainMetrics
     train_result: TrainResult
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., train_metrics: _Optional[_Union[TrainMetrics, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., eval_result: _Optional[_Union[EvalResult, _Mapping]] = ..., quantize_result: _Optional[_Union[QuantizeResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., train_result: _Optional[_Union[TrainResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., train_metrics: _Optional[_Union[TrainMetrics, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., eval_result: _Optional[_Union[EvalResult, _Mapping]] = ..., quantize_result: _Optional[_Union[QuantizeResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., train_result: _Optional[_Union[TrainResult, _Mapping]] = ..., export_result: _Optional[_Union[ExportResult, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ["kind", "limit", "states"]
@@ -445,4 +496,10 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class LogLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class ExportType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

@@ -54,6 +54,11 @@ class QLoRAStub(object):
                 request_serializer=qlorad_dot_v1_dot_qlorad__pb2.EstimateMemoryRequest.SerializeToString,
                 response_deserializer=qlorad_dot_v1_dot_qlorad__pb2.EstimateMemoryResponse.FromString,
                 )
+        self.Export = channel.unary_stream(
+                '/qlorad.v1.QLoRA/Export',
+                request_serializer=qlorad_dot_v1_dot_qlorad__pb2.ExportRequest.SerializeToString,
+                response_deserializer=qlorad_dot_v1_dot_qlorad__pb2.JobEvent.FromString,
+                )
 
 
 class QLoRAServicer(object):
@@ -128,6 +133,18 @@ class QLoRAServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Export(self, request, context):
+        """Exports a base model, or a base model plus an adapter, for other runtimes:
+        a GGUF file for llama.cpp / Ollama (merged, or the adapter alone as a GGUF
+        LoRA) or a merged Hugging Face checkpoint. A job like Quantize: streams
+        QUEUED, RUNNING, one Progress event per tensor written, and ends with a
+        SUCCEEDED event carrying an ExportResult. The output appears only once
+        complete; a job cancelled (between tensors) or failed leaves none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QLoRAServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +187,11 @@ def add_QLoRAServicer_to_server(servicer, server):
                     servicer.EstimateMemory,
                     request_deserializer=qlorad_dot_v1_dot_qlorad__pb2.EstimateMemoryRequest.FromString,
                     response_serializer=qlorad_dot_v1_dot_qlorad__pb2.EstimateMemoryResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=qlorad_dot_v1_dot_qlorad__pb2.ExportRequest.FromString,
+                    response_serializer=qlorad_dot_v1_dot_qlorad__pb2.JobEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,5 +336,22 @@ class QLoRA(object):
         return grpc.experimental.unary_unary(request, target, '/qlorad.v1.QLoRA/EstimateMemory',
             qlorad_dot_v1_dot_qlorad__pb2.EstimateMemoryRequest.SerializeToString,
             qlorad_dot_v1_dot_qlorad__pb2.EstimateMemoryResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/qlorad.v1.QLoRA/Export',
+            qlorad_dot_v1_dot_qlorad__pb2.ExportRequest.SerializeToString,
+            qlorad_dot_v1_dot_qlorad__pb2.JobEvent.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
