@@ -23,6 +23,11 @@ export interface DropoutArgs {
   seed: number;
   /** Distinguishes masks within one seed, e.g. step*1000 + layer*10 + module. */
   stream: number;
+  /**
+   * Mask index of element 0 (default 0): x is elements first..first+n-1 of a larger tensor
+   * (a chunk of its rows), masked as that tensor would be.
+   */
+  first?: number;
 }
 
 export async function encodeDropout(
@@ -33,11 +38,15 @@ export async function encodeDropout(
   const { n, p } = args;
   if (!Number.isInteger(n) || n < 0) throw invalidArgument(`dropout: n must be >= 0, got ${n}`);
   if (!(p >= 0 && p < 1)) throw invalidArgument(`dropout: p must be in [0, 1), got ${p}`);
+  const first = args.first ?? 0;
+  if (!Number.isInteger(first) || first < 0 || first + n > 2 ** 32) {
+    throw invalidArgument(`dropout: first must be in 0..2^32-n, got ${first}`);
+  }
   if (n === 0) return;
   checkSize("x", args.x, n);
   checkSize("out", args.out, n);
   const [gx, gy] = grid(Math.ceil(n / 256));
-  const params = dropoutParams(n, p, args.seed, args.stream, gx);
+  const params = dropoutParams(n, p, args.seed, args.stream, gx, first);
   const xb = parts(args.x);
   const ob = parts(args.out);
   if (xb.buffer === ob.buffer) {
@@ -98,9 +107,16 @@ function mix32(v: number): number {
   return h >>> 0;
 }
 
-function dropoutParams(n: number, p: number, seed: number, stream: number, gx: number) {
+function dropoutParams(
+  n: number,
+  p: number,
+  seed: number,
+  stream: number,
+  gx: number,
+  first: number,
+) {
   const u = new Uint32Array(8);
-  u.set([n, dropoutThreshold(p), seed >>> 0, stream >>> 0, 0, gx]);
+  u.set([n, dropoutThreshold(p), seed >>> 0, stream >>> 0, 0, gx, first]);
   new Float32Array(u.buffer)[4] = dropoutScale(p);
   return u;
 }
