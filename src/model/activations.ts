@@ -1,19 +1,110 @@
 /**
- * GPU buffers for one layer's saved activations and the step's scratch, sized for the
- * largest micro-batch. Without gradient checkpointing every layer keeps its own set; with
- * it, one set is shared and each layer is recomputed from its saved input in backward.
+ * GPU buffers for one layer's saved activations and the step's shared scratch, sized for the
+ * largest micro-batch. Without gradient checkpointing every layer keeps its own set; with it,
+ * one set is shared and each layer is recomputed from its saved input in backward.
+ *
+ * The MLP half of a layer is token-wise, so src/model/layer.ts runs it over chunks of at most
+ * `chunkRows` rows: the [rows, intermediate] tensors exist only per chunk. What is cheap and
+ * exact to recompute is not stored: n1 = rms(x) shares its buffer with h (recomputed in backward
+ * once h is dead), n2 = rms(h) and act = silu(gate)·up are recomputed per chunk. Both classes list
+ * their buffers once (`specs`), so the estimator (src/train/estimate.ts) sums the same list.
  */
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { LinearModule, LlamaConfig } from "./config.ts";
 import type { MemoryCategory } from "../gpu/memory.ts";
+import { invalidArgument } from "../util/errors.ts";
 
 export interface Shape {
   batch: number;
   seq: number;
 }
 
+/** Default MLP chunk: 1024 rows ([1024, 14336] f32 = 56 MiB at Llama-3-8B). */
+export const MLP_CHUNK_ROWS = 1024;
+/**
+ * Chunks start on multiples of this many rows: a chunk's slice of any [rows, cols] f32 tensor
+ * then starts on a multiple of 256 bytes, the largest minStorageBufferOffsetAlignment WebGPU
+ * allows.
+ */
+export const MLP_CHUNK_ALIGN_ROWS = 64;
+
+const ATTENTION_MODULES: readonly LinearModule[] = ["q", "k", "v", "o"];
+
+/** Everything that sizes the buffers. */
+export interface ActivationPlan {
+  cfg: LlamaConfig;
+  /** Rows of the largest micro-batch (batch * seq). */
+  rows: number;
+  r: number;
+  targets: readonly LinearModule[];
+  gradientCheckpointing: boolean;
+  /** Rows per MLP chunk: the option (a multiple of MLP_CHUNK_ALIGN_ROWS), at most `rows`. */
+  chunkRows: number;
+  /** LoRA dropout > 0: a dropout buffer exists (evaluation passes dropout 0 and needs none). */
+  dropout: boolean;
+}
+
+export function activationPlan(
+  cfg: LlamaConfig,
+  shape: Shape,
+  lora: { r: number; targets: readonly LinearModule[]; dropout: number },
+  opts: { gradientCheckpointing: boolean; mlpChunkRows?: number },
+): ActivationPlan {
+  const chunk = opts.mlpChunkRows ?? MLP_CHUNK_ROWS;
+  if (!Number.isInteger(chunk) || chunk < 1 || chunk % MLP_CHUNK_ALIGN_ROWS !== 0) {
+    throw invalidArgument(
+      `mlpChunkRows must be a positive multiple of ${MLP_CHUNK_ALIGN_ROWS}, got ${chunk}`,
+    );
+  }
+  const rows = shape.batch * shape.seq;
+  return {
+    cfg,
+    rows,
+    r: lora.r,
+    targets: lora.targets,
+    gradientCheckpointing: opts.gradientCheckpointing,
+    chunkRows: Math.min(chunk, rows),
+    dropout: lora.dropout > 0,
+  };
+}
+
+/** The row chunks [first, first + rows) of a micro-batch of `rows` rows. */
+export function mlpChunks(plan: ActivationPlan, rows: number): { first: number; rows: number }[] {
+  const out = [];
+  for (let first = 0; first < rows; first += plan.chunkRows) {
+    out.push({ first, rows: Math.min(plan.chunkRows, rows - first) });
+  }
+  return out;
+}
+
+/** One buffer: f32 elements, ledger category, and the estimator line it is counted under. */
+export interface BufferSpec {
+  label: string;
+  floats: number;
+  category: MemoryCategory;
+  group: "saved" | "backward" | "mlp_chunk";
+}
+
+/** As GpuContext.createBuffer allocates (and the ledger counts): 16-byte multiples, >= 16. */
+function paddedBytes(floats: number): number {
+  return Math.max(16, Math.ceil((floats * 4) / 16) * 16);
+}
+
+/** Allocated bytes of specs (optionally one group), as the ledger counts them. */
+export function specBytes(specs: BufferSpec[], group?: BufferSpec["group"]): number {
+  return specs.filter((s) => group === undefined || s.group === group)
+    .reduce((sum, s) => sum + paddedBytes(s.floats), 0);
+}
+
+function qkvWidths(cfg: LlamaConfig) {
+  return { q: cfg.heads * cfg.headDim, kv: cfg.kvHeads * cfg.headDim };
+}
+
 export class LayerActivations {
+  /** n1 = rms(x) until q, k, v are projected; then h. The same buffer as `h`. */
   readonly n1: GpuBuffer;
+  /** h = x + o(attn); backward recomputes n1 into it once the MLP half is done with h. */
+  readonly h: GpuBuffer;
   readonly rstd1: GpuBuffer;
   readonly q: GpuBuffer;
   readonly k: GpuBuffer;
@@ -21,49 +112,71 @@ export class LayerActivations {
   /** Log-sum-exp of each query's attention scores [rows, heads]: all the backward needs. */
   readonly lse: GpuBuffer;
   readonly attn: GpuBuffer;
-  readonly h: GpuBuffer;
-  readonly n2: GpuBuffer;
-  readonly rstd2: GpuBuffer;
+  /**
+   * Gate and up projections: [rows, intermediate] per layer without checkpointing; with it
+   * [chunkRows, intermediate] holding the current chunk (recomputed in backward).
+   */
   readonly g: GpuBuffer;
   readonly u: GpuBuffer;
-  readonly a: GpuBuffer;
-  /** LoRA intermediate t = dropout(x)·Aᵀ [rows, r] per targeted module. */
+  /** LoRA intermediate t = dropout(x)·Aᵀ per targeted module: [rows, r], or for gate, up and
+   * down with checkpointing [chunkRows, r]. */
   readonly t = new Map<LinearModule, GpuBuffer>();
   readonly all: GpuBuffer[] = [];
 
-  constructor(ctx: GpuContext, cfg: LlamaConfig, shape: Shape, targets: LinearModule[], r: number) {
-    const rows = shape.batch * shape.seq;
-    const q = cfg.heads * cfg.headDim;
-    const kv = cfg.kvHeads * cfg.headDim;
-    const f = (label: string, floats: number) => {
-      const b = ctx.createBuffer({ label, category: "activations", size: floats * 4 });
+  constructor(ctx: GpuContext, readonly plan: ActivationPlan) {
+    const made = new Map<string, GpuBuffer>();
+    for (const s of LayerActivations.specs(plan)) {
+      const b = ctx.createBuffer({ label: s.label, category: s.category, size: s.floats * 4 });
+      made.set(s.label, b);
       this.all.push(b);
-      return b;
-    };
-    this.n1 = f("n1", rows * cfg.hidden);
-    this.rstd1 = f("rstd1", rows);
-    this.q = f("q", rows * q);
-    this.k = f("k", rows * kv);
-    this.v = f("v", rows * kv);
-    this.lse = f("attn_lse", rows * cfg.heads);
-    this.attn = f("attn", rows * q);
-    this.h = f("h", rows * cfg.hidden);
-    this.n2 = f("n2", rows * cfg.hidden);
-    this.rstd2 = f("rstd2", rows);
-    this.g = f("gate", rows * cfg.intermediate);
-    this.u = f("up", rows * cfg.intermediate);
-    this.a = f("act", rows * cfg.intermediate);
-    for (const m of targets) this.t.set(m, f(`lora_t_${m}`, rows * r));
+    }
+    this.n1 = this.h = made.get("n1_then_h")!;
+    this.rstd1 = made.get("rstd1")!;
+    this.q = made.get("q")!;
+    this.k = made.get("k")!;
+    this.v = made.get("v")!;
+    this.lse = made.get("attn_lse")!;
+    this.attn = made.get("attn")!;
+    this.g = made.get("gate")!;
+    this.u = made.get("up")!;
+    for (const m of plan.targets) this.t.set(m, made.get(`lora_t_${m}`)!);
   }
 
-  /** Bytes one set takes, for the estimator (same formula as the constructor). */
-  static bytes(cfg: LlamaConfig, shape: Shape, targets: number, r: number): number {
-    const rows = shape.batch * shape.seq;
-    const q = cfg.heads * cfg.headDim;
-    const kv = cfg.kvHeads * cfg.headDim;
-    const floats = rows * (3 * cfg.hidden + 2 + 2 * q + 2 * kv + 3 * cfg.intermediate) +
-      rows * cfg.heads + targets * rows * r;
-    return floats * 4;
+  /** Rows of the MLP tensors: the chunk's with checkpointing, all rows without. */
+  static mlpRows(plan: ActivationPlan): number {
+    return plan.gradientCheckpointing ? plan.chunkRows : plan.rows;
+  }
+
+  /** The buffers of one set. */
+  static specs(plan: ActivationPlan): BufferSpec[] {
+    const { cfg, rows, r } = plan;
+    const { q, kv } = qkvWidths(cfg);
+    const mlpRows = LayerActivations.mlpRows(plan);
+    const list: [string, number][] = [
+      ["n1_then_h", rows * cfg.hidden],
+      ["rstd1", rows],
+      ["q", rows * q],
+      ["k", rows * kv],
+      ["v", rows * kv],
+      ["attn_lse", rows * cfg.heads],
+      ["attn", rows * q],
+      ["gate", mlpRows * cfg.intermediate],
+      ["up", mlpRows * cfg.intermediate],
+    ];
+    for (const m of plan.targets) {
+      list.push([`lora_t_${m}`, (ATTENTION_MODULES.includes(m) ? rows : mlpRows) * r]);
+    }
+    return list.map(([label, floats]) => ({
+      label,
+      floats,
+      category: "activations",
+      group: "saved",
+    }));
+  }
+
+  /** Bytes one set takes, as allocated (the estimator's saved-activations line). */
+  static bytes(plan: ActivationPlan): number {
+    return specBytes(LayerActivations.specs(plan));
   }
 
   destroy(): void {
@@ -71,55 +184,102 @@ export class LayerActivations {
   }
 }
 
-/** Backward-pass scratch shared by all layers. */
+/**
+ * Scratch shared by all layers: the backward pass's gradients, the MLP chunk's work buffers
+ * (forward and backward), and the dropout buffer.
+ */
 export class BackwardScratch {
   readonly gradX: GpuBuffer;
+  /** d loss / d (rms-norm output): the MLP chunks' slices, then q, k, v's sum. */
   readonly dn: GpuBuffer;
+  /** d loss / d attn: the same buffer as `dn` (live only between o's and q's backward). */
+  readonly dattn: GpuBuffer;
   readonly dq: GpuBuffer;
   readonly dk: GpuBuffer;
   readonly dv: GpuBuffer;
-  readonly dattn: GpuBuffer;
-  readonly dg: GpuBuffer;
-  readonly du: GpuBuffer;
-  readonly da: GpuBuffer;
   readonly dt: GpuBuffer;
-  /** dropout(x) recomputed, and dropout'd input gradients: [rows, max(in)]. */
-  readonly drop: GpuBuffer;
-  readonly dInput: GpuBuffer;
-  readonly dInputMasked: GpuBuffer;
+  /** The chunk's n2 = rms(h) [chunkRows, hidden] and its rstd [chunkRows]. */
+  readonly n2: GpuBuffer;
+  readonly rstd2: GpuBuffer;
+  /** The chunk's act = silu(gate)·up; in backward, once down's backward is done, d gate. */
+  readonly act: GpuBuffer;
+  readonly dg: GpuBuffer;
+  readonly da: GpuBuffer;
+  readonly du: GpuBuffer;
+  /**
+   * dropout(x) of a LoRA input, then that LoRA path's input gradient before its mask; absent
+   * when the adapter's dropout is 0 (the input gradient then adds straight into dx).
+   */
+  readonly drop: GpuBuffer | undefined;
   readonly all: GpuBuffer[] = [];
 
-  constructor(ctx: GpuContext, cfg: LlamaConfig, shape: Shape, r: number) {
-    const rows = shape.batch * shape.seq;
-    const q = cfg.heads * cfg.headDim;
-    const kv = cfg.kvHeads * cfg.headDim;
-    const widest = Math.max(cfg.hidden, cfg.intermediate, q);
-    const f = (label: string, floats: number, category: MemoryCategory = "scratch") => {
-      const b = ctx.createBuffer({ label, category, size: floats * 4 });
+  constructor(ctx: GpuContext, readonly plan: ActivationPlan) {
+    const made = new Map<string, GpuBuffer>();
+    for (const s of BackwardScratch.specs(plan)) {
+      const b = ctx.createBuffer({ label: s.label, category: s.category, size: s.floats * 4 });
+      made.set(s.label, b);
       this.all.push(b);
-      return b;
-    };
-    this.gradX = f("grad_x", rows * cfg.hidden);
-    this.dn = f("grad_norm_out", rows * cfg.hidden);
-    this.dq = f("grad_q", rows * q);
-    this.dk = f("grad_k", rows * kv);
-    this.dv = f("grad_v", rows * kv);
-    this.dattn = f("grad_attn", rows * q);
-    this.dg = f("grad_gate", rows * cfg.intermediate);
-    this.du = f("grad_up", rows * cfg.intermediate);
-    this.da = f("grad_act", rows * cfg.intermediate);
-    this.dt = f("grad_lora_t", rows * r);
-    this.drop = f("dropout_input", rows * widest);
-    this.dInput = f("grad_lora_input", rows * widest);
-    this.dInputMasked = f("grad_lora_input_masked", rows * widest);
+    }
+    this.gradX = made.get("grad_x")!;
+    this.dn = this.dattn = made.get("grad_norm_out_or_attn")!;
+    this.dq = made.get("grad_q")!;
+    this.dk = made.get("grad_k")!;
+    this.dv = made.get("grad_v")!;
+    this.dt = made.get("grad_lora_t")!;
+    this.n2 = made.get("mlp_n2")!;
+    this.rstd2 = made.get("mlp_rstd2")!;
+    this.act = this.dg = made.get("mlp_act_then_grad_gate")!;
+    this.da = made.get("mlp_grad_act")!;
+    this.du = made.get("mlp_grad_up")!;
+    this.drop = made.get("lora_dropout");
   }
 
-  static bytes(cfg: LlamaConfig, shape: Shape, r: number): number {
-    const rows = shape.batch * shape.seq;
-    const q = cfg.heads * cfg.headDim;
-    const kv = cfg.kvHeads * cfg.headDim;
-    const widest = Math.max(cfg.hidden, cfg.intermediate, q);
-    return 4 * rows * (2 * cfg.hidden + 2 * q + 2 * kv + 3 * cfg.intermediate + r + 3 * widest);
+  static specs(plan: ActivationPlan): BufferSpec[] {
+    const { cfg, rows, r, chunkRows: chunk } = plan;
+    const { q, kv } = qkvWidths(cfg);
+    const backward: [string, number][] = [
+      ["grad_x", rows * cfg.hidden],
+      ["grad_norm_out_or_attn", rows * Math.max(cfg.hidden, q)],
+      ["grad_q", rows * q],
+      ["grad_k", rows * kv],
+      ["grad_v", rows * kv],
+      ["grad_lora_t", rows * r],
+    ];
+    if (plan.dropout && plan.targets.length > 0) {
+      // The widest LoRA input: n1 or attn over all rows, n2 or act over a chunk.
+      const widest = Math.max(
+        rows * Math.max(cfg.hidden, q),
+        chunk * Math.max(cfg.hidden, cfg.intermediate),
+      );
+      backward.push(["lora_dropout", widest]);
+    }
+    const mlp: [string, number][] = [
+      ["mlp_n2", chunk * cfg.hidden],
+      ["mlp_rstd2", chunk],
+      ["mlp_act_then_grad_gate", chunk * cfg.intermediate],
+      ["mlp_grad_act", chunk * cfg.intermediate],
+      ["mlp_grad_up", chunk * cfg.intermediate],
+    ];
+    return [
+      ...backward.map(([label, floats]) => ({
+        label,
+        floats,
+        category: "scratch" as const,
+        group: "backward" as const,
+      })),
+      ...mlp.map(([label, floats]) => ({
+        label,
+        floats,
+        category: "scratch" as const,
+        group: "mlp_chunk" as const,
+      })),
+    ];
+  }
+
+  /** Allocated bytes: the backward gradients (+ dropout buffer) and the MLP chunk buffers. */
+  static bytes(plan: ActivationPlan): { backward: number; mlpChunk: number } {
+    const specs = BackwardScratch.specs(plan);
+    return { backward: specBytes(specs, "backward"), mlpChunk: specBytes(specs, "mlp_chunk") };
   }
 
   destroy(): void {

@@ -7,8 +7,13 @@
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "./base_model.ts";
 import type { LoraLayout } from "./lora.ts";
-import { BackwardScratch, LayerActivations, type Shape } from "./activations.ts";
-import { encodeLayerBackward, encodeLayerForward, type MicroBatchPass } from "./layer.ts";
+import { activationPlan, BackwardScratch, LayerActivations, type Shape } from "./activations.ts";
+import {
+  encodeLayerBackward,
+  encodeLayerForward,
+  encodeLayerRecompute,
+  type MicroBatchPass,
+} from "./layer.ts";
 import { encodeEmbedding } from "../kernels/embedding.ts";
 import { encodeRmsNorm, encodeRmsNormBackward } from "../kernels/rmsnorm.ts";
 import {
@@ -40,6 +45,8 @@ export interface GraphOptions {
   vocabChunk?: number;
   /** Token rows per cross-entropy pass (default 1024). */
   rowChunk?: number;
+  /** Token rows per MLP chunk, a multiple of 64 (default MLP_CHUNK_ROWS, activations.ts). */
+  mlpChunkRows?: number;
 }
 
 const PAD_SEGMENT = 0xffffffff;
@@ -82,12 +89,9 @@ export class ModelGraph {
       this.inputs.push(f(`layer_in_${l}`, rows * cfg.hidden, "activations"));
     }
     const sets = options.gradientCheckpointing ? 1 : cfg.layers;
-    for (let i = 0; i < sets; i++) {
-      this.acts.push(
-        new LayerActivations(ctx, cfg, options.maxShape, lora.spec.targets, lora.spec.r),
-      );
-    }
-    this.scratch = new BackwardScratch(ctx, cfg, options.maxShape, lora.spec.r);
+    const plan = activationPlan(cfg, options.maxShape, lora.spec, options);
+    for (let i = 0; i < sets; i++) this.acts.push(new LayerActivations(ctx, plan));
+    this.scratch = new BackwardScratch(ctx, plan);
     this.tokens = f("tokens", rows, "activations");
     this.positions = f("positions", rows, "activations");
     this.segments = f("segments", rows, "activations");
@@ -253,15 +257,8 @@ export class ModelGraph {
       for (let l = cfg.layers - 1; l >= 0; l--) {
         const acts = this.#actsFor(l);
         if (this.options.gradientCheckpointing) {
-          // Recompute this layer's activations from its saved input (into a throwaway output).
-          await encodeLayerForward(
-            pass,
-            l,
-            acts,
-            this.scratch,
-            this.inputs[l],
-            this.scratch.dInput,
-          );
+          // Recompute this layer's activations from its saved input.
+          await encodeLayerRecompute(pass, l, acts, this.scratch, this.inputs[l]);
         }
         await encodeLayerBackward(pass, l, acts, this.scratch, this.inputs[l]);
       }

@@ -26,6 +26,8 @@ export interface EngineOptions {
   /** 0 = keep optimizer state resident on the GPU. */
   optimizerGpuBudgetBytes: number;
   vocabChunk?: number;
+  /** Token rows per MLP chunk (GraphOptions.mlpChunkRows). */
+  mlpChunkRows?: number;
   /** Initial adapter (flat layout); default PEFT init from `seed`. */
   adapter?: Float32Array;
   /** Evaluation and generation only: no gradients' optimizer state is allocated. */
@@ -83,6 +85,7 @@ export class TrainingEngine {
       maxShape: options.maxShape,
       gradientCheckpointing: options.gradientCheckpointing,
       vocabChunk: options.vocabChunk,
+      mlpChunkRows: options.mlpChunkRows,
     });
     this.#optimizer = options.evalOnly ? undefined : new AdamWOptimizer(
       ctx,

@@ -199,6 +199,7 @@ async function measureStep(
     maxGradNorm: 1,
     optimizerGpuBudgetBytes: s.optimizerGpuBudgetBytes,
     vocabChunk: s.vocabChunk,
+    mlpChunkRows: s.mlpChunkRows,
     adapter,
   });
   try {
@@ -250,9 +251,9 @@ const ALL: LoraSpec = {
 freshGpuTest("tiny model: ledger peaks match the estimate by category", async (ctx) => {
   const setup = tinySetup(ctx, TINY, 31, ALL);
   try {
-    // 62 rows: the two rstd buffers of a saved set (248 bytes) round up to 256, which
-    // LayerActivations.bytes leaves out: 16 bytes short per set. This shape goes first: the
-    // attention scratch it leaves is smaller than the next one's and is replaced.
+    // 62 rows: the rstd buffer of a saved set (248 bytes) rounds up to 256, as the estimate
+    // rounds it. This shape goes first: the attention scratch it leaves is smaller than the next
+    // one's and is replaced.
     await measureStep(ctx, setup.model, "tiny, 2 x 31 tokens, no checkpointing, resident", {
       ...settings(ALL, 2, 31, false, 0),
     }, setup.adapter);
@@ -277,6 +278,49 @@ freshGpuTest("tiny model: ledger peaks match the estimate by category", async (c
     tied.model.destroy();
   }
 });
+
+// The MLP in 64-row chunks on 2 x 83 = 166 rows (chunks of 64, 64, 38), LoRA dropout on: with
+// checkpointing the gate/up buffers hold one chunk; the dropout buffer is sized by the widest
+// LoRA input (all rows of n1 or attn, or a chunk of act). Activations and scratch to the byte.
+freshGpuTest(
+  "tiny model, MLP chunked (64 rows), dropout: activations and scratch to the byte",
+  async (ctx) => {
+    const spec: LoraSpec = { ...ALL, dropout: 0.1 };
+    const setup = tinySetup(ctx, TINY, 34, spec);
+    try {
+      for (const ckpt of [false, true]) {
+        const s = { ...settings(spec, 2, 83, ckpt, 0), mlpChunkRows: 64 };
+        const est = estimateMemory(TINY, s);
+        assert.ok(est.details.some((d) => d.name === "MLP chunk buffers (64 rows)"));
+        assert.ok(est.details.some((d) => d.name.includes("with the LoRA dropout buffer")));
+        await measureStep(
+          ctx,
+          setup.model,
+          `tiny, 64-row MLP chunks, checkpointing ${ckpt}`,
+          s,
+          setup.adapter,
+        );
+        const peak = ctx.memory.peak();
+        assert.equal(peak.activations, est.bytes.activations, `checkpointing ${ckpt}: activations`);
+        assert.equal(peak.scratch, est.bytes.scratch, `checkpointing ${ckpt}: scratch`);
+      }
+      // Without dropout no dropout buffer; with the default chunk (1024 > 166 rows) one chunk of
+      // all rows: the MLP buffers grow from 64 to 166 rows.
+      const plain = estimateMemory(TINY, settings(ALL, 2, 83, true, 0));
+      const chunked = estimateMemory(TINY, { ...settings(spec, 2, 83, true, 0), mlpChunkRows: 64 });
+      assert.ok(plain.details.some((d) => d.name === "MLP chunk buffers (166 rows)"));
+      assert.ok(plain.details.some((d) => d.name === "backward scratch"));
+      const line = (e: MemoryEstimate, prefix: string) =>
+        e.details.find((d) => d.name.startsWith(prefix))!.bytes;
+      // 3 x [rows, 216] + [rows, 80] + [rows] f32 buffers: 729 floats a row; the [166] rstd
+      // (664 bytes) rounds up to 672.
+      assert.equal(line(plain, "MLP chunk buffers"), 166 * 729 * 4 + 8);
+      assert.equal(line(chunked, "MLP chunk buffers"), 64 * 729 * 4);
+    } finally {
+      setup.model.destroy();
+    }
+  },
+);
 
 // A forced 4 KiB binding limit: the 160-byte rows of TINY's tables go 25 to a chunk (25, 25, 11
 // rows: 4,000, 4,000 and 1,760 bytes), and the cross-entropy block shrinks to 16 rows x 61 words.
