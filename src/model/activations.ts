@@ -9,7 +9,7 @@
  * once h is dead), n2 = rms(h) and act = silu(gate)·up are recomputed per chunk. Both classes list
  * their buffers once (`specs`), so the estimator (src/train/estimate.ts) sums the same list.
  */
-import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
+import type { Binding, GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { LinearModule, LlamaConfig } from "./config.ts";
 import type { MemoryCategory } from "../gpu/memory.ts";
 import { invalidArgument } from "../util/errors.ts";
@@ -82,7 +82,7 @@ export interface BufferSpec {
   label: string;
   floats: number;
   category: MemoryCategory;
-  group: "saved" | "backward" | "mlp_chunk";
+  group: "saved" | "backward" | "shared" | "mlp_norm";
 }
 
 /** As GpuContext.createBuffer allocates (and the ledger counts): 16-byte multiples, >= 16. */
@@ -94,6 +94,21 @@ function paddedBytes(floats: number): number {
 export function specBytes(specs: BufferSpec[], group?: BufferSpec["group"]): number {
   return specs.filter((s) => group === undefined || s.group === group)
     .reduce((sum, s) => sum + paddedBytes(s.floats), 0);
+}
+
+/** Sub-tensors packed in one buffer, each starting on a 256-byte (64-float) boundary. */
+function packed(sizes: number[]): { offsets: number[]; floats: number } {
+  const offsets: number[] = [];
+  let at = 0;
+  for (const n of sizes) {
+    offsets.push(at);
+    at += Math.ceil(n / 64) * 64;
+  }
+  return { offsets, floats: at };
+}
+
+function view(buffer: GpuBuffer, offsetFloats: number, floats: number): Binding {
+  return { buffer, offset: offsetFloats * 4, size: floats * 4 };
 }
 
 function qkvWidths(cfg: LlamaConfig) {
@@ -113,13 +128,13 @@ export class LayerActivations {
   readonly lse: GpuBuffer;
   readonly attn: GpuBuffer;
   /**
-   * Gate and up projections: [rows, intermediate] per layer without checkpointing; with it
-   * [chunkRows, intermediate] holding the current chunk (recomputed in backward).
+   * Gate and up projections [rows, intermediate], per layer, without checkpointing; with it
+   * absent: each chunk's are recomputed into BackwardScratch.gate/up.
    */
-  readonly g: GpuBuffer;
-  readonly u: GpuBuffer;
+  readonly g: GpuBuffer | undefined;
+  readonly u: GpuBuffer | undefined;
   /** LoRA intermediate t = dropout(x)·Aᵀ per targeted module: [rows, r], or for gate, up and
-   * down with checkpointing [chunkRows, r]. */
+   * down with checkpointing [chunkRows, r] (the current chunk's). */
   readonly t = new Map<LinearModule, GpuBuffer>();
   readonly all: GpuBuffer[] = [];
 
@@ -137,21 +152,15 @@ export class LayerActivations {
     this.v = made.get("v")!;
     this.lse = made.get("attn_lse")!;
     this.attn = made.get("attn")!;
-    this.g = made.get("gate")!;
-    this.u = made.get("up")!;
+    this.g = made.get("gate");
+    this.u = made.get("up");
     for (const m of plan.targets) this.t.set(m, made.get(`lora_t_${m}`)!);
-  }
-
-  /** Rows of the MLP tensors: the chunk's with checkpointing, all rows without. */
-  static mlpRows(plan: ActivationPlan): number {
-    return plan.gradientCheckpointing ? plan.chunkRows : plan.rows;
   }
 
   /** The buffers of one set. */
   static specs(plan: ActivationPlan): BufferSpec[] {
     const { cfg, rows, r } = plan;
     const { q, kv } = qkvWidths(cfg);
-    const mlpRows = LayerActivations.mlpRows(plan);
     const list: [string, number][] = [
       ["n1_then_h", rows * cfg.hidden],
       ["rstd1", rows],
@@ -160,9 +169,11 @@ export class LayerActivations {
       ["v", rows * kv],
       ["attn_lse", rows * cfg.heads],
       ["attn", rows * q],
-      ["gate", mlpRows * cfg.intermediate],
-      ["up", mlpRows * cfg.intermediate],
     ];
+    if (!plan.gradientCheckpointing) {
+      list.push(["gate", rows * cfg.intermediate], ["up", rows * cfg.intermediate]);
+    }
+    const mlpRows = plan.gradientCheckpointing ? plan.chunkRows : rows;
     for (const m of plan.targets) {
       list.push([`lora_t_${m}`, (ATTENTION_MODULES.includes(m) ? rows : mlpRows) * r]);
     }
@@ -185,8 +196,14 @@ export class LayerActivations {
 }
 
 /**
- * Scratch shared by all layers: the backward pass's gradients, the MLP chunk's work buffers
+ * Scratch shared by all layers: the backward pass's gradients, the MLP chunk's work tensors
  * (forward and backward), and the dropout buffer.
+ *
+ * d q, d k, d v live only between attention's backward and q, k, v's; the MLP chunk's
+ * [chunk, intermediate] tensors only within the MLP half: they share two buffers. A dispatch may
+ * not bind one buffer both read-only and writable (Dawn's usage-scope rule), so the tensors the
+ * SwiGLU kernels read and those they write sit in different buffers: `mlpIn` holds d q, or
+ * (gate, up with checkpointing) and d act; `mlpOut` holds d k, d v, or act (then d gate) and d up.
  */
 export class BackwardScratch {
   readonly gradX: GpuBuffer;
@@ -194,18 +211,21 @@ export class BackwardScratch {
   readonly dn: GpuBuffer;
   /** d loss / d attn: the same buffer as `dn` (live only between o's and q's backward). */
   readonly dattn: GpuBuffer;
-  readonly dq: GpuBuffer;
-  readonly dk: GpuBuffer;
-  readonly dv: GpuBuffer;
+  readonly dq: Binding;
+  readonly dk: Binding;
+  readonly dv: Binding;
   readonly dt: GpuBuffer;
   /** The chunk's n2 = rms(h) [chunkRows, hidden] and its rstd [chunkRows]. */
   readonly n2: GpuBuffer;
   readonly rstd2: GpuBuffer;
+  /** With checkpointing: the chunk's gate and up projections [chunkRows, intermediate]. */
+  readonly gate: Binding | undefined;
+  readonly up: Binding | undefined;
   /** The chunk's act = silu(gate)·up; in backward, once down's backward is done, d gate. */
-  readonly act: GpuBuffer;
-  readonly dg: GpuBuffer;
-  readonly da: GpuBuffer;
-  readonly du: GpuBuffer;
+  readonly act: Binding;
+  readonly dg: Binding;
+  readonly da: Binding;
+  readonly du: Binding;
   /**
    * dropout(x) of a LoRA input, then that LoRA path's input gradient before its mask; absent
    * when the adapter's dropout is 0 (the input gradient then adds straight into dx).
@@ -222,27 +242,45 @@ export class BackwardScratch {
     }
     this.gradX = made.get("grad_x")!;
     this.dn = this.dattn = made.get("grad_norm_out_or_attn")!;
-    this.dq = made.get("grad_q")!;
-    this.dk = made.get("grad_k")!;
-    this.dv = made.get("grad_v")!;
     this.dt = made.get("grad_lora_t")!;
     this.n2 = made.get("mlp_n2")!;
     this.rstd2 = made.get("mlp_rstd2")!;
-    this.act = this.dg = made.get("mlp_act_then_grad_gate")!;
-    this.da = made.get("mlp_grad_act")!;
-    this.du = made.get("mlp_grad_up")!;
     this.drop = made.get("lora_dropout");
+    const l = BackwardScratch.#layout(plan);
+    const inBuf = made.get("grad_q_or_mlp_in")!;
+    const outBuf = made.get("grad_kv_or_mlp_out")!;
+    this.dq = view(inBuf, 0, l.sizes.q);
+    this.dk = view(outBuf, l.attnOut.offsets[0], l.sizes.kv);
+    this.dv = view(outBuf, l.attnOut.offsets[1], l.sizes.kv);
+    const c = l.sizes.chunk;
+    const [gOff, uOff, daOff] = l.mlpIn.offsets;
+    this.gate = plan.gradientCheckpointing ? view(inBuf, gOff, c) : undefined;
+    this.up = plan.gradientCheckpointing ? view(inBuf, uOff, c) : undefined;
+    this.da = view(inBuf, plan.gradientCheckpointing ? daOff : 0, c);
+    this.act = this.dg = view(outBuf, l.mlpOut.offsets[0], c);
+    this.du = view(outBuf, l.mlpOut.offsets[1], c);
+  }
+
+  static #layout(plan: ActivationPlan) {
+    const { cfg, rows, chunkRows } = plan;
+    const { q, kv } = qkvWidths(cfg);
+    const sizes = { q: rows * q, kv: rows * kv, chunk: chunkRows * cfg.intermediate };
+    const c = sizes.chunk;
+    return {
+      sizes,
+      attnIn: packed([sizes.q]),
+      attnOut: packed([sizes.kv, sizes.kv]),
+      mlpIn: packed(plan.gradientCheckpointing ? [c, c, c] : [c]),
+      mlpOut: packed([c, c]),
+    };
   }
 
   static specs(plan: ActivationPlan): BufferSpec[] {
     const { cfg, rows, r, chunkRows: chunk } = plan;
-    const { q, kv } = qkvWidths(cfg);
+    const { q } = qkvWidths(cfg);
     const backward: [string, number][] = [
       ["grad_x", rows * cfg.hidden],
       ["grad_norm_out_or_attn", rows * Math.max(cfg.hidden, q)],
-      ["grad_q", rows * q],
-      ["grad_k", rows * kv],
-      ["grad_v", rows * kv],
       ["grad_lora_t", rows * r],
     ];
     if (plan.dropout && plan.targets.length > 0) {
@@ -253,33 +291,36 @@ export class BackwardScratch {
       );
       backward.push(["lora_dropout", widest]);
     }
-    const mlp: [string, number][] = [
-      ["mlp_n2", chunk * cfg.hidden],
-      ["mlp_rstd2", chunk],
-      ["mlp_act_then_grad_gate", chunk * cfg.intermediate],
-      ["mlp_grad_act", chunk * cfg.intermediate],
-      ["mlp_grad_up", chunk * cfg.intermediate],
+    const l = BackwardScratch.#layout(plan);
+    const shared: [string, number][] = [
+      ["grad_q_or_mlp_in", Math.max(l.attnIn.floats, l.mlpIn.floats)],
+      ["grad_kv_or_mlp_out", Math.max(l.attnOut.floats, l.mlpOut.floats)],
     ];
+    const norm: [string, number][] = [["mlp_n2", chunk * cfg.hidden], ["mlp_rstd2", chunk]];
+    const spec = (group: BufferSpec["group"]) => ([label, floats]: [string, number]) => ({
+      label,
+      floats,
+      category: "scratch" as const,
+      group,
+    });
     return [
-      ...backward.map(([label, floats]) => ({
-        label,
-        floats,
-        category: "scratch" as const,
-        group: "backward" as const,
-      })),
-      ...mlp.map(([label, floats]) => ({
-        label,
-        floats,
-        category: "scratch" as const,
-        group: "mlp_chunk" as const,
-      })),
+      ...backward.map(spec("backward")),
+      ...shared.map(spec("shared")),
+      ...norm.map(spec("mlp_norm")),
     ];
   }
 
-  /** Allocated bytes: the backward gradients (+ dropout buffer) and the MLP chunk buffers. */
-  static bytes(plan: ActivationPlan): { backward: number; mlpChunk: number } {
+  /**
+   * Allocated bytes: the backward gradients (+ dropout buffer); the two buffers d q/k/v share
+   * with the MLP chunk's tensors; the chunk's n2 and rstd.
+   */
+  static bytes(plan: ActivationPlan): { backward: number; shared: number; mlpNorm: number } {
     const specs = BackwardScratch.specs(plan);
-    return { backward: specBytes(specs, "backward"), mlpChunk: specBytes(specs, "mlp_chunk") };
+    return {
+      backward: specBytes(specs, "backward"),
+      shared: specBytes(specs, "shared"),
+      mlpNorm: specBytes(specs, "mlp_norm"),
+    };
   }
 
   destroy(): void {

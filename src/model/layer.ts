@@ -9,7 +9,7 @@
  * dropout masks are indexed by the whole tensor's element, so chunking does not change them.
  * Backward keeps one running residual gradient (`gradX`) and walks the same graph in reverse.
  */
-import type { Binding, DispatchBatch, GpuBuffer, GpuContext } from "../gpu/context.ts";
+import { type Binding, type DispatchBatch, GpuBuffer, type GpuContext } from "../gpu/context.ts";
 import type { LinearModule } from "./config.ts";
 import { linearShape } from "./config.ts";
 import type { BaseModel } from "./base_model.ts";
@@ -63,9 +63,10 @@ function slice(buf: GpuBuffer, offsetFloats: number, floats: number): Binding {
   return { buffer: buf, offset: offsetFloats * 4, size: floats * 4 };
 }
 
-/** Rows [first, first + n) of a row-major [*, cols] tensor. */
-function rowsOf(buf: GpuBuffer, cols: number, first: number, n: number): Binding {
-  return slice(buf, first * cols, n * cols);
+/** Rows [first, first + n) of a row-major [*, cols] tensor (a buffer or a view into one). */
+function rowsOf(t: Binding, cols: number, first: number, n: number): Binding {
+  const base = t instanceof GpuBuffer ? { buffer: t, offset: 0 } : t;
+  return { buffer: base.buffer, offset: base.offset + first * cols * 4, size: n * cols * 4 };
 }
 
 function loraSlots(p: MicroBatchPass, layer: number, m: LinearModule) {
@@ -261,11 +262,21 @@ async function linearBackward(
 type Chunk = { first: number; rows: number };
 
 /**
- * A chunk's rows of an MLP tensor of `acts`: its own rows of the per-layer [rows, cols] tensor
- * without checkpointing, the start of the chunk-sized buffer with it.
+ * A chunk's rows of an MLP tensor: its own rows of the per-layer [rows, cols] tensor without
+ * checkpointing, the start of the chunk-sized one with it.
  */
-function mlpRowsOf(acts: LayerActivations, buf: GpuBuffer, cols: number, chunk: Chunk): Binding {
+function mlpRowsOf(acts: LayerActivations, buf: Binding, cols: number, chunk: Chunk): Binding {
   return rowsOf(buf, cols, acts.plan.gradientCheckpointing ? 0 : chunk.first, chunk.rows);
+}
+
+/** The chunk's gate and up projections: saved per layer, or the scratch's chunk-sized ones. */
+function gateUp(acts: LayerActivations, scratch: BackwardScratch, chunk: Chunk) {
+  const inter = acts.plan.cfg.intermediate;
+  const ckpt = acts.plan.gradientCheckpointing;
+  return {
+    g: mlpRowsOf(acts, ckpt ? scratch.gate! : acts.g!, inter, chunk),
+    u: mlpRowsOf(acts, ckpt ? scratch.up! : acts.u!, inter, chunk),
+  };
 }
 
 /** An MLP linear on one chunk. */
@@ -318,8 +329,7 @@ async function mlpChunkForward(
   await mlpNorm(p, layer, acts, scratch, chunk);
   const n2 = rowsOf(scratch.n2, cfg.hidden, 0, chunk.rows);
   const inter = cfg.intermediate;
-  const g = mlpRowsOf(acts, acts.g, inter, chunk);
-  const u = mlpRowsOf(acts, acts.u, inter, chunk);
+  const { g, u } = gateUp(acts, scratch, chunk);
   await linearForward(p, scratch, mlpLinear(p, acts, layer, "gate", chunk), n2, g, false);
   await linearForward(p, scratch, mlpLinear(p, acts, layer, "up", chunk), n2, u, false);
   await encodeSwiglu(p.ctx, p.batch, {
@@ -442,9 +452,10 @@ export async function encodeLayerBackward(
       await loraT(p, scratch, down, act);
     } else {
       await mlpNorm(p, layer, acts, scratch, chunk);
+      const { g: gate, u: up } = gateUp(acts, scratch, chunk);
       await encodeSwiglu(ctx, batch, {
-        gate: mlpRowsOf(acts, acts.g, inter, chunk),
-        up: mlpRowsOf(acts, acts.u, inter, chunk),
+        gate,
+        up,
         out: act,
         n: n * inter,
       });
@@ -455,9 +466,10 @@ export async function encodeLayerBackward(
     // act is dead from here: its buffer takes d gate.
     const dg = rowsOf(scratch.dg, inter, 0, n);
     const du = rowsOf(scratch.du, inter, 0, n);
+    const { g: gate, u: up } = gateUp(acts, scratch, chunk);
     await encodeSwigluBackward(ctx, batch, {
-      gate: mlpRowsOf(acts, acts.g, inter, chunk),
-      up: mlpRowsOf(acts, acts.u, inter, chunk),
+      gate,
+      up,
       dout: da,
       dgate: dg,
       dup: du,

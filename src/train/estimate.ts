@@ -226,7 +226,13 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
     1,
     scratch.backward,
   );
-  add("scratch", `MLP chunk buffers (${plan.chunkRows} rows)`, 1, scratch.mlpChunk);
+  add(
+    "scratch",
+    `d q/k/v, or the MLP chunk's tensors (2 shared buffers, ${plan.chunkRows} rows a chunk)`,
+    1,
+    scratch.shared,
+  );
+  add("scratch", `MLP chunk norm output and rstd (${plan.chunkRows} rows)`, 1, scratch.mlpNorm);
   add("scratch", "row loss, row correct, loss sum", 3, f32(rows));
   const ce = crossEntropyChunks(rows, cfg.vocab, {
     vocabChunk: settings.vocabChunk,

@@ -291,7 +291,7 @@ freshGpuTest(
       for (const ckpt of [false, true]) {
         const s = { ...settings(spec, 2, 83, ckpt, 0), mlpChunkRows: 64 };
         const est = estimateMemory(TINY, s);
-        assert.ok(est.details.some((d) => d.name === "MLP chunk buffers (64 rows)"));
+        assert.ok(est.details.some((d) => d.name.endsWith("(2 shared buffers, 64 rows a chunk)")));
         assert.ok(est.details.some((d) => d.name.includes("with the LoRA dropout buffer")));
         await measureStep(
           ctx,
@@ -305,17 +305,18 @@ freshGpuTest(
         assert.equal(peak.scratch, est.bytes.scratch, `checkpointing ${ckpt}: scratch`);
       }
       // Without dropout no dropout buffer; with the default chunk (1024 > 166 rows) one chunk of
-      // all rows: the MLP buffers grow from 64 to 166 rows.
+      // all rows.
       const plain = estimateMemory(TINY, settings(ALL, 2, 83, true, 0));
       const chunked = estimateMemory(TINY, { ...settings(spec, 2, 83, true, 0), mlpChunkRows: 64 });
-      assert.ok(plain.details.some((d) => d.name === "MLP chunk buffers (166 rows)"));
       assert.ok(plain.details.some((d) => d.name === "backward scratch"));
       const line = (e: MemoryEstimate, prefix: string) =>
         e.details.find((d) => d.name.startsWith(prefix))!.bytes;
-      // 3 x [rows, 216] + [rows, 80] + [rows] f32 buffers: 729 floats a row; the [166] rstd
-      // (664 bytes) rounds up to 672.
-      assert.equal(line(plain, "MLP chunk buffers"), 166 * 729 * 4 + 8);
-      assert.equal(line(chunked, "MLP chunk buffers"), 64 * 729 * 4);
+      // n2 [rows, 80] and rstd [rows]: 81 floats a row; the [166] rstd (664 bytes) rounds to 672.
+      assert.equal(line(plain, "MLP chunk norm"), 166 * 81 * 4 + 8);
+      assert.equal(line(chunked, "MLP chunk norm"), 64 * 81 * 4);
+      // 64-row chunks of [64, 216] = 13,824 floats: gate, up, d act (41,472 floats) outgrow d q
+      // [166, 80] = 13,280 (13,312 aligned); act, d up (27,648) outgrow d k, d v 2 x 6,656.
+      assert.equal(line(chunked, "d q/k/v, or the MLP"), (41_472 + 27_648) * 4);
     } finally {
       setup.model.destroy();
     }
