@@ -5,8 +5,8 @@
  *
  * The MLP half of a layer is token-wise, so src/model/layer.ts runs it over chunks of at most
  * `chunkRows` rows: the [rows, intermediate] tensors exist only per chunk. What is cheap and
- * exact to recompute is not stored: n1 = rms(x) shares its buffer with h (recomputed in backward
- * once h is dead), n2 = rms(h) and act = silu(gate)·up are recomputed per chunk. Both classes list
+ * exact to recompute is not stored: n1 = rms(x) shares its buffer with h (backward recomputes
+ * it), n2 = rms(h) and act = silu(gate)·up are recomputed per chunk. Both classes list
  * their buffers once (`specs`), so the estimator (src/train/estimate.ts) sums the same list.
  */
 import type { Binding, GpuBuffer, GpuContext } from "../gpu/context.ts";
@@ -19,8 +19,15 @@ export interface Shape {
   seq: number;
 }
 
-/** Default MLP chunk: 1024 rows ([1024, 14336] f32 = 56 MiB at Llama-3-8B). */
-export const MLP_CHUNK_ROWS = 1024;
+/**
+ * Default MLP chunk: 512 rows. At Llama-3-8B x 8192 tokens its [512, 14336] f32 tensors (28 MiB
+ * each) fit inside the d q/k/v buffers they share (below), so the MLP half costs only the chunk's
+ * n2 (8 MiB), where 1024 rows cost 94 MiB more. A 512-row product still has 512 x 14,336
+ * outputs (thousands of tiles) to fill a GPU; the price is re-reading each 4-bit MLP weight once
+ * per chunk (16 chunks: ~4 GB a layer-step, ~1.3 ms at 3 TB/s) and ~28 dispatches per chunk
+ * in backward.
+ */
+export const MLP_CHUNK_ROWS = 512;
 /**
  * Chunks start on multiples of this many rows: a chunk's slice of any [rows, cols] f32 tensor
  * then starts on a multiple of 256 bytes, the largest minStorageBufferOffsetAlignment WebGPU
@@ -77,6 +84,16 @@ export function mlpChunks(plan: ActivationPlan, rows: number): { first: number; 
   return out;
 }
 
+/**
+ * Whether attention's backward borrows two saved buffers that are dead by then: when the query
+ * width equals hidden (Llama), d q goes into h's buffer (dead once the MLP half is done) and the
+ * recomputed n1 into attn's (dead once attention's backward has read it). Otherwise d q has its
+ * own room in the scratch and n1 is recomputed into h's buffer.
+ */
+export function borrowsDeadAttentionBuffers(cfg: LlamaConfig): boolean {
+  return cfg.heads * cfg.headDim === cfg.hidden;
+}
+
 /** One buffer: f32 elements, ledger category, and the estimator line it is counted under. */
 export interface BufferSpec {
   label: string;
@@ -118,7 +135,7 @@ function qkvWidths(cfg: LlamaConfig) {
 export class LayerActivations {
   /** n1 = rms(x) until q, k, v are projected; then h. The same buffer as `h`. */
   readonly n1: GpuBuffer;
-  /** h = x + o(attn); backward recomputes n1 into it once the MLP half is done with h. */
+  /** h = x + o(attn); dead once backward's MLP half is done (then d q or n1 may use it). */
   readonly h: GpuBuffer;
   readonly rstd1: GpuBuffer;
   readonly q: GpuBuffer;
@@ -127,6 +144,8 @@ export class LayerActivations {
   /** Log-sum-exp of each query's attention scores [rows, heads]: all the backward needs. */
   readonly lse: GpuBuffer;
   readonly attn: GpuBuffer;
+  /** Where backward recomputes n1 for q, k, v's LoRA gradients: attn's or h's buffer. */
+  readonly n1Backward: GpuBuffer;
   /**
    * Gate and up projections [rows, intermediate], per layer, without checkpointing; with it
    * absent: each chunk's are recomputed into BackwardScratch.gate/up.
@@ -152,6 +171,7 @@ export class LayerActivations {
     this.v = made.get("v")!;
     this.lse = made.get("attn_lse")!;
     this.attn = made.get("attn")!;
+    this.n1Backward = borrowsDeadAttentionBuffers(plan.cfg) ? this.attn : this.h;
     this.g = made.get("gate");
     this.u = made.get("up");
     for (const m of plan.targets) this.t.set(m, made.get(`lora_t_${m}`)!);
@@ -202,8 +222,9 @@ export class LayerActivations {
  * d q, d k, d v live only between attention's backward and q, k, v's; the MLP chunk's
  * [chunk, intermediate] tensors only within the MLP half: they share two buffers. A dispatch may
  * not bind one buffer both read-only and writable (Dawn's usage-scope rule), so the tensors the
- * SwiGLU kernels read and those they write sit in different buffers: `mlpIn` holds d q, or
- * (gate, up with checkpointing) and d act; `mlpOut` holds d k, d v, or act (then d gate) and d up.
+ * SwiGLU kernels read and those they write sit in different buffers: one holds d q (unless it
+ * borrows h's buffer), or (gate, up with checkpointing) and d act; the other d k, d v, or act
+ * (then d gate) and d up.
  */
 export class BackwardScratch {
   readonly gradX: GpuBuffer;
@@ -211,7 +232,8 @@ export class BackwardScratch {
   readonly dn: GpuBuffer;
   /** d loss / d attn: the same buffer as `dn` (live only between o's and q's backward). */
   readonly dattn: GpuBuffer;
-  readonly dq: Binding;
+  /** Absent when attention's backward writes d q into h's buffer (borrowsDeadAttentionBuffers). */
+  readonly dq: Binding | undefined;
   readonly dk: Binding;
   readonly dv: Binding;
   readonly dt: GpuBuffer;
@@ -249,7 +271,7 @@ export class BackwardScratch {
     const l = BackwardScratch.#layout(plan);
     const inBuf = made.get("grad_q_or_mlp_in")!;
     const outBuf = made.get("grad_kv_or_mlp_out")!;
-    this.dq = view(inBuf, 0, l.sizes.q);
+    this.dq = l.attnIn.offsets.length > 0 ? view(inBuf, 0, l.sizes.q) : undefined;
     this.dk = view(outBuf, l.attnOut.offsets[0], l.sizes.kv);
     this.dv = view(outBuf, l.attnOut.offsets[1], l.sizes.kv);
     const c = l.sizes.chunk;
@@ -268,7 +290,7 @@ export class BackwardScratch {
     const c = sizes.chunk;
     return {
       sizes,
-      attnIn: packed([sizes.q]),
+      attnIn: packed(borrowsDeadAttentionBuffers(cfg) ? [] : [sizes.q]),
       attnOut: packed([sizes.kv, sizes.kv]),
       mlpIn: packed(plan.gradientCheckpointing ? [c, c, c] : [c]),
       mlpOut: packed([c, c]),

@@ -441,6 +441,9 @@ export async function encodeLayerBackward(
   const r = rows(p);
   const g = scratch.gradX;
   const hidden = cfg.hidden;
+  // d q: its scratch room, or h's buffer (dead after the MLP half; see activations.ts).
+  const dq = scratch.dq ?? acts.h;
+  const n1 = acts.n1Backward;
   const inter = cfg.intermediate;
   // MLP branch, chunk by chunk: out = h + down(silu(gate(n2)) * up(n2))
   for (const chunk of mlpChunks(acts.plan, r)) {
@@ -508,7 +511,7 @@ export async function encodeLayerBackward(
     out: acts.attn,
     lse: acts.lse,
     dout: scratch.dattn,
-    dq: scratch.dq,
+    dq,
     dk: scratch.dk,
     dv: scratch.dv,
     batchSize: p.batchSize,
@@ -524,22 +527,23 @@ export async function encodeLayerBackward(
     headDim: cfg.headDim,
     inverse: true,
   };
-  await encodeRope(ctx, batch, { ...rope, x: scratch.dq, heads: cfg.heads });
+  await encodeRope(ctx, batch, { ...rope, x: dq, heads: cfg.heads });
   await encodeRope(ctx, batch, { ...rope, x: scratch.dk, heads: cfg.kvHeads });
-  // h is dead: recompute n1 = rms(x) into its buffer (the same kernel on the same x: the same
-  // values the forward used) for the q, k, v LoRA gradients.
+  // Recompute n1 = rms(x) for q, k, v's LoRA gradients into attn's buffer (read for the last
+  // time by attention's backward) or h's (dead after the MLP half). The same kernel on the same
+  // x: the same values the forward used.
   await encodeRmsNorm(ctx, batch, {
     x,
     weight: base.inputNorm,
-    y: acts.n1,
+    y: n1,
     rstd: acts.rstd1,
     rows: r,
     dim: hidden,
     eps: cfg.rmsEps,
   });
-  const grads = [["q", scratch.dq], ["k", scratch.dk], ["v", scratch.dv]] as const;
+  const grads = [["q", dq], ["k", scratch.dk], ["v", scratch.dv]] as const;
   for (const [i, [m, dy]] of grads.entries()) {
-    await linearBackward(p, scratch, allRows(p, acts, layer, m), acts.n1, dy, scratch.dn, i > 0);
+    await linearBackward(p, scratch, allRows(p, acts, layer, m), n1, dy, scratch.dn, i > 0);
   }
   await encodeRmsNormBackward(ctx, batch, {
     x,

@@ -304,7 +304,7 @@ freshGpuTest(
         assert.equal(peak.activations, est.bytes.activations, `checkpointing ${ckpt}: activations`);
         assert.equal(peak.scratch, est.bytes.scratch, `checkpointing ${ckpt}: scratch`);
       }
-      // Without dropout no dropout buffer; with the default chunk (1024 > 166 rows) one chunk of
+      // Without dropout no dropout buffer; with the default chunk (512 > 166 rows) one chunk of
       // all rows.
       const plain = estimateMemory(TINY, settings(ALL, 2, 83, true, 0));
       const chunked = estimateMemory(TINY, { ...settings(spec, 2, 83, true, 0), mlpChunkRows: 64 });
@@ -314,8 +314,9 @@ freshGpuTest(
       // n2 [rows, 80] and rstd [rows]: 81 floats a row; the [166] rstd (664 bytes) rounds to 672.
       assert.equal(line(plain, "MLP chunk norm"), 166 * 81 * 4 + 8);
       assert.equal(line(chunked, "MLP chunk norm"), 64 * 81 * 4);
-      // 64-row chunks of [64, 216] = 13,824 floats: gate, up, d act (41,472 floats) outgrow d q
-      // [166, 80] = 13,280 (13,312 aligned); act, d up (27,648) outgrow d k, d v 2 x 6,656.
+      // 64-row chunks of [64, 216] = 13,824 floats: gate, up, d act (41,472 floats); act, d up
+      // (27,648) outgrow d k, d v [166, 40] (2 x 6,656 aligned). d q borrows h's buffer (query
+      // width 80 = hidden).
       assert.equal(line(chunked, "d q/k/v, or the MLP"), (41_472 + 27_648) * 4);
     } finally {
       setup.model.destroy();
