@@ -5,8 +5,11 @@
  *
  * The MLP half of a layer is token-wise, so src/model/layer.ts runs it over chunks of at most
  * `chunkRows` rows: the [rows, intermediate] tensors exist only per chunk. What is cheap and
- * exact to recompute is not stored: n1 = rms(x) shares its buffer with h (backward recomputes
- * it), n2 = rms(h) and act = silu(gate)·up are recomputed per chunk. Both classes list
+ * exact to recompute is not stored: n1 = rms(x) is recomputed in backward, n2 = rms(h) and
+ * act = silu(gate)·up per chunk. The o projection and its residual (h = x + o(attn)) are
+ * token-wise too and run with the MLP chunks, so with checkpointing h exists per chunk only
+ * (recomputed in backward from the saved attn); without, each layer keeps its h (sharing the
+ * buffer n1 had in forward). Both classes list
  * their buffers once (`specs`), so the estimator (src/train/estimate.ts) sums the same list.
  */
 import type { Binding, GpuBuffer, GpuContext } from "../gpu/context.ts";
@@ -85,13 +88,19 @@ export function mlpChunks(plan: ActivationPlan, rows: number): { first: number; 
 }
 
 /**
- * Whether attention's backward borrows two saved buffers that are dead by then: when the query
- * width equals hidden (Llama), d q goes into h's buffer (dead once the MLP half is done) and the
- * recomputed n1 into attn's (dead once attention's backward has read it). Otherwise d q has its
- * own room in the scratch and n1 is recomputed into h's buffer.
+ * Where attention's backward puts d q and the n1 it recomputes for q, k, v's LoRA gradients,
+ * borrowing saved buffers that are dead by then where they fit: attn's is dead once attention's
+ * backward has read it (n1 fits when the query width is at least hidden); a saved h (without
+ * checkpointing) once the MLP half is done (d q fits when the query width equals hidden, n1 then
+ * going to attn's). Otherwise d q has its own room in the scratch, and n1 h's buffer or, with
+ * checkpointing, one of its own.
  */
-export function borrowsDeadAttentionBuffers(cfg: LlamaConfig): boolean {
-  return cfg.heads * cfg.headDim === cfg.hidden;
+export function attentionBorrowing(plan: ActivationPlan): { dqInH: boolean; n1InAttn: boolean } {
+  const q = plan.cfg.heads * plan.cfg.headDim;
+  const hidden = plan.cfg.hidden;
+  return plan.gradientCheckpointing
+    ? { dqInH: false, n1InAttn: q >= hidden }
+    : { dqInH: q === hidden, n1InAttn: q === hidden };
 }
 
 /** One buffer: f32 elements, ledger category, and the estimator line it is counted under. */
@@ -133,10 +142,12 @@ function qkvWidths(cfg: LlamaConfig) {
 }
 
 export class LayerActivations {
-  /** n1 = rms(x) until q, k, v are projected; then h. The same buffer as `h`. */
-  readonly n1: GpuBuffer;
-  /** h = x + o(attn); dead once backward's MLP half is done (then d q or n1 may use it). */
-  readonly h: GpuBuffer;
+  /**
+   * Without checkpointing: n1 = rms(x) until q, k, v are projected, then h = x + o(attn), dead
+   * once backward's MLP half is done. With checkpointing absent: n1 goes to the scratch's d n
+   * (free during the forward) and h exists per chunk (BackwardScratch.h).
+   */
+  readonly h: GpuBuffer | undefined;
   readonly rstd1: GpuBuffer;
   readonly q: GpuBuffer;
   readonly k: GpuBuffer;
@@ -144,7 +155,7 @@ export class LayerActivations {
   /** Log-sum-exp of each query's attention scores [rows, heads]: all the backward needs. */
   readonly lse: GpuBuffer;
   readonly attn: GpuBuffer;
-  /** Where backward recomputes n1 for q, k, v's LoRA gradients: attn's or h's buffer. */
+  /** Where backward recomputes n1 for q, k, v's LoRA gradients (attentionBorrowing). */
   readonly n1Backward: GpuBuffer;
   /**
    * Gate and up projections [rows, intermediate], per layer, without checkpointing; with it
@@ -164,14 +175,16 @@ export class LayerActivations {
       made.set(s.label, b);
       this.all.push(b);
     }
-    this.n1 = this.h = made.get("n1_then_h")!;
+    this.h = made.get("n1_then_h");
     this.rstd1 = made.get("rstd1")!;
     this.q = made.get("q")!;
     this.k = made.get("k")!;
     this.v = made.get("v")!;
     this.lse = made.get("attn_lse")!;
     this.attn = made.get("attn")!;
-    this.n1Backward = borrowsDeadAttentionBuffers(plan.cfg) ? this.attn : this.h;
+    this.n1Backward = attentionBorrowing(plan).n1InAttn
+      ? this.attn
+      : (this.h ?? made.get("n1_backward")!);
     this.g = made.get("gate");
     this.u = made.get("up");
     for (const m of plan.targets) this.t.set(m, made.get(`lora_t_${m}`)!);
@@ -181,15 +194,17 @@ export class LayerActivations {
   static specs(plan: ActivationPlan): BufferSpec[] {
     const { cfg, rows, r } = plan;
     const { q, kv } = qkvWidths(cfg);
-    const list: [string, number][] = [
-      ["n1_then_h", rows * cfg.hidden],
+    const list: [string, number][] = [];
+    if (!plan.gradientCheckpointing) list.push(["n1_then_h", rows * cfg.hidden]);
+    else if (!attentionBorrowing(plan).n1InAttn) list.push(["n1_backward", rows * cfg.hidden]);
+    list.push(
       ["rstd1", rows],
       ["q", rows * q],
       ["k", rows * kv],
       ["v", rows * kv],
       ["attn_lse", rows * cfg.heads],
       ["attn", rows * q],
-    ];
+    );
     if (!plan.gradientCheckpointing) {
       list.push(["gate", rows * cfg.intermediate], ["up", rows * cfg.intermediate]);
     }
@@ -228,15 +243,20 @@ export class LayerActivations {
  */
 export class BackwardScratch {
   readonly gradX: GpuBuffer;
-  /** d loss / d (rms-norm output): the MLP chunks' slices, then q, k, v's sum. */
+  /**
+   * d loss / d (rms-norm output): the MLP chunks' slices, then q, k, v's sum. With checkpointing
+   * the forward also keeps n1 here (free until the layer's backward starts).
+   */
   readonly dn: GpuBuffer;
   /** d loss / d attn: the same buffer as `dn` (live only between o's and q's backward). */
   readonly dattn: GpuBuffer;
-  /** Absent when attention's backward writes d q into h's buffer (borrowsDeadAttentionBuffers). */
+  /** Absent when attention's backward writes d q into h's buffer (attentionBorrowing). */
   readonly dq: Binding | undefined;
   readonly dk: Binding;
   readonly dv: Binding;
   readonly dt: GpuBuffer;
+  /** With checkpointing: the chunk's h = x + o(attn) [chunkRows, hidden]. */
+  readonly h: GpuBuffer | undefined;
   /** The chunk's n2 = rms(h) [chunkRows, hidden] and its rstd [chunkRows]. */
   readonly n2: GpuBuffer;
   readonly rstd2: GpuBuffer;
@@ -265,6 +285,7 @@ export class BackwardScratch {
     this.gradX = made.get("grad_x")!;
     this.dn = this.dattn = made.get("grad_norm_out_or_attn")!;
     this.dt = made.get("grad_lora_t")!;
+    this.h = made.get("mlp_h");
     this.n2 = made.get("mlp_n2")!;
     this.rstd2 = made.get("mlp_rstd2")!;
     this.drop = made.get("lora_dropout");
@@ -290,7 +311,7 @@ export class BackwardScratch {
     const c = sizes.chunk;
     return {
       sizes,
-      attnIn: packed(borrowsDeadAttentionBuffers(cfg) ? [] : [sizes.q]),
+      attnIn: packed(attentionBorrowing(plan).dqInH ? [] : [sizes.q]),
       attnOut: packed([sizes.kv, sizes.kv]),
       mlpIn: packed(plan.gradientCheckpointing ? [c, c, c] : [c]),
       mlpOut: packed([c, c]),
@@ -306,7 +327,8 @@ export class BackwardScratch {
       ["grad_lora_t", rows * r],
     ];
     if (plan.dropout && plan.targets.length > 0) {
-      // The widest LoRA input: n1 or attn over all rows, n2 or act over a chunk.
+      // The widest LoRA input: n1 over all rows, attn over all rows in o's backward (a chunk's
+      // in forward), n2 or act over a chunk.
       const widest = Math.max(
         rows * Math.max(cfg.hidden, q),
         chunk * Math.max(cfg.hidden, cfg.intermediate),
@@ -319,6 +341,7 @@ export class BackwardScratch {
       ["grad_kv_or_mlp_out", Math.max(l.attnOut.floats, l.mlpOut.floats)],
     ];
     const norm: [string, number][] = [["mlp_n2", chunk * cfg.hidden], ["mlp_rstd2", chunk]];
+    if (plan.gradientCheckpointing) norm.unshift(["mlp_h", chunk * cfg.hidden]);
     const spec = (group: BufferSpec["group"]) => ([label, floats]: [string, number]) => ({
       label,
       floats,
@@ -334,7 +357,7 @@ export class BackwardScratch {
 
   /**
    * Allocated bytes: the backward gradients (+ dropout buffer); the two buffers d q/k/v share
-   * with the MLP chunk's tensors; the chunk's n2 and rstd.
+   * with the MLP chunk's tensors; the chunk's h (with checkpointing), n2 and rstd.
    */
   static bytes(plan: ActivationPlan): { backward: number; shared: number; mlpNorm: number } {
     const specs = BackwardScratch.specs(plan);

@@ -4,8 +4,9 @@
  *   n2 = rms(h); a = silu(W_g n2) * (W_u n2); out = h + W_d a (+LoRA on each).
  * Attention runs over all rows; the MLP half is token-wise and runs over row chunks (forward and
  * backward), so its [rows, intermediate] tensors exist only per chunk (src/model/activations.ts).
- * With checkpointing the layer's recompute covers the attention half only and backward
- * recomputes each MLP chunk just before its gradients. LoRA gradients accumulate across chunks;
+ * The o projection and its residual are token-wise too and run with each MLP chunk. With
+ * checkpointing the layer's recompute covers the attention core only (n1, q, k, v, attention)
+ * and backward recomputes each chunk's h and MLP just before its gradients. LoRA gradients accumulate across chunks;
  * dropout masks are indexed by the whole tensor's element, so chunking does not change them.
  * Backward keeps one running residual gradient (`gradX`) and walks the same graph in reverse.
  */
@@ -297,17 +298,54 @@ function mlpLinear(
   };
 }
 
-/** The chunk's n2 = rms(h) and its rstd, into the chunk scratch. */
-async function mlpNorm(
+/** The chunk's h: its rows of the layer's saved h, or the scratch's chunk-sized one. */
+function hOf(acts: LayerActivations, scratch: BackwardScratch, chunk: Chunk): Binding {
+  const hidden = acts.plan.cfg.hidden;
+  return acts.h
+    ? rowsOf(acts.h, hidden, chunk.first, chunk.rows)
+    : rowsOf(scratch.h!, hidden, 0, chunk.rows);
+}
+
+/** The chunk's h = x + o(attn) (+LoRA on o), into hOf(chunk). */
+async function residualChunk(
   p: MicroBatchPass,
   layer: number,
   acts: LayerActivations,
   scratch: BackwardScratch,
+  x: GpuBuffer,
   chunk: Chunk,
+): Promise<Binding> {
+  const cfg = p.model.cfg;
+  const q = cfg.heads * cfg.headDim;
+  const h = hOf(acts, scratch, chunk);
+  const t = acts.t.get("o");
+  const o = {
+    layer,
+    m: "o" as const,
+    rows: chunk.rows,
+    first: chunk.first,
+    t: t && rowsOf(t, p.lora.spec.r, chunk.first, chunk.rows),
+  };
+  await encodeCopy(p.ctx, p.batch, {
+    src: rowsOf(x, cfg.hidden, chunk.first, chunk.rows),
+    dst: h,
+    n: chunk.rows * cfg.hidden,
+  });
+  await linearForward(p, scratch, o, rowsOf(acts.attn, q, chunk.first, chunk.rows), h, true);
+  return h;
+}
+
+/** The chunk's n2 = rms(h) and its rstd, into the chunk scratch. */
+async function mlpNorm(
+  p: MicroBatchPass,
+  layer: number,
+  scratch: BackwardScratch,
+  chunk: Chunk,
+  h: Binding,
 ): Promise<void> {
   const cfg = p.model.cfg;
   await encodeRmsNorm(p.ctx, p.batch, {
-    x: rowsOf(acts.h, cfg.hidden, chunk.first, chunk.rows),
+    x: h,
     weight: p.model.layers[layer].postNorm,
     y: rowsOf(scratch.n2, cfg.hidden, 0, chunk.rows),
     rstd: slice(scratch.rstd2, 0, chunk.rows),
@@ -324,9 +362,10 @@ async function mlpChunkForward(
   acts: LayerActivations,
   scratch: BackwardScratch,
   chunk: Chunk,
+  h: Binding,
 ): Promise<void> {
   const cfg = p.model.cfg;
-  await mlpNorm(p, layer, acts, scratch, chunk);
+  await mlpNorm(p, layer, scratch, chunk, h);
   const n2 = rowsOf(scratch.n2, cfg.hidden, 0, chunk.rows);
   const inter = cfg.intermediate;
   const { g, u } = gateUp(acts, scratch, chunk);
@@ -340,7 +379,10 @@ async function mlpChunkForward(
   });
 }
 
-/** The attention half: n1, q, k, v (+LoRA t), attention, h = x + o(attn). */
+/**
+ * The attention half over all rows: n1, q, k, v (+LoRA t), attention. (The o projection and its
+ * residual run per chunk with the MLP: residualChunk.)
+ */
 async function attentionForward(
   p: MicroBatchPass,
   layer: number,
@@ -351,17 +393,20 @@ async function attentionForward(
   const { ctx, batch, model } = p;
   const cfg = model.cfg;
   const r = rows(p);
+  // n1 is dead once q, k, v are projected: it takes the saved h's buffer (written per chunk
+  // afterwards) or, with checkpointing, the scratch's d n (free until the layer's backward).
+  const n1 = acts.h ?? scratch.dn;
   await encodeRmsNorm(ctx, batch, {
     x,
     weight: model.layers[layer].inputNorm,
-    y: acts.n1,
+    y: n1,
     rstd: acts.rstd1,
     rows: r,
     dim: cfg.hidden,
     eps: cfg.rmsEps,
   });
   for (const [m, y] of [["q", acts.q], ["k", acts.k], ["v", acts.v]] as const) {
-    await linearForward(p, scratch, allRows(p, acts, layer, m), acts.n1, y, false);
+    await linearForward(p, scratch, allRows(p, acts, layer, m), n1, y, false);
   }
   const rope = { positions: p.positions, invFreq: model.invFreq, rows: r, headDim: cfg.headDim };
   await encodeRope(ctx, batch, { ...rope, x: acts.q, heads: cfg.heads });
@@ -379,9 +424,6 @@ async function attentionForward(
     kvHeads: cfg.kvHeads,
     headDim: cfg.headDim,
   });
-  // h overwrites n1 (the same buffer): q, k and v no longer need it; backward recomputes it.
-  await encodeCopy(ctx, batch, { src: x, dst: acts.h, n: r * cfg.hidden });
-  await linearForward(p, scratch, allRows(p, acts, layer, "o"), acts.attn, acts.h, true);
 }
 
 /** out = layer(x); fills `acts` with what backward needs. */
@@ -396,9 +438,14 @@ export async function encodeLayerForward(
   const cfg = p.model.cfg;
   const r = rows(p);
   await attentionForward(p, layer, acts, scratch, x);
-  await encodeCopy(p.ctx, p.batch, { src: acts.h, dst: out, n: r * cfg.hidden });
   for (const chunk of mlpChunks(acts.plan, r)) {
-    await mlpChunkForward(p, layer, acts, scratch, chunk);
+    const h = await residualChunk(p, layer, acts, scratch, x, chunk);
+    await encodeCopy(p.ctx, p.batch, {
+      src: h,
+      dst: rowsOf(out, cfg.hidden, chunk.first, chunk.rows),
+      n: chunk.rows * cfg.hidden,
+    });
+    await mlpChunkForward(p, layer, acts, scratch, chunk, h);
     await linearForward(
       p,
       scratch,
@@ -411,8 +458,8 @@ export async function encodeLayerForward(
 }
 
 /**
- * Gradient checkpointing's recompute before encodeLayerBackward: the attention half only (its
- * output is not needed); backward recomputes each MLP chunk itself.
+ * Gradient checkpointing's recompute before encodeLayerBackward: the attention core only (the
+ * layer's output is not needed); backward recomputes each chunk's h and MLP itself.
  */
 export async function encodeLayerRecompute(
   p: MicroBatchPass,
@@ -442,7 +489,7 @@ export async function encodeLayerBackward(
   const g = scratch.gradX;
   const hidden = cfg.hidden;
   // d q: its scratch room, or h's buffer (dead after the MLP half; see activations.ts).
-  const dq = scratch.dq ?? acts.h;
+  const dq = scratch.dq ?? acts.h!;
   const n1 = acts.n1Backward;
   const inter = cfg.intermediate;
   // MLP branch, chunk by chunk: out = h + down(silu(gate(n2)) * up(n2))
@@ -450,11 +497,14 @@ export async function encodeLayerBackward(
     const n = chunk.rows;
     const act = rowsOf(scratch.act, inter, 0, n);
     const down = mlpLinear(p, acts, layer, "down", chunk);
+    let h: Binding;
     if (acts.plan.gradientCheckpointing) {
-      await mlpChunkForward(p, layer, acts, scratch, chunk);
+      h = await residualChunk(p, layer, acts, scratch, x, chunk);
+      await mlpChunkForward(p, layer, acts, scratch, chunk, h);
       await loraT(p, scratch, down, act);
     } else {
-      await mlpNorm(p, layer, acts, scratch, chunk);
+      h = hOf(acts, scratch, chunk);
+      await mlpNorm(p, layer, scratch, chunk, h);
       const { g: gate, u: up } = gateUp(acts, scratch, chunk);
       await encodeSwiglu(ctx, batch, {
         gate,
@@ -483,7 +533,7 @@ export async function encodeLayerBackward(
     await linearBackward(p, scratch, mlpLinear(p, acts, layer, "gate", chunk), n2, dg, dn, false);
     await linearBackward(p, scratch, mlpLinear(p, acts, layer, "up", chunk), n2, du, dn, true);
     await encodeRmsNormBackward(ctx, batch, {
-      x: rowsOf(acts.h, hidden, chunk.first, n),
+      x: h,
       weight: base.postNorm,
       rstd: slice(scratch.rstd2, 0, n),
       dy: dn,

@@ -232,7 +232,12 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
     1,
     scratch.shared,
   );
-  add("scratch", `MLP chunk norm output and rstd (${plan.chunkRows} rows)`, 1, scratch.mlpNorm);
+  add(
+    "scratch",
+    `MLP chunk ${plan.gradientCheckpointing ? "h, " : ""}n2 and rstd (${plan.chunkRows} rows)`,
+    1,
+    scratch.mlpNorm,
+  );
   add("scratch", "row loss, row correct, loss sum", 3, f32(rows));
   const ce = crossEntropyChunks(rows, cfg.vocab, {
     vocabChunk: settings.vocabChunk,

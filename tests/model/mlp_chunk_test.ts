@@ -2,8 +2,8 @@
  * The MLP half run over row chunks (src/model/layer.ts): a forced 64-row chunk on 2 x 83 padded
  * rows gives three chunks (64, 64, 38: the last uneven), with and without gradient checkpointing
  * (which recomputes each chunk in backward from chunk-sized buffers) and with LoRA dropout 0 and
- * 0.2 (whose masks must not depend on the chunking), and a query width other than hidden (no
- * borrowing of dead attention buffers in backward). Loss and every LoRA gradient are checked
+ * 0.2 (whose masks must not depend on the chunking), and query widths other than hidden (other
+ * placements of d q and n1 in backward). Loss and every LoRA gradient are checked
  * against the float64 reference at the gradient check's bounds (tests/model/gradcheck_test.ts:
  * loss 1e-5 relative, each tensor's gradient 1e-4 of its largest element; f32 lands near 1e-6).
  */
@@ -19,7 +19,7 @@ import {
   type LlamaConfig,
 } from "../../src/model/config.ts";
 import type { GpuContext } from "../../src/gpu/context.ts";
-import { borrowsDeadAttentionBuffers } from "../../src/model/activations.ts";
+import { activationPlan, attentionBorrowing } from "../../src/model/activations.ts";
 import { dropoutMaskHost } from "../../src/kernels/dropout.ts";
 import type { LoraSpec } from "../../src/model/lora.ts";
 
@@ -108,19 +108,32 @@ for (const dropout of [0, 0.2]) {
   }
 }
 
-// Query width 6 x 16 = 96 != hidden 80: attention's backward cannot borrow h's buffer for d q
-// nor attn's for n1 (src/model/activations.ts), so d q has its own room and n1 goes back into h's.
-for (const gradientCheckpointing of [false, true]) {
-  gpuTest(
-    `query width != hidden, MLP chunked, dropout 0.2, checkpointing ${gradientCheckpointing}: ` +
-      `matches the float64 reference`,
-    async (ctx) => {
-      const cfg: LlamaConfig = { ...TINY, heads: 6, kvHeads: 2, headDim: 16 };
-      assert.equal(borrowsDeadAttentionBuffers(cfg), false);
-      assert.equal(borrowsDeadAttentionBuffers(TINY), true);
-      await checkAgainstReference(ctx, cfg, 0.2, gradientCheckpointing);
-    },
-  );
+// Query widths other than hidden 80: 6 x 16 = 96 (n1 can still borrow attn's buffer with
+// checkpointing) and 4 x 16 = 64 (it cannot); neither lets d q borrow h's (src/model/
+// activations.ts, attentionBorrowing), so every placement of d q and n1 runs once.
+for (const heads of [6, 4]) {
+  for (const gradientCheckpointing of [false, true]) {
+    gpuTest(
+      `query width ${heads * 16} != hidden, MLP chunked, dropout 0.2, checkpointing ` +
+        `${gradientCheckpointing}: matches the float64 reference`,
+      async (ctx) => {
+        const cfg: LlamaConfig = { ...TINY, heads, kvHeads: 2, headDim: 16 };
+        const plan = activationPlan(
+          cfg,
+          { batch: 2, seq: SEQ },
+          { r: 4, targets: [], dropout: 0 },
+          {
+            gradientCheckpointing,
+          },
+        );
+        assert.deepEqual(attentionBorrowing(plan), {
+          dqInH: false,
+          n1InAttn: gradientCheckpointing && heads * 16 >= cfg.hidden,
+        });
+        await checkAgainstReference(ctx, cfg, 0.2, gradientCheckpointing);
+      },
+    );
+  }
 }
 
 gpuTest("an MLP chunk that is not a multiple of 64 rows is refused, naming the field", (ctx) => {

@@ -280,7 +280,7 @@ freshGpuTest("tiny model: ledger peaks match the estimate by category", async (c
 });
 
 // The MLP in 64-row chunks on 2 x 83 = 166 rows (chunks of 64, 64, 38), LoRA dropout on: with
-// checkpointing the gate/up buffers hold one chunk; the dropout buffer is sized by the widest
+// checkpointing h, gate and up exist for one chunk; the dropout buffer is sized by the widest
 // LoRA input (all rows of n1 or attn, or a chunk of act). Activations and scratch to the byte.
 freshGpuTest(
   "tiny model, MLP chunked (64 rows), dropout: activations and scratch to the byte",
@@ -311,12 +311,12 @@ freshGpuTest(
       assert.ok(plain.details.some((d) => d.name === "backward scratch"));
       const line = (e: MemoryEstimate, prefix: string) =>
         e.details.find((d) => d.name.startsWith(prefix))!.bytes;
-      // n2 [rows, 80] and rstd [rows]: 81 floats a row; the [166] rstd (664 bytes) rounds to 672.
-      assert.equal(line(plain, "MLP chunk norm"), 166 * 81 * 4 + 8);
-      assert.equal(line(chunked, "MLP chunk norm"), 64 * 81 * 4);
-      // 64-row chunks of [64, 216] = 13,824 floats: gate, up, d act (41,472 floats); act, d up
-      // (27,648) outgrow d k, d v [166, 40] (2 x 6,656 aligned). d q borrows h's buffer (query
-      // width 80 = hidden).
+      // h and n2 [rows, 80] and rstd [rows]: 161 floats a row; the [166] rstd (664 bytes)
+      // rounds up to 672.
+      assert.equal(line(plain, "MLP chunk h, n2"), 166 * 161 * 4 + 8);
+      assert.equal(line(chunked, "MLP chunk h, n2"), 64 * 161 * 4);
+      // 64-row chunks of [64, 216] = 13,824 floats: gate, up, d act (41,472 floats) outgrow d q
+      // [166, 80] (13,312 aligned); act, d up (27,648) outgrow d k, d v [166, 40] (2 x 6,656).
       assert.equal(line(chunked, "d q/k/v, or the MLP"), (41_472 + 27_648) * 4);
     } finally {
       setup.model.destroy();
