@@ -9,8 +9,8 @@
  * act = silu(gate)·up per chunk. The o projection and its residual (h = x + o(attn)) are
  * token-wise too and run with the MLP chunks, so with checkpointing h exists per chunk only
  * (recomputed in backward from the saved attn); without, each layer keeps its h (sharing the
- * buffer n1 had in forward). Both classes list
- * their buffers once (`specs`), so the estimator (src/train/estimate.ts) sums the same list.
+ * buffer n1 had in forward). Both classes list their buffers once (`specs`), so the estimator
+ * (src/train/estimate.ts) sums the same list.
  */
 import type { Binding, GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { LinearModule, LlamaConfig } from "./config.ts";
@@ -24,11 +24,11 @@ export interface Shape {
 
 /**
  * Default MLP chunk: 512 rows. At Llama-3-8B x 8192 tokens its [512, 14336] f32 tensors (28 MiB
- * each) fit inside the d q/k/v buffers they share (below), so the MLP half costs only the chunk's
- * n2 (8 MiB), where 1024 rows cost 94 MiB more. A 512-row product still has 512 x 14,336
- * outputs (thousands of tiles) to fill a GPU; the price is re-reading each 4-bit MLP weight once
- * per chunk (16 chunks: ~4 GB a layer-step, ~1.3 ms at 3 TB/s) and ~28 dispatches per chunk
- * in backward.
+ * each) fit inside the d q/k/v buffers they share (below), so a chunk costs only its h and n2
+ * (16 MiB), where 1024 rows cost 104 MiB more (256 rows would save 8 MiB). A 512-row product
+ * still has 512 x 14,336 outputs (thousands of tiles) to fill a GPU; the price is re-reading each
+ * 4-bit MLP weight once per chunk (16 chunks: ~4 GB a layer-step, ~1.3 ms at 3 TB/s) and ~30
+ * dispatches per chunk in backward.
  */
 export const MLP_CHUNK_ROWS = 512;
 /**
@@ -144,8 +144,8 @@ function qkvWidths(cfg: LlamaConfig) {
 export class LayerActivations {
   /**
    * Without checkpointing: n1 = rms(x) until q, k, v are projected, then h = x + o(attn), dead
-   * once backward's MLP half is done. With checkpointing absent: n1 goes to the scratch's d n
-   * (free during the forward) and h exists per chunk (BackwardScratch.h).
+   * once backward's MLP half is done. With checkpointing there is none: n1 goes to the scratch's
+   * d n (free during the forward) and h exists per chunk (BackwardScratch.h).
    */
   readonly h: GpuBuffer | undefined;
   readonly rstd1: GpuBuffer;
