@@ -327,13 +327,9 @@ export class BackwardScratch {
       ["grad_lora_t", rows * r],
     ];
     if (plan.dropout && plan.targets.length > 0) {
-      // The widest LoRA input: n1 over all rows, attn over all rows in o's backward (a chunk's
-      // in forward), n2 or act over a chunk.
-      const widest = Math.max(
-        rows * Math.max(cfg.hidden, q),
-        chunk * Math.max(cfg.hidden, cfg.intermediate),
-      );
-      backward.push(["lora_dropout", widest]);
+      // One chunk of the widest LoRA input (n1, attn, n2 or act): layer.ts runs every product
+      // that reads the dropout buffer over row pieces of at most a chunk.
+      backward.push(["lora_dropout", chunk * Math.max(cfg.hidden, q, cfg.intermediate)]);
     }
     const l = BackwardScratch.#layout(plan);
     const shared: [string, number][] = [

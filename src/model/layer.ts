@@ -125,6 +125,28 @@ async function loraInput(
   return out;
 }
 
+/**
+ * The products that read drop(x) run over pieces of at most chunkRows rows when dropout is on,
+ * so the dropout buffer holds one chunk, not all rows (q, k, v and o's LoRA). `at` is a piece's
+ * first row within `c`.
+ */
+function dropoutPieces(
+  p: MicroBatchPass,
+  scratch: BackwardScratch,
+  c: LinearRows,
+): { at: number; rows: LinearRows }[] {
+  const step = scratch.plan.chunkRows;
+  if (p.dropout === 0 || c.rows <= step) return [{ at: 0, rows: c }];
+  const rank = p.lora.spec.r;
+  const pieces = [];
+  for (let at = 0; at < c.rows; at += step) {
+    const n = Math.min(step, c.rows - at);
+    const t = c.t && rowsOf(c.t, rank, at, n);
+    pieces.push({ at, rows: { ...c, rows: n, first: c.first + at, t } });
+  }
+  return pieces;
+}
+
 /** t = drop(x)·Aᵀ, the LoRA intermediate (no-op without LoRA on the module). */
 async function loraT(
   p: MicroBatchPass,
@@ -135,16 +157,18 @@ async function loraT(
   const s = loraSlots(p, c.layer, c.m);
   if (!s || !c.t) return;
   const [, inp] = linearShape(p.model.cfg, c.m);
-  const xin = await loraInput(p, scratch, c, x);
-  await encodeMatmul(p.ctx, p.batch, {
-    a: xin,
-    b: slice(p.params, s.a.offset, s.a.numel),
-    c: c.t,
-    m: c.rows,
-    n: p.lora.spec.r,
-    k: inp,
-    transB: true,
-  });
+  for (const { at, rows: piece } of dropoutPieces(p, scratch, c)) {
+    const xin = await loraInput(p, scratch, piece, rowsOf(x, inp, at, piece.rows));
+    await encodeMatmul(p.ctx, p.batch, {
+      a: xin,
+      b: slice(p.params, s.a.offset, s.a.numel),
+      c: piece.t!,
+      m: piece.rows,
+      n: p.lora.spec.r,
+      k: inp,
+      transB: true,
+    });
+  }
 }
 
 /** y (=|+=) W x + s·B(A(drop(x))) */
@@ -220,17 +244,20 @@ async function linearBackward(
     alpha: scaling,
   });
   // dA += dtᵀ drop(x)
-  const xin = await loraInput(p, scratch, c, x);
-  await encodeMatmul(p.ctx, p.batch, {
-    a: dt,
-    b: xin,
-    c: slice(p.grads, s.a.offset, s.a.numel),
-    m: rank,
-    n: inp,
-    k: r,
-    transA: true,
-    accumulate: true,
-  });
+  const pieces = dropoutPieces(p, scratch, c);
+  for (const { at, rows: piece } of pieces) {
+    const xin = await loraInput(p, scratch, piece, rowsOf(x, inp, at, piece.rows));
+    await encodeMatmul(p.ctx, p.batch, {
+      a: rowsOf(dt, rank, at, piece.rows),
+      b: xin,
+      c: slice(p.grads, s.a.offset, s.a.numel),
+      m: rank,
+      n: inp,
+      k: piece.rows,
+      transA: true,
+      accumulate: true,
+    });
+  }
   // dx += drop'(dt A): straight into dx without dropout; else through the dropout buffer, free
   // again now that dA has read drop(x), masked in place.
   const aSlice = slice(p.params, s.a.offset, s.a.numel);
@@ -246,18 +273,22 @@ async function linearBackward(
     });
     return;
   }
-  const dInput = slice(scratch.drop!, 0, r * inp);
-  await encodeMatmul(p.ctx, p.batch, { a: dt, b: aSlice, c: dInput, m: r, n: inp, k: rank });
-  await encodeDropout(p.ctx, p.batch, {
-    x: dInput,
-    out: dInput,
-    n: r * inp,
-    p: p.dropout,
-    seed: p.seed,
-    stream: dropoutStream(p, c.layer, c.m),
-    first: c.first * inp,
-  });
-  await encodeAdd(p.ctx, p.batch, { x: dInput, y: dx, n: r * inp });
+  for (const { at, rows: piece } of pieces) {
+    const n = piece.rows;
+    const dInput = slice(scratch.drop!, 0, n * inp);
+    const dtPiece = rowsOf(dt, rank, at, n);
+    await encodeMatmul(p.ctx, p.batch, { a: dtPiece, b: aSlice, c: dInput, m: n, n: inp, k: rank });
+    await encodeDropout(p.ctx, p.batch, {
+      x: dInput,
+      out: dInput,
+      n: n * inp,
+      p: p.dropout,
+      seed: p.seed,
+      stream: dropoutStream(p, c.layer, c.m),
+      first: piece.first * inp,
+    });
+    await encodeAdd(p.ctx, p.batch, { x: dInput, y: rowsOf(dx, inp, at, n), n: n * inp });
+  }
 }
 
 type Chunk = { first: number; rows: number };

@@ -280,8 +280,8 @@ freshGpuTest("tiny model: ledger peaks match the estimate by category", async (c
 });
 
 // The MLP in 64-row chunks on 2 x 83 = 166 rows (chunks of 64, 64, 38), LoRA dropout on: with
-// checkpointing h, gate and up exist for one chunk; the dropout buffer is sized by the widest
-// LoRA input (all rows of n1 or attn, or a chunk of act). Activations and scratch to the byte.
+// checkpointing h, gate and up exist for one chunk; the dropout buffer holds one chunk of the
+// widest LoRA input (act here). Activations and scratch to the byte.
 freshGpuTest(
   "tiny model, MLP chunked (64 rows), dropout: activations and scratch to the byte",
   async (ctx) => {
