@@ -2,6 +2,8 @@
 // hash(seed, stream, i) >> 8 >= threshold (threshold = round(p * 2^24)); kept elements are
 // scaled by 1/(1-p). No state: the backward pass recomputes the mask by calling the same
 // kernel on the gradient. src/kernels/dropout.ts (dropoutMaskHost) mirrors the hash exactly.
+// `first` is the mask index of element 0, so a slice of a tensor (a chunk of rows) draws the
+// same mask as the whole tensor would.
 struct Params {
   n: u32,
   threshold: u32,
@@ -9,7 +11,7 @@ struct Params {
   stream: u32,
   scale: f32,
   groups_x: u32,
-  _pad0: u32,
+  first: u32,
   _pad1: u32,
 }
 
@@ -35,7 +37,7 @@ fn mix32(v: u32) -> u32 {
 fn keep(p: Params, i: u32) -> bool {
   let k1 = mix32(mix32(p.seed ^ 0x9e3779b9u) ^ p.stream);
   let k2 = mix32(k1 ^ 0x85ebca6bu);
-  let u = mix32(mix32(i + k1) ^ k2);
+  let u = mix32(mix32(p.first + i + k1) ^ k2);
   return (u >> 8u) >= p.threshold;
 }
 

@@ -18,7 +18,7 @@ const DROPOUT_PARAMS = uniformLayout("Params", {
   stream: "u32",
   scale: "f32",
   groups_x: "u32",
-  _pad0: "u32",
+  first: "u32",
   _pad1: "u32",
 });
 
@@ -32,6 +32,11 @@ export interface DropoutArgs {
   seed: number;
   /** Distinguishes masks within one seed, e.g. step*1000 + layer*10 + module. */
   stream: number;
+  /**
+   * Mask index of element 0 (default 0): x is elements first..first+n-1 of a larger tensor
+   * (a chunk of its rows), masked as that tensor would be.
+   */
+  first?: number;
 }
 
 export async function encodeDropout(
@@ -42,11 +47,15 @@ export async function encodeDropout(
   const { n, p } = args;
   checkCount("dropout", "n", n, 0);
   if (!(p >= 0 && p < 1)) throw invalidArgument(`dropout: p must be in [0, 1), got ${p}`);
+  const first = args.first ?? 0;
+  if (!Number.isInteger(first) || first < 0 || first + n > 2 ** 32) {
+    throw invalidArgument(`dropout: first must be in 0..2^32-n, got ${first}`);
+  }
   if (n === 0) return;
   checkBindingSize("dropout", "x", args.x, n);
   checkBindingSize("dropout", "out", args.out, n);
   const [gx, gy] = grid(Math.ceil(n / 256));
-  const params = ctx.uniform(dropoutParams(n, p, args.seed, args.stream, gx));
+  const params = ctx.uniform(dropoutParams(n, p, args.seed, args.stream, gx, first));
   const xb = bindingParts(args.x);
   const ob = bindingParts(args.out);
   if (xb.buffer === ob.buffer) {
@@ -107,7 +116,14 @@ function mix32(v: number): number {
   return h >>> 0;
 }
 
-function dropoutParams(n: number, p: number, seed: number, stream: number, gx: number) {
+function dropoutParams(
+  n: number,
+  p: number,
+  seed: number,
+  stream: number,
+  gx: number,
+  first: number,
+) {
   return DROPOUT_PARAMS.pack({
     n,
     threshold: dropoutThreshold(p),
@@ -115,5 +131,6 @@ function dropoutParams(n: number, p: number, seed: number, stream: number, gx: n
     stream: stream >>> 0,
     scale: dropoutScale(p),
     groups_x: gx,
+    first,
   });
 }

@@ -12,8 +12,13 @@
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "./base_model.ts";
 import type { LoraLayout } from "./lora.ts";
-import { BackwardScratch, LayerActivations, type Shape } from "./activations.ts";
-import { encodeLayerBackward, encodeLayerForward, type MicroBatchPass } from "./layer.ts";
+import { activationPlan, BackwardScratch, LayerActivations, type Shape } from "./activations.ts";
+import {
+  encodeLayerBackward,
+  encodeLayerForward,
+  encodeLayerRecompute,
+  type MicroBatchPass,
+} from "./layer.ts";
 import { encodeEmbedding } from "../kernels/embedding.ts";
 import { encodeRmsNorm, encodeRmsNormBackward } from "../kernels/rmsnorm.ts";
 import {
@@ -73,6 +78,8 @@ export interface GraphOptions {
   vocabChunk?: number;
   /** Token rows per cross-entropy pass (default 1024). */
   rowChunk?: number;
+  /** Token rows per MLP chunk, a multiple of 64 (default MLP_CHUNK_ROWS, activations.ts). */
+  mlpChunkRows?: number;
 }
 
 const PAD_SEGMENT = 0xffffffff;
@@ -139,12 +146,9 @@ export class ModelGraph {
       }
     }
     const sets = options.gradientCheckpointing ? 1 : cfg.layers;
-    for (let i = 0; i < sets; i++) {
-      this.acts.push(
-        new LayerActivations(ctx, cfg, options.maxShape, lora.spec.targets, lora.spec.r),
-      );
-    }
-    this.scratch = new BackwardScratch(ctx, cfg, options.maxShape, lora.spec.r);
+    const plan = activationPlan(cfg, options.maxShape, lora.spec, options);
+    for (let i = 0; i < sets; i++) this.acts.push(new LayerActivations(ctx, plan));
+    this.scratch = new BackwardScratch(ctx, plan);
     this.tokens = f("tokens", rows, "activations");
     this.positions = f("positions", rows, "activations");
     this.segments = f("segments", rows, "activations");
@@ -331,8 +335,8 @@ export class ModelGraph {
           await encodeFromF16(ctx, batch, { src: this.checkpoints[l], dst: x, n });
         }
         if (this.options.gradientCheckpointing) {
-          // Recompute this layer's activations from its saved input (into a throwaway output).
-          await encodeLayerForward(pass, l, acts, this.scratch, x, this.scratch.dInput);
+          // Recompute this layer's activations from its saved input.
+          await encodeLayerRecompute(pass, l, acts, this.scratch, x);
         }
         await encodeLayerBackward(pass, l, acts, this.scratch, x);
       }

@@ -31,6 +31,8 @@ export interface EngineOptions {
   /** 0 = keep optimizer state resident on the GPU. */
   optimizerGpuBudgetBytes: number;
   vocabChunk?: number;
+  /** Token rows per MLP chunk (GraphOptions.mlpChunkRows). */
+  mlpChunkRows?: number;
   /** Initial adapter (flat layout); default PEFT init from `seed`. */
   adapter?: Float32Array;
   /** Evaluation and generation only: no gradients' optimizer state is allocated. */
@@ -89,6 +91,7 @@ export class TrainingEngine {
       gradientCheckpointing: options.gradientCheckpointing,
       activationPrecision: options.activationPrecision ?? "auto",
       vocabChunk: options.vocabChunk,
+      mlpChunkRows: options.mlpChunkRows,
     });
     this.#optimizer = options.evalOnly ? undefined : new AdamWOptimizer(
       ctx,

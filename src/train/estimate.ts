@@ -12,7 +12,12 @@
 import { MEMORY_CATEGORIES, type MemoryBytes, type MemoryCategory } from "../gpu/memory.ts";
 import { LINEAR_MODULES, linearShape, type LlamaConfig } from "../model/config.ts";
 import { LoraLayout, type LoraSpec, SLOT_ALIGN_FLOATS } from "../model/lora.ts";
-import { BackwardScratch, LayerActivations, type Shape } from "../model/activations.ts";
+import {
+  activationPlan,
+  BackwardScratch,
+  LayerActivations,
+  type Shape,
+} from "../model/activations.ts";
 import { attentionScratchBytes } from "../kernels/attention.ts";
 import { crossEntropyChunks, crossEntropyScratchBytes } from "../kernels/cross_entropy.ts";
 import { tableChunkBytes, tableChunkRows } from "../kernels/row_chunks.ts";
@@ -54,6 +59,8 @@ export interface EstimateSettings {
    * (each its own padded buffer) and the cross-entropy block shrinks to fit; default no limit.
    */
   maxBindingBytes?: number;
+  /** Token rows per MLP chunk (GraphOptions.mlpChunkRows); default as ModelGraph. */
+  mlpChunkRows?: number;
 }
 
 /** One group of identical buffers. */
@@ -141,7 +148,6 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
   const rows = batch * seq;
   const layout = new LoraLayout(cfg, settings.lora);
   const n = layout.totalFloats;
-  const r = settings.lora.r;
 
   const details: EstimateDetail[] = [];
   const add = (category: MemoryCategory, name: string, count: number, each: number) => {
@@ -205,9 +211,9 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
     );
   }
 
-  // Activations: src/model/graph.ts. LayerActivations.bytes sums its buffers without the
-  // 16-byte rounding; that differs only when rows (or rows*r) is not a multiple of 4, by
-  // at most 16 bytes per buffer.
+  // Activations: src/model/graph.ts; the saved sets and the shared scratch from the buffer lists
+  // of src/model/activations.ts, each buffer rounded as allocated.
+  const plan = activationPlan(cfg, shape, settings.lora, settings);
   const precision = resolveActivationPrecision(
     settings.activationPrecision ?? "f32",
     false,
@@ -232,14 +238,32 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
       settings.gradientCheckpointing ? "1 set, checkpointing" : "per layer"
     })`,
     settings.gradientCheckpointing ? 1 : cfg.layers,
-    LayerActivations.bytes(cfg, shape, settings.lora.targets.length, r),
+    LayerActivations.bytes(plan),
   );
   add("activations", "tokens, positions, segments, labels", 4, f32(rows));
   add("activations", "final norm output", 1, f32(rows * cfg.hidden));
   add("activations", "final norm rstd", 1, f32(rows));
 
   // Scratch: graph.ts, engine.ts, and the attention backward's per-context (lse, delta) buffer.
-  add("scratch", "backward scratch", 1, BackwardScratch.bytes(cfg, shape, r));
+  const scratch = BackwardScratch.bytes(plan);
+  add(
+    "scratch",
+    `backward scratch${plan.dropout ? " (with the LoRA dropout buffer)" : ""}`,
+    1,
+    scratch.backward,
+  );
+  add(
+    "scratch",
+    `d q/k/v, or the MLP chunk's tensors (2 shared buffers, ${plan.chunkRows} rows a chunk)`,
+    1,
+    scratch.shared,
+  );
+  add(
+    "scratch",
+    `MLP chunk ${plan.gradientCheckpointing ? "h, " : ""}n2 and rstd (${plan.chunkRows} rows)`,
+    1,
+    scratch.mlpNorm,
+  );
   add("scratch", "row loss, row correct, loss sum", 3, f32(rows));
   const ce = crossEntropyChunks(rows, cfg.vocab, {
     vocabChunk: settings.vocabChunk,

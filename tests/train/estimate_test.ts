@@ -211,6 +211,7 @@ async function measureStep(
     maxGradNorm: 1,
     optimizerGpuBudgetBytes: s.optimizerGpuBudgetBytes,
     vocabChunk: s.vocabChunk,
+    mlpChunkRows: s.mlpChunkRows,
     adapter,
   });
   try {
@@ -262,9 +263,9 @@ const ALL: LoraSpec = {
 freshGpuTest("tiny model: ledger peaks match the estimate by category", async (ctx) => {
   const setup = tinySetup(ctx, TINY, 31, ALL);
   try {
-    // 62 rows: the two rstd buffers of a saved set (248 bytes) round up to 256, which
-    // LayerActivations.bytes leaves out: 16 bytes short per set. This shape goes first: the
-    // attention scratch it leaves is smaller than the next one's and is replaced.
+    // 62 rows: the rstd buffer of a saved set (248 bytes) rounds up to 256, as the estimate
+    // rounds it. This shape goes first: the attention scratch it leaves is smaller than the next
+    // one's and is replaced.
     await measureStep(ctx, setup.model, "tiny, 2 x 31 tokens, no checkpointing, resident", {
       ...settings(ALL, 2, 31, false, 0),
     }, setup.adapter);
@@ -293,6 +294,51 @@ freshGpuTest("tiny model: ledger peaks match the estimate by category", async (c
     tied.model.destroy();
   }
 });
+
+// The MLP in 64-row chunks on 2 x 83 = 166 rows (chunks of 64, 64, 38), LoRA dropout on: with
+// checkpointing h, gate and up exist for one chunk; the dropout buffer holds one chunk of the
+// widest LoRA input (act here). Activations and scratch to the byte.
+freshGpuTest(
+  "tiny model, MLP chunked (64 rows), dropout: activations and scratch to the byte",
+  async (ctx) => {
+    const spec: LoraSpec = { ...ALL, dropout: 0.1 };
+    const setup = tinySetup(ctx, TINY, 34, spec);
+    try {
+      for (const ckpt of [false, true]) {
+        const s = { ...settings(spec, 2, 83, ckpt, 0), mlpChunkRows: 64 };
+        const est = estimateMemory(TINY, s);
+        assert.ok(est.details.some((d) => d.name.endsWith("(2 shared buffers, 64 rows a chunk)")));
+        assert.ok(est.details.some((d) => d.name.includes("with the LoRA dropout buffer")));
+        await measureStep(
+          ctx,
+          setup.model,
+          `tiny, 64-row MLP chunks, checkpointing ${ckpt}`,
+          s,
+          setup.adapter,
+        );
+        const peak = ctx.memory.peak();
+        assert.equal(peak.activations, est.bytes.activations, `checkpointing ${ckpt}: activations`);
+        assert.equal(peak.scratch, est.bytes.scratch, `checkpointing ${ckpt}: scratch`);
+      }
+      // Without dropout no dropout buffer; with the default chunk (512 > 166 rows) one chunk of
+      // all rows.
+      const plain = estimateMemory(TINY, settings(ALL, 2, 83, true, 0));
+      const chunked = estimateMemory(TINY, { ...settings(spec, 2, 83, true, 0), mlpChunkRows: 64 });
+      assert.ok(plain.details.some((d) => d.name === "backward scratch"));
+      const line = (e: MemoryEstimate, prefix: string) =>
+        e.details.find((d) => d.name.startsWith(prefix))!.bytes;
+      // h and n2 [rows, 80] and rstd [rows]: 161 floats a row; the [166] rstd (664 bytes)
+      // rounds up to 672.
+      assert.equal(line(plain, "MLP chunk h, n2"), 166 * 161 * 4 + 8);
+      assert.equal(line(chunked, "MLP chunk h, n2"), 64 * 161 * 4);
+      // 64-row chunks of [64, 216] = 13,824 floats: gate, up, d act (41,472 floats) outgrow d q
+      // [166, 80] (13,312 aligned); act, d up (27,648) outgrow d k, d v [166, 40] (2 x 6,656).
+      assert.equal(line(chunked, "d q/k/v, or the MLP"), (41_472 + 27_648) * 4);
+    } finally {
+      setup.model.destroy();
+    }
+  },
+);
 
 // A forced 4 KiB binding limit: the 160-byte rows of TINY's tables go 25 to a chunk (25, 25, 11
 // rows: 4,000, 4,000 and 1,760 bytes), and the cross-entropy block shrinks to 16 rows x 61 words.
