@@ -19,6 +19,7 @@ import { quantizeHandler } from "./handlers/quantize.ts";
 import { quantizeModel } from "../quant/quantize_model.ts";
 import { trainHandler } from "./handlers/train.ts";
 import { evaluateHandler } from "./handlers/evaluate.ts";
+import { generateHandler } from "./handlers/generate.ts";
 import { estimateHandler } from "./handlers/estimate.ts";
 import { GpuHolder } from "./gpu.ts";
 import { sweepPartials } from "../io/sweep_partials.ts";
@@ -170,6 +171,7 @@ async function serve(
     Quantize: quantizeHandler(ctx),
     Train: trainHandler(ctx),
     Evaluate: evaluateHandler(ctx),
+    Generate: generateHandler(ctx),
     EstimateMemory: estimateHandler(ctx),
     ...jobHandlers(ctx),
   };

@@ -15,6 +15,7 @@ import { toServiceError } from "../status.ts";
 import type {
   Echoed,
   EvaluateRequest,
+  GenerateRequest,
   JobEventStream,
   QuantizeRequest,
   TrainRequest,
@@ -22,7 +23,11 @@ import type {
 import { acquireStream, errorFor, type ServiceContext, streamJob } from "./jobs.ts";
 
 /** The request a job record keeps (its kind's request message, defaults filled in). */
-export type JobRequest = Echoed<QuantizeRequest> | Echoed<TrainRequest> | Echoed<EvaluateRequest>;
+export type JobRequest =
+  | Echoed<QuantizeRequest>
+  | Echoed<TrainRequest>
+  | Echoed<EvaluateRequest>
+  | Echoed<GenerateRequest>;
 
 /** A job-starting RPC: its checks, and the job a checked request becomes. */
 export interface JobRpc<Req, V> {

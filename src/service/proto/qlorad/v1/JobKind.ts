@@ -5,6 +5,7 @@ export const JobKind = {
   JOB_KIND_QUANTIZE: 'JOB_KIND_QUANTIZE',
   JOB_KIND_TRAIN: 'JOB_KIND_TRAIN',
   JOB_KIND_EVALUATE: 'JOB_KIND_EVALUATE',
+  JOB_KIND_GENERATE: 'JOB_KIND_GENERATE',
 } as const;
 
 export type JobKind =
@@ -16,5 +17,7 @@ export type JobKind =
   | 2
   | 'JOB_KIND_EVALUATE'
   | 3
+  | 'JOB_KIND_GENERATE'
+  | 4
 
 export type JobKind__Output = typeof JobKind[keyof typeof JobKind]
