@@ -5,7 +5,9 @@
 // the same on CPU adapters and GPUs.
 //
 // Layout: q/out [n, heads*HD]; k/v cache [capacity, kv_heads*HD] (row t = the token at position t,
-// after RoPE for k); query head h reads kv head h / group (GQA).
+// after RoPE for k); query head h reads kv head h / group (GQA). The cache holds f32, or with
+// KV_F16 halves packed two per word (element 2i in the low bits, as convert_f16.wgsl writes them),
+// read with unpack2x16float, so it needs no shader-f16; the arithmetic is f32 either way.
 
 struct Params {
   // Query tokens.
@@ -25,14 +27,29 @@ struct Params {
 const WG: u32 = 64u;
 const HD: u32 = {{HEAD_DIM}}u;
 const C: u32 = 16u;
+const KV_F16: bool = {{KV_F16}};
 // Below every score: marks a key past the query, and starts the running maximum.
 const LOWEST: f32 = -3.0e38;
 
 @group(0) @binding(0) var<storage, read> q_in: array<f32>;
-@group(0) @binding(1) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(2) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(1) var<storage, read> k_cache: array<u32>;
+@group(0) @binding(2) var<storage, read> v_cache: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
+
+fn load_k(i: u32) -> f32 {
+  if (KV_F16) {
+    return unpack2x16float(k_cache[i >> 1u])[i & 1u];
+  }
+  return bitcast<f32>(k_cache[i]);
+}
+
+fn load_v(i: u32) -> f32 {
+  if (KV_F16) {
+    return unpack2x16float(v_cache[i >> 1u])[i & 1u];
+  }
+  return bitcast<f32>(v_cache[i]);
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u32) {
@@ -63,7 +80,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
         let kb = (j * p.kv_heads + g) * HD;
         var dot = 0.0;
         for (var d = 0u; d < HD; d++) {
-          dot = dot + qv[d] * k_cache[kb + d];
+          dot = dot + qv[d] * load_k(kb + d);
         }
         s = dot;
         cmax = max(cmax, s);
@@ -85,7 +102,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) li: u
         l = l + e;
         let vb = ((j0 + c) * p.kv_heads + g) * HD;
         for (var d = 0u; d < HD; d++) {
-          acc[d] = acc[d] + e * v_cache[vb + d];
+          acc[d] = acc[d] + e * load_v(vb + d);
         }
       }
     }

@@ -33,6 +33,8 @@ export interface GenerateRow {
   parameters: number;
   promptTokens: number;
   newTokens: number;
+  /** The KV cache's precision on this adapter (KvDecoder's "auto"). */
+  kvPrecision: string;
   prefillMs: number;
   prefillTokensPerS: number;
   decodeMsPerToken: number;
@@ -101,6 +103,7 @@ export async function benchGenerate(ctx: GpuContext, c: GenerateCase): Promise<G
       parameters: parameterCount(c.cfg),
       promptTokens: c.promptTokens,
       newTokens: c.newTokens,
+      kvPrecision: decoder.cache.precision,
       prefillMs: prefill,
       prefillTokensPerS: c.promptTokens / (prefill / 1000),
       decodeMsPerToken: decode,
@@ -154,6 +157,7 @@ export async function generateSection(ctx: GpuContext, o: {
     [
       "model",
       "prompt",
+      "KV cache",
       "prefill ms",
       "prefill tok/s",
       "decode ms/tok",
@@ -164,6 +168,7 @@ export async function generateSection(ctx: GpuContext, o: {
     rows.map((r) => [
       `${r.model} (${(r.parameters / 1e6).toFixed(2)}M)`,
       r.promptTokens,
+      r.kvPrecision,
       ms(r.prefillMs),
       num(r.prefillTokensPerS),
       ms(r.decodeMsPerToken),

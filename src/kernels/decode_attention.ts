@@ -3,6 +3,8 @@
  * prefill passes the prompt's queries, decode one query; the keys and values of every earlier
  * position are already in the cache, so a new token costs one row of attention, not the prefix.
  * The training kernel (attention.ts) cannot do this: its queries and keys are the same rows.
+ * The cache may hold f32 or halves (packed two per word, convert_f16.ts's layout): half the
+ * bytes, read with unpack2x16float, so any adapter can run it.
  */
 import { checkBindingSize, checkCount, UnexpectedShapeError } from "./shape_checks.ts";
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
@@ -14,6 +16,8 @@ export interface DecodeAttentionArgs {
   /** Cache [capacity, kvHeads*headDim]: rows 0..pos0+n-1 filled (k after RoPE). */
   kCache: Binding;
   vCache: Binding;
+  /** What the cache holds: f32 (default), or halves packed two per 32-bit word. */
+  kvPrecision?: "f32" | "f16";
   /** [n, heads*headDim], overwritten. */
   out: Binding;
   n: number;
@@ -61,12 +65,17 @@ export async function encodeDecodeAttention(
     );
   }
   checkBindingSize(where, "q", args.q, n * heads * headDim);
-  checkBindingSize(where, "kCache", args.kCache, capacity * kvHeads * headDim);
-  checkBindingSize(where, "vCache", args.vCache, capacity * kvHeads * headDim);
+  const f16 = args.kvPrecision === "f16";
+  if (f16 && headDim % 2 !== 0) {
+    throw new UnexpectedShapeError(where, "headDim", "even for an f16 cache", `${headDim}`);
+  }
+  const cacheBytes = f16 ? 2 : 4;
+  checkBindingSize(where, "kCache", args.kCache, capacity * kvHeads * headDim, cacheBytes);
+  checkBindingSize(where, "vCache", args.vCache, capacity * kvHeads * headDim, cacheBytes);
   checkBindingSize(where, "out", args.out, n * heads * headDim);
   const pipeline = await ctx.pipeline(
     "decode_attention.wgsl",
-    { HEAD_DIM: headDim },
+    { HEAD_DIM: headDim, KV_F16: f16 ? "true" : "false" },
     "main",
     DECODE_ATTENTION_PARAMS,
   );

@@ -23,14 +23,17 @@ import { encodeSwiglu } from "../kernels/swiglu.ts";
 import { encodeAddRows } from "../kernels/elementwise.ts";
 import { encodeDecodeAttention } from "../kernels/decode_attention.ts";
 import { encodeLmHeadLogits } from "../kernels/cross_entropy.ts";
+import { encodeToF16 } from "../kernels/convert_f16.ts";
 import { invalidArgument } from "../util/errors.ts";
-import { KvCache } from "./kv_cache.ts";
+import { KvCache, type KvPrecision, resolveKvPrecision } from "./kv_cache.ts";
 
 export interface DecoderOptions {
   /** Tokens the cache holds: prompt plus generated tokens. */
   capacity: number;
   /** Rows per forward pass at prefill (default 64): a longer prompt runs in pieces. */
   chunk?: number;
+  /** The cache's precision (default "auto": f16 where the adapter has shader-f16). */
+  kvPrecision?: KvPrecision | "auto";
 }
 
 /** Bytes of GPU memory a decoder takes beyond the model (cache and its per-chunk buffers). */
@@ -39,10 +42,12 @@ export function decoderBytes(
   capacity: number,
   chunk: number,
   rank: number,
+  kvPrecision: KvPrecision = "f32",
 ): number {
   const rowFloats = 2 + 3 * cfg.hidden + 2 * cfg.heads * cfg.headDim +
-    2 * cfg.kvHeads * cfg.headDim + 3 * cfg.intermediate + rank;
-  return KvCache.bytes(cfg, capacity) + 4 * (chunk * rowFloats + 2 * cfg.hidden + 1 + cfg.vocab);
+    3 * cfg.kvHeads * cfg.headDim + 3 * cfg.intermediate + rank;
+  return KvCache.bytes(cfg, capacity, kvPrecision) +
+    4 * (chunk * rowFloats + 2 * cfg.hidden + 1 + cfg.vocab);
 }
 
 export class KvDecoder {
@@ -60,7 +65,12 @@ export class KvDecoder {
   ) {
     const cfg = model.cfg;
     this.chunk = Math.max(1, Math.min(options.chunk ?? 64, options.capacity));
-    this.cache = new KvCache(ctx, cfg, options.capacity);
+    this.cache = new KvCache(
+      ctx,
+      cfg,
+      options.capacity,
+      resolveKvPrecision(options.kvPrecision, ctx.capabilities.f16),
+    );
     const rows = this.chunk;
     const f = (label: string, floats: number) => {
       const b = ctx.createBuffer({
@@ -86,6 +96,8 @@ export class KvDecoder {
     f("u", rows * cfg.intermediate);
     f("a", rows * cfg.intermediate);
     f("t", rows * Math.max(1, lora.spec.r));
+    // This chunk's k and v as halves, before they are copied into an f16 cache.
+    f("kv16", Math.ceil((rows * kvDim) / 2));
     f("last", cfg.hidden);
     f("last_normed", cfg.hidden);
     f("last_rstd", 1);
@@ -147,7 +159,9 @@ export class KvDecoder {
       rows,
       dim: cfg.hidden,
     });
-    const kvBytes = this.cache.rowFloats * 4;
+    const kvBytes = this.cache.rowBytes;
+    const f16 = this.cache.precision === "f16";
+    const kvN = rows * this.cache.rowFloats;
     for (let l = 0; l < cfg.layers; l++) {
       const base = model.layers[l];
       const norm = { rstd: b.rstd, rows, dim: cfg.hidden, eps: cfg.rmsEps };
@@ -158,8 +172,11 @@ export class KvDecoder {
       const rope = { positions: b.positions, invFreq: model.invFreq, rows, headDim: cfg.headDim };
       await encodeRope(ctx, batch, { ...rope, x: b.q, heads: cfg.heads });
       await encodeRope(ctx, batch, { ...rope, x: b.k, heads: cfg.kvHeads });
-      batch.copy(b.k, 0, this.cache.k[l], pos0 * kvBytes, rows * kvBytes);
-      batch.copy(b.v, 0, this.cache.v[l], pos0 * kvBytes, rows * kvBytes);
+      for (const [src, dst] of [[b.k, this.cache.k[l]], [b.v, this.cache.v[l]]]) {
+        // A binding's offset must be 256-aligned, a row's is not: convert, then copy the rows.
+        if (f16) await encodeToF16(ctx, batch, { src, dst: b.kv16, n: kvN });
+        batch.copy(f16 ? b.kv16 : src, 0, dst, pos0 * kvBytes, rows * kvBytes);
+      }
       await encodeDecodeAttention(ctx, batch, {
         q: b.q,
         kCache: this.cache.k[l],
@@ -168,6 +185,7 @@ export class KvDecoder {
         n: rows,
         pos0,
         capacity: this.cache.capacity,
+        kvPrecision: this.cache.precision,
         heads: cfg.heads,
         kvHeads: cfg.kvHeads,
         headDim: cfg.headDim,

@@ -141,6 +141,8 @@ export async function greedyGenerate(
   const kept = prompt.slice(-Math.max(1, cfg.maxPositions - maxNewTokens));
   const decoder = new KvDecoder(engine.ctx, engine.model, engine.layout, engine.params, {
     capacity: Math.min(cfg.maxPositions, kept.length + maxNewTokens),
+    // Samples are short: an f32 cache keeps them the exact f32 continuation on every adapter.
+    kvPrecision: "f32",
   });
   try {
     const r = await generateTokens(decoder, kept, {

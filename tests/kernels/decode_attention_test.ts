@@ -6,9 +6,13 @@ import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
 import { encodeDecodeAttention } from "../../src/kernels/decode_attention.ts";
 import { UnexpectedShapeError } from "../../src/kernels/shape_checks.ts";
+import { encodeToF16, halfBufferBytes } from "../../src/kernels/convert_f16.ts";
 import { Rng } from "../../src/util/random.ts";
+import { roundF16Array } from "../reference/float16_f64.ts";
 
 interface Case {
+  /** What the cache holds (default f32). */
+  kvPrecision?: "f32" | "f16";
   n: number;
   pos0: number;
   capacity: number;
@@ -17,7 +21,12 @@ interface Case {
   headDim: number;
 }
 
-function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array): Float64Array {
+function reference(
+  c: Case,
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+): Float64Array {
   const out = new Float64Array(c.n * c.heads * c.headDim);
   const group = c.heads / c.kvHeads;
   for (let i = 0; i < c.n; i++) {
@@ -44,7 +53,9 @@ function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array): 
 }
 
 // f32 against float64: the softmax sums at most ~40 terms and each output one weighted sum, so
-// the relative error stays within a few hundred f32 ulps (2^-24 each); 2e-5 leaves room.
+// the relative error stays within a few hundred f32 ulps (2^-24 each); 2e-5 leaves room. An f16
+// cache is compared with a reference given the same halves (rounded on the host), so the bound
+// is the same: the kernel's arithmetic is f32 either way.
 const TOL = 2e-5;
 
 for (
@@ -55,32 +66,45 @@ for (
     { n: 1, pos0: 37, capacity: 41, heads: 3, kvHeads: 3, headDim: 8 },
     // A chunk of queries after cached tokens, GQA 4:1.
     { n: 5, pos0: 9, capacity: 17, heads: 4, kvHeads: 1, headDim: 20 },
+    // Halves in the cache: a decode step and a prefill chunk.
+    { kvPrecision: "f16", n: 1, pos0: 37, capacity: 41, heads: 3, kvHeads: 3, headDim: 8 },
+    { kvPrecision: "f16", n: 5, pos0: 9, capacity: 17, heads: 4, kvHeads: 1, headDim: 20 },
   ] satisfies Case[]
 ) {
-  gpuTest(
-    `decode attention: n ${c.n} at pos0 ${c.pos0}, ${c.heads}/${c.kvHeads} heads`,
-    async (ctx) => {
-      const rng = new Rng(c.n * 31 + c.pos0);
-      const q = rng.normals(c.n * c.heads * c.headDim);
-      // Rows past pos0+n-1 are garbage a correct kernel never reads: large values would show.
-      const kvn = c.capacity * c.kvHeads * c.headDim;
-      const k = rng.normals(kvn);
-      const v = rng.normals(kvn);
-      const used = (c.pos0 + c.n) * c.kvHeads * c.headDim;
-      for (let i = used; i < kvn; i++) k[i] = v[i] = 1e4;
-      const qb = ctx.upload("q", "scratch", q);
-      const kb = ctx.upload("k", "scratch", k);
-      const vb = ctx.upload("v", "scratch", v);
-      const out = await poisonedF32(ctx, "out", c.n * c.heads * c.headDim);
-      const batch = ctx.batch("decode attention test");
-      await encodeDecodeAttention(ctx, batch, { ...c, q: qb, kCache: kb, vCache: vb, out });
-      batch.submit();
-      const got = await ctx.readF32(out, 0, c.n * c.heads * c.headDim);
-      const err = maxRelError(got, reference(c, q, k, v));
-      assert.ok(err < TOL, `max rel error ${err}`);
-      for (const b of [qb, kb, vb, out]) b.destroy();
-    },
-  );
+  const name = `decode attention (${c.kvPrecision ?? "f32"} cache): n ${c.n} at pos0 ${c.pos0}, ` +
+    `${c.heads}/${c.kvHeads} heads`;
+  gpuTest(name, async (ctx) => {
+    const rng = new Rng(c.n * 31 + c.pos0);
+    const q = rng.normals(c.n * c.heads * c.headDim);
+    // Rows past pos0+n-1 are garbage a correct kernel never reads: large values would show.
+    const kvn = c.capacity * c.kvHeads * c.headDim;
+    const k = rng.normals(kvn);
+    const v = rng.normals(kvn);
+    const used = (c.pos0 + c.n) * c.kvHeads * c.headDim;
+    for (let i = used; i < kvn; i++) k[i] = v[i] = 1e4;
+    const qb = ctx.upload("q", "scratch", q);
+    const k32 = ctx.upload("k", "scratch", k);
+    const v32 = ctx.upload("v", "scratch", v);
+    const f16 = c.kvPrecision === "f16";
+    const out = await poisonedF32(ctx, "out", c.n * c.heads * c.headDim);
+    const batch = ctx.batch("decode attention test");
+    let [kb, vb] = [k32, v32];
+    if (f16) {
+      // The cache as the decoder writes it: halves packed by the conversion kernel.
+      const size = halfBufferBytes(kvn);
+      kb = ctx.createBuffer({ label: "k16", category: "scratch", size });
+      vb = ctx.createBuffer({ label: "v16", category: "scratch", size });
+      await encodeToF16(ctx, batch, { src: k32, dst: kb, n: kvn });
+      await encodeToF16(ctx, batch, { src: v32, dst: vb, n: kvn });
+    }
+    await encodeDecodeAttention(ctx, batch, { ...c, q: qb, kCache: kb, vCache: vb, out });
+    batch.submit();
+    const got = await ctx.readF32(out, 0, c.n * c.heads * c.headDim);
+    const want = f16 ? reference(c, q, roundF16Array(k), roundF16Array(v)) : reference(c, q, k, v);
+    const err = maxRelError(got, want);
+    assert.ok(err < TOL, `max rel error ${err}`);
+    for (const b of new Set([qb, k32, v32, kb, vb, out])) b.destroy();
+  });
 }
 
 gpuTest("decode attention: queries past the cache's capacity are refused", async (ctx) => {

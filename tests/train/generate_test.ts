@@ -129,6 +129,7 @@ gpuTest("KV-cached logits equal the uncached forward and the float64 reference",
   const decoder = new KvDecoder(ctx, setup.model, engine.layout, engine.params, {
     capacity: 17,
     chunk: 4,
+    kvPrecision: "f32",
   });
   const row = ctx.createBuffer({ label: "r", category: "scratch", size: TINY.hidden * 4 });
   const out = ctx.createBuffer({ label: "l", category: "scratch", size: TINY.vocab * 4 });
@@ -160,10 +161,51 @@ gpuTest("KV-cached logits equal the uncached forward and the float64 reference",
   }
 });
 
+gpuTest("an f16 KV cache stays within the rounding of its keys and values", async (ctx) => {
+  const setup = tinySetup(ctx, TINY, 53, CACHE_SPEC);
+  const engine = evalEngine(ctx, setup);
+  const make = (kvPrecision: "f32" | "f16") =>
+    new KvDecoder(ctx, setup.model, engine.layout, engine.params, {
+      capacity: 20,
+      chunk: 8,
+      kvPrecision,
+    });
+  const f32 = make("f32");
+  const f16 = make("f16");
+  try {
+    assert.equal(f16.cache.precision, "f16");
+    const seq = randomBatch(TINY.vocab, [13], 91).tokens[0];
+    let a = await f32.step(seq);
+    let b = await f16.step(seq);
+    let worst = 0;
+    for (let step = 0; step < 6; step++) {
+      worst = Math.max(worst, relErr(b, a));
+      const next = argmax(a);
+      a = await f32.step([next]);
+      b = await f16.step([next]);
+    }
+    // Halves round k and v by at most 2^-11 (4.9e-4) relative; attention averages v, so each
+    // layer's output moves by about that much of its scale, and two layers plus the lm_head
+    // carry it to the logits at the same order (measured: 2.1e-4..4.2e-4 over these steps).
+    // 2e-3 (4 roundings' worth) bounds it; an f32 cache read as halves (or halves read as f32)
+    // is off by orders of magnitude more.
+    assert.ok(worst < 2e-3, `f16 cache vs f32 cache: rel err ${worst}`);
+    assert.ok(worst > 0, "an f16 cache that equals the f32 one bit for bit is not holding halves");
+  } finally {
+    f32.destroy();
+    f16.destroy();
+    engine.destroy();
+    setup.model.destroy();
+  }
+});
+
 gpuTest("generation ends at EOS, a stop string or max_new_tokens; seeds reproduce", async (ctx) => {
   const setup = tinySetup(ctx, TINY, 59, CACHE_SPEC);
   const engine = evalEngine(ctx, setup);
-  const decoder = new KvDecoder(ctx, setup.model, engine.layout, engine.params, { capacity: 30 });
+  const decoder = new KvDecoder(ctx, setup.model, engine.layout, engine.params, {
+    capacity: 30,
+    kvPrecision: "f32",
+  });
   // A stand-in detokenizer: token id -> one letter, so texts are predictable.
   const decode = (ids: number[]) => ids.map((i) => String.fromCharCode(97 + (i % 26))).join("");
   const prompt = randomBatch(TINY.vocab, [7], 5).tokens[0];
