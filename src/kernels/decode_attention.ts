@@ -2,10 +2,13 @@
  * Attention of new query tokens over a KV cache, for generation (shaders/decode_attention.wgsl):
  * prefill passes the prompt's queries, decode one query; the keys and values of every earlier
  * position are already in the cache, so a new token costs one row of attention, not the prefix.
+ * The keys are split in runs of `splitKeys` (a pass of partial softmaxes, then a pass merging
+ * them), so a single decode query keeps many invocations busy however long the context.
  * The training kernel (attention.ts) cannot do this: its queries and keys are the same rows.
  * The cache may hold f32 or halves (packed two per word, convert_f16.ts's layout): half the
  * bytes, read with unpack2x16float, so any adapter can run it.
  */
+import { sharedScratch } from "./bindings.ts";
 import { checkBindingSize, checkCount, UnexpectedShapeError } from "./shape_checks.ts";
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { uniformLayout } from "../gpu/uniform_layout.ts";
@@ -18,6 +21,8 @@ export interface DecodeAttentionArgs {
   vCache: Binding;
   /** What the cache holds: f32 (default), or halves packed two per 32-bit word. */
   kvPrecision?: "f32" | "f16";
+  /** Keys per split (default decodeSplitKeys: tests force short splits on small shapes). */
+  splitKeys?: number;
   /** [n, heads*headDim], overwritten. */
   out: Binding;
   n: number;
@@ -30,6 +35,21 @@ export interface DecodeAttentionArgs {
   headDim: number;
 }
 
+/** Keys per split at least: enough work per invocation to amortize its partial's write. */
+export const DECODE_SPLIT_KEYS = 64;
+/**
+ * Partials per dispatch at most: plenty of invocations for any GPU, and a scratch of at most
+ * 16384 (headDim + 2) floats (8.4 MiB at headDim 128). A prefill chunk of many queries is
+ * parallel already, so it gets fewer, longer splits.
+ */
+const MAX_PARTIALS = 16384;
+
+/** Keys per split for `n` queries over `keys` keys: DECODE_SPLIT_KEYS, longer past MAX_PARTIALS. */
+export function decodeSplitKeys(n: number, heads: number, keys: number): number {
+  const maxSplits = Math.max(1, Math.floor(MAX_PARTIALS / (n * heads)));
+  return Math.max(DECODE_SPLIT_KEYS, Math.ceil(keys / maxSplits));
+}
+
 /** shaders/decode_attention.wgsl's Params. */
 const DECODE_ATTENTION_PARAMS = uniformLayout("Params", {
   n: "u32",
@@ -38,8 +58,12 @@ const DECODE_ATTENTION_PARAMS = uniformLayout("Params", {
   group: "u32",
   pos0: "u32",
   groups_x: "u32",
+  splits: "u32",
+  split_keys: "u32",
   scale: "f32",
   _pad0: "u32",
+  _pad1: "u32",
+  _pad2: "u32",
 });
 
 export async function encodeDecodeAttention(
@@ -73,25 +97,39 @@ export async function encodeDecodeAttention(
   checkBindingSize(where, "kCache", args.kCache, capacity * kvHeads * headDim, cacheBytes);
   checkBindingSize(where, "vCache", args.vCache, capacity * kvHeads * headDim, cacheBytes);
   checkBindingSize(where, "out", args.out, n * heads * headDim);
-  const pipeline = await ctx.pipeline(
+  const splitKeys = args.splitKeys ?? decodeSplitKeys(n, heads, pos0 + n);
+  checkCount(where, "splitKeys", splitKeys);
+  const splits = Math.ceil((pos0 + n) / splitKeys);
+  // (m, l, out) per (query, head, split).
+  const scratchBytes = n * heads * splits * (headDim + 2) * 4;
+  const scratch = sharedScratch(ctx, "decode attention partials", scratchBytes);
+  const shaderParams = { HEAD_DIM: headDim, KV_F16: f16 ? "true" : "false" };
+  const partial = await ctx.pipeline(
     "decode_attention.wgsl",
-    { HEAD_DIM: headDim, KV_F16: f16 ? "true" : "false" },
-    "main",
+    shaderParams,
+    "partial",
     DECODE_ATTENTION_PARAMS,
   );
-  const [gx, gy] = grid(Math.ceil((n * heads) / 64));
-  const params = DECODE_ATTENTION_PARAMS.pack({
-    n,
-    heads,
-    kv_heads: kvHeads,
-    group: heads / kvHeads,
-    pos0,
-    groups_x: gx,
-    scale: 1 / Math.sqrt(headDim),
-  });
-  batch.dispatch(
-    pipeline,
-    [args.q, args.kCache, args.vCache, args.out, ctx.uniform(params)],
-    [gx, gy],
+  const combine = await ctx.pipeline(
+    "decode_attention.wgsl",
+    shaderParams,
+    "combine",
+    DECODE_ATTENTION_PARAMS,
   );
+  const pack = (gx: number) =>
+    ctx.uniform(DECODE_ATTENTION_PARAMS.pack({
+      n,
+      heads,
+      kv_heads: kvHeads,
+      group: heads / kvHeads,
+      pos0,
+      groups_x: gx,
+      splits,
+      split_keys: splitKeys,
+      scale: 1 / Math.sqrt(headDim),
+    }));
+  const [px, py] = grid(Math.ceil((n * heads * splits) / 64));
+  batch.dispatch(partial, [args.q, args.kCache, args.vCache, scratch, pack(px)], [px, py]);
+  const [cx, cy] = grid(Math.ceil((n * heads) / 64));
+  batch.dispatch(combine, [scratch, args.out, pack(cx)], [cx, cy]);
 }

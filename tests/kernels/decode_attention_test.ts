@@ -4,7 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { closeGpuAfterTests, gpuTest, maxRelError, poisonedF32 } from "../support/gpu.ts";
-import { encodeDecodeAttention } from "../../src/kernels/decode_attention.ts";
+import {
+  DECODE_SPLIT_KEYS,
+  decodeSplitKeys,
+  encodeDecodeAttention,
+} from "../../src/kernels/decode_attention.ts";
 import { UnexpectedShapeError } from "../../src/kernels/shape_checks.ts";
 import { encodeToF16, halfBufferBytes } from "../../src/kernels/convert_f16.ts";
 import { Rng } from "../../src/util/random.ts";
@@ -13,6 +17,8 @@ import { roundF16Array } from "../reference/float16_f64.ts";
 interface Case {
   /** What the cache holds (default f32). */
   kvPrecision?: "f32" | "f16";
+  /** Keys per split (default the wrapper's: one split at these sizes). */
+  splitKeys?: number;
   n: number;
   pos0: number;
   capacity: number;
@@ -62,17 +68,40 @@ for (
   const c of [
     // Prefill: several queries from position 0, more keys than one 16-key chunk.
     { n: 19, pos0: 0, capacity: 23, heads: 4, kvHeads: 2, headDim: 12 },
-    // Decode: one query deep into the cache, plain multi-head.
+    // Decode: one query deep into the cache, plain multi-head; one split, then splits of 7 keys
+    // (the last one short), then of 16 (a split of exactly one online-softmax chunk).
     { n: 1, pos0: 37, capacity: 41, heads: 3, kvHeads: 3, headDim: 8 },
-    // A chunk of queries after cached tokens, GQA 4:1.
+    { n: 1, pos0: 37, capacity: 41, heads: 3, kvHeads: 3, headDim: 8, splitKeys: 7 },
+    { n: 1, pos0: 47, capacity: 48, heads: 2, kvHeads: 1, headDim: 6, splitKeys: 16 },
+    // A chunk of queries after cached tokens, GQA 4:1, with splits that some queries end inside
+    // and later ones cover (a split past a query's last key must add nothing).
     { n: 5, pos0: 9, capacity: 17, heads: 4, kvHeads: 1, headDim: 20 },
-    // Halves in the cache: a decode step and a prefill chunk.
-    { kvPrecision: "f16", n: 1, pos0: 37, capacity: 41, heads: 3, kvHeads: 3, headDim: 8 },
-    { kvPrecision: "f16", n: 5, pos0: 9, capacity: 17, heads: 4, kvHeads: 1, headDim: 20 },
+    { n: 5, pos0: 9, capacity: 17, heads: 4, kvHeads: 1, headDim: 20, splitKeys: 4 },
+    // Halves in the cache: a decode step and a prefill chunk, split.
+    {
+      kvPrecision: "f16",
+      n: 1,
+      pos0: 37,
+      capacity: 41,
+      heads: 3,
+      kvHeads: 3,
+      headDim: 8,
+      splitKeys: 7,
+    },
+    {
+      kvPrecision: "f16",
+      n: 5,
+      pos0: 9,
+      capacity: 17,
+      heads: 4,
+      kvHeads: 1,
+      headDim: 20,
+      splitKeys: 4,
+    },
   ] satisfies Case[]
 ) {
   const name = `decode attention (${c.kvPrecision ?? "f32"} cache): n ${c.n} at pos0 ${c.pos0}, ` +
-    `${c.heads}/${c.kvHeads} heads`;
+    `${c.heads}/${c.kvHeads} heads, splits of ${c.splitKeys ?? "default"} keys`;
   gpuTest(name, async (ctx) => {
     const rng = new Rng(c.n * 31 + c.pos0);
     const q = rng.normals(c.n * c.heads * c.headDim);
@@ -127,6 +156,15 @@ gpuTest("decode attention: queries past the cache's capacity are refused", async
   );
   batch.submit();
   buf.destroy();
+});
+
+Deno.test("decode attention: a decode query gets short splits, a prefill chunk long ones", () => {
+  // One query, 32 heads, a 4096-token context: 64 splits of 64 keys (2048 invocations).
+  assert.equal(decodeSplitKeys(1, 32, 4096), DECODE_SPLIT_KEYS);
+  // 64 queries x 32 heads already make 2048 invocations: at most 8 splits, of 1024 keys.
+  assert.equal(decodeSplitKeys(64, 32, 8192), 1024);
+  // More query-heads than the cap: one split covering every key.
+  assert.equal(decodeSplitKeys(64, 512, 300), 300);
 });
 
 closeGpuAfterTests();
