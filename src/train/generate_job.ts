@@ -12,8 +12,10 @@ import { LoraLayout, type LoraSpec } from "../model/lora.ts";
 import { readJsonFile } from "../io/checkpoint.ts";
 import { loadAdapter } from "./peft.ts";
 import { type FinishReason, generateTokens } from "./generate.ts";
-import { KvDecoder } from "./decode.ts";
-import { KvCache } from "./kv_cache.ts";
+import { decoderBytes, KvDecoder } from "./decode.ts";
+import { KvCache, resolveKvPrecision } from "./kv_cache.ts";
+import { estimateMemory } from "./estimate.ts";
+import { quantSettingsOf } from "./memory_fit.ts";
 import type { GenerateSettings } from "./generate_settings.ts";
 import type { JobHooks } from "./train_job.ts";
 import { invalidArgument, QloradError } from "../util/errors.ts";
@@ -26,6 +28,8 @@ export interface GenerateJobOptions {
   messages?: ChatMessage[];
   settings: GenerateSettings;
   labels: { baseModel: string; adapter?: string };
+  /** GPU memory the job may use (bytes); 0 or absent: only the adapter's buffer limits. */
+  gpuMemoryBudgetBytes?: number;
 }
 
 export interface GenerateJobResult {
@@ -37,6 +41,9 @@ export interface GenerateJobResult {
   decodeTokensPerSecond: number;
 }
 
+/** Prompt tokens per prefill pass. */
+const DECODE_CHUNK = 64;
+
 /** No adapter: a LoRA layout with no targets, so the decoder runs the base alone. */
 const NO_LORA: LoraSpec = { r: 1, alpha: 1, dropout: 0, targets: [], useRslora: false };
 
@@ -47,10 +54,8 @@ export async function runGenerateJob(
   signal?: AbortSignal,
 ): Promise<GenerateJobResult> {
   const configLabel = `${o.labels.baseModel}/config.json`;
-  const cfg = llamaConfigFromHf(
-    await readJsonFile(join(o.baseModelDir, "config.json")),
-    configLabel,
-  );
+  const rawConfig = await readJsonFile(join(o.baseModelDir, "config.json"));
+  const cfg = llamaConfigFromHf(rawConfig, configLabel);
   const tokenizer = await loadTokenizer(o.baseModelDir);
   const adapter = o.adapterDir ? await loadAdapter(o.adapterDir, cfg) : undefined;
   const promptIds = o.messages
@@ -69,14 +74,39 @@ export async function runGenerateJob(
   const s = o.settings;
   const capacity = Math.min(cfg.maxPositions, promptIds.length + s.maxNewTokens);
   const ctx = await gpu();
+  const kvPrecision = resolveKvPrecision("auto", ctx.capabilities.f16);
   // Each layer's cache is one binding.
-  const layerBytes = KvCache.bytes(cfg, capacity) / (2 * cfg.layers);
+  const layerBytes = KvCache.bytes(cfg, capacity, kvPrecision) / (2 * cfg.layers);
   if (layerBytes > ctx.maxBindingBytes) {
     throw new QloradError(
       "resource_exhausted",
       `max_new_tokens: a KV cache of ${capacity} tokens needs ${layerBytes} bytes per layer, ` +
         `above the device's largest binding (${ctx.maxBindingBytes} bytes)`,
     );
+  }
+  const budget = o.gpuMemoryBudgetBytes ?? 0;
+  if (budget > 0) {
+    // The frozen base and the adapter as training estimates them, plus the decoder's own buffers.
+    const spec = adapter?.spec ?? NO_LORA;
+    const est = estimateMemory(cfg, {
+      maxBindingBytes: ctx.maxBindingBytes,
+      lora: spec,
+      microBatchSize: 1,
+      maxSeqLen: 2,
+      gradientCheckpointing: false,
+      optimizerGpuBudgetBytes: 0,
+      ...quantSettingsOf(rawConfig),
+    });
+    const need = est.bytes.base_weights + est.bytes.lora +
+      decoderBytes(cfg, capacity, DECODE_CHUNK, spec.r, kvPrecision);
+    if (need > budget) {
+      throw new QloradError(
+        "resource_exhausted",
+        `generation needs an estimated ${need} bytes of GPU memory (base ` +
+          `${est.bytes.base_weights}, KV cache of ${capacity} tokens and buffers), over the GPU ` +
+          `memory budget of ${budget} bytes; lower max_new_tokens or shorten the prompt`,
+      );
+    }
   }
   const model = await loadBaseModel(ctx, o.baseModelDir, {
     signal,
@@ -86,7 +116,11 @@ export async function runGenerateJob(
   // A layout without targets has no floats; a binding still needs a few bytes.
   const flat = adapter?.flat.length ? adapter.flat : new Float32Array(1);
   const params = ctx.upload("lora_params", "lora", flat);
-  const decoder = new KvDecoder(ctx, model, layout, params, { capacity });
+  const decoder = new KvDecoder(ctx, model, layout, params, {
+    capacity,
+    chunk: DECODE_CHUNK,
+    kvPrecision,
+  });
   try {
     hooks.progress?.("generating");
     const eosIds = s.ignoreEos ? [] : [

@@ -168,3 +168,23 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "Generate over the server's GPU memory budget ends RESOURCE_EXHAUSTED before loading",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // 100 KB: below the tiny model's frozen base (~0.24M parameters: its 16-bit embedding and
+    // lm_head tables alone are ~190 KB).
+    const t = await startTestServer({ server: { gpuMemoryBudgetBytes: 100_000 } });
+    try {
+      await makeTinyLlama(join(t.dataDir, "tiny"));
+      const r = await streamCall(t.qlorad, "Generate", { base_model_path: "tiny", prompt: PROMPT });
+      assert.equal(r.code, status.RESOURCE_EXHAUSTED, r.details);
+      assert.match(r.details, /GPU memory budget of 100000 bytes/);
+      assert.equal(generated(r.events).length, 0);
+    } finally {
+      await t.close();
+    }
+  },
+});

@@ -195,7 +195,12 @@ export function generateJob(
         ? await pins.pin(o.adapterDir, label("adapter_path"), "dir")
         : undefined;
       if (adapterDir) await checkFolderLinks(ctx.dataDir, adapterDir, label("adapter_path"));
-      const r = await runGenerateJob(traced.gpu, { ...o, baseModelDir, adapterDir }, {
+      const r = await runGenerateJob(traced.gpu, {
+        ...o,
+        baseModelDir,
+        adapterDir,
+        gpuMemoryBudgetBytes: ctx.gpuMemoryBudgetBytes,
+      }, {
         ...traced.hooks,
         token: (id, text) => job.emit({ generated_text: { text, token_ids: [id] } }),
       }, job.signal);
