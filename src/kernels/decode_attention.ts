@@ -44,6 +44,11 @@ export const DECODE_SPLIT_KEYS = 64;
  */
 const MAX_PARTIALS = 16384;
 
+/** The most bytes the partials scratch takes for `n` queries, whatever the context length. */
+export function decodeAttentionScratchBound(n: number, heads: number, headDim: number): number {
+  return Math.max(MAX_PARTIALS, n * heads) * (headDim + 2) * 4;
+}
+
 /** Keys per split for `n` queries over `keys` keys: DECODE_SPLIT_KEYS, longer past MAX_PARTIALS. */
 export function decodeSplitKeys(n: number, heads: number, keys: number): number {
   const maxSplits = Math.max(1, Math.floor(MAX_PARTIALS / (n * heads)));

@@ -21,7 +21,7 @@ import { encodeRmsNorm } from "../kernels/rmsnorm.ts";
 import { encodeRope } from "../kernels/rope.ts";
 import { encodeSwiglu } from "../kernels/swiglu.ts";
 import { encodeAddRows } from "../kernels/elementwise.ts";
-import { encodeDecodeAttention } from "../kernels/decode_attention.ts";
+import { decodeAttentionScratchBound, encodeDecodeAttention } from "../kernels/decode_attention.ts";
 import { encodeLmHeadLogits } from "../kernels/cross_entropy.ts";
 import { encodeToF16 } from "../kernels/convert_f16.ts";
 import { invalidArgument } from "../util/errors.ts";
@@ -44,10 +44,12 @@ export function decoderBytes(
   rank: number,
   kvPrecision: KvPrecision = "f32",
 ): number {
-  const rowFloats = 2 + 3 * cfg.hidden + 2 * cfg.heads * cfg.headDim +
-    3 * cfg.kvHeads * cfg.headDim + 3 * cfg.intermediate + rank;
+  // Per row: tokens, positions, x, n, rstd, q, attn, k, v, their halves, g, u, a, LoRA's t.
+  const rowFloats = 3 + 2 * cfg.hidden + 2 * cfg.heads * cfg.headDim +
+    2.5 * cfg.kvHeads * cfg.headDim + 3 * cfg.intermediate + Math.max(1, rank);
   return KvCache.bytes(cfg, capacity, kvPrecision) +
-    4 * (chunk * rowFloats + 2 * cfg.hidden + 1 + cfg.vocab);
+    4 * (chunk * rowFloats + 2 * cfg.hidden + 1 + cfg.vocab) +
+    decodeAttentionScratchBound(chunk, cfg.heads, cfg.headDim);
 }
 
 export class KvDecoder {

@@ -7,7 +7,7 @@ import { closeGpuAfterTests, gpuTest } from "../support/gpu.ts";
 import { randomBatch, refConfig, relErr, TINY, tinySetup } from "../model/setup.ts";
 import { TrainingEngine } from "../../src/train/engine.ts";
 import { generateTokens, greedyGenerate, nextTokenLogits } from "../../src/train/generate.ts";
-import { KvDecoder } from "../../src/train/decode.ts";
+import { decoderBytes, KvDecoder } from "../../src/train/decode.ts";
 import { argmax } from "../../src/train/sampling.ts";
 import { CancelledError } from "../../src/util/errors.ts";
 import { forwardBackward } from "../reference/llama_f64.ts";
@@ -160,6 +160,40 @@ gpuTest("KV-cached logits equal the uncached forward and the float64 reference",
     setup.model.destroy();
   }
 });
+
+gpuTest(
+  "decoderBytes covers what a decoder allocates, its attention scratch included",
+  async (ctx) => {
+    const setup = tinySetup(ctx, TINY, 61, CACHE_SPEC);
+    const engine = evalEngine(ctx, setup);
+    try {
+      for (const kvPrecision of ["f32", "f16"] as const) {
+        const before = ctx.memory.total;
+        const d = new KvDecoder(ctx, setup.model, engine.layout, engine.params, {
+          capacity: 40,
+          chunk: 16,
+          kvPrecision,
+        });
+        // A step creates (or grows) the per-context attention scratch, unless an earlier decoder
+        // already made one big enough.
+        await d.step(randomBatch(TINY.vocab, [16], 3).tokens[0]);
+        const used = ctx.memory.total - before;
+        const estimate = decoderBytes(TINY, 40, 16, CACHE_SPEC.r, kvPrecision);
+        d.destroy();
+        // An upper bound, and not a loose one: within the 16-byte padding of each buffer and the
+        // scratch's worst case (sized for any context, this one needs less).
+        assert.ok(used <= estimate, `${kvPrecision}: allocated ${used} > estimated ${estimate}`);
+        assert.ok(
+          estimate - used < 16384 * (TINY.headDim + 2) * 4 + 2048,
+          `${kvPrecision}: ${used} vs ${estimate}`,
+        );
+      }
+    } finally {
+      engine.destroy();
+      setup.model.destroy();
+    }
+  },
+);
 
 gpuTest("an f16 KV cache stays within the rounding of its keys and values", async (ctx) => {
   const setup = tinySetup(ctx, TINY, 53, CACHE_SPEC);
