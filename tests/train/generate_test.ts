@@ -10,6 +10,9 @@ import { generateTokens, greedyGenerate, nextTokenLogits } from "../../src/train
 import { decoderBytes, KvDecoder } from "../../src/train/decode.ts";
 import { argmax } from "../../src/train/sampling.ts";
 import { CancelledError } from "../../src/util/errors.ts";
+import { join } from "node:path";
+import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { loadBaseModel } from "../../src/model/load.ts";
 import { forwardBackward } from "../reference/llama_f64.ts";
 import type { LoraSpec } from "../../src/model/lora.ts";
 
@@ -158,6 +161,57 @@ gpuTest("KV-cached logits equal the uncached forward and the float64 reference",
     decoder.destroy();
     engine.destroy();
     setup.model.destroy();
+  }
+});
+
+gpuTest("Qwen2 (q/k/v biases): KV-cached logits equal the uncached forward", async (ctx) => {
+  const dir = await Deno.makeTempDir({ prefix: "qlorad-generate-" });
+  try {
+    await makeTinyLlama(join(dir, "qwen2"), {
+      modelType: "qwen2",
+      trainRecords: 4,
+      evalRecords: 4,
+    });
+    const model = await loadBaseModel(ctx, join(dir, "qwen2"));
+    const spec: LoraSpec = { ...CACHE_SPEC, targets: ["q", "k", "v"] };
+    const engine = new TrainingEngine(ctx, model, {
+      lora: spec,
+      maxShape: { batch: 1, seq: 16 },
+      gradientCheckpointing: false,
+      seed: 3,
+      maxGradNorm: 0,
+      optimizerGpuBudgetBytes: 0,
+      evalOnly: true,
+    });
+    const decoder = new KvDecoder(ctx, model, engine.layout, engine.params, {
+      capacity: 16,
+      chunk: 5,
+      kvPrecision: "f32",
+    });
+    const row = ctx.createBuffer({ label: "r", category: "scratch", size: model.cfg.hidden * 4 });
+    const out = ctx.createBuffer({ label: "l", category: "scratch", size: model.cfg.vocab * 4 });
+    try {
+      assert.ok(model.layers[0].biases?.k, "the fixture has a k bias");
+      const seq = randomBatch(model.cfg.vocab, [12], 17).tokens[0];
+      let cached = await decoder.step(seq);
+      for (let step = 0; step < 3; step++) {
+        const uncached = await nextTokenLogits(engine, seq, { row, logits: out });
+        assert.ok(
+          relErr(cached, uncached) < CACHE_TOL,
+          `step ${step}: ${relErr(cached, uncached)}`,
+        );
+        seq.push(argmax(cached));
+        cached = await decoder.step([seq[seq.length - 1]]);
+      }
+    } finally {
+      row.destroy();
+      out.destroy();
+      decoder.destroy();
+      engine.destroy();
+      model.destroy();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
