@@ -9,6 +9,7 @@
  *   (d) training tokens/s, tiny and ~50M models, gradient checkpointing off and on
  *   (e) paged vs resident optimizer: the AdamW step alone and the whole training step
  *   (f) Dawn vs Deno's own WebGPU on the same kernels
+ *   (g) generation tokens/s: prefill, KV-cached decode, uncached (src/bench/generate_bench.ts)
  *   targets  the issue's CPU-adapter targets, read from the figures above
  *
  *   deno task bench [--quick] [--json bench-results.json] [--only a,b,...] [--no-deno]
@@ -18,6 +19,7 @@ import { GpuContext } from "../src/gpu/context.ts";
 import { kernelLadder, ladderKernels } from "../src/kernels/ladder.ts";
 import { type BackendRow, benchBackends } from "../src/bench/backend_bench.ts";
 import { benchDequant, type DequantRow } from "../src/bench/dequant_bench.ts";
+import { generateSection } from "../src/bench/generate_bench.ts";
 import { benchLora, type LoraRow } from "../src/bench/lora_bench.ts";
 import {
   benchMatmul,
@@ -353,6 +355,8 @@ if (want("f")) {
   print();
   other?.destroy();
 }
+
+if (want("g")) await generateSection(ctx, { quick, print, progress, results });
 
 // ---- targets ------------------------------------------------------------------------------
 /** pass: the target holds; info: a figure shown next to a target, with its own limit. */

@@ -11,6 +11,7 @@ import type { JobEvent } from "./proto/qlorad/v1/JobEvent.ts";
 export type { QuantizeRequest__Output as QuantizeRequest } from "./proto/qlorad/v1/QuantizeRequest.ts";
 export type { TrainRequest__Output as TrainRequest } from "./proto/qlorad/v1/TrainRequest.ts";
 export type { EvaluateRequest__Output as EvaluateRequest } from "./proto/qlorad/v1/EvaluateRequest.ts";
+export type { GenerateRequest__Output as GenerateRequest } from "./proto/qlorad/v1/GenerateRequest.ts";
 export type { ExportRequest__Output as ExportRequest } from "./proto/qlorad/v1/ExportRequest.ts";
 export type { EstimateMemoryRequest__Output as EstimateMemoryRequest } from "./proto/qlorad/v1/EstimateMemoryRequest.ts";
 export type { LoraConfig__Output as LoraConfig } from "./proto/qlorad/v1/LoraConfig.ts";

@@ -19,6 +19,7 @@ import { quantizeHandler } from "./handlers/quantize.ts";
 import { quantizeModel } from "../quant/quantize_model.ts";
 import { trainHandler } from "./handlers/train.ts";
 import { evaluateHandler } from "./handlers/evaluate.ts";
+import { generateHandler } from "./handlers/generate.ts";
 import { estimateHandler } from "./handlers/estimate.ts";
 import { exportHandler } from "./handlers/export.ts";
 import { exportGguf } from "../export/export_gguf.ts";
@@ -174,6 +175,7 @@ async function serve(
     Quantize: quantizeHandler(ctx),
     Train: trainHandler(ctx),
     Evaluate: evaluateHandler(ctx),
+    Generate: generateHandler(ctx),
     EstimateMemory: estimateHandler(ctx),
     Export: exportHandler(ctx, opts.exportGguf ?? exportGguf),
     ...jobHandlers(ctx),

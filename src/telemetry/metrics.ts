@@ -138,7 +138,7 @@ export function startMetrics(meter: Meter): void {
         counts.set(key, (counts.get(key) ?? 0) + 1);
         if (j.state === "QUEUED") queued++;
       }
-      const kinds = new Set(["quantize", "train", "evaluate"]);
+      const kinds = new Set(["quantize", "train", "evaluate", "generate"]);
       for (const key of counts.keys()) kinds.add(key.split("\u0000")[0]);
       for (const kind of kinds) {
         for (const state of JOB_STATES) {

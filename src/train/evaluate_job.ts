@@ -73,15 +73,9 @@ export async function runEvaluateJob(
   if (ds.examples.length === 0) {
     throw invalidArgument(`${o.labels.dataset}: no example has a token to evaluate`);
   }
-  // Samples are generated inside the same buffers: a prompt plus its new tokens must fit too.
+  // Samples are generated with a KV cache of their own (generate.ts), not in these buffers.
   const promptIds = o.samplePrompts.map((p) => tokenizer.encode(p, { addSpecialTokens: true }));
-  const seqLen = activationSeqLen(
-    [
-      ...ds.examples.map((e) => e.tokens.length),
-      ...promptIds.map((ids) => ids.length + o.maxNewTokens),
-    ],
-    o.maxSeqLen,
-  );
+  const seqLen = activationSeqLen(ds.examples.map((e) => e.tokens.length), o.maxSeqLen);
   const spec = adapter?.spec ?? NO_LORA;
   const ctx = await gpu();
   const estimate = estimateMemory(cfg, {

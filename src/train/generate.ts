@@ -1,13 +1,23 @@
 /**
- * Greedy decoding for evaluation samples, so a person can see what an adapter learned. No KV
- * cache: each new token reruns the prefix (fine for the short samples this is for).
+ * Generation with a KV cache (decode.ts): the prompt runs through the model once (prefill), then
+ * each new token costs one token's forward. Tokens are chosen on the host from the logits
+ * (sampling.ts: greedy, temperature, top-k, top-p, seeded); the generation ends at an EOS token,
+ * a stop string (text_stream.ts), max_new_tokens or the cache's end, and stops at the next token
+ * when its signal aborts. Evaluate's samples (greedyGenerate) use the same path.
+ *
+ * nextTokenLogits is the uncached path kept for comparison: a full forward over the prefix
+ * through the training graph.
  */
 import type { TrainingEngine } from "./engine.ts";
 import { encodeLmHeadLogits } from "../kernels/cross_entropy.ts";
 import type { GpuBuffer } from "../gpu/context.ts";
 import { throwIfAborted } from "../util/errors.ts";
+import { Rng } from "../util/random.ts";
+import { KvDecoder } from "./decode.ts";
+import { GREEDY, sampleToken, type SamplingSettings } from "./sampling.ts";
+import { TextStream } from "./text_stream.ts";
 
-/** Logits [vocab] of the token after `tokens`. */
+/** Logits [vocab] of the token after `tokens`, by a full forward over them (no cache). */
 export async function nextTokenLogits(
   engine: TrainingEngine,
   tokens: number[],
@@ -39,6 +49,87 @@ export async function nextTokenLogits(
   return await ctx.readF32(scratch.logits, 0, cfg.vocab);
 }
 
+/** Why a generation ended. */
+export type FinishReason = "eos" | "stop" | "length";
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  sampling: SamplingSettings;
+  /** Seed of the draws (unused when greedy). */
+  seed: number;
+  /** Token ids that end the generation (not part of the text). */
+  eosIds: readonly number[];
+  /** Texts that end the generation; the text stops just before the first one. */
+  stopStrings?: readonly string[];
+  /** Token ids to text; without it there is no text (and stop strings cannot match). */
+  decode?: (ids: number[]) => string;
+  signal?: AbortSignal;
+  /** Called per generated token with the text now safe to send (may be empty). */
+  onToken?: (tokenId: number, text: string) => void;
+}
+
+export interface GenerateResult {
+  /** Generated ids, an ending EOS included. */
+  tokens: number[];
+  /** The generated text (up to a stop string). */
+  text: string;
+  finishReason: FinishReason;
+  promptTokens: number;
+  /** Wall time of the prefill and of the decode steps (for tokens/s). */
+  prefillMs: number;
+  decodeMs: number;
+}
+
+/** Generates from `prompt` with `decoder` (its cache is reset first). */
+export async function generateTokens(
+  decoder: KvDecoder,
+  prompt: readonly number[],
+  o: GenerateOptions,
+): Promise<GenerateResult> {
+  const rng = new Rng(o.seed);
+  const text = o.decode ? new TextStream(o.decode, o.stopStrings ?? []) : undefined;
+  const tokens: number[] = [];
+  decoder.reset();
+  throwIfAborted(o.signal);
+  const t0 = performance.now();
+  let logits = await decoder.step(prompt);
+  const t1 = performance.now();
+  let finishReason: FinishReason = "length";
+  for (let i = 0; i < o.maxNewTokens; i++) {
+    throwIfAborted(o.signal);
+    const id = sampleToken(logits, o.sampling, rng);
+    tokens.push(id);
+    if (o.eosIds.includes(id)) {
+      finishReason = "eos";
+      o.onToken?.(id, text?.flush() ?? "");
+      break;
+    }
+    const piece = text?.push(id);
+    if (piece?.stopped) {
+      finishReason = "stop";
+      o.onToken?.(id, piece.text);
+      break;
+    }
+    const last = i + 1 === o.maxNewTokens || decoder.length >= decoder.cache.capacity;
+    o.onToken?.(id, (piece?.text ?? "") + (last ? text?.flush() ?? "" : ""));
+    if (last) break;
+    logits = await decoder.step([id]);
+  }
+  return {
+    tokens,
+    text: text?.text ?? "",
+    finishReason,
+    promptTokens: prompt.length,
+    prefillMs: t1 - t0,
+    decodeMs: performance.now() - t1,
+  };
+}
+
+/**
+ * Greedy continuation of `prompt` for Evaluate's samples, on the engine's model and adapter:
+ * the new ids, a stop id that ended it included. A prompt too long for max_position_embeddings
+ * keeps its last tokens.
+ */
 export async function greedyGenerate(
   engine: TrainingEngine,
   prompt: number[],
@@ -46,34 +137,23 @@ export async function greedyGenerate(
   stopIds: number[],
   signal?: AbortSignal,
 ): Promise<number[]> {
-  const { ctx, model } = engine;
-  const maxLen = engine.options.maxShape.seq;
-  const row = ctx.createBuffer({
-    label: "gen_row",
-    category: "scratch",
-    size: model.cfg.hidden * 4,
-  });
-  const logits = ctx.createBuffer({
-    label: "gen_logits",
-    category: "scratch",
-    size: model.cfg.vocab * 4,
+  const cfg = engine.model.cfg;
+  const kept = prompt.slice(-Math.max(1, cfg.maxPositions - maxNewTokens));
+  const decoder = new KvDecoder(engine.ctx, engine.model, engine.layout, engine.params, {
+    capacity: Math.min(cfg.maxPositions, kept.length + maxNewTokens),
+    // Samples are short: an f32 cache keeps them the exact f32 continuation on every adapter.
+    kvPrecision: "f32",
   });
   try {
-    const tokens = prompt.slice(-maxLen);
-    const out: number[] = [];
-    for (let i = 0; i < maxNewTokens; i++) {
-      throwIfAborted(signal);
-      if (tokens.length >= maxLen) tokens.shift();
-      const l = await nextTokenLogits(engine, tokens, { row, logits });
-      let best = 0;
-      for (let v = 1; v < l.length; v++) if (l[v] > l[best]) best = v;
-      out.push(best);
-      if (stopIds.includes(best)) break;
-      tokens.push(best);
-    }
-    return out;
+    const r = await generateTokens(decoder, kept, {
+      maxNewTokens,
+      sampling: GREEDY,
+      seed: 0,
+      eosIds: stopIds,
+      signal,
+    });
+    return r.tokens;
   } finally {
-    row.destroy();
-    logits.destroy();
+    decoder.destroy();
   }
 }

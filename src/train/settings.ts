@@ -103,7 +103,7 @@ interface Range {
 const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 
 /** A number in `range`, `fallback` when undefined; a SettingError naming `name` otherwise. */
-function inRange(value: unknown, name: string, range: Range, fallback: number): number {
+export function inRange(value: unknown, name: string, range: Range, fallback: number): number {
   if (value === undefined || value === null) return fallback;
   let v: number;
   if (typeof value === "number") v = value;

@@ -16,6 +16,7 @@ import type {
   Echoed,
   EvaluateRequest,
   ExportRequest,
+  GenerateRequest,
   JobEventStream,
   QuantizeRequest,
   TrainRequest,
@@ -27,6 +28,7 @@ export type JobRequest =
   | Echoed<QuantizeRequest>
   | Echoed<TrainRequest>
   | Echoed<EvaluateRequest>
+  | Echoed<GenerateRequest>
   | Echoed<ExportRequest>;
 
 /** A job-starting RPC: its checks, and the job a checked request becomes. */

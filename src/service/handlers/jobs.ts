@@ -60,6 +60,7 @@ const KINDS: Record<JobKind, JobKindName> = {
   quantize: "JOB_KIND_QUANTIZE",
   train: "JOB_KIND_TRAIN",
   evaluate: "JOB_KIND_EVALUATE",
+  generate: "JOB_KIND_GENERATE",
   export: "JOB_KIND_EXPORT",
 };
 
@@ -237,6 +238,7 @@ const JOB_KIND_OF: Record<string, JobKind | undefined> = {
   JOB_KIND_QUANTIZE: "quantize",
   JOB_KIND_TRAIN: "train",
   JOB_KIND_EVALUATE: "evaluate",
+  JOB_KIND_GENERATE: "generate",
   JOB_KIND_EXPORT: "export",
 };
 

@@ -5,7 +5,7 @@
  */
 import type { ErrorKind } from "../../util/errors.ts";
 
-export type JobKind = "quantize" | "train" | "evaluate" | "export";
+export type JobKind = "quantize" | "train" | "evaluate" | "generate" | "export";
 export type JobState = "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
 
 export function isTerminal(state: JobState): boolean {
@@ -36,6 +36,8 @@ export type JobPayload =
   | { eval_result: Record<string, unknown> }
   | { quantize_result: Record<string, unknown> }
   | { train_result: Record<string, unknown> }
+  | { generated_text: { text: string; token_ids: number[] } }
+  | { generate_result: Record<string, unknown> }
   | { export_result: Record<string, unknown> }
   | { error: JobErrorInfo }
   | { log: { level: "info" | "warning"; message: string } };

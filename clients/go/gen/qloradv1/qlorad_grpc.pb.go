@@ -31,6 +31,14 @@ type QLoRAClient interface {
 	// Evaluates a base model, or a base model plus an adapter, on a dataset.
 	// Ends with a SUCCEEDED event carrying an EvalResult.
 	Evaluate(ctx context.Context, in *EvaluateRequest, opts ...grpc.CallOption) (QLoRA_EvaluateClient, error)
+	// Generates text from a prompt or chat messages with a base model, or a base
+	// model plus an adapter. A job like Evaluate (it waits its turn for the GPU):
+	// streams QUEUED, RUNNING, Progress while the model loads, one GeneratedText
+	// event per generated token, and ends with a SUCCEEDED event carrying a
+	// GenerateResult (finish reason EOS, STOP or LENGTH). CancelJob stops it at the next token and it ends
+	// CANCELLED; so does the client going away (cancelling the call or
+	// disconnecting): unlike the other jobs, a generation follows its call.
+	Generate(ctx context.Context, in *GenerateRequest, opts ...grpc.CallOption) (QLoRA_GenerateClient, error)
 	// Replays a job's events from `from_seq`, then follows it live until it ends.
 	// The stream ends OK after the job's last event, whatever the job's outcome.
 	WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (QLoRA_WatchJobClient, error)
@@ -159,8 +167,40 @@ func (x *qLoRAEvaluateClient) Recv() (*JobEvent, error) {
 	return m, nil
 }
 
+func (c *qLoRAClient) Generate(ctx context.Context, in *GenerateRequest, opts ...grpc.CallOption) (QLoRA_GenerateClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_QLoRA_serviceDesc.Streams[3], "/qlorad.v1.QLoRA/Generate", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &qLoRAGenerateClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type QLoRA_GenerateClient interface {
+	Recv() (*JobEvent, error)
+	grpc.ClientStream
+}
+
+type qLoRAGenerateClient struct {
+	grpc.ClientStream
+}
+
+func (x *qLoRAGenerateClient) Recv() (*JobEvent, error) {
+	m := new(JobEvent)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func (c *qLoRAClient) WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (QLoRA_WatchJobClient, error) {
-	stream, err := c.cc.NewStream(ctx, &_QLoRA_serviceDesc.Streams[3], "/qlorad.v1.QLoRA/WatchJob", opts...)
+	stream, err := c.cc.NewStream(ctx, &_QLoRA_serviceDesc.Streams[4], "/qlorad.v1.QLoRA/WatchJob", opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +268,7 @@ func (c *qLoRAClient) EstimateMemory(ctx context.Context, in *EstimateMemoryRequ
 }
 
 func (c *qLoRAClient) Export(ctx context.Context, in *ExportRequest, opts ...grpc.CallOption) (QLoRA_ExportClient, error) {
-	stream, err := c.cc.NewStream(ctx, &_QLoRA_serviceDesc.Streams[4], "/qlorad.v1.QLoRA/Export", opts...)
+	stream, err := c.cc.NewStream(ctx, &_QLoRA_serviceDesc.Streams[5], "/qlorad.v1.QLoRA/Export", opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -277,6 +317,14 @@ type QLoRAServer interface {
 	// Evaluates a base model, or a base model plus an adapter, on a dataset.
 	// Ends with a SUCCEEDED event carrying an EvalResult.
 	Evaluate(*EvaluateRequest, QLoRA_EvaluateServer) error
+	// Generates text from a prompt or chat messages with a base model, or a base
+	// model plus an adapter. A job like Evaluate (it waits its turn for the GPU):
+	// streams QUEUED, RUNNING, Progress while the model loads, one GeneratedText
+	// event per generated token, and ends with a SUCCEEDED event carrying a
+	// GenerateResult (finish reason EOS, STOP or LENGTH). CancelJob stops it at the next token and it ends
+	// CANCELLED; so does the client going away (cancelling the call or
+	// disconnecting): unlike the other jobs, a generation follows its call.
+	Generate(*GenerateRequest, QLoRA_GenerateServer) error
 	// Replays a job's events from `from_seq`, then follows it live until it ends.
 	// The stream ends OK after the job's last event, whatever the job's outcome.
 	WatchJob(*WatchJobRequest, QLoRA_WatchJobServer) error
@@ -314,6 +362,9 @@ func (UnimplementedQLoRAServer) Train(*TrainRequest, QLoRA_TrainServer) error {
 }
 func (UnimplementedQLoRAServer) Evaluate(*EvaluateRequest, QLoRA_EvaluateServer) error {
 	return status.Errorf(codes.Unimplemented, "method Evaluate not implemented")
+}
+func (UnimplementedQLoRAServer) Generate(*GenerateRequest, QLoRA_GenerateServer) error {
+	return status.Errorf(codes.Unimplemented, "method Generate not implemented")
 }
 func (UnimplementedQLoRAServer) WatchJob(*WatchJobRequest, QLoRA_WatchJobServer) error {
 	return status.Errorf(codes.Unimplemented, "method WatchJob not implemented")
@@ -406,6 +457,27 @@ type qLoRAEvaluateServer struct {
 }
 
 func (x *qLoRAEvaluateServer) Send(m *JobEvent) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _QLoRA_Generate_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GenerateRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(QLoRAServer).Generate(m, &qLoRAGenerateServer{stream})
+}
+
+type QLoRA_GenerateServer interface {
+	Send(*JobEvent) error
+	grpc.ServerStream
+}
+
+type qLoRAGenerateServer struct {
+	grpc.ServerStream
+}
+
+func (x *qLoRAGenerateServer) Send(m *JobEvent) error {
 	return x.ServerStream.SendMsg(m)
 }
 
@@ -558,6 +630,11 @@ var _QLoRA_serviceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Evaluate",
 			Handler:       _QLoRA_Evaluate_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Generate",
+			Handler:       _QLoRA_Generate_Handler,
 			ServerStreams: true,
 		},
 		{

@@ -16,8 +16,13 @@ EXPORT_TYPE_F32: ExportType
 EXPORT_TYPE_Q4_0: ExportType
 EXPORT_TYPE_Q8_0: ExportType
 EXPORT_TYPE_UNSPECIFIED: ExportType
+FINISH_REASON_EOS: FinishReason
+FINISH_REASON_LENGTH: FinishReason
+FINISH_REASON_STOP: FinishReason
+FINISH_REASON_UNSPECIFIED: FinishReason
 JOB_KIND_EVALUATE: JobKind
 JOB_KIND_EXPORT: JobKind
+JOB_KIND_GENERATE: JobKind
 JOB_KIND_QUANTIZE: JobKind
 JOB_KIND_TRAIN: JobKind
 JOB_KIND_UNSPECIFIED: JobKind
@@ -49,6 +54,14 @@ class CancelJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ["content", "role"]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    content: str
+    role: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class Checkpoint(_message.Message):
     __slots__ = ["is_final", "path", "step"]
@@ -167,6 +180,52 @@ class ExportResult(_message.Message):
     type: ExportType
     def __init__(self, output_path: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., type: _Optional[_Union[ExportType, str]] = ..., tensors: _Optional[int] = ..., merged_linears: _Optional[int] = ..., f16_fallbacks: _Optional[_Iterable[str]] = ..., bytes: _Optional[int] = ...) -> None: ...
 
+class GenerateRequest(_message.Message):
+    __slots__ = ["adapter_path", "base_model_path", "ignore_eos", "max_new_tokens", "messages", "prompt", "request_id", "seed", "stop", "temperature", "top_k", "top_p"]
+    ADAPTER_PATH_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_EOS_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    adapter_path: str
+    base_model_path: str
+    ignore_eos: bool
+    max_new_tokens: int
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    prompt: str
+    request_id: str
+    seed: int
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    temperature: float
+    top_k: int
+    top_p: float
+    def __init__(self, base_model_path: _Optional[str] = ..., adapter_path: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., ignore_eos: bool = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GenerateResult(_message.Message):
+    __slots__ = ["decode_tokens_per_second", "finish_reason", "generated_tokens", "prefill_tokens_per_second", "prompt_tokens", "text", "token_ids"]
+    DECODE_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    decode_tokens_per_second: float
+    finish_reason: FinishReason
+    generated_tokens: int
+    prefill_tokens_per_second: float
+    prompt_tokens: int
+    text: str
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, text: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., prefill_tokens_per_second: _Optional[float] = ..., decode_tokens_per_second: _Optional[float] = ...) -> None: ...
+
 class GeneratedSample(_message.Message):
     __slots__ = ["completion", "prompt"]
     COMPLETION_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +233,14 @@ class GeneratedSample(_message.Message):
     completion: str
     prompt: str
     def __init__(self, prompt: _Optional[str] = ..., completion: _Optional[str] = ...) -> None: ...
+
+class GeneratedText(_message.Message):
+    __slots__ = ["text", "token_ids"]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ["job_id"]
@@ -218,12 +285,13 @@ class Hyperparameters(_message.Message):
     def __init__(self, learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[_Union[LrScheduler, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., micro_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_len: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., gradient_checkpointing: bool = ..., save_steps: _Optional[int] = ..., eval_steps: _Optional[int] = ..., optimizer_gpu_budget_bytes: _Optional[int] = ..., packing: bool = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ["created_time", "error", "evaluate", "export", "finished_time", "job_id", "kind", "last_event", "last_seq", "quantize", "started_time", "state", "summary", "train"]
+    __slots__ = ["created_time", "error", "evaluate", "export", "finished_time", "generate", "job_id", "kind", "last_event", "last_seq", "quantize", "started_time", "state", "summary", "train"]
     CREATED_TIME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_TIME_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LAST_EVENT_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +306,7 @@ class Job(_message.Message):
     evaluate: EvaluateRequest
     export: ExportRequest
     finished_time: _timestamp_pb2.Timestamp
+    generate: GenerateRequest
     job_id: str
     kind: JobKind
     last_event: JobEvent
@@ -247,7 +316,7 @@ class Job(_message.Message):
     state: JobState
     summary: str
     train: TrainRequest
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., created_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., last_event: _Optional[_Union[JobEvent, _Mapping]] = ..., quantize: _Optional[_Union[QuantizeRequest, _Mapping]] = ..., train: _Optional[_Union[TrainRequest, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., created_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., last_event: _Optional[_Union[JobEvent, _Mapping]] = ..., quantize: _Optional[_Union[QuantizeRequest, _Mapping]] = ..., train: _Optional[_Union[TrainRequest, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateRequest, _Mapping]] = ..., generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ["code", "message"]
@@ -258,11 +327,13 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ["checkpoint", "error", "eval_result", "export_result", "job_id", "log", "progress", "quantize_result", "seq", "state", "time", "train_metrics", "train_result"]
+    __slots__ = ["checkpoint", "error", "eval_result", "export_result", "generate_result", "generated_text", "job_id", "log", "progress", "quantize_result", "seq", "state", "time", "train_metrics", "train_result"]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EVAL_RESULT_FIELD_NUMBER: _ClassVar[int]
     EXPORT_RESULT_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_TEXT_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_RESULT_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +347,8 @@ class JobEvent(_message.Message):
     error: JobError
     eval_result: EvalResult
     export_result: ExportResult
+    generate_result: GenerateResult
+    generated_text: GeneratedText
     job_id: str
     log: Log
     progress: Progress
@@ -285,7 +358,7 @@ class JobEvent(_message.Message):
     time: _timestamp_pb2.Timestamp
     train_metrics: TrainMetrics
     train_result: TrainResult
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., train_metrics: _Optional[_Union[TrainMetrics, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., eval_result: _Optional[_Union[EvalResult, _Mapping]] = ..., quantize_result: _Optional[_Union[QuantizeResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., train_result: _Optional[_Union[TrainResult, _Mapping]] = ..., export_result: _Optional[_Union[ExportResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., train_metrics: _Optional[_Union[TrainMetrics, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., eval_result: _Optional[_Union[EvalResult, _Mapping]] = ..., quantize_result: _Optional[_Union[QuantizeResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., train_result: _Optional[_Union[TrainResult, _Mapping]] = ..., generated_text: _Optional[_Union[GeneratedText, _Mapping]] = ..., generate_result: _Optional[_Union[GenerateResult, _Mapping]] = ..., export_result: _Optional[_Union[ExportResult, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ["kind", "limit", "states"]
@@ -493,6 +566,9 @@ class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class LogLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

@@ -29,6 +29,11 @@ class QLoRAStub(object):
                 request_serializer=qlorad_dot_v1_dot_qlorad__pb2.EvaluateRequest.SerializeToString,
                 response_deserializer=qlorad_dot_v1_dot_qlorad__pb2.JobEvent.FromString,
                 )
+        self.Generate = channel.unary_stream(
+                '/qlorad.v1.QLoRA/Generate',
+                request_serializer=qlorad_dot_v1_dot_qlorad__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=qlorad_dot_v1_dot_qlorad__pb2.JobEvent.FromString,
+                )
         self.WatchJob = channel.unary_stream(
                 '/qlorad.v1.QLoRA/WatchJob',
                 request_serializer=qlorad_dot_v1_dot_qlorad__pb2.WatchJobRequest.SerializeToString,
@@ -88,6 +93,19 @@ class QLoRAServicer(object):
     def Evaluate(self, request, context):
         """Evaluates a base model, or a base model plus an adapter, on a dataset.
         Ends with a SUCCEEDED event carrying an EvalResult.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Generate(self, request, context):
+        """Generates text from a prompt or chat messages with a base model, or a base
+        model plus an adapter. A job like Evaluate (it waits its turn for the GPU):
+        streams QUEUED, RUNNING, Progress while the model loads, one GeneratedText
+        event per generated token, and ends with a SUCCEEDED event carrying a
+        GenerateResult (finish reason EOS, STOP or LENGTH). CancelJob stops it at the next token and it ends
+        CANCELLED; so does the client going away (cancelling the call or
+        disconnecting): unlike the other jobs, a generation follows its call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +179,11 @@ def add_QLoRAServicer_to_server(servicer, server):
             'Evaluate': grpc.unary_stream_rpc_method_handler(
                     servicer.Evaluate,
                     request_deserializer=qlorad_dot_v1_dot_qlorad__pb2.EvaluateRequest.FromString,
+                    response_serializer=qlorad_dot_v1_dot_qlorad__pb2.JobEvent.SerializeToString,
+            ),
+            'Generate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Generate,
+                    request_deserializer=qlorad_dot_v1_dot_qlorad__pb2.GenerateRequest.FromString,
                     response_serializer=qlorad_dot_v1_dot_qlorad__pb2.JobEvent.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
@@ -250,6 +273,23 @@ class QLoRA(object):
             metadata=None):
         return grpc.experimental.unary_stream(request, target, '/qlorad.v1.QLoRA/Evaluate',
             qlorad_dot_v1_dot_qlorad__pb2.EvaluateRequest.SerializeToString,
+            qlorad_dot_v1_dot_qlorad__pb2.JobEvent.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Generate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/qlorad.v1.QLoRA/Generate',
+            qlorad_dot_v1_dot_qlorad__pb2.GenerateRequest.SerializeToString,
             qlorad_dot_v1_dot_qlorad__pb2.JobEvent.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -8,6 +8,7 @@ import type { JobEvent as _qlorad_v1_JobEvent, JobEvent__Output as _qlorad_v1_Jo
 import type { QuantizeRequest as _qlorad_v1_QuantizeRequest, QuantizeRequest__Output as _qlorad_v1_QuantizeRequest__Output } from '../../qlorad/v1/QuantizeRequest.ts';
 import type { TrainRequest as _qlorad_v1_TrainRequest, TrainRequest__Output as _qlorad_v1_TrainRequest__Output } from '../../qlorad/v1/TrainRequest.ts';
 import type { EvaluateRequest as _qlorad_v1_EvaluateRequest, EvaluateRequest__Output as _qlorad_v1_EvaluateRequest__Output } from '../../qlorad/v1/EvaluateRequest.ts';
+import type { GenerateRequest as _qlorad_v1_GenerateRequest, GenerateRequest__Output as _qlorad_v1_GenerateRequest__Output } from '../../qlorad/v1/GenerateRequest.ts';
 import type { ExportRequest as _qlorad_v1_ExportRequest, ExportRequest__Output as _qlorad_v1_ExportRequest__Output } from '../../qlorad/v1/ExportRequest.ts';
 import type { Long } from '@grpc/proto-loader';
 
@@ -25,8 +26,9 @@ export interface Job {
   'quantize'?: (_qlorad_v1_QuantizeRequest | null);
   'train'?: (_qlorad_v1_TrainRequest | null);
   'evaluate'?: (_qlorad_v1_EvaluateRequest | null);
+  'generate'?: (_qlorad_v1_GenerateRequest | null);
   'export'?: (_qlorad_v1_ExportRequest | null);
-  'request'?: "quantize"|"train"|"evaluate"|"export";
+  'request'?: "quantize"|"train"|"evaluate"|"generate"|"export";
 }
 
 export interface Job__Output {
@@ -43,6 +45,7 @@ export interface Job__Output {
   'quantize'?: (_qlorad_v1_QuantizeRequest__Output | null);
   'train'?: (_qlorad_v1_TrainRequest__Output | null);
   'evaluate'?: (_qlorad_v1_EvaluateRequest__Output | null);
+  'generate'?: (_qlorad_v1_GenerateRequest__Output | null);
   'export'?: (_qlorad_v1_ExportRequest__Output | null);
-  'request'?: "quantize"|"train"|"evaluate"|"export";
+  'request'?: "quantize"|"train"|"evaluate"|"generate"|"export";
 }

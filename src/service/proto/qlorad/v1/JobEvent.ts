@@ -10,6 +10,8 @@ import type { QuantizeResult as _qlorad_v1_QuantizeResult, QuantizeResult__Outpu
 import type { JobError as _qlorad_v1_JobError, JobError__Output as _qlorad_v1_JobError__Output } from '../../qlorad/v1/JobError.ts';
 import type { Log as _qlorad_v1_Log, Log__Output as _qlorad_v1_Log__Output } from '../../qlorad/v1/Log.ts';
 import type { TrainResult as _qlorad_v1_TrainResult, TrainResult__Output as _qlorad_v1_TrainResult__Output } from '../../qlorad/v1/TrainResult.ts';
+import type { GeneratedText as _qlorad_v1_GeneratedText, GeneratedText__Output as _qlorad_v1_GeneratedText__Output } from '../../qlorad/v1/GeneratedText.ts';
+import type { GenerateResult as _qlorad_v1_GenerateResult, GenerateResult__Output as _qlorad_v1_GenerateResult__Output } from '../../qlorad/v1/GenerateResult.ts';
 import type { ExportResult as _qlorad_v1_ExportResult, ExportResult__Output as _qlorad_v1_ExportResult__Output } from '../../qlorad/v1/ExportResult.ts';
 import type { Long } from '@grpc/proto-loader';
 
@@ -26,8 +28,10 @@ export interface JobEvent {
   'error'?: (_qlorad_v1_JobError | null);
   'log'?: (_qlorad_v1_Log | null);
   'train_result'?: (_qlorad_v1_TrainResult | null);
+  'generated_text'?: (_qlorad_v1_GeneratedText | null);
+  'generate_result'?: (_qlorad_v1_GenerateResult | null);
   'export_result'?: (_qlorad_v1_ExportResult | null);
-  'payload'?: "progress"|"train_metrics"|"checkpoint"|"eval_result"|"quantize_result"|"error"|"log"|"train_result"|"export_result";
+  'payload'?: "progress"|"train_metrics"|"checkpoint"|"eval_result"|"quantize_result"|"error"|"log"|"train_result"|"generated_text"|"generate_result"|"export_result";
 }
 
 export interface JobEvent__Output {
@@ -43,6 +47,8 @@ export interface JobEvent__Output {
   'error'?: (_qlorad_v1_JobError__Output | null);
   'log'?: (_qlorad_v1_Log__Output | null);
   'train_result'?: (_qlorad_v1_TrainResult__Output | null);
+  'generated_text'?: (_qlorad_v1_GeneratedText__Output | null);
+  'generate_result'?: (_qlorad_v1_GenerateResult__Output | null);
   'export_result'?: (_qlorad_v1_ExportResult__Output | null);
-  'payload'?: "progress"|"train_metrics"|"checkpoint"|"eval_result"|"quantize_result"|"error"|"log"|"train_result"|"export_result";
+  'payload'?: "progress"|"train_metrics"|"checkpoint"|"eval_result"|"quantize_result"|"error"|"log"|"train_result"|"generated_text"|"generate_result"|"export_result";
 }

@@ -5,6 +5,7 @@ export const JobKind = {
   JOB_KIND_QUANTIZE: 'JOB_KIND_QUANTIZE',
   JOB_KIND_TRAIN: 'JOB_KIND_TRAIN',
   JOB_KIND_EVALUATE: 'JOB_KIND_EVALUATE',
+  JOB_KIND_GENERATE: 'JOB_KIND_GENERATE',
   JOB_KIND_EXPORT: 'JOB_KIND_EXPORT',
 } as const;
 
@@ -17,6 +18,8 @@ export type JobKind =
   | 2
   | 'JOB_KIND_EVALUATE'
   | 3
+  | 'JOB_KIND_GENERATE'
+  | 4
   | 'JOB_KIND_EXPORT'
   | 5
 

@@ -7,6 +7,7 @@ import type { EstimateMemoryRequest as _qlorad_v1_EstimateMemoryRequest, Estimat
 import type { EstimateMemoryResponse as _qlorad_v1_EstimateMemoryResponse, EstimateMemoryResponse__Output as _qlorad_v1_EstimateMemoryResponse__Output } from '../../qlorad/v1/EstimateMemoryResponse.ts';
 import type { EvaluateRequest as _qlorad_v1_EvaluateRequest, EvaluateRequest__Output as _qlorad_v1_EvaluateRequest__Output } from '../../qlorad/v1/EvaluateRequest.ts';
 import type { ExportRequest as _qlorad_v1_ExportRequest, ExportRequest__Output as _qlorad_v1_ExportRequest__Output } from '../../qlorad/v1/ExportRequest.ts';
+import type { GenerateRequest as _qlorad_v1_GenerateRequest, GenerateRequest__Output as _qlorad_v1_GenerateRequest__Output } from '../../qlorad/v1/GenerateRequest.ts';
 import type { GetJobRequest as _qlorad_v1_GetJobRequest, GetJobRequest__Output as _qlorad_v1_GetJobRequest__Output } from '../../qlorad/v1/GetJobRequest.ts';
 import type { Job as _qlorad_v1_Job, Job__Output as _qlorad_v1_Job__Output } from '../../qlorad/v1/Job.ts';
 import type { JobEvent as _qlorad_v1_JobEvent, JobEvent__Output as _qlorad_v1_JobEvent__Output } from '../../qlorad/v1/JobEvent.ts';
@@ -21,6 +22,7 @@ export interface QLoRADefinition {
   EstimateMemory: MethodDefinition<_qlorad_v1_EstimateMemoryRequest, _qlorad_v1_EstimateMemoryResponse, _qlorad_v1_EstimateMemoryRequest__Output, _qlorad_v1_EstimateMemoryResponse__Output>
   Evaluate: MethodDefinition<_qlorad_v1_EvaluateRequest, _qlorad_v1_JobEvent, _qlorad_v1_EvaluateRequest__Output, _qlorad_v1_JobEvent__Output>
   Export: MethodDefinition<_qlorad_v1_ExportRequest, _qlorad_v1_JobEvent, _qlorad_v1_ExportRequest__Output, _qlorad_v1_JobEvent__Output>
+  Generate: MethodDefinition<_qlorad_v1_GenerateRequest, _qlorad_v1_JobEvent, _qlorad_v1_GenerateRequest__Output, _qlorad_v1_JobEvent__Output>
   GetJob: MethodDefinition<_qlorad_v1_GetJobRequest, _qlorad_v1_Job, _qlorad_v1_GetJobRequest__Output, _qlorad_v1_Job__Output>
   ListJobs: MethodDefinition<_qlorad_v1_ListJobsRequest, _qlorad_v1_ListJobsResponse, _qlorad_v1_ListJobsRequest__Output, _qlorad_v1_ListJobsResponse__Output>
   Quantize: MethodDefinition<_qlorad_v1_QuantizeRequest, _qlorad_v1_JobEvent, _qlorad_v1_QuantizeRequest__Output, _qlorad_v1_JobEvent__Output>
