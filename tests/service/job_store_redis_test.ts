@@ -1,0 +1,363 @@
+/**
+ * The Redis job store (src/service/jobs/redis_store.ts) on a real `redis-server` started here on a
+ * free loopback port, its data in a temporary folder with the append-only file on: the JobStore
+ * contract (job_store_contract.ts), whose crash is a SIGKILL of Redis and a restart on the same
+ * AOF; then what only a shared store has: a restart of Redis under a live client (nothing ended or
+ * acknowledged is lost, calls fail "unavailable" meanwhile and work again by themselves), a lease
+ * that expires and passes to another replica with a larger token while the stale owner is fenced
+ * off, tokens that keep growing across a restart, AUTH, and the connection settings (no password
+ * on a flag). Skipped, saying why, only where no redis-server is installed (scripts/qlorad.sh
+ * installs Debian's for the suite).
+ */
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import { Rng } from "../../src/util/random.ts";
+import { QloradError } from "../../src/util/errors.ts";
+import { endedRecord, StoreConflictError } from "../../src/service/jobs.ts";
+import type { JobEvent, JobRecord, JobStore } from "../../src/service/jobs.ts";
+import { RedisJobStore } from "../../src/service/jobs/redis_store.ts";
+import { redisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
+import type { RedisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
+import { silentLogger } from "../../src/service/status.ts";
+import { jobStoreContract } from "./job_store_contract.ts";
+import { findRedisServer, freePort, RedisServer } from "../support/redis_server.ts";
+
+const binary = findRedisServer();
+if (!binary) {
+  console.log(
+    "job_store_redis_test: SKIPPED, no redis-server installed (apt-get install redis-server; " +
+      "scripts/qlorad.sh test installs it)",
+  );
+}
+const ignore = binary === undefined;
+
+/** Settings for a test server, read the way `qlorad serve` reads them. */
+async function settingsFor(url: string, env: Record<string, string> = {}) {
+  return (await redisStoreSettings({ flag: url, env: (k) => env[k] }))!;
+}
+
+async function openStore(server: RedisServer, password?: string): Promise<RedisJobStore> {
+  const settings = await settingsFor(
+    server.url,
+    password ? { QLORAD_STORE_PASSWORD: password } : {},
+  );
+  return await RedisJobStore.open(settings, silentLogger, { connectTimeoutMs: 5_000 });
+}
+
+if (binary) {
+  jobStoreContract({
+    name: "redis",
+    async fresh() {
+      const server = await RedisServer.start(binary);
+      const opened: JobStore[] = [await openStore(server)];
+      return {
+        store: opened[0],
+        async crashAndReopen() {
+          await server.kill();
+          await server.restart();
+          const store = await openStore(server);
+          opened.push(store);
+          return store;
+        },
+        async dispose() {
+          for (const s of opened) await s.close();
+          await server.dispose();
+        },
+      };
+    },
+  });
+}
+
+function record(jobId: string, createdMs: number): JobRecord {
+  return {
+    job_id: jobId,
+    kind: "train",
+    state: "QUEUED",
+    created_ms: createdMs,
+    summary: `train ${jobId}`,
+    request: { base_model_path: `models/${jobId}` },
+    last_seq: 0,
+  };
+}
+
+function event(jobId: string, seq: number, rng: Rng): JobEvent {
+  return {
+    job_id: jobId,
+    seq,
+    time_ms: 1_000_000 + rng.int(1_000_000),
+    state: "RUNNING",
+    payload: { train_metrics: { step: seq, loss: rng.int(1000) / 1000 } },
+  };
+}
+
+const isUnavailable = (err: unknown) => err instanceof QloradError && err.kind === "unavailable";
+const isFence = (err: unknown) => err instanceof StoreConflictError && err.reason === "fence";
+
+/** Retries `op` until it stops failing "unavailable" (bounded by a count, not by a clock). */
+async function untilAvailable<T>(op: () => Promise<T>): Promise<T> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (!isUnavailable(err) || attempt >= 400) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+}
+
+Deno.test({
+  name: "redis store: a Redis restart under a live client loses nothing acknowledged",
+  ignore,
+  async fn() {
+    const server = await RedisServer.start(binary!);
+    const store = await openStore(server);
+    try {
+      const rng = new Rng(5);
+      const ended = record("ended", 3);
+      const open = record("open", 7);
+      await store.create(ended);
+      await store.create(open);
+      const endedLog = [1, 2].map((s) => event("ended", s, rng));
+      for (const e of endedLog) await store.append(e);
+      const last: JobEvent = { ...event("ended", 3, rng), state: "SUCCEEDED" };
+      const final = endedRecord({ ...ended, last_seq: 2 }, last);
+      assert.equal(await store.end(last, final, { expectGeneration: 1 }), 2);
+      const openLog = [1, 2, 3, 4, 5].map((s) => event("open", s, rng));
+      await Promise.all(openLog.map((e) => store.append(e)));
+
+      await server.kill();
+      // While Redis is down: every call fails at once, "unavailable", naming the store.
+      await assert.rejects(store.get("ended"), (err: Error) => {
+        assert.ok(isUnavailable(err), String(err));
+        assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${server.port}`));
+        return true;
+      });
+      await assert.rejects(store.append(event("open", 6, rng)), isUnavailable);
+      await assert.rejects(Array.fromAsync(store.read("open", 1)), isUnavailable);
+
+      await server.restart();
+      // The same client reconnects by itself.
+      const got = await untilAvailable(() => store.get("ended"));
+      assert.deepEqual(got, { record: final, generation: 2 });
+      assert.deepEqual(await Array.fromAsync(store.read("ended", 1)), [...endedLog, last]);
+      // appendfsync always: every acknowledged append is there, and the log goes on from it.
+      assert.deepEqual(await Array.fromAsync(store.read("open", 1)), openLog);
+      const next = event("open", 6, rng);
+      await store.append(next);
+      assert.deepEqual(await Array.fromAsync(store.read("open", 4)), [...openLog.slice(3), next]);
+      assert.deepEqual((await store.list()).map((j) => j.record.job_id), ["open", "ended"]);
+    } finally {
+      await store.close();
+      await server.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "redis store: an expired lease passes to another replica; the stale owner is fenced off",
+  ignore,
+  async fn() {
+    const server = await RedisServer.start(binary!);
+    // Two replicas: two clients of one Redis.
+    const a = await openStore(server);
+    const b = await openStore(server);
+    try {
+      const rng = new Rng(17);
+      const r = record("j", 1);
+      await a.create(r);
+      const leaseA = (await a.claim("j", "replica-a", 150))!;
+      assert.ok(leaseA, "a claims the free job");
+      await a.append(event("j", 1, rng), { fence: leaseA.token });
+      const running = { ...r, state: "RUNNING" as const, last_seq: 1 };
+      assert.equal(await a.put(running, { expectGeneration: 1, fence: leaseA.token }), 2);
+
+      // a stops renewing (a paused pod): b polls until the lease has expired and takes the job.
+      let leaseB;
+      for (let attempt = 0; attempt < 400 && !leaseB; attempt++) {
+        leaseB = await b.claim("j", "replica-b", 60_000);
+        if (!leaseB) await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      assert.ok(leaseB, "b took the job over once a's lease expired");
+      assert.equal(leaseB.owner, "replica-b");
+      assert.ok(leaseB.token > leaseA.token, `token ${leaseB.token} after ${leaseA.token}`);
+
+      // a wakes up: it cannot renew, append, put or end.
+      assert.equal(await a.renew(leaseA, 60_000), undefined);
+      await assert.rejects(a.append(event("j", 2, rng), { fence: leaseA.token }), isFence);
+      await assert.rejects(
+        a.put({ ...running, summary: "stale" }, { expectGeneration: 2, fence: leaseA.token }),
+        isFence,
+      );
+      const last: JobEvent = { ...event("j", 2, rng), state: "FAILED" };
+      await assert.rejects(
+        a.end(last, endedRecord(running, last), { expectGeneration: 2, fence: leaseA.token }),
+        isFence,
+      );
+      await a.release(leaseA); // changes nothing: b still holds it
+      assert.equal(await a.claim("j", "replica-a", 60_000), undefined);
+
+      // b goes on from where a's log stopped, and its writes are the ones that count.
+      const second = event("j", 2, rng);
+      await b.append(second, { fence: leaseB.token });
+      const done: JobEvent = { ...event("j", 3, rng), state: "SUCCEEDED" };
+      const final = endedRecord({ ...running, last_seq: 2 }, done);
+      assert.equal(await b.end(done, final, { expectGeneration: 2, fence: leaseB.token }), 3);
+      assert.deepEqual((await a.get("j"))?.record, final, "a sees b's outcome");
+      assert.deepEqual((await Array.fromAsync(a.read("j", 1))).map((e) => e.seq), [1, 2, 3]);
+
+      // Tokens keep growing across a crash and restart of Redis.
+      await b.create(record("k", 2));
+      await server.kill();
+      await server.restart();
+      const leaseK = await untilAvailable(() => b.claim("k", "replica-b", 60_000));
+      assert.ok(
+        leaseK && leaseK.token > leaseB.token,
+        `token ${leaseK?.token} after ${leaseB.token}`,
+      );
+      // Even when the restart lost the counter itself (an AOF fsynced once a second on a host
+      // that crashed): the next token still comes after every one handed out before.
+      await b.release(leaseK!);
+      const raw = new Redis({ host: "127.0.0.1", port: server.port, lazyConnect: true });
+      try {
+        await raw.connect();
+        assert.equal(await raw.del("qlorad:fence"), 1);
+      } finally {
+        raw.disconnect();
+      }
+      const leaseK2 = (await b.claim("k", "replica-b", 60_000))!;
+      assert.ok(leaseK2.token > leaseK!.token, `token ${leaseK2.token} after ${leaseK!.token}`);
+    } finally {
+      await a.close();
+      await b.close();
+      await server.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "redis store: opening an unreachable Redis fails unavailable, naming it without a password",
+  ignore,
+  async fn() {
+    const port = freePort(); // nothing listens there
+    const settings = await settingsFor(`redis://127.0.0.1:${port}/2`, {
+      QLORAD_STORE_PASSWORD: "s3cret-pw",
+    });
+    await assert.rejects(
+      RedisJobStore.open(settings, silentLogger, { connectTimeoutMs: 2_000 }),
+      (err: Error) => {
+        assert.ok(isUnavailable(err), String(err));
+        assert.match(err.message, new RegExp(`redis://127\\.0\\.0\\.1:${port}/2`));
+        assert.doesNotMatch(err.message, /s3cret-pw/);
+        return true;
+      },
+    );
+  },
+});
+
+Deno.test({
+  name: "redis store: AUTH with the password from a file; a wrong one is refused at open",
+  ignore,
+  async fn() {
+    const password = "pw-" + new Rng(3).int(1_000_000);
+    const server = await RedisServer.start(binary!, { password });
+    const file = await Deno.makeTempFile();
+    try {
+      await Deno.writeTextFile(file, password + "\n");
+      const settings = await settingsFor(server.url, { QLORAD_STORE_PASSWORD_FILE: file });
+      const store = await RedisJobStore.open(settings, silentLogger);
+      try {
+        assert.equal((await store.create(record("j", 1))).created, true);
+        assert.equal((await store.get("j"))?.generation, 1);
+      } finally {
+        await store.close();
+      }
+      for (const env of [{}, { QLORAD_STORE_PASSWORD: "wrong" }] as Record<string, string>[]) {
+        await assert.rejects(
+          RedisJobStore.open(await settingsFor(server.url, env), silentLogger),
+          (err: Error) => {
+            assert.ok(isUnavailable(err), String(err));
+            assert.match(err.message, /NOAUTH|WRONGPASS/);
+            return true;
+          },
+        );
+      }
+    } finally {
+      await Deno.remove(file);
+      await server.dispose();
+    }
+  },
+});
+
+Deno.test("redis store settings: URLs, passwords from the environment or a file, never a flag", async () => {
+  const files: Record<string, string> = { "/run/pw": "from-file\n", "/run/ca.pem": "PEM" };
+  const read = (env: Record<string, string>, flag?: string) =>
+    redisStoreSettings({
+      flag,
+      env: (k) => env[k],
+      readTextFile: (p) =>
+        p in files ? Promise.resolve(files[p]) : Promise.reject(new Error(`${p}: not found`)),
+    });
+  const invalid = (pattern: RegExp) => (err: Error) => {
+    assert.ok(err instanceof QloradError && err.kind === "invalid_argument", String(err));
+    assert.match(err.message, pattern);
+    return true;
+  };
+
+  assert.equal(await read({}), undefined, "no setting: the local store");
+  assert.equal(await read({}, "local"), undefined);
+  const plain = (await read({ QLORAD_STORE_PASSWORD: "p1" }, "redis://cache.internal:6380/3"))!;
+  assert.deepEqual(
+    plain,
+    {
+      host: "cache.internal",
+      port: 6380,
+      db: 3,
+      password: "p1",
+      tls: false,
+      location: "redis://cache.internal:6380/3",
+    } satisfies RedisStoreSettings,
+  );
+  // A whole URL with a password may come from the environment; the location hides it.
+  const fromEnv = (await read({ QLORAD_STORE_URL: "rediss://svc:p%40ss@redis.example:7000" }))!;
+  assert.equal(fromEnv.password, "p@ss");
+  assert.equal(fromEnv.username, "svc");
+  assert.equal(fromEnv.tls, true);
+  assert.equal(fromEnv.location, "rediss://svc@redis.example:7000/0");
+  // The flag wins over the variable, and a password file loses its trailing newline.
+  const both = (await read(
+    { QLORAD_STORE_URL: "redis://other:1", QLORAD_STORE_PASSWORD_FILE: "/run/pw" },
+    "redis://[::1]",
+  ))!;
+  assert.equal(both.host, "::1");
+  assert.equal(both.port, 6379);
+  assert.equal(both.password, "from-file");
+  assert.equal(both.location, "redis://[::1]:6379/0");
+  assert.equal((await read({ QLORAD_STORE_CA_FILE: "/run/ca.pem" }, "rediss://h"))!.ca, "PEM");
+
+  await assert.rejects(
+    read({}, "redis://:hunter2@h:6379"),
+    invalid(/--store must not carry a password.*ps/),
+  );
+  await assert.rejects(
+    read({}, "redis://:hunter2@h:6379"),
+    (err: Error) => !/hunter2/.test(err.message),
+  );
+  await assert.rejects(
+    read({}, "http://h:6379"),
+    invalid(/--store must be a redis:\/\/ or rediss:\/\//),
+  );
+  await assert.rejects(read({ QLORAD_STORE_URL: "not a url:pw@" }), invalid(/QLORAD_STORE_URL/));
+  await assert.rejects(
+    read({ QLORAD_STORE_URL: "redis://:a@h", QLORAD_STORE_PASSWORD: "b" }),
+    invalid(/given twice \(QLORAD_STORE_URL and QLORAD_STORE_PASSWORD\)/),
+  );
+  await assert.rejects(
+    read({ QLORAD_STORE_PASSWORD_FILE: "/run/missing" }, "redis://h"),
+    invalid(/QLORAD_STORE_PASSWORD_FILE \/run\/missing/),
+  );
+  await assert.rejects(read({}, "redis://h/x"), invalid(/database/));
+  await assert.rejects(
+    read({ QLORAD_STORE_CA_FILE: "/run/ca.pem" }, "redis://h"),
+    invalid(/QLORAD_STORE_CA_FILE is for TLS/),
+  );
+});
