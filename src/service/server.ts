@@ -11,6 +11,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
 import { JobManager } from "./jobs.ts";
+import type { JobStore } from "./jobs.ts";
 import { consoleLogger } from "./status.ts";
 import type { Logger } from "./status.ts";
 import { jobHandlers } from "./handlers/jobs.ts";
@@ -81,6 +82,8 @@ export interface ServerOptions {
   maxStreams?: number;
   /** GPU memory a job may use (bytes); jobs estimated above it are refused. Default: no budget. */
   gpuMemoryBudgetBytes?: number;
+  /** Where jobs are kept (e.g. a RedisJobStore; the caller closes it). Default: the local store. */
+  store?: JobStore;
 }
 
 export interface RunningServer {
@@ -140,6 +143,7 @@ async function serve(
     logger,
     hostDirs,
     closeTimeoutMs: opts.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    store: opts.store,
   });
   const unobserveJobs = observeJobs(() => jobs.list());
   const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });

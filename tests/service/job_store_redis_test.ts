@@ -10,16 +10,23 @@
  * installs Debian's for the suite).
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
 import { Redis } from "ioredis";
+import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import type { QuantizeOptions, QuantizeResult } from "../../src/quant/quantize_model.ts";
 import { Rng } from "../../src/util/random.ts";
 import { QloradError } from "../../src/util/errors.ts";
-import { endedRecord, StoreConflictError } from "../../src/service/jobs.ts";
+import { endedRecord, localJobsDir, StoreConflictError } from "../../src/service/jobs.ts";
 import type { JobEvent, JobRecord, JobStore } from "../../src/service/jobs.ts";
 import { RedisJobStore } from "../../src/service/jobs/redis_store.ts";
 import { redisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
 import type { RedisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
 import { silentLogger } from "../../src/service/status.ts";
 import { jobStoreContract } from "./job_store_contract.ts";
+import { call, collect, connect, healthStatus, startTestServer } from "./grpc_client.ts";
+import type { Msg } from "./grpc_client.ts";
 import { findRedisServer, freePort, RedisServer } from "../support/redis_server.ts";
 
 const binary = findRedisServer();
@@ -360,4 +367,146 @@ Deno.test("redis store settings: URLs, passwords from the environment or a file,
     read({ QLORAD_STORE_CA_FILE: "/run/ca.pem" }, "redis://h"),
     invalid(/QLORAD_STORE_CA_FILE is for TLS/),
   );
+});
+
+/** A Quantize stand-in that succeeds at once (the store is under test here, not the quantizer). */
+function instantQuantize(o: QuantizeOptions): Promise<QuantizeResult> {
+  o.onProgress?.({ tensor: "t", index: 1, total: 1, bytesIn: 3, bytesOut: 1, quantized: true });
+  return Promise.resolve({
+    parametersQuantized: 3,
+    tensorsQuantized: 1,
+    tensorsKept: 0,
+    bitsPerParameter: 4,
+    bytesIn: 3,
+    bytesOut: 1,
+    meanAbsError: 0,
+    maxAbsError: 0,
+    outputDir: o.outputDir,
+  });
+}
+
+Deno.test({
+  name: "redis store: a server given the store keeps its jobs there, and a new server finds them",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const server = await RedisServer.start(binary!);
+    const dataDir = await Deno.makeTempDir({ prefix: "qlorad-redis-serve-" });
+    try {
+      await makeTinyLlama(join(dataDir, "tiny"));
+      let jobId: string;
+      let events: Msg[];
+      {
+        const store = await openStore(server);
+        const t = await startTestServer({ dataDir, quantize: instantQuantize, server: { store } });
+        try {
+          const out = await collect(t.qlorad.Quantize({ model_path: "tiny", output_path: "q" }));
+          assert.equal(out.code, grpc.status.OK, out.details);
+          events = out.events;
+          jobId = events[0].job_id;
+          assert.equal(events.at(-1)!.state, "JOB_STATE_SUCCEEDED");
+        } finally {
+          await t.close();
+          await store.close();
+        }
+      }
+      // The job and its log are in Redis, not in the data directory's local store.
+      const store = await openStore(server);
+      try {
+        const job = (await store.get(jobId))!;
+        assert.equal(job.record.state, "SUCCEEDED");
+        const log = await Array.fromAsync(store.read(jobId, 1));
+        assert.deepEqual(log.map((e) => e.seq), events.map((e) => Number(e.seq)));
+        assert.equal(job.record.last_seq, log.length);
+        const local = await Array.fromAsync(Deno.readDir(localJobsDir(dataDir))).catch(() => []);
+        assert.deepEqual(local, [], "nothing in the local store");
+
+        // Another server on the same store (and a fresh data dir lock) sees the job.
+        const t = await startTestServer({ dataDir, quantize: instantQuantize, server: { store } });
+        try {
+          const got = await call(t.qlorad, "GetJob", { job_id: jobId });
+          assert.equal(got.state, "JOB_STATE_SUCCEEDED");
+          const watched = await collect(t.qlorad.WatchJob({ job_id: jobId, from_seq: 2 }));
+          assert.deepEqual(
+            watched.events.map((e) => Number(e.seq)),
+            log.slice(1).map((e) => e.seq),
+          );
+        } finally {
+          await t.close();
+        }
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await Deno.remove(dataDir, { recursive: true });
+      await server.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "redis store: qlorad serve --store, with the password from the environment",
+  ignore,
+  async fn() {
+    const password = "pw-" + new Rng(29).int(1_000_000);
+    const server = await RedisServer.start(binary!, { password });
+    const dataDir = await Deno.makeTempDir({ prefix: "qlorad-redis-cli-" });
+    const cli = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
+    const serve = (store: string, env: Record<string, string> = {}) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", cli, "serve", "--port", "0", "--data-dir", dataDir, "--store", store],
+        env,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    try {
+      // A password on the command line is refused before anything connects (exit 2, usage).
+      const refused = await serve(`redis://:${password}@127.0.0.1:${server.port}`).output();
+      const refusedErr = new TextDecoder().decode(refused.stderr);
+      assert.equal(refused.code, 2, refusedErr);
+      assert.match(refusedErr, /--store must not carry a password/);
+      assert.doesNotMatch(refusedErr, new RegExp(password));
+
+      const child = serve(server.url, { QLORAD_STORE_PASSWORD: password });
+      const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      const stderr = new Response(child.stderr).text();
+      try {
+        let seen = "";
+        let port = 0;
+        while (!port) {
+          const { value, done } = await lines.read();
+          if (done) throw new Error(`serve exited early: ${seen}${await stderr}`);
+          seen += value;
+          port = Number(seen.match(/^qlorad listening on 127\.0\.0\.1:(\d+)$/m)?.[1] ?? 0);
+        }
+        const clients = connect(port);
+        try {
+          assert.equal(await healthStatus(clients), "SERVING");
+          assert.deepEqual((await call(clients.qlorad, "ListJobs", {})).jobs, []);
+        } finally {
+          clients.close();
+        }
+        child.kill("SIGTERM");
+        const status = await child.status;
+        const err = await stderr;
+        assert.equal(status.code, 0, err);
+        assert.match(err, new RegExp(`job store: redis://127\\.0\\.0\\.1:${server.port}/0`));
+        assert.doesNotMatch(err, new RegExp(password));
+      } finally {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // already gone
+        }
+        await child.status;
+        await lines.cancel();
+        await stderr;
+      }
+    } finally {
+      await Deno.remove(dataDir, { recursive: true });
+      await server.dispose();
+    }
+  },
 });
