@@ -127,6 +127,7 @@ async function serve(args: string[]): Promise<number> {
       shutdownTimeoutMs: shutdownSeconds * 1000,
       gpuMemoryBudgetBytes,
       store,
+      watchStore: store && ((listener) => store!.watchAvailability(listener)),
     });
   } catch (err) {
     await store?.close();

@@ -510,3 +510,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "redis store: health is NOT_SERVING while Redis is down, SERVING again once it is back",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const server = await RedisServer.start(binary!);
+    const store = await openStore(server);
+    const t = await startTestServer({
+      quantize: instantQuantize,
+      server: { store, watchStore: (listener) => store.watchAvailability(listener) },
+    });
+    /** Polls health until it reads `want` (bounded by a count, not by a clock). */
+    const healthBecomes = async (want: string) => {
+      let seen = "";
+      for (let attempt = 0; attempt < 400 && seen !== want; attempt++) {
+        if (attempt) await new Promise((resolve) => setTimeout(resolve, 25));
+        seen = await healthStatus(t);
+      }
+      return seen;
+    };
+    try {
+      assert.equal(await healthBecomes("SERVING"), "SERVING");
+      await server.kill();
+      assert.equal(await healthBecomes("NOT_SERVING"), "NOT_SERVING");
+      assert.equal(await healthStatus(t, "qlorad.v1.QLoRA"), "NOT_SERVING");
+      await server.restart();
+      assert.equal(await healthBecomes("SERVING"), "SERVING");
+      assert.deepEqual((await call(t.qlorad, "ListJobs", {})).jobs, []);
+    } finally {
+      await t.close();
+      await store.close();
+      await server.dispose();
+    }
+  },
+});

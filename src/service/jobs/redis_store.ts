@@ -68,6 +68,9 @@ export class RedisJobStore implements JobStore {
   readonly #pending = new Set<Promise<unknown>>();
   /** The connections of following reads (close() ends them). */
   readonly #followers = new Set<Redis>();
+  /** Listeners told when Redis is lost and found again (watchAvailability). */
+  readonly #availability = new Set<(available: boolean, why?: string) => void>();
+  #available = true;
   #closed = false;
 
   private constructor(
@@ -85,6 +88,23 @@ export class RedisJobStore implements JobStore {
     for (const name of Object.keys(scripts) as ScriptName[]) {
       this.#shas.set(name, createHash("sha1").update(scripts[name]).digest("hex"));
     }
+    redis.on("close", () => this.#setAvailable(false, `lost the connection to ${location}`));
+    redis.on("ready", () => this.#setAvailable(true));
+  }
+
+  /**
+   * Calls `listener(false, why)` when the connection to Redis is lost and `listener(true)` once
+   * it is back (health turns NOT_SERVING meanwhile); returns a function that stops the calls.
+   */
+  watchAvailability(listener: (available: boolean, why?: string) => void): () => void {
+    this.#availability.add(listener);
+    return () => this.#availability.delete(listener);
+  }
+
+  #setAvailable(available: boolean, why?: string): void {
+    if (this.#closed || available === this.#available) return;
+    this.#available = available;
+    for (const listener of [...this.#availability]) listener(available, why);
   }
 
   /**
@@ -340,6 +360,7 @@ export class RedisJobStore implements JobStore {
     if (this.#closed) return;
     await Promise.allSettled([...this.#pending]);
     this.#closed = true;
+    this.#availability.clear();
     for (const conn of this.#followers) conn.disconnect();
     this.#redis.disconnect();
   }
