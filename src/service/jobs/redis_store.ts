@@ -21,7 +21,6 @@
  * Not for Redis Cluster: a script touches keys that Cluster would put in different slots.
  */
 import { Buffer } from "node:buffer";
-import { createHash } from "node:crypto";
 import { Redis } from "ioredis";
 import type { RedisOptions } from "ioredis";
 import { QloradError } from "../../util/errors.ts";
@@ -62,8 +61,6 @@ export class RedisJobStore implements JobStore {
   readonly #options: RedisOptions;
   readonly #prefix: string;
   readonly #logger: Logger;
-  /** Script name -> its SHA1, for EVALSHA. */
-  readonly #shas = new Map<ScriptName, string>();
   /** Writes not yet answered (close() waits for them). */
   readonly #pending = new Set<Promise<unknown>>();
   /** The connections of following reads (close() ends them). */
@@ -85,9 +82,6 @@ export class RedisJobStore implements JobStore {
     this.location = location;
     this.#prefix = prefix;
     this.#logger = logger;
-    for (const name of Object.keys(scripts) as ScriptName[]) {
-      this.#shas.set(name, createHash("sha1").update(scripts[name]).digest("hex"));
-    }
     redis.on("close", () => this.#setAvailable(false, `lost the connection to ${location}`));
     redis.on("ready", () => this.#setAvailable(true));
   }
@@ -404,19 +398,16 @@ export class RedisJobStore implements JobStore {
   }
 
   /**
-   * Sends a script now (so calls made without awaiting reach Redis in call order): EVALSHA, and
-   * EVAL when Redis does not know the script yet (a first use, or a restarted Redis).
+   * Sends a script now, so calls made without awaiting reach Redis in call order. Always EVAL
+   * with the script's text (Redis caches the compiled script): EVALSHA with an EVAL on NOSCRIPT
+   * would let a loaded script overtake one that Redis did not know yet (after a restart).
    */
   #script(name: ScriptName, keys: string[], args: (string | number)[]): Promise<Reply> {
     if (this.#closed) {
       return Promise.reject(new QloradError("unavailable", `job store ${this.location} is closed`));
     }
-    const sha = this.#shas.get(name)!;
-    const sent = this.#redis.evalsha(sha, keys.length, ...keys, ...args) as Promise<unknown>;
-    return sent.catch((err) => {
-      if (!/^NOSCRIPT\b/.test(messageOf(err))) throw err;
-      return this.#redis.eval(scripts[name], keys.length, ...keys, ...args) as Promise<unknown>;
-    }).then(
+    const sent = this.#redis.eval(scripts[name], keys.length, ...keys, ...args) as Promise<unknown>;
+    return sent.then(
       (reply) => reply as Reply,
       (err) => {
         throw this.#failure(err);
