@@ -547,3 +547,96 @@ Deno.test({
     }
   },
 });
+
+/** Runs openssl in `dir`; throws with its stderr when it fails. */
+async function openssl(dir: string, ...args: string[]): Promise<void> {
+  const out = await new Deno.Command("openssl", { args, cwd: dir, stdout: "null", stderr: "piped" })
+    .output();
+  if (!out.success) throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+Deno.test({
+  name: "redis store: rediss:// with TLS, trusting a private CA from QLORAD_STORE_CA_FILE",
+  ignore,
+  async fn() {
+    // A CA made for this run, and a certificate for 127.0.0.1 that it signed.
+    const certs = await Deno.makeTempDir({ prefix: "qlorad-redis-tls-" });
+    const days = ["-days", "2"];
+    await openssl(
+      certs,
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+      ...days,
+      "-subj",
+      "/CN=qlorad test CA",
+    );
+    await openssl(
+      certs,
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "redis.key",
+      "-out",
+      "redis.csr",
+      "-subj",
+      "/CN=redis",
+    );
+    await Deno.writeTextFile(`${certs}/ext`, "subjectAltName=IP:127.0.0.1\n");
+    await openssl(
+      certs,
+      "x509",
+      "-req",
+      "-in",
+      "redis.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      "redis.pem",
+      ...days,
+      "-extfile",
+      "ext",
+    );
+    const password = "tls-pw-" + new Rng(41).int(1_000_000);
+    const tls = { cert: `${certs}/redis.pem`, key: `${certs}/redis.key`, ca: `${certs}/ca.pem` };
+    const server = await RedisServer.start(binary!, { password, tls });
+    try {
+      assert.match(server.url, /^rediss:\/\//);
+      const env = { QLORAD_STORE_PASSWORD: password, QLORAD_STORE_CA_FILE: tls.ca };
+      const settings = await settingsFor(server.url, env);
+      assert.equal(settings.tls, true);
+      const store = await RedisJobStore.open(settings, silentLogger, { connectTimeoutMs: 5_000 });
+      try {
+        assert.equal((await store.create(record("j", 1))).created, true);
+        await store.append(event("j", 1, new Rng(43)));
+        assert.deepEqual((await Array.fromAsync(store.read("j", 1))).map((e) => e.seq), [1]);
+      } finally {
+        await store.close();
+      }
+      // Without the CA the server's certificate is not trusted: nothing connects.
+      const untrusted = await settingsFor(server.url, { QLORAD_STORE_PASSWORD: password });
+      await assert.rejects(
+        RedisJobStore.open(untrusted, silentLogger, { connectTimeoutMs: 5_000 }),
+        (err: Error) => {
+          assert.ok(isUnavailable(err), String(err));
+          assert.match(err.message, /certificate|self.signed|issuer/i);
+          return true;
+        },
+      );
+    } finally {
+      await server.dispose();
+      await Deno.remove(certs, { recursive: true });
+    }
+  },
+});

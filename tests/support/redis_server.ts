@@ -30,6 +30,8 @@ export function freePort(): number {
 export interface RedisServerOptions {
   /** Sets `requirepass`. */
   password?: string;
+  /** PEM files: the server then listens with TLS only (clients need not present certificates). */
+  tls?: { cert: string; key: string; ca: string };
   /** Extra redis-server arguments. */
   args?: string[];
 }
@@ -57,15 +59,30 @@ export class RedisServer {
   }
 
   get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
+    return `${this.#options.tls ? "rediss" : "redis"}://127.0.0.1:${this.port}`;
   }
 
   /** Starts the server (again) on the same folder and port; the AOF brings its data back. */
   async restart(): Promise<void> {
     if (this.#child) throw new Error("redis-server is already running");
+    const tls = this.#options.tls;
     const args = [
-      "--port",
-      String(this.port),
+      ...(tls
+        ? [
+          "--port",
+          "0",
+          "--tls-port",
+          String(this.port),
+          "--tls-cert-file",
+          tls.cert,
+          "--tls-key-file",
+          tls.key,
+          "--tls-ca-cert-file",
+          tls.ca,
+          "--tls-auth-clients",
+          "no",
+        ]
+        : ["--port", String(this.port)]),
       "--bind",
       "127.0.0.1",
       "--dir",
@@ -110,7 +127,14 @@ export class RedisServer {
     for (let attempt = 0; attempt < 400; attempt++) {
       if (exited) break;
       try {
-        const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
+        const tls = this.#options.tls;
+        const conn = tls
+          ? await Deno.connectTls({
+            hostname: "127.0.0.1",
+            port: this.port,
+            caCerts: [await Deno.readTextFile(tls.ca)],
+          })
+          : await Deno.connect({ hostname: "127.0.0.1", port: this.port });
         try {
           await conn.write(new TextEncoder().encode("PING\r\n"));
           const buf = new Uint8Array(64);

@@ -21,6 +21,7 @@
  * Not for Redis Cluster: a script touches keys that Cluster would put in different slots.
  */
 import { Buffer } from "node:buffer";
+import { isIP } from "node:net";
 import { Redis } from "ioredis";
 import type { RedisOptions } from "ioredis";
 import { QloradError } from "../../util/errors.ts";
@@ -117,8 +118,14 @@ export class RedisJobStore implements JobStore {
       db: settings.db,
       username: settings.username,
       password: settings.password,
+      // TLS checks the certificate against the host (SNI only for a name, never an address).
       ...(settings.tls
-        ? { tls: { servername: settings.host, ...(settings.ca ? { ca: settings.ca } : {}) } }
+        ? {
+          tls: {
+            ...(isIP(settings.host) ? {} : { servername: settings.host }),
+            ...(settings.ca ? { ca: settings.ca } : {}),
+          },
+        }
         : {}),
       protocol: 2,
       lazyConnect: true,
