@@ -646,3 +646,55 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "redis store: the queue depth and the QUEUED jobs, oldest first, follow every write",
+  ignore,
+  async fn() {
+    const server = await RedisServer.start(binary!);
+    const a = await openStore(server);
+    const b = await openStore(server); // another replica sees the same queue
+    try {
+      const rng = new Rng(53);
+      // Seven jobs created in shuffled time order; two of them RUNNING.
+      const made: JobRecord[] = [];
+      for (let i = 0; i < 7; i++) {
+        const r = record(`q${i}`, 100 + ((i * 3 + 2) % 7) * 10 + rng.int(10));
+        if (i % 3 === 1) r.state = "RUNNING";
+        made.push(r);
+        await a.create(r);
+      }
+      // The expected queue, computed here from what was made.
+      const expect = (records: JobRecord[]) =>
+        records.filter((r) => r.state === "QUEUED").sort((x, y) => x.created_ms - y.created_ms)
+          .map((r) => r.job_id);
+      assert.deepEqual(await b.queuedJobs(), expect(made));
+      assert.equal(await b.queueDepth(), expect(made).length);
+
+      // A queued job starts (put), another is cancelled while queued (end), a running one goes
+      // back to the queue (put): the index follows each.
+      const queued = made.filter((r) => r.state === "QUEUED");
+      const running = made.filter((r) => r.state === "RUNNING");
+      const started = { ...queued[0], state: "RUNNING" as const };
+      await a.put(started, { expectGeneration: 1 });
+      const last: JobEvent = { ...event(queued[1].job_id, 1, rng), state: "CANCELLED" };
+      const cancelled = endedRecord(queued[1], last);
+      await a.end(last, cancelled, { expectGeneration: 1 });
+      const requeued = { ...running[0], state: "QUEUED" as const };
+      await a.put(requeued, { expectGeneration: 1 });
+      const now = made.map((r) =>
+        [started, cancelled, requeued].find((c) => c.job_id === r.job_id) ?? r
+      );
+      assert.deepEqual(await b.queuedJobs(), expect(now));
+      assert.deepEqual(await b.queuedJobs(2), expect(now).slice(0, 2));
+      assert.equal(await b.queueDepth(), expect(now).length);
+      // A refused write (a stale generation) leaves the index as it was.
+      await assert.rejects(a.put({ ...started, state: "QUEUED" }, { expectGeneration: 1 }));
+      assert.deepEqual(await b.queuedJobs(), expect(now));
+    } finally {
+      await a.close();
+      await b.close();
+      await server.dispose();
+    }
+  },
+});

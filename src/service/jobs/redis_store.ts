@@ -179,7 +179,7 @@ export class RedisJobStore implements JobStore {
     const requestField = record.request_id ? `${record.kind}\0${record.request_id}` : "";
     const reply = this.#script(
       "CREATE",
-      [this.#jobKey(record.job_id), this.#key("jobs"), this.#key("requests")],
+      [this.#jobKey(record.job_id), this.#key("jobs"), this.#key("requests"), this.#key("queued")],
       [record.job_id, JSON.stringify(record), record.created_ms, requestField, record.state],
     );
     return this.#write(reply.then(async ([status, value]) => {
@@ -228,8 +228,15 @@ export class RedisJobStore implements JobStore {
   put(record: JobRecord, opts: WriteOptions): Promise<number> {
     const reply = this.#script(
       "PUT",
-      [this.#jobKey(record.job_id), this.#leaseKey(record.job_id)],
-      [JSON.stringify(record), opts.expectGeneration, fenceArg(opts.fence), record.state],
+      [this.#jobKey(record.job_id), this.#leaseKey(record.job_id), this.#key("queued")],
+      [
+        JSON.stringify(record),
+        opts.expectGeneration,
+        fenceArg(opts.fence),
+        record.state,
+        record.job_id,
+        record.created_ms,
+      ],
     );
     return this.#write(reply.then((r) => this.#outcome(record.job_id, r, opts)));
   }
@@ -254,7 +261,7 @@ export class RedisJobStore implements JobStore {
     const id = record.job_id;
     const reply = this.#script(
       "END",
-      [this.#jobKey(id), this.#logKey(id), this.#leaseKey(id)],
+      [this.#jobKey(id), this.#logKey(id), this.#leaseKey(id), this.#key("queued")],
       [
         JSON.stringify(record),
         opts.expectGeneration,
@@ -262,6 +269,7 @@ export class RedisJobStore implements JobStore {
         event.seq,
         JSON.stringify(event),
         record.state,
+        id,
       ],
     );
     return this.#write(reply.then((r) => this.#outcome(id, r, opts, event.seq)));
@@ -331,6 +339,20 @@ export class RedisJobStore implements JobStore {
       this.#followers.delete(conn);
       conn.disconnect();
     }
+  }
+
+  /**
+   * How many jobs are QUEUED across every server that shares this store (what an autoscaler
+   * watches); kept by the writes themselves, so it costs one ZCARD.
+   */
+  async queueDepth(): Promise<number> {
+    return await this.#call(() => this.#redis.zcard(this.#key("queued")));
+  }
+
+  /** The ids of the QUEUED jobs, oldest first (at most `limit`; 0: all). */
+  async queuedJobs(limit = 0): Promise<string[]> {
+    const key = this.#key("queued");
+    return await this.#call(() => this.#redis.zrange(key, "0", String(limit > 0 ? limit - 1 : -1)));
   }
 
   async claim(jobId: string, owner: string, ttlMs: number): Promise<Lease | undefined> {
