@@ -137,8 +137,17 @@ Deno.test({
       assert.equal(await store.end(last, final, { expectGeneration: 1 }), 2);
       const openLog = [1, 2, 3, 4, 5].map((s) => event("open", s, rng));
       await Promise.all(openLog.map((e) => store.append(e)));
+      // A reader following the open job when Redis goes: it gets what was there, then an error.
+      const followed: JobEvent[] = [];
+      const follower = (async () => {
+        for await (const e of store.read("open", 3, { follow: true })) followed.push(e);
+      })();
+      while (followed.length < 3) await new Promise((resolve) => setTimeout(resolve, 5));
 
+      const followerFailed = assert.rejects(follower, isUnavailable);
       await server.kill();
+      await followerFailed;
+      assert.deepEqual(followed, openLog.slice(2));
       // While Redis is down: every call fails at once, "unavailable", naming the store.
       await assert.rejects(store.get("ended"), (err: Error) => {
         assert.ok(isUnavailable(err), String(err));
@@ -694,6 +703,29 @@ Deno.test({
     } finally {
       await a.close();
       await b.close();
+      await server.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "redis store: a log longer than a read page is read whole and from any seq",
+  ignore,
+  async fn() {
+    const server = await RedisServer.start(binary!);
+    const store = await openStore(server);
+    try {
+      const rng = new Rng(61);
+      await store.create(record("long", 1));
+      // More than two pages of 256, an odd count.
+      const log = Array.from({ length: 601 }, (_, i) => event("long", i + 1, rng));
+      await Promise.all(log.map((e) => store.append(e)));
+      assert.deepEqual(await Array.fromAsync(store.read("long", 1)), log);
+      for (const from of [256, 257, 513, 601]) {
+        assert.deepEqual(await Array.fromAsync(store.read("long", from)), log.slice(from - 1));
+      }
+    } finally {
+      await store.close();
       await server.dispose();
     }
   },
