@@ -730,3 +730,55 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "redis store: an ACL user with only the permissions docs/DEPLOY.md lists",
+  ignore,
+  async fn() {
+    const password = "acl-pw-" + new Rng(67).int(1_000_000);
+    // The documented rule, word for word; the default user is switched off.
+    const rule = "+@read +@write +@scripting +@connection +info +time";
+    const server = await RedisServer.start(binary!, {
+      args: [
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "qlorad",
+        "on",
+        `>${password}`,
+        "~qlorad:*",
+        ...rule.split(" "),
+      ],
+    });
+    try {
+      const url = `redis://qlorad@127.0.0.1:${server.port}`;
+      const store = await RedisJobStore.open(
+        await settingsFor(url, { QLORAD_STORE_PASSWORD: password }),
+        silentLogger,
+      );
+      try {
+        const rng = new Rng(71);
+        const r = record("j", 1);
+        await store.create({ ...r, request_id: "k" });
+        assert.equal((await store.findRequest("train", "k"))?.record.job_id, "j");
+        const lease = (await store.claim("j", "replica-a", 60_000))!;
+        await store.append(event("j", 1, rng), { fence: lease.token });
+        assert.ok(await store.renew(lease, 60_000));
+        const last: JobEvent = { ...event("j", 2, rng), state: "SUCCEEDED" };
+        await store.end(last, endedRecord({ ...r, last_seq: 1 }, last), {
+          expectGeneration: 1,
+          fence: lease.token,
+        });
+        await store.release(lease);
+        assert.equal((await store.list()).length, 1);
+        assert.equal(await store.queueDepth(), 0);
+        assert.deepEqual((await Array.fromAsync(store.read("j", 1))).map((e) => e.seq), [1, 2]);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await server.dispose();
+    }
+  },
+});

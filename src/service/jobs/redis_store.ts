@@ -137,7 +137,6 @@ export class RedisJobStore implements JobStore {
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
       retryStrategy: (attempt) => Math.min(100 * attempt, MAX_RECONNECT_DELAY_MS),
-      connectionName: "qlorad",
     };
     const redis = new Redis(options);
     let lastError = "";
@@ -355,6 +354,7 @@ export class RedisJobStore implements JobStore {
     return await this.#call(() => this.#redis.zrange(key, "0", String(limit > 0 ? limit - 1 : -1)));
   }
 
+  /** A lease whose `expires_ms` is by Redis's clock (TIME), the one that expires it. */
   async claim(jobId: string, owner: string, ttlMs: number): Promise<Lease | undefined> {
     const [status, token, expires] = await this.#scriptReply(
       "CLAIM",
