@@ -53,9 +53,20 @@ export class RedisServer {
   /** Starts a server on a fresh folder and a free port, and waits until it answers. */
   static async start(binary: string, options: RedisServerOptions = {}): Promise<RedisServer> {
     const dir = await Deno.makeTempDir({ prefix: "qlorad-redis-" });
-    const server = new RedisServer(binary, dir, freePort(), options);
-    await server.restart();
-    return server;
+    // The free port can be taken between freePort() and redis-server's bind: try another.
+    for (let attempt = 1;; attempt++) {
+      const server = new RedisServer(binary, dir, freePort(), options);
+      try {
+        await server.restart();
+        return server;
+      } catch (err) {
+        await server.kill();
+        if (attempt >= 3) {
+          await Deno.remove(dir, { recursive: true }).catch(() => {});
+          throw err;
+        }
+      }
+    }
   }
 
   get url(): string {
