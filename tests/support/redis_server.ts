@@ -120,7 +120,11 @@ export class RedisServer {
     const child = this.#child;
     if (!child) return;
     this.#child = undefined;
-    child.kill("SIGKILL");
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // it had exited already (e.g. it could not bind its port)
+    }
     await child.status;
   }
 
