@@ -51,7 +51,7 @@ const MAX_RECONNECT_DELAY_MS = 2_000;
 
 /** Redis error replies that mean "not now" (loading, read-only replica, ...), not a bug. */
 const TRANSIENT_REPLY =
-  /^(LOADING|BUSY|MISCONF|READONLY|MASTERDOWN|TRYAGAIN|NOAUTH|WRONGPASS|NOPERM|CLUSTERDOWN)\b/;
+  /^(LOADING|BUSY|MISCONF|READONLY|MASTERDOWN|TRYAGAIN|NOAUTH|WRONGPASS|CLUSTERDOWN)\b/;
 
 type ScriptName = keyof typeof scripts;
 type Reply = [string, string | number];
