@@ -782,3 +782,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "redis store: a lease that expired while nobody claimed the job is renewed; not once released",
+  ignore,
+  async fn() {
+    const server = await RedisServer.start(binary!);
+    const store = await openStore(server);
+    const raw = new Redis({ host: "127.0.0.1", port: server.port, lazyConnect: true });
+    try {
+      await raw.connect();
+      const rng = new Rng(73);
+      await store.create(record("r", 1));
+      const lease = (await store.claim("r", "replica-a", 100))!;
+      // Wait (bounded by a count) until Redis has expired the lease.
+      for (let attempt = 0; attempt < 400 && await raw.exists("qlorad:lease:r"); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      assert.equal(await raw.exists("qlorad:lease:r"), 0, "the lease expired");
+      // Expired: a fenced write is refused until the owner renews...
+      await assert.rejects(store.append(event("r", 1, rng), { fence: lease.token }), isFence);
+      const renewed = (await store.renew(lease, 60_000))!;
+      assert.equal(renewed.token, lease.token);
+      assert.ok(renewed.expires_ms > lease.expires_ms);
+      // ...and then it goes on, and nobody else can claim the job.
+      await store.append(event("r", 1, rng), { fence: lease.token });
+      assert.equal(await store.claim("r", "replica-b", 60_000), undefined);
+      // Released: lost for good, even to a renew.
+      await store.release(lease);
+      assert.equal(await store.renew(lease, 60_000), undefined);
+      assert.equal(await raw.exists("qlorad:lease:r"), 0);
+      const next = (await store.claim("r", "replica-b", 60_000))!;
+      assert.ok(next.token > lease.token);
+    } finally {
+      raw.disconnect();
+      await store.close();
+      await server.dispose();
+    }
+  },
+});

@@ -6,7 +6,7 @@
  * "generation", "seq", "held", "lost"), which redis_store.ts turns into errors.
  *
  * The job hash (KEYS "job") holds: rec (the record's JSON), gen (its generation), seq (the log's
- * last seq), state (the record's state). The log is a stream whose entry ids are `0-<seq>`, one
+ * last seq), state (the record's state), tok (the job's last token, "0" once released). The log is a stream whose entry ids are `0-<seq>`, one
  * field `e` holding the event's JSON. A lease is a string "<token> <owner>" with a PX expiry.
  * The "queued" sorted set holds the QUEUED jobs by created_ms, kept by every write of a state.
  */
@@ -123,26 +123,34 @@ local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 local token = string.format('%.0f', math.max(last + 1, now))
 redis.call('SET', KEYS[3], token)
 redis.call('SET', KEYS[2], token .. ' ' .. ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'tok', token)
 return {'ok', token, string.format('%.0f', now + tonumber(ARGV[2]))}
 `;
 
 /**
- * KEYS: lease. ARGV: token, ttl ms.
+ * KEYS: lease, job. ARGV: token, ttl ms, owner.
+ * A lease that expired while nobody claimed the job since (its token is still the job's last) is
+ * taken again: the lease is lost only once it was released or another claim took the job.
  * -> {"ok", expires ms} | {"lost"}
  */
 export const RENEW = `
 local held = redis.call('GET', KEYS[1])
-if not held or string.match(held, '^(%d+) ') ~= ARGV[1] then return {'lost', ''} end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if held and string.match(held, '^(%d+) ') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif not held and redis.call('HGET', KEYS[2], 'tok') == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[2])
+else
+  return {'lost', ''}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {'ok', string.format('%.0f', now + tonumber(ARGV[2]))}
 `;
 
-/** KEYS: lease. ARGV: token. -> {"ok"} | {"lost"} */
+/** KEYS: lease, job. ARGV: token. Also after an expiry, so that RENEW cannot take it again. */
 export const RELEASE = `
 local held = redis.call('GET', KEYS[1])
-if not held or string.match(held, '^(%d+) ') ~= ARGV[1] then return {'lost', ''} end
-redis.call('DEL', KEYS[1])
+if held and string.match(held, '^(%d+) ') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[2], 'tok') == ARGV[1] then redis.call('HSET', KEYS[2], 'tok', '0') end
 return {'ok', ''}
 `;

@@ -366,17 +366,25 @@ export class RedisJobStore implements JobStore {
     return { job_id: jobId, owner, token: Number(token), expires_ms: Number(expires) };
   }
 
+  /**
+   * Extends the lease; one that expired while nobody claimed the job is taken again (no other
+   * owner can have written meanwhile). Undefined once it was released or another claim took it.
+   */
   async renew(lease: Lease, ttlMs: number): Promise<Lease | undefined> {
     const [status, expires] = await this.#scriptReply(
       "RENEW",
-      [this.#leaseKey(lease.job_id)],
-      [lease.token, Math.max(1, Math.ceil(ttlMs))],
+      [this.#leaseKey(lease.job_id), this.#jobKey(lease.job_id)],
+      [lease.token, Math.max(1, Math.ceil(ttlMs)), lease.owner],
     );
     return status === "ok" ? { ...lease, expires_ms: Number(expires) } : undefined;
   }
 
   async release(lease: Lease): Promise<void> {
-    await this.#scriptReply("RELEASE", [this.#leaseKey(lease.job_id)], [lease.token]);
+    await this.#scriptReply(
+      "RELEASE",
+      [this.#leaseKey(lease.job_id), this.#jobKey(lease.job_id)],
+      [lease.token],
+    );
   }
 
   async close(): Promise<void> {
