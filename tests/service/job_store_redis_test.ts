@@ -18,8 +18,13 @@ import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
 import type { QuantizeOptions, QuantizeResult } from "../../src/quant/quantize_model.ts";
 import { Rng } from "../../src/util/random.ts";
 import { QloradError } from "../../src/util/errors.ts";
-import { endedRecord, localJobsDir, StoreConflictError } from "../../src/service/jobs.ts";
-import type { JobEvent, JobRecord, JobStore } from "../../src/service/jobs.ts";
+import {
+  endedRecord,
+  JobManager,
+  localJobsDir,
+  StoreConflictError,
+} from "../../src/service/jobs.ts";
+import type { JobEvent, JobRecord, JobStore, Lease } from "../../src/service/jobs.ts";
 import { RedisJobStore } from "../../src/service/jobs/redis_store.ts";
 import { redisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
 import type { RedisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
@@ -819,6 +824,73 @@ Deno.test({
       raw.disconnect();
       await store.close();
       await server.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "redis store: the manager renews a running job's lease, so a job outlives its first lease",
+  ignore,
+  async fn() {
+    const server = await RedisServer.start(binary!);
+    const store = await openStore(server);
+    const other = await openStore(server);
+    const dataDir = await Deno.makeTempDir({ prefix: "qlorad-redis-manager-" });
+    // The store as the manager sees it, counting renewals.
+    let renewals = 0;
+    const counted = new Proxy(store, {
+      get(target, name) {
+        if (name === "renew") {
+          return (lease: Lease, ttlMs: number) => (renewals++, target.renew(lease, ttlMs));
+        }
+        const value = Reflect.get(target, name, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const manager = await JobManager.open({
+      dataDir,
+      store: counted,
+      logger: silentLogger,
+      leaseTtlMs: 300,
+      owner: "replica-a",
+    });
+    try {
+      let stolen: Lease | undefined;
+      // A job that runs until its lease was renewed four times: longer than the lease itself.
+      const job = manager.submit({
+        kind: "quantize",
+        summary: "outlives its lease",
+        request: {},
+        run: async (ctx) => {
+          // It runs under its lease: nobody else can claim the job now.
+          stolen = await other.claim(ctx.jobId, "replica-b", 60_000);
+          for (let attempt = 0; renewals < 4; attempt++) {
+            if (attempt >= 400) throw new Error(`only ${renewals} renewals`);
+            await new Promise((resolve) => setTimeout(resolve, 25));
+          }
+          ctx.emit({ progress: { message: "renewed" } });
+          return { quantize_result: { tensors: 1 } };
+        },
+      });
+      const seen = await Array.fromAsync(manager.watch(job.job_id));
+      assert.equal(stolen, undefined, "no other claim while the job ran");
+      assert.equal(seen.at(-1)?.state, "SUCCEEDED", JSON.stringify(seen.at(-1)));
+      // The end was accepted under the renewed lease: the store has the outcome and every event.
+      const stored = (await other.get(job.job_id))!;
+      assert.equal(stored.record.state, "SUCCEEDED");
+      const log = await Array.fromAsync(other.read(job.job_id, 1));
+      assert.deepEqual(log.map((e) => e.seq), seen.map((e) => e.seq));
+      assert.deepEqual(log.map((e) => e.seq), [1, 2, 3, 4]);
+      // Released at its end: the next claim gets it at once, with a larger token.
+      await manager.close();
+      const after = await other.claim(job.job_id, "replica-b", 60_000);
+      assert.ok(after, "released at the end");
+    } finally {
+      await manager.close();
+      await store.close();
+      await other.close();
+      await server.dispose();
+      await Deno.remove(dataDir, { recursive: true });
     }
   },
 });
