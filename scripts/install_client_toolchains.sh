@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs from apt what the client tests (tests/clients/) need: Python gRPC for the Python
+# Installs from apt what the client tests (tests/clients/) and the Redis job store's tests
+# (tests/service/job_store_redis_test.ts: redis-server) need: Python gRPC for the Python
 # example, Go with Debian's packaged gRPC sources for the Go example (built offline), and protoc
 # with its Python and Go plugins. Does nothing when all are installed; runs `apt-get update`
 # only when something is missing.
@@ -12,6 +13,7 @@ packages=(
   protoc-gen-go protoc-gen-go-grpc                 # protoc plugins for Go
   golang-go golang-google-grpc-dev golang-google-protobuf-dev
   golang-github-golang-protobuf-1-5-dev            # grpc-go must not get the 1.3 API (see clients/go)
+  redis-server                                     # the Redis job store's tests start their own
 )
 
 missing=()

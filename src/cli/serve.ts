@@ -8,6 +8,9 @@ import { loadAuthToken } from "../service/auth.ts";
 import { loadTls } from "../service/tls.ts";
 import type { TlsMaterial } from "../service/tls.ts";
 import { consoleLogger } from "../service/status.ts";
+import { redisStoreSettings } from "../service/jobs/redis_settings.ts";
+import { RedisJobStore } from "../service/jobs/redis_store.ts";
+import { QloradError } from "../util/errors.ts";
 import { type Command, integerFlag, parseFlags, STOP_SIGNALS, usageError } from "./command.ts";
 
 export const SERVE: Command = {
@@ -15,7 +18,7 @@ export const SERVE: Command = {
   usage: `  qlorad serve --data-dir DIR [--port N] [--host H] [--max-queued N]
                [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
                [--auth-token-file FILE] [--shutdown-timeout SECONDS]
-               [--gpu-memory-budget SIZE]
+               [--gpu-memory-budget SIZE] [--store redis://HOST:PORT/DB]
       Serve the gRPC API (qlorad.v1.QLoRA, health, reflection). Request paths are relative to
       DIR. Defaults: --port 50051, --host 127.0.0.1, --max-queued 16, plaintext, no token,
       --shutdown-timeout ${DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000}.
@@ -28,9 +31,12 @@ export const SERVE: Command = {
       --gpu-memory-budget (bytes, or with a KiB/MiB/GiB suffix: the pod's GPU memory) refuses
       Train and Evaluate jobs whose estimated GPU memory is over it, before they load the model,
       naming the setting to lower; without it only the adapter's buffer limits are checked.
+      --store keeps jobs in Redis (redis://, or rediss:// for TLS) instead of DIR/.qlorad/jobs;
+      its password comes from QLORAD_STORE_PASSWORD or QLORAD_STORE_PASSWORD_FILE (a URL with
+      a password only in QLORAD_STORE_URL: a flag shows in ps). See docs/SETTINGS.md.
       Environment: QLORAD_TLS_CERT, QLORAD_TLS_KEY, QLORAD_TLS_CLIENT_CA,
       QLORAD_AUTH_TOKEN, QLORAD_AUTH_TOKEN_FILE, QLORAD_SHUTDOWN_TIMEOUT,
-      QLORAD_GPU_MEMORY_BUDGET (flags win).`,
+      QLORAD_GPU_MEMORY_BUDGET, QLORAD_STORE_URL (flags win).`,
   run: (args) => serve(args),
 };
 
@@ -65,6 +71,7 @@ async function serve(args: string[]): Promise<number> {
     "auth-token-file": { type: "string" },
     "shutdown-timeout": { type: "string" },
     "gpu-memory-budget": { type: "string" },
+    store: { type: "string" },
   });
   const dataDir = values["data-dir"] ?? usageError("serve needs --data-dir DIR");
   const port = integerFlag(values.port, "--port", 50051, 0, 65535);
@@ -106,7 +113,9 @@ async function serve(args: string[]): Promise<number> {
   });
   if (telemetry.tracing || telemetry.metrics) consoleLogger.info(telemetry.description);
   let server;
+  let store: RedisJobStore | undefined;
   try {
+    store = await openStore(values.store);
     server = await startServer({
       host,
       port,
@@ -117,8 +126,11 @@ async function serve(args: string[]): Promise<number> {
       authToken,
       shutdownTimeoutMs: shutdownSeconds * 1000,
       gpuMemoryBudgetBytes,
+      store,
+      watchStore: store && ((listener) => store!.watchAvailability(listener)),
     });
   } catch (err) {
+    await store?.close();
     await telemetry.shutdown();
     throw err;
   }
@@ -142,7 +154,7 @@ async function serve(args: string[]): Promise<number> {
         consoleLogger.error("shutdown did not finish in time; exiting");
         Deno.exit(1);
       }, shutdownSeconds * 1000 + 15_000));
-      server.close().then(() => telemetry.shutdown()).finally(() => {
+      server.close().then(() => store?.close()).then(() => telemetry.shutdown()).finally(() => {
         for (const s of STOP_SIGNALS) Deno.removeSignalListener(s, onSignal);
         resolve();
       });
@@ -154,6 +166,21 @@ async function serve(args: string[]): Promise<number> {
 }
 
 type Setting = { value: string; label: string } | undefined;
+
+/** The Redis job store named by --store or QLORAD_STORE_URL, or undefined for the local one. */
+async function openStore(flag: string | undefined): Promise<RedisJobStore | undefined> {
+  let settings;
+  try {
+    settings = await redisStoreSettings({ flag });
+  } catch (err) {
+    if (err instanceof QloradError && err.kind === "invalid_argument") usageError(err.message);
+    throw err;
+  }
+  if (!settings) return undefined;
+  const store = await RedisJobStore.open(settings, consoleLogger);
+  consoleLogger.info(`job store: ${store.location}`);
+  return store;
+}
 
 /** TLS from the flags (or env): a cert and a key together, a client CA only with them. */
 async function tlsSettings(

@@ -11,6 +11,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
 import { JobManager } from "./jobs.ts";
+import type { JobStore } from "./jobs.ts";
 import { consoleLogger } from "./status.ts";
 import type { Logger } from "./status.ts";
 import { jobHandlers } from "./handlers/jobs.ts";
@@ -86,6 +87,13 @@ export interface ServerOptions {
   maxStreams?: number;
   /** GPU memory a job may use (bytes); jobs estimated above it are refused. Default: no budget. */
   gpuMemoryBudgetBytes?: number;
+  /** Where jobs are kept (e.g. a RedisJobStore; the caller closes it). Default: the local store. */
+  store?: JobStore;
+  /**
+   * Tells whether the store can be reached (e.g. RedisJobStore.watchAvailability): health is
+   * NOT_SERVING while it cannot. Returns a function that stops the calls.
+   */
+  watchStore?: (listener: (available: boolean, why?: string) => void) => () => void;
 }
 
 export interface RunningServer {
@@ -145,14 +153,28 @@ async function serve(
     logger,
     hostDirs,
     closeTimeoutMs: opts.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    store: opts.store,
   });
   const unobserveJobs = observeJobs(() => jobs.list());
   const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
-  const gpu = new GpuHolder(logger, (ok) => {
-    const state = ok ? "SERVING" : "NOT_SERVING";
+  // Serving needs both a GPU and, with a shared store, the store.
+  let gpuOk = true;
+  let storeOk = true;
+  const publishHealth = () => {
+    const state = gpuOk && storeOk ? "SERVING" : "NOT_SERVING";
     health.setStatus("", state);
     health.setStatus(SERVICE_NAME, state);
+  };
+  const gpu = new GpuHolder(logger, (ok) => {
+    gpuOk = ok;
+    publishHealth();
   });
+  const unwatchStore = opts.watchStore?.((available, why) => {
+    storeOk = available;
+    if (available) logger.info("job store reachable again: SERVING");
+    else logger.warn(`job store unreachable (${why ?? "no answer"}): NOT_SERVING`);
+    publishHealth();
+  }) ?? (() => {});
   const ctx: ServiceContext = {
     jobs,
     dataDir,
@@ -198,6 +220,7 @@ async function serve(
       )
     );
   } catch (err) {
+    unwatchStore();
     unobserveJobs();
     ctx.streams?.close();
     await jobs.close();
@@ -207,6 +230,7 @@ async function serve(
   let closing: Promise<void> | undefined;
   const close = () =>
     closing ??= (async () => {
+      unwatchStore();
       health.setStatus("", "NOT_SERVING");
       health.setStatus(SERVICE_NAME, "NOT_SERVING");
       // No new calls from here on; open ones (a Train stream) go on until their job ends.

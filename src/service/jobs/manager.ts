@@ -65,6 +65,8 @@ export interface JobManagerOptions {
   store?: JobStore;
   /** This server's name on the leases it takes. Default `local:<pid>`. */
   owner?: string;
+  /** How long a running job's lease lasts; renewed every third of it. Default 30 s. */
+  leaseTtlMs?: number;
 }
 
 /** The error of a training job that a shutdown stopped at a checkpoint. */
@@ -73,7 +75,10 @@ export function shutDownAtCheckpoint(step: number, checkpoint: string, output: s
     `resume with resume_from=${JSON.stringify(output)}`;
 }
 
-/** How long a lease on a running job lasts (the local store's last until released). */
+/**
+ * How long a lease on a running job lasts (the local store's last until released); the manager
+ * renews it every third of that while the job runs, so a shared store's lease outlives the job.
+ */
 const LEASE_TTL_MS = 30_000;
 
 interface Entry {
@@ -82,6 +87,8 @@ interface Entry {
   generation: number;
   /** The lease this server holds while it runs the job. */
   lease?: Lease;
+  /** Renews `lease` while the job runs (#keepLease). */
+  renewal?: ReturnType<typeof setInterval>;
   /** The whole log while the job is active; ended jobs' logs are read from the store. */
   events?: JobEvent[];
   /** The last seq the store has (events after it are still to be written, or failed to be). */
@@ -106,6 +113,7 @@ export class JobManager {
   readonly #logger: Logger;
   readonly #hostDirs: string[];
   readonly #closeTimeoutMs: number;
+  readonly #leaseTtlMs: number;
   readonly #jobs = new Map<string, Entry>();
   /** `${kind}\0${request_id}` -> the job it created. */
   readonly #requests = new Map<string, Entry>();
@@ -127,6 +135,7 @@ export class JobManager {
     this.#logger = opts.logger ?? consoleLogger;
     this.#hostDirs = opts.hostDirs ?? [opts.dataDir];
     this.#closeTimeoutMs = opts.closeTimeoutMs ?? 30_000;
+    this.#leaseTtlMs = opts.leaseTtlMs ?? LEASE_TTL_MS;
   }
 
   /** Opens (creating if needed) the job store and reloads earlier jobs. */
@@ -310,9 +319,10 @@ export class JobManager {
     // The lease comes first in the write order, so the RUNNING event and everything after it
     // are written under its fence.
     const claimed = this.#write(async () => {
-      const lease = await this.#store.claim(entry.record.job_id, this.#owner, LEASE_TTL_MS);
+      const lease = await this.#store.claim(entry.record.job_id, this.#owner, this.#leaseTtlMs);
       if (!lease) throw new Error(`job ${entry.record.job_id} is claimed by another server`);
       entry.lease = lease;
+      this.#keepLease(entry);
     });
     this.#append(entry, "RUNNING");
     entry.finished = this.#execute(entry, claimed);
@@ -371,6 +381,7 @@ export class JobManager {
     entry.controller = undefined;
     // Too late: close() gave up waiting; the next start marks the record FAILED.
     if (this.#stopped) {
+      clearInterval(entry.renewal);
       this.#running = undefined;
       return;
     }
@@ -422,8 +433,40 @@ export class JobManager {
     return entry.ending;
   }
 
+  /**
+   * Renews the job's lease every third of its time while the job runs. A lease the store says is
+   * lost (another server took the job over) stops the job: its writes would be refused anyway.
+   */
+  #keepLease(entry: Entry): void {
+    const jobId = entry.record.job_id;
+    const timer = setInterval(async () => {
+      const lease = entry.lease;
+      if (!lease) return;
+      try {
+        const renewed = await this.#store.renew(lease, this.#leaseTtlMs);
+        if (entry.lease !== lease) return; // released meanwhile
+        if (renewed) {
+          entry.lease = renewed;
+          return;
+        }
+        clearInterval(timer);
+        const lost = `job ${jobId} lost its lease in the job store (another server took it over)`;
+        this.#logger.error(lost);
+        entry.controller?.abort(new QloradError("unavailable", lost));
+      } catch (err) {
+        // The store is unreachable: try again at the next tick (the lease may still be live).
+        this.#logger.warn(`job ${jobId}: could not renew its lease: ${err}`);
+      }
+    }, Math.max(1, Math.floor(this.#leaseTtlMs / 3)));
+    // Never what keeps a process alive.
+    Deno.unrefTimer(timer);
+    entry.renewal = timer;
+  }
+
   /** Gives up the job's lease (after its end, or when a shutdown leaves it unended). */
   #release(entry: Entry): void {
+    clearInterval(entry.renewal);
+    entry.renewal = undefined;
     this.#write(async () => {
       const lease = entry.lease;
       entry.lease = undefined;
