@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { Redis } from "ioredis";
-import { makeTinyLlama } from "../../scripts/make_tiny_llama.ts";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import type { QuantizeOptions, QuantizeResult } from "../../src/quant/quantize_model.ts";
 import { Rng } from "../../src/util/random.ts";
 import { QloradError } from "../../src/util/errors.ts";
