@@ -23,7 +23,7 @@ type Msg = Record<string, any>;
 /** About a minute of training on lavapipe (2 loaded CPU cores; README's demo block). */
 const STEPS = 300;
 /** The demo data: this many capitals, each form this many times (demo_datasets.ts). */
-const CAPITAL_COUNT = 8;
+const CAPITAL_COUNT = 16;
 const COPIES = 8;
 const LEARNING_RATE = 1e-2;
 

@@ -7,8 +7,11 @@
  * busier or quieter.
  */
 
-/** Weight of the past in the moving average: about the last 1 / (1 - 0.9) = 10 steps count. */
-const DEFAULT_DECAY = 0.9;
+/**
+ * Weight of the past in the moving average: about the last 1 / (1 - 0.95) = 20 steps count,
+ * enough to ride out a few steps slowed by other work on a shared machine.
+ */
+const DEFAULT_DECAY = 0.95;
 
 export class StepTimeEstimator {
   #decay: number;
