@@ -3,7 +3,7 @@
  * ("Warning: Couldn't load Vulkan: ...", "Warning: maxDynamic... artificially reduced ...") with
  * fprintf straight to the process's fd 2 (Info and Debug to fd 1), with no callback and no
  * severity switch in the npm `webgpu` build, so the only honest way to hold them back is to
- * point those fds at a temporary file while a native call runs and sort what it wrote: Error
+ * point those fds at an in-memory file while a native call runs and sort what it wrote: Error
  * messages and any text that is not a Dawn log line are written on to the real stderr/stdout;
  * Warning, Info and Debug messages are returned to the caller, for an error message that
  * needs them (no adapter found), not printed. `QLORAD_DAWN_LOG=1` turns the capture off and
@@ -64,7 +64,9 @@ interface Libc {
   dup(fd: number): number;
   dup2(from: number, to: number): number;
   close(fd: number): number;
-  open(path: Uint8Array<ArrayBuffer>, flags: number, mode: number): number;
+  memfd_create(name: Uint8Array<ArrayBuffer>, flags: number): number;
+  lseek(fd: number, offset: bigint, whence: number): number | bigint;
+  pread(fd: number, buf: Uint8Array<ArrayBuffer>, n: bigint, offset: bigint): number | bigint;
 }
 
 let libc: Libc | null | undefined;
@@ -77,7 +79,9 @@ function loadLibc(): Libc | null {
       dup: { parameters: ["i32"], result: "i32" },
       dup2: { parameters: ["i32", "i32"], result: "i32" },
       close: { parameters: ["i32"], result: "i32" },
-      open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+      memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
+      lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+      pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
     }).symbols;
   } catch {
     // No FFI permission or no glibc: Dawn's lines go through unfiltered.
@@ -85,33 +89,32 @@ function loadLibc(): Libc | null {
   return libc;
 }
 
-const O_WRONLY = 0o1;
-const O_APPEND = 0o2000;
+const SEEK_END = 2;
+const MEMFD_NAME = new TextEncoder().encode("qlorad-dawn-log\0");
 
-/** fd 1 and 2 pointed at fresh temporary files while `fn` runs; what was written, per fd. */
+/**
+ * fd 1 and 2 pointed at anonymous in-memory files (memfd: nothing is written to disk, so a
+ * read-only root file system is no obstacle) while `fn` runs; what was written, per fd.
+ * Undefined, with `fn` not run, where the redirect cannot be made.
+ */
 function captureFds<T>(fn: () => T): { value: T; out: string; err: string } | undefined {
   const c = loadLibc();
   if (!c) return undefined;
-  const paths = [Deno.makeTempFileSync({ prefix: "qlorad-dawn-" })];
-  paths.push(Deno.makeTempFileSync({ prefix: "qlorad-dawn-" }));
+  const memfds: number[] = [];
   const saved: number[] = [];
-  try {
-    for (const [i, fd] of [1, 2].entries()) {
-      const file = c.open(new TextEncoder().encode(`${paths[i]}\0`), O_WRONLY | O_APPEND, 0);
-      if (file < 0) throw new Error("open failed");
-      const copy = c.dup(fd);
-      if (copy < 0 || c.dup2(file, fd) < 0) {
-        c.close(file);
-        if (copy >= 0) c.close(copy);
-        throw new Error("dup failed");
-      }
-      c.close(file);
-      saved.push(copy);
-    }
-  } catch {
+  const drop = () => {
     restore(c, saved);
-    for (const p of paths) Deno.removeSync(p);
-    return undefined;
+    for (const m of memfds) c.close(m);
+  };
+  for (const fd of [1, 2]) {
+    const m = c.memfd_create(MEMFD_NAME, 0);
+    const copy = m < 0 ? -1 : c.dup(fd);
+    if (m >= 0) memfds.push(m);
+    if (copy >= 0) saved.push(copy);
+    if (copy < 0 || c.dup2(m, fd) < 0) {
+      drop();
+      return undefined;
+    }
   }
   let value: T;
   try {
@@ -119,16 +122,23 @@ function captureFds<T>(fn: () => T): { value: T; out: string; err: string } | un
   } finally {
     restore(c, saved);
   }
-  const [out, err] = paths.map((p) => Deno.readTextFileSync(p));
-  for (const p of paths) Deno.removeSync(p);
+  const [out, err] = memfds.map((m) => {
+    const size = Number(c.lseek(m, 0n, SEEK_END));
+    const bytes = new Uint8Array(Math.max(0, size));
+    const got = size > 0 ? Number(c.pread(m, bytes, BigInt(size), 0n)) : 0;
+    c.close(m);
+    return new TextDecoder().decode(bytes.subarray(0, Math.max(0, got)));
+  });
   return { value, out, err };
 }
 
+/** fd i + 1 back to what it was; each saved copy closed. */
 function restore(c: Libc, saved: number[]): void {
   for (const [i, copy] of saved.entries()) {
     c.dup2(copy, i + 1);
     c.close(copy);
   }
+  saved.length = 0;
 }
 
 let verbose: boolean | undefined;

@@ -51,6 +51,48 @@ Deno.test("QLORAD_DAWN_LOG: on, off, and a bad value named", () => {
 
 const root = new URL("../..", import.meta.url).pathname;
 
+Deno.test("quietDawn: native writes to fd 1 and 2 are sorted, the fds restored after", async () => {
+  // A child process writes as Dawn does (libc write on fd 2 and 1, inside the call), then
+  // prints the held notices and writes once more after the call, which must pass untouched.
+  const script = `
+    import { quietDawn } from "${new URL("../../src/gpu/dawn_log.ts", import.meta.url).href}";
+    const libc = Deno.dlopen("libc.so.6", {
+      write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+    }).symbols;
+    const put = (fd, t) => { const b = new TextEncoder().encode(t); libc.write(fd, b, BigInt(b.length)); };
+    const r = quietDawn(() => {
+      put(2, "Warning: a notice\\n    at f (x.cpp:1)\\n\\nError: a real error\\nplain stderr\\n");
+      put(1, "Info: an info\\nplain stdout\\n");
+      return 42;
+    });
+    put(2, "Warning: after the call\\n");
+    console.log(JSON.stringify(r));
+  `;
+  const run = async (env: Record<string, string>) => {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=js", script],
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const d = new TextDecoder();
+    return { code: r.code, out: d.decode(r.stdout), err: d.decode(r.stderr) };
+  };
+  const quiet = await run({ QLORAD_DAWN_LOG: "" });
+  assert.equal(quiet.code, 0, quiet.err);
+  assert.equal(quiet.err, "Error: a real error\nplain stderr\nWarning: after the call\n");
+  assert.equal(
+    quiet.out,
+    "plain stdout\n" +
+      JSON.stringify({ value: 42, notices: ["an info", "a notice"] }) + "\n",
+  );
+  const loud = await run({ QLORAD_DAWN_LOG: "1" });
+  assert.equal(loud.code, 0, loud.err);
+  assert.match(loud.err, /^Warning: a notice\n {4}at f/);
+  assert.match(loud.out, /^Info: an info\nplain stdout\n/);
+  assert.match(loud.out, /"notices":\[\]/);
+});
+
 async function qloradTask(
   args: string[],
   env: Record<string, string>,
