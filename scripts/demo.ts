@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { Progress } from "../src/cli/progress.ts";
+import { formatDuration, Progress } from "../src/cli/progress.ts";
 import { demoPrompts, makeDemoDatasets, makeTinyLlama } from "./tiny_llama/mod.ts";
 import { PROTO_LOADER_OPTIONS, PROTO_PATH, startServer } from "../src/service/server.ts";
 import { consoleLogger } from "../src/service/status.ts";
@@ -175,7 +175,7 @@ try {
     tbar.update(
       m.step,
       `| loss ${m.loss.toFixed(4)} | ${Math.round(m.tokens_per_second)} tok/s | ` +
-        `ETA ${Math.round(m.eta_seconds)}s`,
+        `ETA ${formatDuration(m.eta_seconds)}`,
     );
   });
   tbar?.done();

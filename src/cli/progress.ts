@@ -62,3 +62,11 @@ export class Progress {
     this.#drawn = false;
   }
 }
+
+/** Seconds as a short duration for an ETA: "45s", "3m05s", "2h07m". */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
+}

@@ -1,6 +1,6 @@
 /** Progress (src/cli/progress.ts) with the terminal flag injected: a bar, or a line per 10%. */
 import assert from "node:assert/strict";
-import { Progress } from "../../src/cli/progress.ts";
+import { formatDuration, Progress } from "../../src/cli/progress.ts";
 import { quantizeProgress } from "../../src/cli/quantize.ts";
 
 function run(tty: boolean, total: number, values: number[], everyPercent?: number): string {
@@ -61,4 +61,13 @@ Deno.test("quantize progress counts the checkpoint's tensors and their split, as
   line.done();
   assert.equal(out.trim().split("\n").at(-1), "tensors 5/5 (3 quantized, 2 kept) t4");
   assert.match(out, /^tensors 2\/5 \(1 quantized, 1 kept\) t1$/m);
+});
+
+Deno.test("formatDuration: seconds, minutes, hours, as an ETA reads", () => {
+  assert.equal(formatDuration(0), "0s");
+  assert.equal(formatDuration(44.4), "44s");
+  assert.equal(formatDuration(59.6), "1m00s");
+  assert.equal(formatDuration(185), "3m05s");
+  assert.equal(formatDuration(2 * 3600 + 7 * 60 + 59), "2h07m");
+  assert.equal(formatDuration(-3), "0s");
 });
