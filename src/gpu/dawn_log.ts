@@ -97,7 +97,9 @@ const MEMFD_NAME = new TextEncoder().encode("qlorad-dawn-log\0");
  * read-only root file system is no obstacle) while `fn` runs; what was written, per fd.
  * Undefined, with `fn` not run, where the redirect cannot be made.
  */
-function captureFds<T>(fn: () => T): { value: T; out: string; err: string } | undefined {
+function captureFds<T>(
+  fn: () => T,
+): { result: { value: T } | { error: unknown }; out: string; err: string } | undefined {
   const c = loadLibc();
   if (!c) return undefined;
   const memfds: number[] = [];
@@ -116,9 +118,11 @@ function captureFds<T>(fn: () => T): { value: T; out: string; err: string } | un
       return undefined;
     }
   }
-  let value: T;
+  let result: { value: T } | { error: unknown };
   try {
-    value = fn();
+    result = { value: fn() };
+  } catch (error) {
+    result = { error };
   } finally {
     restore(c, saved);
   }
@@ -129,7 +133,7 @@ function captureFds<T>(fn: () => T): { value: T; out: string; err: string } | un
     c.close(m);
     return new TextDecoder().decode(bytes.subarray(0, Math.max(0, got)));
   });
-  return { value, out, err };
+  return { result, out, err };
 }
 
 /** fd i + 1 back to what it was; each saved copy closed. */
@@ -146,18 +150,25 @@ let verbose: boolean | undefined;
 /**
  * Runs a synchronous native Dawn call (instance creation, the adapter request: Dawn logs during
  * both before they return) with its notices held back, unless QLORAD_DAWN_LOG asks for them.
- * Returns the call's value and the notices it produced (empty when they were printed).
+ * Returns the call's value and the notices it produced (empty when they were printed). A call
+ * that throws has everything it printed shown before its error is rethrown.
  */
 export function quietDawn<T>(fn: () => T): { value: T; notices: string[] } {
   verbose ??= dawnLogVerbose();
   if (verbose) return { value: fn(), notices: [] };
   const captured = captureFds(fn);
   if (!captured) return { value: fn(), notices: [] };
+  if ("error" in captured.result) {
+    // The call failed: everything it printed may explain why, so all of it is shown.
+    writeAll(Deno.stdout, captured.out);
+    writeAll(Deno.stderr, captured.err);
+    throw captured.result.error;
+  }
   const out = sortDawnLog(captured.out);
   const err = sortDawnLog(captured.err);
   writeAll(Deno.stdout, out.shown);
   writeAll(Deno.stderr, err.shown);
-  return { value: captured.value, notices: [...out.held, ...err.held] };
+  return { value: captured.result.value, notices: [...out.held, ...err.held] };
 }
 
 function writeAll(stream: { writeSync(p: Uint8Array): number }, text: string): void {

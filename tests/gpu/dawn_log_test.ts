@@ -67,6 +67,11 @@ Deno.test("quietDawn: native writes to fd 1 and 2 are sorted, the fds restored a
     });
     put(2, "Warning: after the call\\n");
     console.log(JSON.stringify(r));
+    try {
+      quietDawn(() => { put(2, "Warning: why it failed\\n"); throw new Error("native failure"); });
+    } catch (e) {
+      console.log(e.message);
+    }
   `;
   const run = async (env: Record<string, string>) => {
     const r = await new Deno.Command(Deno.execPath(), {
@@ -80,11 +85,15 @@ Deno.test("quietDawn: native writes to fd 1 and 2 are sorted, the fds restored a
   };
   const quiet = await run({ QLORAD_DAWN_LOG: "" });
   assert.equal(quiet.code, 0, quiet.err);
-  assert.equal(quiet.err, "Error: a real error\nplain stderr\nWarning: after the call\n");
+  // A call that throws shows all it printed (it may say why), then its error goes on.
+  assert.equal(
+    quiet.err,
+    "Error: a real error\nplain stderr\nWarning: after the call\nWarning: why it failed\n",
+  );
   assert.equal(
     quiet.out,
     "plain stdout\n" +
-      JSON.stringify({ value: 42, notices: ["an info", "a notice"] }) + "\n",
+      JSON.stringify({ value: 42, notices: ["an info", "a notice"] }) + "\nnative failure\n",
   );
   const loud = await run({ QLORAD_DAWN_LOG: "1" });
   assert.equal(loud.code, 0, loud.err);
