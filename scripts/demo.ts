@@ -1,33 +1,58 @@
 /**
  * The demo: the whole pipeline on the bundled tiny Llama, through a real gRPC server and
- * client on loopback. Fixture -> Quantize (NF4 + double quant) -> Evaluate the base ->
- * Train LoRA adapters (live loss) -> Evaluate base + adapter -> summary table.
- *   deno task demo [--data-dir data/demo] [--steps 120]
+ * client on loopback. Fixture -> Quantize (NF4 + double quant) -> Evaluate the base (with
+ * sample completions) -> Train LoRA adapters (live loss, ETA) -> Evaluate base + adapter -> the
+ * samples before and after, and a summary table. It trains on the demo's own data
+ * (scripts/tiny_llama/demo_datasets.ts: a few capitals in the two forms the sample prompts ask),
+ * so that after about a minute on a CPU adapter the samples answer.
+ *   deno task demo [--data-dir data/demo] [--steps 300] [--verbose]
+ * --verbose also shows Dawn's own notices (QLORAD_DAWN_LOG=1).
  */
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import cliProgress from "cli-progress";
-import { makeTinyLlama } from "./tiny_llama/mod.ts";
+import { formatDuration, Progress } from "../src/cli/progress.ts";
+import { demoPrompts, makeDemoDatasets, makeTinyLlama } from "./tiny_llama/mod.ts";
 import { PROTO_LOADER_OPTIONS, PROTO_PATH, startServer } from "../src/service/server.ts";
 import { consoleLogger } from "../src/service/status.ts";
 
 // deno-lint-ignore no-explicit-any
 type Msg = Record<string, any>;
 
+/** About a minute of training on lavapipe (2 loaded CPU cores; README's demo block). */
+const STEPS = 300;
+/** The demo data: this many capitals, each form this many times (demo_datasets.ts). */
+const CAPITAL_COUNT = 16;
+const COPIES = 8;
+const LEARNING_RATE = 1e-2;
+
 const { values } = parseArgs({
   args: Deno.args,
-  options: { "data-dir": { type: "string" }, steps: { type: "string" } },
+  options: {
+    "data-dir": { type: "string" },
+    steps: { type: "string" },
+    verbose: { type: "boolean" },
+  },
 });
 const dataDir = resolve(values["data-dir"] ?? "data/demo");
-const steps = Number(values.steps ?? 300);
+const steps = Number(values.steps ?? STEPS);
+if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps: got ${values.steps}`);
+if (values.verbose) Deno.env.set("QLORAD_DAWN_LOG", "1");
 
 await Deno.remove(dataDir, { recursive: true }).catch(() => {});
 await Deno.mkdir(dataDir, { recursive: true });
 console.log(`qlorad demo: data directory ${dataDir}`);
 await makeTinyLlama(join(dataDir, "tiny-llama"));
-console.log("made the tiny Llama fixture (bf16, GQA, 2 layers) with train.jsonl and eval.jsonl");
+const demoData = makeDemoDatasets(1234, CAPITAL_COUNT, COPIES);
+const jsonl = (rs: unknown[]) => rs.map((r) => JSON.stringify(r) + "\n").join("");
+await Deno.writeTextFile(join(dataDir, "demo_train.jsonl"), jsonl(demoData.train));
+await Deno.writeTextFile(join(dataDir, "demo_eval.jsonl"), jsonl(demoData.eval));
+console.log(
+  `made the tiny Llama fixture (bf16, GQA, 2 layers, random weights) and the demo data: ` +
+    `${CAPITAL_COUNT} capitals, ${demoData.train.length} training records, ` +
+    `${demoData.eval.length} eval records (the same facts)`,
+);
 
 const server = await startServer({ dataDir, port: 0, logger: { ...consoleLogger, info() {} } });
 const definition = protoLoader.loadSync(PROTO_PATH, PROTO_LOADER_OPTIONS);
@@ -53,15 +78,15 @@ function run(method: string, req: Msg, onEvent: (ev: Msg) => void): Promise<Msg[
   });
 }
 
-function bar(format: string) {
-  return new cliProgress.SingleBar({
-    format,
-    barsize: 30,
-    hideCursor: true,
-    noTTYOutput: true,
-    notTTYSchedule: 2000,
-    etaBuffer: 20,
-  }, cliProgress.Presets.shades_classic);
+/** A bar on a terminal, a plain line every 10% elsewhere (a log, CI). */
+function progress(label: string, total: number): Progress {
+  const enc = new TextEncoder();
+  return new Progress({
+    label,
+    total,
+    tty: Deno.stdout.isTerminal(),
+    write: (t) => Deno.stdout.writeSync(enc.encode(t)),
+  });
 }
 
 const last = (events: Msg[], payload: string) =>
@@ -69,23 +94,26 @@ const last = (events: Msg[], payload: string) =>
 
 try {
   // 1. Quantize
-  const qbar = bar("quantize |{bar}| {value}/{total} tensors | {tensor}");
-  let qStarted = false;
+  let qbar: Progress | undefined;
+  let quantizedSoFar = 0;
   const q = await run(
     "Quantize",
     { model_path: "tiny-llama", output_path: "tiny-llama-nf4" },
     (ev) => {
       if (ev.payload !== "progress") return;
-      if (!qStarted) qbar.start(ev.progress.total, 0, { tensor: "" });
-      qStarted = true;
-      qbar.update(ev.progress.index, { tensor: ev.progress.tensor });
+      const p = ev.progress;
+      qbar ??= progress("quantize tensors", p.total);
+      if (p.quantized) quantizedSoFar++;
+      qbar.update(p.index, `(${quantizedSoFar} quantized, ${p.index - quantizedSoFar} kept)`);
     },
   );
-  qbar.stop();
+  qbar?.done();
   const qr = last(q, "quantize_result");
   console.log(
-    `quantized ${qr.parameters_quantized.toLocaleString()} parameters in ${qr.tensors_quantized} tensors ` +
-      `to NF4 + double quant: ${qr.bits_per_parameter.toFixed(3)} bits/parameter, ` +
+    `quantized ${qr.tensors_quantized} of ${qr.tensors_quantized + qr.tensors_kept} tensors ` +
+      `(${qr.parameters_quantized.toLocaleString()} parameters, the linear layers) to NF4 + ` +
+      `double quant, kept ${qr.tensors_kept} in bf16 (embeddings, norms, lm_head): ` +
+      `${qr.bits_per_parameter.toFixed(3)} bits/parameter, ` +
       `${(qr.bytes_in / 1024).toFixed(0)} KiB -> ${(qr.bytes_out / 1024).toFixed(0)} KiB, ` +
       `mean |error| ${qr.mean_abs_error.toExponential(2)}, max ${
         qr.max_abs_error.toExponential(2)
@@ -95,11 +123,11 @@ try {
   // 2. Evaluate the base
   const evalReq = {
     base_model_path: "tiny-llama-nf4",
-    dataset_path: "tiny-llama/eval.jsonl",
+    dataset_path: "demo_eval.jsonl",
     max_seq_len: 64,
     batch_size: 16,
-    sample_prompts: ["The capital of France is", "Q: What is the capital of Italy?\nA:"],
-    max_new_tokens: 12,
+    sample_prompts: demoPrompts(),
+    max_new_tokens: 8,
   };
   const evaluate = async (label: string, adapter?: string) => {
     const events = await run(
@@ -121,18 +149,15 @@ try {
 
   // 3. Train
   console.log(`\ntraining LoRA r=16 on all 7 linear layers for ${steps} steps`);
-  const tbar = bar(
-    "train    |{bar}| step {value}/{total} | loss {loss} | {tps} tok/s | ETA {eta}s",
-  );
-  let tStarted = false;
+  let tbar: Progress | undefined;
   const t = await run("Train", {
     base_model_path: "tiny-llama-nf4",
-    dataset_path: "tiny-llama/train.jsonl",
-    eval_dataset_path: "tiny-llama/eval.jsonl",
+    dataset_path: "demo_train.jsonl",
+    eval_dataset_path: "demo_eval.jsonl",
     output_path: "adapters/demo",
-    lora: { r: 16, alpha: 32, dropout: 0.05 },
+    lora: { r: 16, alpha: 32, dropout: 0 },
     hyperparameters: {
-      learning_rate: 4e-3,
+      learning_rate: LEARNING_RATE,
       lr_scheduler: "LR_SCHEDULER_COSINE",
       warmup_steps: Math.round(steps * 0.05),
       max_steps: steps,
@@ -146,15 +171,14 @@ try {
   }, (ev) => {
     if (ev.payload !== "train_metrics") return;
     const m = ev.train_metrics;
-    if (!tStarted) tbar.start(m.total_steps, 0, { loss: "-", tps: "-", remaining: "-" });
-    tStarted = true;
-    tbar.update(m.step, {
-      loss: m.loss.toFixed(4),
-      tps: Math.round(m.tokens_per_second),
-      remaining: Math.round(m.eta_seconds),
-    });
+    tbar ??= progress("train step", m.total_steps);
+    tbar.update(
+      m.step,
+      `| loss ${m.loss.toFixed(4)} | ${Math.round(m.tokens_per_second)} tok/s | ` +
+        `ETA ${formatDuration(m.eta_seconds)}`,
+    );
   });
-  tbar.stop();
+  tbar?.done();
   const tr = last(t, "train_result");
   console.log(
     `trained ${tr.steps} steps in ${tr.train_seconds.toFixed(1)} s: loss ${
@@ -166,7 +190,14 @@ try {
   // 4. Evaluate base + adapter
   const after = await evaluate("base + adapter", "adapters/demo");
 
-  // 5. Summary
+  // 5. Summary: the samples before and after, then the numbers
+  console.log("\n| prompt | base (NF4) | base + adapter |\n|---|---|---|");
+  for (const [i, s] of after.samples.entries()) {
+    const cell = (x: string) => JSON.stringify(x).replaceAll("|", "\\|");
+    console.log(
+      `| ${cell(s.prompt)} | ${cell(before.samples[i].completion)} | ${cell(s.completion)} |`,
+    );
+  }
   const gib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
   const rows: Array<[string, string, string]> = [
     ["eval loss (nats)", before.loss.toFixed(4), after.loss.toFixed(4)],

@@ -7,6 +7,7 @@
 export { bpeEncode, type BpeModel, byteLevelPieces, bytesToUnicode, trainBpe } from "./bpe.ts";
 export { CAPITALS, tokenizerCorpus } from "./corpus.ts";
 export { type DatasetRecord, makeDatasets } from "./datasets.ts";
+export { demoPrompts, makeDemoDatasets } from "./demo_datasets.ts";
 export { makeTinyLlama, type TinyLlamaResult } from "./make.ts";
 export {
   resolveOptions,

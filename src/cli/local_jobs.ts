@@ -19,6 +19,7 @@ import {
   type TrainHyperparameters,
 } from "../train/settings.ts";
 import { type Command, interruptible, parseFlags, usageError } from "./command.ts";
+import { formatDuration } from "./progress.ts";
 
 /** Each train setting's flag, as errors name it. */
 const TRAIN_FLAGS: Record<string, string> = {
@@ -150,7 +151,9 @@ async function train(args: string[], signal: AbortSignal): Promise<number> {
         console.log(
           `step ${m.step}/${m.totalSteps} loss ${m.loss.toFixed(4)} lr ${
             m.learningRate.toExponential(2)
-          } grad_norm ${m.gradNorm.toFixed(3)} ${Math.round(m.tokensPerSecond)} tok/s`,
+          } grad_norm ${m.gradNorm.toFixed(3)} ${Math.round(m.tokensPerSecond)} tok/s ETA ${
+            formatDuration(m.etaSeconds)
+          }`,
         ),
       eval: (e) =>
         console.log(`eval loss ${e.loss.toFixed(4)} perplexity ${e.perplexity.toFixed(2)}`),

@@ -1,6 +1,7 @@
 /**
  * `qlorad quantize`: a Hugging Face checkpoint folder to a bitsandbytes 4-bit folder, on local
- * paths, with a progress line per tensor. Its settings and defaults are the Quantize RPC's
+ * paths, with progress over the checkpoint's tensors (each one quantized or kept as it is: the
+ * summary counts the same tensors, split the same way). Its settings and defaults are the Quantize RPC's
  * (src/train/settings.ts).
  */
 import * as path from "node:path";
@@ -8,6 +9,7 @@ import { quantizeModel } from "../quant/quantize_model.ts";
 import type { QuantizeProgress } from "../quant/quantize_model.ts";
 import { type QuantizeKey, quantizeSettings } from "../train/settings.ts";
 import { type Command, interruptible, parseFlags, usageError } from "./command.ts";
+import { Progress } from "./progress.ts";
 
 export const QUANTIZE: Command = {
   name: "quantize",
@@ -48,7 +50,7 @@ async function quantize(args: string[]): Promise<number> {
     skipModules: skip?.split(",").map((s) => s.trim()).filter((s) => s !== ""),
   }, (k) => FLAGS[k]);
 
-  const line = progressLine();
+  const line = quantizeProgress();
   try {
     const r = await interruptible((signal) =>
       quantizeModel({
@@ -62,7 +64,8 @@ async function quantize(args: string[]): Promise<number> {
     );
     line.done();
     console.log(
-      `quantized ${r.tensorsQuantized} tensors (${r.parametersQuantized} parameters), kept ${r.tensorsKept}; ` +
+      `quantized ${r.tensorsQuantized} of ${r.tensorsQuantized + r.tensorsKept} tensors ` +
+        `(${r.parametersQuantized} parameters), kept ${r.tensorsKept} in their dtype; ` +
         `${r.bitsPerParameter.toFixed(3)} bits/parameter; ${mib(r.bytesIn)} -> ${
           mib(r.bytesOut)
         }; ` +
@@ -82,23 +85,27 @@ function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-/** One progress line on stderr: rewritten in place on a terminal, one line per tensor otherwise. */
-function progressLine() {
-  const tty = Deno.stderr.isTerminal();
-  const enc = new TextEncoder();
-  let shown = false;
+/**
+ * Progress on stderr over the checkpoint's tensors, with the running split into quantized and
+ * kept: a bar on a terminal, a line every 10% elsewhere.
+ */
+export function quantizeProgress(
+  tty = Deno.stderr.isTerminal(),
+  write: (text: string) => void = (t) => Deno.stderr.writeSync(new TextEncoder().encode(t)),
+) {
+  let bar: Progress | undefined;
+  let quantized = 0;
   return {
     update(p: QuantizeProgress) {
-      const width = String(p.total).length;
-      const text = `[${String(p.index).padStart(width)}/${p.total}] ${
-        p.quantized ? "quantized" : "kept     "
-      } ${p.tensor} (${p.bytesIn} -> ${p.bytesOut} bytes)`;
-      Deno.stderr.writeSync(enc.encode(tty ? `\r\x1b[2K${text}` : `${text}\n`));
-      shown = true;
+      bar ??= new Progress({ label: "tensors", total: p.total, tty, write });
+      if (p.quantized) quantized++;
+      bar.update(
+        p.index,
+        `(${quantized} quantized, ${p.index - quantized} kept) ${p.tensor}`,
+      );
     },
     done() {
-      if (tty && shown) Deno.stderr.writeSync(enc.encode("\n"));
-      shown = false;
+      bar?.done();
     },
   };
 }

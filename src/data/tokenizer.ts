@@ -116,6 +116,8 @@ class HfTextTokenizer implements TextTokenizer {
   }
 
   decode(ids: ArrayLike<number>): string {
+    // No ids is the empty text (a sample that generated nothing); the library throws on [].
+    if (ids.length === 0) return "";
     return this.#tok.decode(Array.from(ids));
   }
 

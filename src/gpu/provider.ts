@@ -8,6 +8,7 @@
 import { create, globals } from "webgpu";
 import { GpuUnavailableError } from "./errors.ts";
 import { installDawnTickPacing } from "./dawn_ticks.ts";
+import { quietDawn } from "./dawn_log.ts";
 import { type BackendChoice, gpuBackendSetting } from "../util/settings.ts";
 
 export type { BackendChoice };
@@ -67,13 +68,22 @@ async function tryDawn(
     ...(backend ? [`backend=${backend}`] : []),
     `enable-dawn-features=${DAWN_TOGGLES.join(",")}`,
   ];
-  const instance = create(flags) as unknown as GPU;
+  // Dawn prints its notices during both native calls (src/gpu/dawn_log.ts holds them back).
+  const made = quietDawn(() => create(flags) as unknown as GPU);
+  const instance = made.value;
   dawnInstances.push(instance);
-  const adapter = await instance.requestAdapter({
-    featureLevel,
-    powerPreference: "high-performance",
-  } as GPURequestAdapterOptions);
-  if (!adapter) return undefined;
+  const asked = quietDawn(() =>
+    instance.requestAdapter({
+      featureLevel,
+      powerPreference: "high-performance",
+    } as GPURequestAdapterOptions)
+  );
+  const adapter = await asked.value;
+  if (!adapter) {
+    const notices = [...made.notices, ...asked.notices];
+    if (notices.length) throw new Error(`no adapter (Dawn: ${notices.join("; ")})`);
+    return undefined;
+  }
   return { adapter, instance, description: describe(adapter, "dawn", backend ?? "default") };
 }
 

@@ -12,6 +12,7 @@ import type { LoraSpec } from "../model/lora.ts";
 import type { MicroBatch } from "../model/graph.ts";
 import { TrainingEngine } from "./engine.ts";
 import { learningRate, type LrScheduler } from "./schedule.ts";
+import { StepTimeEstimator } from "./eta.ts";
 import { type DataCursor, type LoadedCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { saveAdapter } from "./peft.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
@@ -178,6 +179,7 @@ export async function runTraining(
     let lastEval: EvalMetrics | undefined;
     let trainSeconds = 0;
     let trainTokens = 0;
+    const stepTimes = new StepTimeEstimator();
     const checkpoint = async (isFinal: boolean) => {
       const path = await saveCheckpoint(
         spec.outputDir,
@@ -218,7 +220,7 @@ export async function runTraining(
       }
       lastLoss = r.loss;
       firstLoss ??= r.loss;
-      const perStep = trainSeconds / Math.max(1, step - (spec.resume?.checkpoint.state.step ?? 0));
+      stepTimes.add(seconds);
       events.metrics?.({
         step,
         totalSteps,
@@ -229,7 +231,7 @@ export async function runTraining(
         tokens: r.inputTokens,
         tokensPerSecond: r.inputTokens / Math.max(seconds, 1e-9),
         stepSeconds: seconds,
-        etaSeconds: perStep * (totalSteps - step),
+        etaSeconds: stepTimes.remainingSeconds(totalSteps - step),
         memory: ctx.memory.current(),
         pagedInBytes: r.pagedInBytes,
         pagedOutBytes: r.pagedOutBytes,

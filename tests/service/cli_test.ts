@@ -83,7 +83,7 @@ Deno.test("cli: serve announces its port, serves, and stops on SIGTERM", async (
   }
 });
 
-Deno.test("cli: quantize writes the 4-bit folder with a progress line per tensor", async () => {
+Deno.test("cli: quantize writes the 4-bit folder with progress lines (not a terminal)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "qlorad-cli-" });
   try {
     await makeTinyLlama(path.join(dir, "tiny"));
@@ -100,9 +100,12 @@ Deno.test("cli: quantize writes the 4-bit folder with a progress line per tensor
     assert.equal(r.code, 0, r.stderr);
     assert.match(
       r.stdout,
-      /^quantized 14 tensors \(\d+ parameters\), kept \d+; 4\.1\d\d bits\/parameter/,
+      /^quantized 14 of 21 tensors \(\d+ parameters\), kept 7 in their dtype; 4\.1\d\d bits\/parameter/,
     );
-    assert.match(r.stderr, /^\[ 1\/\d+\] kept {6}model\.embed_tokens\.weight/m);
+    // Progress counts the same 21 tensors, a line per 10% off a terminal, ending with the split.
+    assert.match(r.stderr, /^tensors 21\/21 \(14 quantized, 7 kept\) /m);
+    assert.equal(r.stderr.match(/^tensors +\d+\/21 /gm)?.length, 10);
+    assert.doesNotMatch(r.stderr, /\r/);
     const config = JSON.parse(await Deno.readTextFile(path.join(out, "config.json")));
     assert.equal(config.quantization_config.bnb_4bit_quant_type, "fp4");
 
