@@ -116,6 +116,8 @@ class HfTextTokenizer implements TextTokenizer {
   }
 
   decode(ids: ArrayLike<number>): string {
+    // The library throws on an empty list (e.g. a sample that stopped at once); no ids is "".
+    if (ids.length === 0) return "";
     return this.#tok.decode(Array.from(ids));
   }
 

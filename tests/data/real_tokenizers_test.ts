@@ -110,3 +110,12 @@ Deno.test("real tokenizers: SentencePiece special token strings in text are thei
   assert.deepEqual(ids, [...plain("ab"), 2, ...plain("cd")]);
   assert.equal(tok.decode(ids), "ab</s> cd");
 });
+
+Deno.test("real tokenizers: decoding no ids gives the empty string", async () => {
+  // Evaluate's samples decode what the model generated less the stop ids: nothing at all when the
+  // first token is eos. @huggingface/tokenizers throws on an empty list; transformers gives "".
+  for (const tok of [await llama3Tokenizer(), await sentencePieceTokenizer()]) {
+    assert.equal(tok.decode([]), "");
+    assert.equal(tok.decode(new Uint32Array(0)), "");
+  }
+});
