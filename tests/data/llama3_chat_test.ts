@@ -10,10 +10,10 @@
  */
 import assert from "node:assert/strict";
 import { loadDataset } from "../../src/data/dataset.ts";
-import { encodeMessages } from "../../src/data/encode.ts";
+import { encodeMessages, encodeText } from "../../src/data/encode.ts";
 import { IGNORE_INDEX } from "../../src/data/records.ts";
 import type { ChatMessage, TextTokenizer } from "../../src/data/tokenizer.ts";
-import { llama3Tokenizer } from "./real_tokenizers.ts";
+import { llama3RevisedTokenizer, llama3Tokenizer } from "./real_tokenizers.ts";
 import { jsonlFile } from "./setup.ts";
 
 const BEGIN_OF_TEXT = 128000;
@@ -98,4 +98,20 @@ Deno.test("llama3 chat: the dataset loader's shifted examples train on the same 
   const labels = expectedLabels(tok, ids);
   assert.deepEqual(Array.from(examples[0].tokens), ids.slice(0, -1));
   assert.deepEqual(Array.from(examples[0].labels), labels.slice(1));
+});
+
+Deno.test("llama3 chat: the revised template and bos post-processor give the same ids and masks", async () => {
+  const tok = await llama3RevisedTokenizer();
+  // The post-processor now adds bos on a plain encode; records still get exactly one.
+  const plain = tok.encode("Hi", { addSpecialTokens: false });
+  assert.deepEqual(tok.encode("Hi"), [BEGIN_OF_TEXT, ...plain]);
+  assert.deepEqual(encodeText(tok, "Hi").inputIds, [BEGIN_OF_TEXT, ...plain, 128001]);
+  const header = "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  const text = expectedText(CONVERSATION).slice(0, -header.length);
+  assert.equal(tok.applyChatTemplate(CONVERSATION), text);
+  assert.equal(tok.applyChatTemplate(CONVERSATION, { addGenerationPrompt: true }), text + header);
+  const enc = encodeMessages(tok, CONVERSATION);
+  assert.deepEqual(enc.inputIds, tok.encode(text, { addSpecialTokens: false }));
+  assert.equal(enc.inputIds.filter((id) => id === BEGIN_OF_TEXT).length, 1);
+  assert.deepEqual(enc.labels, expectedLabels(tok, enc.inputIds));
 });

