@@ -1,7 +1,7 @@
 /**
  * Dataset lines that a real tokenizer or its chat template cannot take fail through the loader
- * the Train job uses (loadDataset), naming the file, the line and the field: a role the template
- * has no turn for, a message without content, content that is not a string (the list-of-parts
+ * the Train job uses (loadDataset), naming the file, the line and the field: a role outside
+ * system/user/assistant (the Llama 3 template itself would print any role), a message without content, content that is not a string (the list-of-parts
  * form of other APIs), text that is not valid Unicode (a lone surrogate escape, which
  * transformers refuses and a JS tokenizer would silently turn into U+FFFD), and a messages record
  * for a tokenizer with no chat template. Each bad line comes after a good one, so the line number
@@ -42,7 +42,7 @@ Deno.test("real tokenizer lines: the good line alone loads", async () => {
   assert.equal(examples.length, 1);
 });
 
-Deno.test("real tokenizer lines: a role without a turn in the template names line and field", async () => {
+Deno.test("real tokenizer lines: a role qlorad does not train on (tool) names line and field", async () => {
   await rejectsSecondLine(
     { messages: [{ role: "user", content: "x" }, { role: "tool", content: "{}" }] },
     /^chat\.jsonl:2: "messages"\[1\]\.role must be one of system, user, assistant, got string "tool"/,
