@@ -119,3 +119,16 @@ Deno.test("real tokenizers: decoding no ids gives the empty string", async () =>
     assert.equal(tok.decode(new Uint32Array(0)), "");
   }
 });
+
+Deno.test("real tokenizers: Llama 3 decode cleans up spaces as its config asks, or not", async () => {
+  // tokenizer_config.json says clean_up_tokenization_spaces: true, so transformers' decode turns
+  // " ," into "," (and " .", " ?", " !", " n't", " 's"); llama3-tokenizer-js never does. Without
+  // the clean-up qlorad gives the reference's text, which is the text encoded.
+  const tok = await llama3Tokenizer();
+  const text = "a , b . c ? d ! I do n't , it 's";
+  const ids = tok.encode(text, { addSpecialTokens: false });
+  assert.deepEqual(ids, llama3Reference.encode(text, { bos: false, eos: false }));
+  assert.equal(tok.decode(ids), "a, b. c? d! I don't, it's");
+  assert.equal(tok.decode(ids, { cleanUpTokenizationSpaces: false }), text);
+  assert.equal(llama3Reference.decode(ids), text);
+});
