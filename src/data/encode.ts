@@ -74,7 +74,7 @@ export function chatSpans(
 ): { text: string; spans: [number, number][] } {
   const text = tok.applyChatTemplate(messages, { addGenerationPrompt: false });
   const epilogue = alwaysAppended(tok, messages, text);
-  /** A rendering without the epilogue (a rendering without it cannot be followed). */
+  /** A rendering with the epilogue cut off; one that does not end with it is refused. */
   const render = (msgs: ChatMessage[], i: number): string => {
     const r = msgs === messages
       ? text
