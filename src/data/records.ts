@@ -64,6 +64,7 @@ const FORMAT_KEYS: Record<RecordFormat, string[]> = {
  * so that no error repeats a line's text.
  */
 function describe(v: unknown): string {
+  if (v === undefined) return "nothing (the key is missing)";
   if (v === null) return "null";
   if (Array.isArray(v)) return "an array";
   if (typeof v === "number") {
@@ -141,8 +142,28 @@ function chatMessages(v: unknown, where: string): ChatMessage[] {
     if (typeof content !== "string") {
       fail(where, `"messages"[${i}].content must be a string, got ${describe(content)}`);
     }
+    checkUnicode(content, `"messages"[${i}].content`, where);
     return { role, content };
   });
+}
+
+/** A high surrogate without its low half, or a low one without its high half. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Refuses a string that is not Unicode text: JSON's \u escapes can spell half a surrogate pair in
+ * a file of valid UTF-8. The JS tokenizer would encode it as U+FFFD without a word, so the model
+ * would train on a character the file does not hold; Python's tokenizers refuse it
+ * ("UnicodeEncodeError: surrogates not allowed", transformers issue 8886).
+ */
+function checkUnicode(s: string, field: string, where: string): void {
+  if (s.isWellFormed()) return;
+  const at = s.search(LONE_SURROGATE);
+  fail(
+    where,
+    `${field} is not valid Unicode: an unpaired surrogate at character ${at + 1} ` +
+      `(a \\uD800-\\uDFFF escape without its other half)`,
+  );
 }
 
 /** Refuses a record whose text for the tokenizer is longer than RECORD_LIMITS.maxChars. */
@@ -189,6 +210,7 @@ export function parseRecordLine(text: string, src: RecordSource): DataRecord | n
       if (typeof rec.text !== "string" || rec.text === "") {
         fail(where, `"text" must be a non-empty string, got ${describe(rec.text)}`);
       }
+      checkUnicode(rec.text, `"text"`, where);
       checkChars(rec.text.length, where);
       return { format: "text", text: rec.text };
     case "prompt_completion":
@@ -200,6 +222,8 @@ export function parseRecordLine(text: string, src: RecordSource): DataRecord | n
       if (typeof rec.completion !== "string" || rec.completion === "") {
         fail(where, `"completion" must be a non-empty string, got ${describe(rec.completion)}`);
       }
+      checkUnicode(rec.prompt, `"prompt"`, where);
+      checkUnicode(rec.completion, `"completion"`, where);
       checkChars(rec.prompt.length + rec.completion.length, where);
       return { format: "prompt_completion", prompt: rec.prompt, completion: rec.completion };
     case "messages": {

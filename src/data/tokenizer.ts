@@ -34,7 +34,12 @@ export interface TextTokenizer {
   readonly hasChatTemplate: boolean;
   /** Token ids; addSpecialTokens (default true) runs the post-processor (e.g. adds bos). */
   encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
-  decode(ids: ArrayLike<number>): string;
+  /**
+   * The text of `ids`. cleanUpTokenizationSpaces (default: the config's
+   * clean_up_tokenization_spaces, as transformers' decode) turns " ," into "," and the like;
+   * false gives the text exactly as the tokens spell it.
+   */
+  decode(ids: ArrayLike<number>, options?: { cleanUpTokenizationSpaces?: boolean }): string;
   /** The rendered conversation text (tokenize it with addSpecialTokens: false). */
   applyChatTemplate(messages: ChatMessage[], options?: { addGenerationPrompt?: boolean }): string;
 }
@@ -115,10 +120,12 @@ class HfTextTokenizer implements TextTokenizer {
     return this.#tok.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }
 
-  decode(ids: ArrayLike<number>): string {
-    // No ids is the empty text (a sample that generated nothing); the library throws on [].
+  decode(ids: ArrayLike<number>, options: { cleanUpTokenizationSpaces?: boolean } = {}): string {
+    // The library throws on an empty list (e.g. a sample that stopped at once); no ids is "".
     if (ids.length === 0) return "";
-    return this.#tok.decode(Array.from(ids));
+    return this.#tok.decode(Array.from(ids), {
+      clean_up_tokenization_spaces: options.cleanUpTokenizationSpaces,
+    });
   }
 
   applyChatTemplate(
