@@ -5,8 +5,9 @@
  * offline from Debian's sources. Their committed stubs must equal freshly generated ones. The
  * packages' own tests run (unit tests, then live ones: a stream dropped mid-job and resumed from
  * the last seq gives the job's log exactly, a bad request is the typed InvalidArgument naming the
- * field; on a second server with mutual TLS and a bearer token, the token gets through and its
- * absence is Unauthenticated). Then each orchestrator example, on its package, must print job ids that the server knows
+ * field, a greedy Generate's streamed pieces make its final text, an Export of the tiny model to
+ * GGUF F16 writes the file it reports; on a second server with mutual TLS and a bearer token, the
+ * token gets through and its absence is Unauthenticated). Then each orchestrator example, on its package, must print job ids that the server knows
  * as SUCCEEDED, write the 4-bit model and the adapter, print eval losses, replay a dropped stream
  * without a gap, and exit non-zero when a request is refused.
  *
@@ -292,6 +293,7 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
     const live = {
       QLORAD_TEST_TARGET: `127.0.0.1:${server.port}`,
       QLORAD_TEST_MODEL: "tiny",
+      QLORAD_TEST_DATA_DIR: dataDir,
       QLORAD_TEST_SECURE_TARGET: `127.0.0.1:${secureServer.port}`,
       QLORAD_TEST_TOKEN: token,
       QLORAD_TEST_CERTS: certs,
@@ -299,7 +301,7 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
     };
 
     passed = await t.step(
-      "the Python package on the server: resume, typed errors, mTLS + token",
+      "the Python package on the server: resume, typed errors, Generate, Export, mTLS + token",
       async () => {
         const r = await mustRun(python, ["clients/python/tests/live_server.py", "-v"], live);
         for (
@@ -308,6 +310,9 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
             "test_a_dropped_stream_resumes_by_itself",
             "test_a_bad_request_raises_invalid_argument_naming_the_field",
             "test_an_unknown_job_raises_not_found",
+            "test_a_greedy_generate_streams_pieces_that_make_its_text",
+            "test_an_export_of_the_model_to_gguf_f16_writes_the_file",
+            "test_a_bad_generate_or_export_raises_invalid_argument_naming_the_field",
             "test_with_the_token_calls_reach_the_service",
             "test_without_the_token_calls_are_unauthenticated",
           ]
@@ -316,7 +321,8 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
     ) && passed;
 
     passed = await t.step(
-      "the Go package: unit tests, and on the server: resume, typed errors, mTLS + token",
+      "the Go package: unit tests, and on the server: resume, typed errors, Generate, Export, " +
+        "mTLS + token",
       async () => {
         const r = await mustRun("bash", ["clients/go/test.sh", "-v", "-count=1"], live);
         const log = r.stdout + r.stderr;
@@ -327,6 +333,11 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
             "TestLiveADroppedStreamResumesByItself",
             "TestLiveABadRequestIsInvalidArgumentNamingTheField",
             "TestLiveAnUnknownJobIsNotFound",
+            "TestLiveAGreedyGenerateStreamsPiecesThatMakeItsText",
+            "TestLiveAnExportToGgufF16WritesTheFile",
+            "TestLiveABadGenerateOrExportIsInvalidArgumentNamingTheField",
+            "TestFollowTextGivesThePiecesThenTheResult",
+            "TestFollowTextOfACancelledGenerationIsJobFailed",
             "TestLiveSecureWithTheTokenReachesTheService",
             "TestLiveSecureWithoutTheTokenIsUnauthenticated",
             "TestABrokenStreamResumesAfterTheLastSeq",
