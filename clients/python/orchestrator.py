@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""Example orchestrator: Quantize -> Train -> Evaluate (base, and base + adapter) on qlorad.
+"""Example orchestrator: Quantize -> Train -> Evaluate (base, and base + adapter) -> a sample.
 
     python3 clients/python/orchestrator.py --target 127.0.0.1:50051 \\
         --model tiny-llama --data tiny-llama/train.jsonl --eval-data tiny-llama/eval.jsonl \\
         --workdir runs/demo
 
 Paths are relative to the server's data directory. Outputs go to WORKDIR/model-nf4 (the 4-bit
-base) and WORKDIR/adapter (the LoRA adapter). Exit status: 0 when every job succeeded, 1 when
+base) and WORKDIR/adapter (the LoRA adapter); the sample is a greedy Generate with the trained
+adapter, its text printed as it streams. Exit status: 0 when every job succeeded, 1 when
 one failed or was refused, 2 for usage errors. Built on the qlorad package
 (pip install ./clients/python).
 """
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -37,6 +39,10 @@ def parse_args(argv):
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quantize-only", action="store_true", help="stop after Quantize")
+    p.add_argument("--sample-prompt", default="The capital of France is",
+                   help="prompt of the sample generated after training")
+    p.add_argument("--sample-tokens", type=int, default=16, metavar="N",
+                   help="tokens of that sample at most (0: no sample)")
     p.add_argument("--drop-after", type=int, default=0, metavar="N",
                    help="drop each job's first stream after N events and resume it with WatchJob "
                         "(shows the reconnect)")
@@ -151,6 +157,35 @@ def main(argv):
         summary.append(row)
         return row
 
+    def sample(name, adapter_path):
+        """A greedy Generate, its text printed as it streams. Not dropped: Generate follows its
+        call, so a dropped stream would cancel it."""
+        print(f"== {name}")
+        final = None
+        try:
+            for event in client.generate(base_model_path=quantized, adapter_path=adapter_path,
+                                         prompt=args.sample_prompt,
+                                         max_new_tokens=args.sample_tokens):
+                if final is None:
+                    printer.line(f"job {event.job_id}")
+                    sys.stdout.write(f"  > {args.sample_prompt}")
+                final = event
+                if event.HasField("generated_text"):
+                    sys.stdout.write(event.generated_text.text)
+                    sys.stdout.flush()
+            sys.stdout.write("\n")
+            row = Row(name, JobOutcome(final.job_id, final.state, final, {}))
+        except QloradError as err:
+            printer.line(f"refused: {err.code.name}: {err.message}")
+            row = Row(name, None, f"refused {err.code.name}: {err.message}")
+        if row.succeeded:
+            r = final.generate_result
+            finish = pb.FinishReason.Name(r.finish_reason).removeprefix("FINISH_REASON_").lower()
+            row.detail = f"{r.generated_tokens} tokens, {finish}: {json.dumps(r.text)}"
+        elif row.outcome and final.HasField("error"):
+            row.detail = f"{final.error.code}: {final.error.message}"
+        summary.append(row)
+
     def evaluate(name, adapter_path):
         row = job(name, client.evaluate, pb.EvaluateRequest(
             base_model_path=quantized, adapter_path=adapter_path,
@@ -182,6 +217,8 @@ def main(argv):
             evaluate("eval-base", "")
             if t.succeeded:
                 evaluate("eval-adapter", adapter)
+                if args.sample_tokens > 0:
+                    sample("sample", adapter)
     finally:
         client.close()
 

@@ -9,8 +9,17 @@ import { QUANTIZE } from "./quantize.ts";
 import { ESTIMATE } from "./estimate.ts";
 import { EXPORT } from "./export.ts";
 import { EVAL, TRAIN } from "./local_jobs.ts";
+import { GENERATE } from "./generate.ts";
 
-export const COMMANDS: readonly Command[] = [SERVE, QUANTIZE, ESTIMATE, EXPORT, TRAIN, EVAL];
+export const COMMANDS: readonly Command[] = [
+  SERVE,
+  QUANTIZE,
+  ESTIMATE,
+  EXPORT,
+  TRAIN,
+  EVAL,
+  GENERATE,
+];
 
 export const USAGE = `usage:\n${COMMANDS.map((c) => c.usage).join("\n")}\n
 Run "qlorad COMMAND --help" for one command.`;

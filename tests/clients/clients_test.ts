@@ -5,10 +5,12 @@
  * offline from Debian's sources. Their committed stubs must equal freshly generated ones. The
  * packages' own tests run (unit tests, then live ones: a stream dropped mid-job and resumed from
  * the last seq gives the job's log exactly, a bad request is the typed InvalidArgument naming the
- * field; on a second server with mutual TLS and a bearer token, the token gets through and its
- * absence is Unauthenticated). Then each orchestrator example, on its package, must print job ids that the server knows
- * as SUCCEEDED, write the 4-bit model and the adapter, print eval losses, replay a dropped stream
- * without a gap, and exit non-zero when a request is refused.
+ * field, a greedy Generate's streamed pieces make its final text, an Export of the tiny model to
+ * GGUF F16 writes the file it reports; on a second server with mutual TLS and a bearer token, the
+ * token gets through and its absence is Unauthenticated). Then each orchestrator example, on its
+ * package, must print job ids that the server knows as SUCCEEDED, write the 4-bit model and the adapter, print eval losses, stream a sample whose
+ * text is the one their summary quotes, replay a dropped stream without a gap, and exit non-zero
+ * when a request is refused.
  *
  * Needs the client toolchains: bash scripts/install_client_toolchains.sh
  */
@@ -35,6 +37,9 @@ const UNIMPLEMENTED = 12;
 /** Each job's first stream is dropped after this many events and resumed with WatchJob. */
 const DROP_AFTER = 3;
 const LORA_R = 4;
+/** The sample the orchestrators generate after training. */
+const SAMPLE_PROMPT = "The capital of France is";
+const SAMPLE_TOKENS = 7;
 
 interface Output {
   code: number;
@@ -292,6 +297,7 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
     const live = {
       QLORAD_TEST_TARGET: `127.0.0.1:${server.port}`,
       QLORAD_TEST_MODEL: "tiny",
+      QLORAD_TEST_DATA_DIR: dataDir,
       QLORAD_TEST_SECURE_TARGET: `127.0.0.1:${secureServer.port}`,
       QLORAD_TEST_TOKEN: token,
       QLORAD_TEST_CERTS: certs,
@@ -299,7 +305,7 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
     };
 
     passed = await t.step(
-      "the Python package on the server: resume, typed errors, mTLS + token",
+      "the Python package on the server: resume, typed errors, Generate, Export, mTLS + token",
       async () => {
         const r = await mustRun(python, ["clients/python/tests/live_server.py", "-v"], live);
         for (
@@ -308,6 +314,9 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
             "test_a_dropped_stream_resumes_by_itself",
             "test_a_bad_request_raises_invalid_argument_naming_the_field",
             "test_an_unknown_job_raises_not_found",
+            "test_a_greedy_generate_streams_pieces_that_make_its_text",
+            "test_an_export_of_the_model_to_gguf_f16_writes_the_file",
+            "test_a_bad_generate_or_export_raises_invalid_argument_naming_the_field",
             "test_with_the_token_calls_reach_the_service",
             "test_without_the_token_calls_are_unauthenticated",
           ]
@@ -316,7 +325,8 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
     ) && passed;
 
     passed = await t.step(
-      "the Go package: unit tests, and on the server: resume, typed errors, mTLS + token",
+      "the Go package: unit tests, and on the server: resume, typed errors, Generate, Export, " +
+        "mTLS + token",
       async () => {
         const r = await mustRun("bash", ["clients/go/test.sh", "-v", "-count=1"], live);
         const log = r.stdout + r.stderr;
@@ -327,6 +337,11 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
             "TestLiveADroppedStreamResumesByItself",
             "TestLiveABadRequestIsInvalidArgumentNamingTheField",
             "TestLiveAnUnknownJobIsNotFound",
+            "TestLiveAGreedyGenerateStreamsPiecesThatMakeItsText",
+            "TestLiveAnExportToGgufF16WritesTheFile",
+            "TestLiveABadGenerateOrExportIsInvalidArgumentNamingTheField",
+            "TestFollowTextGivesThePiecesThenTheResult",
+            "TestFollowTextOfACancelledGenerationIsJobFailed",
             "TestLiveSecureWithTheTokenReachesTheService",
             "TestLiveSecureWithoutTheTokenIsUnauthenticated",
             "TestABrokenStreamResumesAfterTheLastSeq",
@@ -350,7 +365,9 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
     }
 
     for (const [name, cmd, args] of clients) {
-      const title = `${name}: ${full ? "Quantize, Train, Evaluate" : "Quantize (--quantize-only)"}`;
+      const title = `${name}: ${
+        full ? "Quantize, Train, Evaluate, a sample" : "Quantize (--quantize-only)"
+      }`;
       passed = await t.step(title, async () => {
         const r = await orchestrate(cmd, [
           ...args,
@@ -358,6 +375,7 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
           ...["--data", "tiny/train.jsonl", "--eval-data", "tiny/eval.jsonl"],
           ...["--steps", "3", "--max-seq-len", "64", "--lora-r", String(LORA_R)],
           ...["--drop-after", String(DROP_AFTER)],
+          ...["--sample-prompt", SAMPLE_PROMPT, "--sample-tokens", String(SAMPLE_TOKENS)],
           ...(full ? [] : ["--quantize-only"]),
         ]);
         const log = `${r.stdout}${r.stderr}`;
@@ -369,6 +387,7 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
             train: "JOB_KIND_TRAIN",
             "eval-base": "JOB_KIND_EVALUATE",
             "eval-adapter": "JOB_KIND_EVALUATE",
+            sample: "JOB_KIND_GENERATE",
           }
           : { quantize: "JOB_KIND_QUANTIZE" };
         const rows = summaryRows(r.stdout);
@@ -379,7 +398,9 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
           const job: Msg = await call(grpc!.qlorad, "GetJob", { job_id: jobId });
           assert.equal(job.kind, kind, row);
           assert.equal(job.state, "JOB_STATE_SUCCEEDED", row);
-          // The first stream was dropped and the job followed on from the next seq.
+          // The first stream was dropped and the job followed on from the next seq (not the
+          // sample's: a Generate follows its call, so its stream is never dropped).
+          if (row === "sample") continue;
           const resumed = `reconnecting: WatchJob(${jobId}, from_seq=${DROP_AFTER + 1})`;
           assert.ok(r.stdout.includes(resumed), `${row}: no "${resumed}"\n${log}`);
         }
@@ -407,6 +428,16 @@ Deno.test("clients: the Python and Go packages and their examples on a live serv
           const loss = lossIn(rows.get(row)!.detail);
           assert.ok(Number.isFinite(loss) && loss > 0, `${row}: loss ${loss}`);
         }
+        // The sample: its streamed text, after the prompt, is the text its summary quotes.
+        const sample = rows.get("sample")!.detail.match(
+          /^(\d+) tokens, (eos|stop|length): (".*")$/,
+        );
+        assert.ok(sample, `sample: ${rows.get("sample")!.detail}`);
+        const tokens = Number(sample[1]);
+        assert.ok(tokens >= 1 && tokens <= SAMPLE_TOKENS, `sample: ${tokens} tokens`);
+        assert.equal(sample[2] === "length", tokens === SAMPLE_TOKENS, sample[0]);
+        const streamed = `  > ${SAMPLE_PROMPT}${JSON.parse(sample[3])}\n`;
+        assert.ok(r.stdout.includes(streamed), `no ${JSON.stringify(streamed)}\n${log}`);
       }) && passed;
     }
 

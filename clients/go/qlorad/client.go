@@ -7,7 +7,7 @@
 //		...
 //	}
 //
-// Job RPCs (Quantize, Train, Evaluate, Watch) return a *JobStream that resumes a dropped stream
+// Job RPCs (Quantize, Train, Evaluate, Generate, Export, Watch) return a *JobStream that resumes a dropped stream
 // from the last seq; the others return their response. Every failed call returns an *Error with
 // the gRPC code (errors.Is(err, qlorad.ErrInvalidArgument)).
 package qlorad
@@ -127,9 +127,9 @@ func (c *Client) WithToken(ctx context.Context) context.Context {
 }
 
 // StartJob follows a job-streaming RPC: start opens it with the context it is given. The
-// extension point for job RPCs added to the proto later (Generate, Export, ...):
+// extension point for job RPCs added to the proto later (Generate and Export use it):
 //
-//	c.StartJob(ctx, func(ctx context.Context) (qlorad.EventStream, error) { return c.Stub.Export(ctx, req) })
+//	c.StartJob(ctx, func(ctx context.Context) (qlorad.EventStream, error) { return c.Stub.Rpc(ctx, req) })
 func (c *Client) StartJob(ctx context.Context, start StartFunc) (*JobStream, error) {
 	return newJobStream(c.WithToken(ctx), start, c.watchCall, "", 0, c.retries, c.onReconnect)
 }

@@ -1,19 +1,22 @@
 // Command orchestrator is the example qlorad client (on the package
 // github.com/qlorad/qlorad/clients/go/qlorad): Quantize -> Train -> Evaluate (base, and
-// base + adapter), with live progress, resuming a dropped stream with WatchJob.
+// base + adapter) -> a sample, with live progress, resuming a dropped stream with WatchJob.
 //
 //	orchestrator --target 127.0.0.1:50051 --model tiny-llama --data tiny-llama/train.jsonl \
 //	    --eval-data tiny-llama/eval.jsonl --workdir runs/demo
 //
 // Paths are relative to the server's data directory. Outputs go to WORKDIR/model-nf4 (the 4-bit
-// base) and WORKDIR/adapter (the LoRA adapter). Exit status: 0 when every job succeeded, 1 when
+// base) and WORKDIR/adapter (the LoRA adapter); the sample is a greedy Generate with the trained
+// adapter, its text printed as it streams. Exit status: 0 when every job succeeded, 1 when
 // one failed or was refused, 2 for usage errors.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -27,6 +30,8 @@ type options struct {
 	model, data, evalData, workdir     string
 	steps, maxSeqLen, loraR, dropAfter int
 	learningRate                       float64
+	samplePrompt                       string
+	sampleTokens                       int
 }
 
 func parseFlags() options {
@@ -46,6 +51,9 @@ func parseFlags() options {
 	flag.IntVar(&o.loraR, "lora-r", 8, "LoRA rank")
 	flag.BoolVar(&o.overwrite, "overwrite", false, "replace existing outputs")
 	flag.BoolVar(&o.quantizeOnly, "quantize-only", false, "stop after Quantize")
+	flag.StringVar(&o.samplePrompt, "sample-prompt", "The capital of France is",
+		"prompt of the sample generated after training")
+	flag.IntVar(&o.sampleTokens, "sample-tokens", 16, "tokens of that sample at most (0: no sample)")
 	flag.IntVar(&o.dropAfter, "drop-after", 0,
 		"drop each job's first stream after `N` events and resume it with WatchJob (shows the reconnect)")
 	flag.Parse()
@@ -121,6 +129,52 @@ func run(o options) int {
 		}
 	}
 
+	// sample runs a greedy Generate, its text printed as it streams. Not dropped: Generate
+	// follows its call, so a dropped stream would cancel it.
+	sample := func(name, adapterPath string) {
+		fmt.Println("== " + name)
+		r := &row{name: name}
+		summary = append(summary, r)
+		s, err := client.Generate(ctx, &pb.GenerateRequest{BaseModelPath: quantized,
+			AdapterPath: adapterPath, Prompt: o.samplePrompt, MaxNewTokens: uint32(o.sampleTokens)})
+		if err != nil {
+			qerr := qlorad.FromGRPC(err).(*qlorad.Error)
+			r.detail = fmt.Sprintf("refused %s: %s", qlorad.CodeName(qerr.Code), qerr.Message)
+			printer.Line(strings.TrimPrefix(r.detail, "refused "))
+			return
+		}
+		defer s.Close()
+		var final *pb.JobEvent
+		for {
+			ev, err := s.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				fmt.Println()
+				r.detail = err.Error()
+				return
+			}
+			if final == nil {
+				printer.Line("job " + ev.JobId)
+				fmt.Print("  > " + o.samplePrompt)
+			}
+			final = ev
+			if g := ev.GetGeneratedText(); g != nil {
+				fmt.Print(g.Text)
+			}
+		}
+		fmt.Println()
+		r.outcome = &JobOutcome{Final: final, Latest: map[string]*pb.JobEvent{}}
+		if res := final.GetGenerateResult(); r.succeeded() && res != nil {
+			finish := strings.ToLower(strings.TrimPrefix(res.FinishReason.String(), "FINISH_REASON_"))
+			text, _ := json.Marshal(res.Text)
+			r.detail = fmt.Sprintf("%d tokens, %s: %s", res.GeneratedTokens, finish, text)
+		} else if e := final.GetError(); e != nil {
+			r.detail = fmt.Sprintf("%s: %s", e.Code, e.Message)
+		}
+	}
+
 	qreq := &pb.QuantizeRequest{ModelPath: o.model, OutputPath: quantized,
 		QuantType: pb.QuantType_QUANT_TYPE_NF4, Overwrite: o.overwrite}
 	q := job("quantize", func() (*qlorad.JobStream, error) { return client.Quantize(ctx, qreq) })
@@ -147,6 +201,9 @@ func run(o options) int {
 		evaluate("eval-base", "")
 		if t.succeeded() {
 			evaluate("eval-adapter", adapter)
+			if o.sampleTokens > 0 {
+				sample("sample", adapter)
+			}
 		}
 	}
 

@@ -16,6 +16,7 @@ from .errors import (
     ResourceExhausted, Unauthenticated, Unavailable, Unimplemented, Unknown, error_for,
     from_rpc_error,
 )
+from .generation import GeneratedText, chat_message, export_request, generate_request
 from .stream import TERMINAL_STATES, JobStream
 from .v1 import qlorad_pb2 as pb
 
@@ -23,8 +24,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aborted", "AlreadyExists", "Cancelled", "Client", "DataLoss", "DeadlineExceeded",
-    "FailedPrecondition", "Internal", "InvalidArgument", "JobFailed", "JobStream", "NotFound",
-    "OutOfRange", "PermissionDenied", "QloradError", "ResourceExhausted", "TERMINAL_STATES",
-    "Unauthenticated", "Unavailable", "Unimplemented", "Unknown", "connect", "describe",
-    "error_for", "format_duration", "format_eval", "from_rpc_error", "pb", "state_name",
+    "FailedPrecondition", "GeneratedText", "Internal", "InvalidArgument", "JobFailed", "JobStream",
+    "NotFound", "OutOfRange", "PermissionDenied", "QloradError", "ResourceExhausted",
+    "TERMINAL_STATES", "Unauthenticated", "Unavailable", "Unimplemented", "Unknown",
+    "chat_message", "connect", "describe", "error_for", "export_request", "format_duration",
+    "format_eval", "from_rpc_error", "generate_request", "pb", "state_name",
 ]

@@ -5,21 +5,22 @@
         for event in client.quantize(model_path="tiny", output_path="tiny-nf4"):
             print(qlorad.describe(event))
 
-Job RPCs (quantize, train, evaluate, watch) return a JobStream of JobEvents that resumes a
+Job RPCs (quantize, train, evaluate, generate, export, watch) return a JobStream of JobEvents that resumes a
 dropped stream from the last seq; the other RPCs return their response message. Every failed call
 raises the QloradError subclass of its gRPC code (InvalidArgument, NotFound, Unavailable, ...).
 
 Requests are given as the message (qlorad.pb.TrainRequest(...)) or as its fields by keyword;
 an unknown field name raises ValueError before anything is sent.
 
-A job RPC added to the proto later (Generate, Export, ...) is one method here:
-`return self.start_job(self.stub.Export, pb.ExportRequest, request, fields)`; until then
-`start_job` runs it with the stub the user regenerated.
+A job RPC added to the proto later is one method here:
+`return self.start_job(self.stub.Rpc, pb.RpcRequest, request, fields)`; until then
+`start_job` runs it with the stub the user regenerated. generate and export take their fields
+as typed keywords (generation.py builds the requests); generate_text yields the text pieces.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ import grpc
 from google.protobuf.message import Message
 
 from .errors import Unavailable, from_rpc_error
+from .generation import GeneratedText, Message, export_request, generate_request
 from .stream import JobStream, ReconnectHook
 from .v1 import qlorad_pb2 as pb
 from .v1 import qlorad_pb2_grpc as pb_grpc
@@ -88,6 +90,53 @@ class Client:
     def evaluate(self, request: pb.EvaluateRequest | None = None, /, **fields: Any) -> JobStream:
         """Evaluates a base model, or a base model plus an adapter, on a dataset."""
         return self.start_job(self.stub.Evaluate, pb.EvaluateRequest, request, fields)
+
+    def generate(self, request: pb.GenerateRequest | None = None, /, *,
+                 base_model_path: str = "", prompt: str = "",
+                 messages: Iterable[Message] = (), adapter_path: str = "",
+                 max_new_tokens: int = 0, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float | None = None, seed: int = 0, stop: Iterable[str] = (),
+                 ignore_eos: bool = False, request_id: str = "") -> JobStream:
+        """Generates text from a prompt or chat messages with a base model (and an adapter).
+
+        The JobStream has a GeneratedText event per token, then the SUCCEEDED event with the
+        GenerateResult. Unlike other jobs, the generation follows its call: closing the stream
+        cancels it (so a dropped stream is not resumed). 0 / None / empty mean the default.
+        """
+        if request is None:
+            request = generate_request(
+                base_model_path=base_model_path, prompt=prompt, messages=messages,
+                adapter_path=adapter_path, max_new_tokens=max_new_tokens,
+                temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop,
+                ignore_eos=ignore_eos, request_id=request_id)
+        elif base_model_path or prompt or messages or adapter_path or request_id:
+            raise TypeError("give a GenerateRequest or its fields, not both")
+        return self.start_job(self.stub.Generate, pb.GenerateRequest, request, {})
+
+    def generate_text(self, request: pb.GenerateRequest | None = None, /,
+                      **fields: Any) -> GeneratedText:
+        """generate(...)'s text pieces as they come; `.result` is the GenerateResult after."""
+        return GeneratedText(self.generate(request, **fields))
+
+    def export(self, request: pb.ExportRequest | None = None, /, *,
+               base_model_path: str = "", output_path: str = "", adapter_path: str = "",
+               format: int | str = pb.EXPORT_FORMAT_UNSPECIFIED,
+               type: int | str = pb.EXPORT_TYPE_UNSPECIFIED, overwrite: bool = False,
+               request_id: str = "") -> JobStream:
+        """Exports a base model, or base plus adapter, as GGUF (merged or LoRA) or a merged
+        Hugging Face folder; a Progress event per tensor, then the ExportResult.
+
+        format: "gguf_merged" (default), "gguf_lora", "hf_merged" or the enum; type: "f32",
+        "f16", "bf16", "q8_0", "q4_0" or the enum (default F16 for GGUF, BF16 for HF).
+        """
+        if request is None:
+            request = export_request(
+                base_model_path=base_model_path, output_path=output_path,
+                adapter_path=adapter_path, format=format, type=type, overwrite=overwrite,
+                request_id=request_id)
+        elif base_model_path or output_path or adapter_path or request_id:
+            raise TypeError("give an ExportRequest or its fields, not both")
+        return self.start_job(self.stub.Export, pb.ExportRequest, request, {})
 
     def watch(self, job_id: str, from_seq: int = 1) -> JobStream:
         """A job's events from seq `from_seq` on (1: all), live until it ends."""
