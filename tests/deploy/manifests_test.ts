@@ -16,6 +16,7 @@ import { parseAllDocuments } from "yaml";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
 import { StatefulSet } from "kubernetes-models/apps/v1/StatefulSet";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Namespace } from "kubernetes-models/v1/Namespace";
 import { PersistentVolumeClaim } from "kubernetes-models/v1/PersistentVolumeClaim";
@@ -23,6 +24,7 @@ import { Service } from "kubernetes-models/v1/Service";
 import { validate as deploymentSchema } from "kubernetes-models/_schemas/IoK8sApiAppsV1Deployment";
 import { validate as statefulSetSchema } from "kubernetes-models/_schemas/IoK8sApiAppsV1StatefulSet";
 import { validate as pdbSchema } from "kubernetes-models/_schemas/IoK8sApiPolicyV1PodDisruptionBudget";
+import { validate as networkPolicySchema } from "kubernetes-models/_schemas/IoK8sApiNetworkingV1NetworkPolicy";
 import { validate as configMapSchema } from "kubernetes-models/_schemas/IoK8sApiCoreV1ConfigMap";
 import { validate as namespaceSchema } from "kubernetes-models/_schemas/IoK8sApiCoreV1Namespace";
 import { validate as pvcSchema } from "kubernetes-models/_schemas/IoK8sApiCoreV1PersistentVolumeClaim";
@@ -49,6 +51,7 @@ const KINDS: Record<string, Kind> = {
   "apps/v1/Deployment": { model: Deployment, schema: deploymentSchema },
   "apps/v1/StatefulSet": { model: StatefulSet, schema: statefulSetSchema },
   "policy/v1/PodDisruptionBudget": { model: PodDisruptionBudget, schema: pdbSchema },
+  "networking.k8s.io/v1/NetworkPolicy": { model: NetworkPolicy, schema: networkPolicySchema },
   "v1/ConfigMap": { model: ConfigMap, schema: configMapSchema },
   "v1/Namespace": { model: Namespace, schema: namespaceSchema },
   "v1/PersistentVolumeClaim": { model: PersistentVolumeClaim, schema: pvcSchema },
@@ -729,6 +732,25 @@ Deno.test("fleet: the PodDisruptionBudget covers the qlorad pods, one at a time"
   const svc = await fleetObject("v1/Service", "qlorad");
   assert.ok(!selects(svc.spec.selector, redis.spec.template.metadata.labels));
   assert.ok(selects(svc.spec.selector, d.spec.template.metadata.labels));
+});
+
+Deno.test("fleet: only the qlorad pods may connect to Redis", async () => {
+  const policy = await one("networking.k8s.io/v1/NetworkPolicy", FLEET_DIR);
+  const redis = await fleetObject("apps/v1/StatefulSet", "redis");
+  const d = await one("apps/v1/Deployment", FLEET_DIR);
+  assert.ok(selects(policy.spec.podSelector.matchLabels, redis.spec.template.metadata.labels));
+  assert.ok(!selects(policy.spec.podSelector.matchLabels, d.spec.template.metadata.labels));
+  assert.deepEqual(policy.spec.policyTypes, ["Ingress"]);
+  const [rule] = policy.spec.ingress as Obj[];
+  assert.equal(policy.spec.ingress.length, 1);
+  assert.equal(rule.from.length, 1);
+  const from = rule.from[0];
+  assert.deepEqual(Object.keys(from), ["podSelector"], "pods of this namespace only");
+  assert.ok(selects(from.podSelector.matchLabels, d.spec.template.metadata.labels));
+  assert.ok(!selects(from.podSelector.matchLabels, redis.spec.template.metadata.labels));
+  const [c] = redis.spec.template.spec.containers as Obj[];
+  const redisPort = (c.ports as Obj[]).find((p) => p.name === "redis")?.containerPort;
+  assert.deepEqual(rule.ports, [{ protocol: "TCP", port: redisPort }]);
 });
 
 Deno.test({
