@@ -16,19 +16,19 @@
 import { parseArgs } from "node:util";
 import { GpuContext } from "../src/gpu/context.ts";
 import { kernelLadder, ladderKernels } from "../src/kernels/ladder.ts";
-import { type BackendRow, benchBackends } from "../src/bench/backend_bench.ts";
-import { benchDequant, type DequantRow } from "../src/bench/dequant_bench.ts";
-import { benchLora, type LoraRow } from "../src/bench/lora_bench.ts";
+import { type BackendRow, benchBackends } from "./bench/backend_bench.ts";
+import { benchDequant, type DequantRow } from "./bench/dequant_bench.ts";
+import { benchLora, type LoraRow } from "./bench/lora_bench.ts";
 import {
   benchMatmul,
   type Direction,
   LLAMA7B_LINEARS_DIV8,
   type MatmulRow,
-} from "../src/bench/matmul_bench.ts";
-import { benchOptimizer, type OptimizerRow } from "../src/bench/optimizer_bench.ts";
-import { MID_BENCH, parameterCount, TINY_BENCH } from "../src/bench/random_model.ts";
-import { markdownTable, ms, na, num, ratio } from "../src/bench/report.ts";
-import { BENCH_LORA, benchTraining, type TrainRow } from "../src/bench/train_bench.ts";
+} from "./bench/matmul_bench.ts";
+import { benchOptimizer, type OptimizerRow } from "./bench/optimizer_bench.ts";
+import { MID_BENCH, parameterCount, TINY_BENCH } from "./bench/random_model.ts";
+import { markdownTable, ms, na, num, ratio } from "./bench/report.ts";
+import { BENCH_LORA, benchTraining, type TrainRow } from "./bench/train_bench.ts";
 import { LoraLayout } from "../src/model/lora.ts";
 import type { Matmul4bitVariant } from "../src/kernels/matmul_4bit.ts";
 import type { MatmulVariant } from "../src/kernels/matmul.ts";

@@ -5,7 +5,7 @@
  *   gpu-check.md    the same as Markdown, with the issue's targets
  *   gpu-check.log   every stage's and test file's output
  *   hangs.txt       stacks of anything that overran its limit (/proc, then gdb), if anything did
- * Stages (src/bench/gpu_check_plan.ts): the adapter and the kernel ladder's choices; the GPU test
+ * Stages (scripts/bench/gpu_check_plan.ts): the adapter and the kernel ladder's choices; the GPU test
  * subset (three runs: one early, two at the end); NF4 / dense GEMM at M = 4096; NF4 GEMV against a
  * copy kernel; the ~50M model's training; Llama-2-7B-shaped QLoRA training (and paged AdamW when
  * time is left). Each stage runs in a child process under a hard time limit, so a stage that
@@ -21,17 +21,17 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { GpuContext } from "../src/gpu/context.ts";
 import { writeFileAtomic } from "../src/io/atomic.ts";
-import { runBounded } from "../src/bench/bounded_child.ts";
-import { type CheckMode, checkPlan, stageTimeoutS } from "../src/bench/gpu_check_plan.ts";
+import { runBounded } from "./bench/bounded_child.ts";
+import { type CheckMode, checkPlan, stageTimeoutS } from "./bench/gpu_check_plan.ts";
 import {
   assembleResults,
   renderMarkdown,
   type StageData,
   type StageRecord,
-} from "../src/bench/gpu_check_report.ts";
-import { type MeasuringStage, runStage } from "../src/bench/gpu_check_stages.ts";
-import { gpuTestFiles, runTestSubset, type TestRun } from "../src/bench/test_subset.ts";
-import { BENCH_LORA } from "../src/bench/train_bench.ts";
+} from "./bench/gpu_check_report.ts";
+import { type MeasuringStage, runStage } from "./bench/gpu_check_stages.ts";
+import { gpuTestFiles, runTestSubset, type TestRun } from "./bench/test_subset.ts";
+import { BENCH_LORA } from "./bench/train_bench.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SELF = fileURLToPath(import.meta.url);

@@ -2,14 +2,14 @@
  * Kernel timing at real sizes, where one dispatch can take from microseconds (a GEMV) to a
  * second (a 7B-sized GEMM): each contender records `reps` dispatches into one submit, sized from
  * a calibration run so a submit takes about `targetMs`, and contenders run in interleaved rounds
- * (medians), as src/bench/timing.ts does. Beside the wall time of encode + submit + wait, the GPU
+ * (medians), as src/util/timing.ts does. Beside the wall time of encode + submit + wait, the GPU
  * time of the submit's compute pass is read with timestamp queries where the device has them
  * (src/telemetry/gpu_timing.ts), so thousands of small dispatches are not charged for their
  * host-side encoding. The figure used is the GPU time when there is one, else the wall time.
  */
-import type { DispatchBatch, GpuContext } from "../gpu/context.ts";
-import { GpuTimer } from "../telemetry/gpu_timing.ts";
-import { median } from "./timing.ts";
+import type { DispatchBatch, GpuContext } from "../../src/gpu/context.ts";
+import { GpuTimer } from "../../src/telemetry/gpu_timing.ts";
+import { median } from "../../src/util/timing.ts";
 
 export interface GpuContender {
   name: string;

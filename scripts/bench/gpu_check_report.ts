@@ -8,7 +8,7 @@ import type { GemmRow } from "./gemm_bench.ts";
 import type { GemvResult } from "./gemv_bench.ts";
 import type { GpuInfo } from "./gpu_info.ts";
 import { GEMM_KEYS } from "./gpu_check_plan.ts";
-import type { LadderDecision } from "../kernels/ladder.ts";
+import type { LadderDecision } from "../../src/kernels/ladder.ts";
 import type { LargeTrainResult } from "./train_large_bench.ts";
 import type { TrainRow } from "./train_bench.ts";
 import type { TestRun } from "./test_subset.ts";

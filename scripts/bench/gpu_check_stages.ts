@@ -4,13 +4,13 @@
  * GEMV figures, and the two training figures. A stage reports through `save`, as often as it has
  * something new, so that a stage killed at its time limit still leaves what it measured.
  */
-import type { GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
 import {
   kernelLadder,
   type LadderDecision,
   parseVariantOverrides,
   VARIANTS_ENV,
-} from "../kernels/ladder.ts";
+} from "../../src/kernels/ladder.ts";
 import { benchGemm } from "./gemm_bench.ts";
 import { benchGemv } from "./gemv_bench.ts";
 import { describeDevice, describeGpu } from "./gpu_info.ts";

@@ -4,8 +4,8 @@
  * CI). Stages run in this order; each gets at most its cap, and never so much that the stages
  * after it could not have their minimum (stageTimeoutS).
  */
-import type { LlamaConfig } from "../model/config.ts";
-import { llamaPresets } from "../train/estimate.ts";
+import type { LlamaConfig } from "../../src/model/config.ts";
+import { llamaPresets } from "../../src/train/estimate.ts";
 import { MID_BENCH, TINY_BENCH } from "./random_model.ts";
 import type { GemmShape } from "./gemm_bench.ts";
 
