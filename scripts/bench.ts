@@ -391,6 +391,11 @@ let lengthsResult: LengthsResult | undefined;
 if (optIn("g")) {
   const seconds = lengthsBoxS;
   progress(`(g) 1-layer Llama-3-8B shape at ${lengths.join(", ")} tokens, box ${seconds} s`);
+  // A step here may take longer than the GPU watchdog's default 600 s on a CPU adapter: the box
+  // is this section's limit, so the watchdog waits as long unless told otherwise.
+  if (Deno.env.get("QLORAD_GPU_TIMEOUT_S") === undefined) {
+    Deno.env.set("QLORAD_GPU_TIMEOUT_S", String(seconds + 60));
+  }
   lengthsResult = await benchTrainLengths(ctx, {
     cfg: LLAMA3_8B_1L,
     lengths,

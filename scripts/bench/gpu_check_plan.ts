@@ -110,7 +110,7 @@ export function checkPlan(mode: CheckMode): CheckPlan {
         { name: "train_50m", capS: 60, minS: 15 },
         { name: "train_7b", capS: 240, minS: 60 },
         // Model made in seconds (two 128k x 4096 bf16 tables on the host); a step at 8,192
-        // tokens is ~50 TFLOP of work, seconds on an H100.
+        // tokens is ~30 TFLOP of work (most of it the 128k lm_head, forward and back): seconds.
         { name: "train_8b_1l", capS: 60, minS: 20 },
         { name: "tests-2", capS: 100, minS: 30 },
         { name: "tests-3", capS: 100, minS: 30 },
