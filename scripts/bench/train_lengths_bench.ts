@@ -107,6 +107,8 @@ export interface LengthsResult {
 
 const WARMUP_TOKENS = 64;
 
+const gib = (bytes: number) => (bytes / 2 ** 30).toFixed(3);
+
 /** The step's result, or "boxed" if the deadline comes first (the step keeps running). */
 async function stepOrBox<T>(step: Promise<T>, deadline: number): Promise<T | "boxed"> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -162,6 +164,7 @@ export async function benchTrainLengths(
         optimizerGpuBudgetBytes: 0,
       });
       row.engineBytes = ctx.memory.total;
+      log(`seq ${seq}: engine made, ledger total ${gib(row.engineBytes)} GiB`);
       const readPeak = () => {
         row.peakBytes = ctx.memory.peakTotal;
         row.peakByCategoryBytes = { ...ctx.memory.peak() };
@@ -205,7 +208,10 @@ export async function benchTrainLengths(
             median(row.stepsS.length > 1 ? row.stepsS.slice(1) : row.stepsS);
           readPeak();
           previous = { seq, stepS: seq / row.tokensPerSecond };
-          log(`seq ${seq} step ${i + 1}: ${stepS.toFixed(2)} s, loss ${r.loss.toFixed(3)}`);
+          log(
+            `seq ${seq} step ${i + 1}: ${stepS.toFixed(2)} s, loss ${r.loss.toFixed(3)}, ledger ` +
+              `peak ${gib(row.peakBytes)} GiB`,
+          );
           update();
           // Another step only if one as long as the last should end inside the box.
           if (Date.now() + 1.3 * stepS * 1000 > o.deadline && i + 1 < o.maxSteps) {
@@ -222,7 +228,7 @@ export async function benchTrainLengths(
         readPeak();
         if (boxed) {
           row.inFlight = result.inFlight = true;
-          log(`seq ${seq}: boxed, ledger peak ${(row.peakBytes / 2 ** 30).toFixed(3)} GiB so far`);
+          log(`seq ${seq}: boxed, ledger peak ${gib(row.peakBytes)} GiB so far`);
         }
         update();
       } finally {
