@@ -439,7 +439,8 @@ if (optIn("g")) {
       "note",
     ],
     g.rows.map((r) => {
-      const c: Record<string, number> = r.error ? {} : r.peakByCategoryBytes;
+      // A length that failed has no peak: its categories are the engine's, before any step.
+      const c: Record<string, number> = r.error ? r.engineByCategoryBytes : r.peakByCategoryBytes;
       return [
         r.seq,
         r.stepsS.length,
@@ -455,7 +456,7 @@ if (optIn("g")) {
         mib(c.activations),
         mib(c.scratch),
         [
-          r.error ? `failed: ${r.error}` : undefined,
+          r.error ? `failed: ${r.error} (MiB columns: the engine's, before any step)` : undefined,
           r.note,
           r.inFlight
             ? `peak read with the step in flight, ${

@@ -79,6 +79,8 @@ export interface LengthRow {
    * buffer the engine sizes for its length): the peak's share known before any step runs.
    */
   engineBytes: number;
+  /** engineBytes by category. */
+  engineByCategoryBytes: Record<string, number>;
   /** Why this length failed, if it did (e.g. a buffer over the adapter's binding limit). */
   error?: string;
   /** A step was still running when the box closed (peakBytes is the ledger's peak then). */
@@ -152,6 +154,7 @@ export async function benchTrainLengths(
         peakBytes: 0,
         peakByCategoryBytes: {},
         engineBytes: 0,
+        engineByCategoryBytes: {},
         inFlight: false,
       };
       ctx.memory.resetPeak();
@@ -164,6 +167,7 @@ export async function benchTrainLengths(
         optimizerGpuBudgetBytes: 0,
       });
       row.engineBytes = ctx.memory.total;
+      row.engineByCategoryBytes = { ...ctx.memory.current() };
       log(`seq ${seq}: engine made, ledger total ${gib(row.engineBytes)} GiB`);
       const readPeak = () => {
         row.peakBytes = ctx.memory.peakTotal;
@@ -248,6 +252,7 @@ export async function benchTrainLengths(
         peakBytes: 0,
         peakByCategoryBytes: {},
         engineBytes: 0,
+        engineByCategoryBytes: {},
         inFlight: false,
         note: "not run: the time box had closed",
       });
