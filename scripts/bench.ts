@@ -9,28 +9,38 @@
  *   (d) training tokens/s, tiny and ~50M models, gradient checkpointing off and on
  *   (e) paged vs resident optimizer: the AdamW step alone and the whole training step
  *   (f) Dawn vs Deno's own WebGPU on the same kernels
- *   (g) generation tokens/s: prefill, KV-cached decode, uncached (src/bench/generate_bench.ts)
+ *   (g) generation tokens/s: prefill, KV-cached decode, uncached (scripts/bench/generate_bench.ts)
+ *   (h) opt-in (named in --only): the 1-layer Llama-3-8B shape's training tokens/s and ledger
+ *       peak memory at 512, 2,048 and 8,192 tokens, time-boxed (a step at 8,192 tokens takes
+ *       many minutes on a CPU adapter)
  *   targets  the issue's CPU-adapter targets, read from the figures above
  *
  *   deno task bench [--quick] [--json bench-results.json] [--only a,b,...] [--no-deno]
+ *                   [--lengths 512,2048,8192] [--lengths-box-s 1800] [--lengths-steps 3]
  */
 import { parseArgs } from "node:util";
 import { GpuContext } from "../src/gpu/context.ts";
 import { kernelLadder, ladderKernels } from "../src/kernels/ladder.ts";
-import { type BackendRow, benchBackends } from "../src/bench/backend_bench.ts";
-import { benchDequant, type DequantRow } from "../src/bench/dequant_bench.ts";
-import { generateSection } from "../src/bench/generate_bench.ts";
-import { benchLora, type LoraRow } from "../src/bench/lora_bench.ts";
+import { type BackendRow, benchBackends } from "./bench/backend_bench.ts";
+import { benchDequant, type DequantRow } from "./bench/dequant_bench.ts";
+import { benchLora, type LoraRow } from "./bench/lora_bench.ts";
+import { generateSection } from "./bench/generate_bench.ts";
 import {
   benchMatmul,
   type Direction,
   LLAMA7B_LINEARS_DIV8,
   type MatmulRow,
-} from "../src/bench/matmul_bench.ts";
-import { benchOptimizer, type OptimizerRow } from "../src/bench/optimizer_bench.ts";
-import { MID_BENCH, parameterCount, TINY_BENCH } from "../src/bench/random_model.ts";
-import { markdownTable, ms, na, num, ratio } from "../src/bench/report.ts";
-import { BENCH_LORA, benchTraining, type TrainRow } from "../src/bench/train_bench.ts";
+} from "./bench/matmul_bench.ts";
+import { benchOptimizer, type OptimizerRow } from "./bench/optimizer_bench.ts";
+import { MID_BENCH, parameterCount, TINY_BENCH } from "./bench/random_model.ts";
+import { markdownTable, ms, na, num, ratio } from "./bench/report.ts";
+import { BENCH_LORA, benchTraining, type TrainRow } from "./bench/train_bench.ts";
+import {
+  BENCH_LENGTHS,
+  benchTrainLengths,
+  type LengthsResult,
+  LLAMA3_8B_1L,
+} from "./bench/train_lengths_bench.ts";
 import { LoraLayout } from "../src/model/lora.ts";
 import type { Matmul4bitVariant } from "../src/kernels/matmul_4bit.ts";
 import type { MatmulVariant } from "../src/kernels/matmul.ts";
@@ -42,11 +52,28 @@ const { values } = parseArgs({
     json: { type: "string", default: "bench-results.json" },
     only: { type: "string" },
     "no-deno": { type: "boolean", default: false },
+    lengths: { type: "string" },
+    "lengths-box-s": { type: "string", default: "1800" },
+    "lengths-steps": { type: "string", default: "3" },
   },
 });
 const quick = values.quick!;
 const only = values.only ? new Set(values.only.split(",").map((s) => s.trim())) : undefined;
 const want = (section: string) => !only || only.has(section);
+/** Opt-in sections run only when --only names them. */
+const optIn = (section: string) => only?.has(section) ?? false;
+
+function positiveInts(flag: string, raw: string): number[] {
+  const v = raw.split(",").map((x) => Number(x.trim()));
+  if (!v.length || v.some((x) => !Number.isInteger(x) || x <= 0)) {
+    console.error(`bench: --${flag} must be positive integers (comma-separated), got "${raw}"`);
+    Deno.exit(2);
+  }
+  return v;
+}
+const lengths = values.lengths ? positiveInts("lengths", values.lengths) : [...BENCH_LENGTHS];
+const [lengthsBoxS] = positiveInts("lengths-box-s", values["lengths-box-s"]!);
+const [lengthsSteps] = positiveInts("lengths-steps", values["lengths-steps"]!);
 
 const started = performance.now();
 const progress = (line: string) =>
@@ -59,6 +86,12 @@ const print = (text = "") => {
   out.push(text);
 };
 
+// A step of (h) may take longer than the GPU watchdog's default 600 s on a CPU adapter: the box is
+// that section's limit, so the watchdog (read once, when the context opens) waits as long unless
+// told otherwise.
+if (optIn("h") && Deno.env.get("QLORAD_GPU_TIMEOUT_S") === undefined) {
+  Deno.env.set("QLORAD_GPU_TIMEOUT_S", String(lengthsBoxS + 60));
+}
 const ctx = await GpuContext.open({ log: progress });
 const adapter = ctx.adapterKey;
 const results: Record<string, unknown> = {
@@ -358,6 +391,87 @@ if (want("f")) {
 
 if (want("g")) await generateSection(ctx, { quick, print, progress, results });
 
+// ---- (h) ----------------------------------------------------------------------------------
+let lengthsResult: LengthsResult | undefined;
+if (optIn("h")) {
+  const seconds = lengthsBoxS;
+  progress(`(h) 1-layer Llama-3-8B shape at ${lengths.join(", ")} tokens, box ${seconds} s`);
+  lengthsResult = await benchTrainLengths(ctx, {
+    cfg: LLAMA3_8B_1L,
+    lengths,
+    maxSteps: lengthsSteps,
+    deadline: Date.now() + seconds * 1000,
+    onProgress: (line) => progress(`(h) ${line}`),
+  });
+  results.lengths = { ...lengthsResult, cfg: LLAMA3_8B_1L, boxS: seconds };
+  const g = lengthsResult;
+  const first = g.rows.find((r) => r.tokensPerSecond !== null);
+  const mib = (b: number | undefined) => b === undefined ? "-" : (b / 2 ** 20).toFixed(0);
+  print("## (h) Training at Llama-3-8B's shape, 1 layer (tokens/s, peak memory)");
+  print();
+  print(
+    `Vocabulary 128,256, hidden 4,096, GQA 32/8 heads of 128, intermediate 14,336, rope_theta ` +
+      `5e5 with llama3 scaling, 1 layer (${(g.parameters / 1e6).toFixed(0)}M parameters, NF4 + ` +
+      `double quant, bf16 embedding and lm_head); LoRA r=${g.r} on all linears ` +
+      `(${(g.loraParameters / 1e6).toFixed(2)}M), gradient checkpointing, one sequence per step. ` +
+      `Random weights made on the GPU in ${g.modelBuildS.toFixed(1)} s; a compiling step at 64 ` +
+      `tokens took ${g.warmupStepS?.toFixed(1) ?? "-"} s. Tokens/s = tokens / the median step ` +
+      `after a length's first (its new shapes compile), or the only step. Peak = the memory ` +
+      `ledger's peak from ` +
+      `the engine's creation through its steps, base weights included (exact); engine = the ` +
+      `ledger's total once the engine for that length was made, before any step. Time box ` +
+      `${seconds} s.`,
+  );
+  print();
+  print(markdownTable(
+    [
+      "tokens",
+      "steps",
+      "steps s",
+      "tokens/s",
+      `tok/s ÷ ${first?.seq ?? "-"}'s`,
+      "engine GiB",
+      "peak GiB",
+      "base MiB",
+      "LoRA + grads + AdamW MiB",
+      "activations MiB",
+      "scratch MiB",
+      "note",
+    ],
+    g.rows.map((r) => {
+      // A length that failed has no peak: its categories are the engine's, before any step.
+      const c: Record<string, number> = r.error ? r.engineByCategoryBytes : r.peakByCategoryBytes;
+      return [
+        r.seq,
+        r.stepsS.length,
+        r.stepsS.length ? r.stepsS.map((v) => num(v)).join(", ") : "-",
+        r.tokensPerSecond === null ? "-" : num(r.tokensPerSecond),
+        r.tokensPerSecond === null || !first?.tokensPerSecond
+          ? "-"
+          : ratio(r.tokensPerSecond / first.tokensPerSecond),
+        r.engineBytes ? (r.engineBytes / 2 ** 30).toFixed(3) : "-",
+        r.peakBytes && !r.error ? (r.peakBytes / 2 ** 30).toFixed(3) : "-",
+        mib(c.base_weights),
+        c.lora === undefined ? "-" : mib(c.lora + c.gradients + c.optimizer),
+        mib(c.activations),
+        mib(c.scratch),
+        [
+          r.error ? `failed: ${r.error} (MiB columns: the engine's, before any step)` : undefined,
+          r.note,
+          r.inFlight
+            ? `peak read with the step in flight, ${
+              r.recorded
+                ? "after it was recorded (exact)"
+                : "before it was recorded (a lower bound)"
+            }`
+            : undefined,
+        ].filter(Boolean).join("; ") || "",
+      ];
+    }),
+  ));
+  print();
+}
+
 // ---- targets ------------------------------------------------------------------------------
 /** pass: the target holds; info: a figure shown next to a target, with its own limit. */
 const targets: Array<{ target: string; measured: string; status: string }> = [];
@@ -418,4 +532,6 @@ results.models = {
 
 await Deno.writeTextFile(values.json!, JSON.stringify(results, null, 1) + "\n");
 progress(`wrote ${values.json}`);
+// A step of (h) still running on the queue: leave without waiting for it.
+if (lengthsResult?.inFlight) Deno.exit(0);
 ctx.destroy();

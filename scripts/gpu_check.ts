@@ -5,12 +5,13 @@
  *   gpu-check.md    the same as Markdown, with the issue's targets
  *   gpu-check.log   every stage's and test file's output
  *   hangs.txt       stacks of anything that overran its limit (/proc, then gdb), if anything did
- * Stages (src/bench/gpu_check_plan.ts): the adapter and the kernel ladder's choices; the GPU test
+ * Stages (scripts/bench/gpu_check_plan.ts): the adapter and the kernel ladder's choices; the GPU test
  * subset (three runs: one early, two at the end); NF4 / dense GEMM at M = 4096; NF4 GEMV against a
  * copy kernel; the ~50M model's training; Llama-2-7B-shaped QLoRA training (and paged AdamW when
- * time is left). Each stage runs in a child process under a hard time limit, so a stage that
- * hangs in the driver is captured, killed, recorded, and the next one runs; the JSON and Markdown
- * are rewritten after every stage. Exit status 0 when every stage ran and every test passed.
+ * time is left); one Llama-3-8B layer's training at 512, 2,048 and 8,192 tokens. Each stage runs
+ * in a child process under a hard time limit, so a stage that hangs in the driver is captured,
+ * killed, recorded, and the next one runs; the JSON and Markdown are rewritten after every stage.
+ * Exit status 0 when every stage ran and every test passed.
  *
  *   deno task gpu-check --out DIR [--small] [--budget-s N] [--only gemm,gemv,...]
  *                       [--test-jobs N] [--test-timeout-s N]
@@ -21,17 +22,17 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { GpuContext } from "../src/gpu/context.ts";
 import { writeFileAtomic } from "../src/io/atomic.ts";
-import { runBounded } from "../src/bench/bounded_child.ts";
-import { type CheckMode, checkPlan, stageTimeoutS } from "../src/bench/gpu_check_plan.ts";
+import { runBounded } from "./bench/bounded_child.ts";
+import { type CheckMode, checkPlan, stageTimeoutS } from "./bench/gpu_check_plan.ts";
 import {
   assembleResults,
   renderMarkdown,
   type StageData,
   type StageRecord,
-} from "../src/bench/gpu_check_report.ts";
-import { type MeasuringStage, runStage } from "../src/bench/gpu_check_stages.ts";
-import { gpuTestFiles, runTestSubset, type TestRun } from "../src/bench/test_subset.ts";
-import { BENCH_LORA } from "../src/bench/train_bench.ts";
+} from "./bench/gpu_check_report.ts";
+import { type MeasuringStage, runStage } from "./bench/gpu_check_stages.ts";
+import { gpuTestFiles, runTestSubset, type TestRun } from "./bench/test_subset.ts";
+import { BENCH_LORA } from "./bench/train_bench.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -74,7 +75,7 @@ else await checkMain();
 
 /** One measuring stage in this process; what it measured goes to <work>/<stage>.json. */
 async function stageMain(name: string): Promise<never> {
-  const measuring = ["adapter", "gemm", "gemv", "train_50m", "train_7b"];
+  const measuring = ["adapter", "gemm", "gemv", "train_50m", "train_7b", "train_8b_1l"];
   if (!measuring.includes(name)) fail(`--stage ${name} is not one of ${measuring.join(", ")}`);
   if (!values.work) fail("--stage needs --work");
   const deadline = Number(values.deadline ?? Date.now() + 60_000);
@@ -180,6 +181,7 @@ async function checkMain(): Promise<never> {
             seq: plan.train7b.seq,
             r: BENCH_LORA.r,
           },
+          train_8b_1l: { ...plan.train8b1l.cfg, lengths: plan.train8b1l.lengths, r: BENCH_LORA.r },
           train_50m: {
             name: plan.train50m.name,
             batch: plan.train50m.batch,

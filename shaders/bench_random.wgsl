@@ -1,6 +1,6 @@
 // Bench-only: fills f32 values center + scale * u with u uniform in [-1, 1), u a hash of
 // (seed, base + index), so random models of any size are made on the GPU: nothing is generated
-// on the host or uploaded (src/bench/gpu_random.ts). The same (seed, global index) gives the
+// on the host or uploaded (scripts/bench/gpu_random.ts). The same (seed, global index) gives the
 // same value whichever chunk it is written in.
 struct Params {
   count: u32,

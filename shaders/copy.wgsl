@@ -1,5 +1,5 @@
 // Bench-only: a plain device-memory copy, the bandwidth yardstick beside which the 4-bit GEMV's
-// GB/s is read (src/bench/copy_kernel.ts). One 16-byte word per invocation, so every load and
+// GB/s is read (scripts/bench/copy_kernel.ts). One 16-byte word per invocation, so every load and
 // store is a full vec4 and nothing but memory traffic is measured.
 struct Params {
   // 16-byte words to copy.

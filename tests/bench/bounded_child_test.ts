@@ -1,10 +1,10 @@
 /**
- * The GPU check's guard against hangs (src/bench/bounded_child.ts): a child that ends is
+ * The GPU check's guard against hangs (scripts/bench/bounded_child.ts): a child that ends is
  * reported with its exit status and output; one that overruns its limit has its stacks captured
  * (/proc, and gdb where there is one) and is killed with everything it started.
  */
 import assert from "node:assert/strict";
-import { runBounded } from "../../src/bench/bounded_child.ts";
+import { runBounded } from "../../scripts/bench/bounded_child.ts";
 
 function alive(pid: number): boolean {
   try {

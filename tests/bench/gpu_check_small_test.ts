@@ -72,14 +72,40 @@ Deno.test({
       assert.ok(j.train_7b.peak_gib * 2 ** 30 > j.details.train_7b.loraParameters * 4);
       positive(j.paged_adamw_7b.paged_to_resident, "paged_adamw_7b.paged_to_resident");
       positive(j.train_50m_tokens_per_second, "train_50m_tokens_per_second");
+      // Every length trained to the end; the peak grows with the length (more activations), and
+      // exceeds the base weights plus the LoRA weights, gradients and two AdamW moments.
+      const lengths = j.train_8b_1l.lengths;
+      assert.deepEqual(
+        lengths.map((l: { seq: number }) => l.seq),
+        j.shapes.train_8b_1l.lengths,
+      );
+      const d8 = j.details.train_8b_1l;
+      for (const [i, l] of lengths.entries()) {
+        positive(l.tokens_per_second, `train_8b_1l ${l.seq} tokens_per_second`);
+        positive(l.peak_gib, `train_8b_1l ${l.seq} peak_gib`);
+        assert.equal(l.in_flight, false);
+        const c = d8.rows[i].peakByCategoryBytes;
+        assert.ok(c.base_weights > 0 && c.activations > 0, JSON.stringify(c));
+        assert.ok(l.peak_gib * 2 ** 30 >= c.base_weights + 4 * 4 * d8.loraParameters);
+        if (i > 0) assert.ok(l.peak_gib > lengths[i - 1].peak_gib, `peaks ${l.peak_gib}`);
+      }
       assert.deepEqual(
         { runs: j.tests.runs, passed: j.tests.passed, failed: j.tests.failed },
         { runs: 3, passed: 3, failed: 0 },
       );
       assert.deepEqual(
         j.stages.map((s: { name: string; status: string }) => `${s.name} ${s.status}`),
-        ["adapter", "tests-1", "gemm", "gemv", "train_50m", "train_7b", "tests-2", "tests-3"]
-          .map((n) => `${n} ok`),
+        [
+          "adapter",
+          "tests-1",
+          "gemm",
+          "gemv",
+          "train_50m",
+          "train_7b",
+          "train_8b_1l",
+          "tests-2",
+          "tests-3",
+        ].map((n) => `${n} ok`),
       );
       assert.deepEqual(j.errors, []);
       assert.deepEqual(j.pending, []);
@@ -96,6 +122,7 @@ Deno.test({
       const md = await Deno.readTextFile(join(out, "gpu-check.md"));
       assert.match(md, /^# qlorad GPU check \(small\)/);
       assert.match(md, /\| NF4 GEMM M=\d+, W 4096x4096 +\| [\d.]+ TFLOP\/s/);
+      assert.match(md, /\| Llama-3-8B shape, 1 layer, 1 x 64, r 16, ckpt +\| [\d.]+ tok\/s at /);
       // Nothing overran, and the stages' scratch files are gone.
       const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
       assert.deepEqual(names, ["gpu-check.json", "gpu-check.log", "gpu-check.md"]);

@@ -10,9 +10,9 @@ import {
   encodeRandomF32,
   randomF32Buffer,
   randomQuantWeightGpu,
-} from "../../src/bench/gpu_random.ts";
-import { encodeCopy } from "../../src/bench/copy_kernel.ts";
-import { gemvBytes } from "../../src/bench/gemv_bench.ts";
+} from "../../scripts/bench/gpu_random.ts";
+import { encodeCopy } from "../../scripts/bench/copy_kernel.ts";
+import { gemvBytes } from "../../scripts/bench/gemv_bench.ts";
 import { quantizeWeight } from "../../src/quant/quant_state.ts";
 import { Rng } from "../../src/util/random.ts";
 

@@ -31,11 +31,8 @@ export const QLORAD_LAYERS: LayerRule = {
     // Exports for other ecosystems (GGUF for llama.cpp): read checkpoints, adapters, tokenizers.
     [{ name: "export", paths: ["src/export/"] }],
     [{ name: "service", paths: ["src/service/"] }],
-    // Fronts: the command line and the benchmarks.
-    [
-      { name: "cli", paths: ["src/cli/"] },
-      { name: "bench", paths: ["src/bench/"] },
-    ],
+    // The front: the command line (the benchmarks live beside their scripts, in scripts/bench/).
+    [{ name: "cli", paths: ["src/cli/"] }],
   ],
   // Nothing below src/service knows gRPC.
   packages: { "npm:@grpc/": "service", "npm:grpc-health-check": "service" },

@@ -2,14 +2,14 @@
  * The GPU check's GEMV figure: y[1, out] = x[1, in] · Wᵀ through the 4-bit kernel at M = 1, the
  * decode-time product, which is bound by reading W. GB/s count the bytes a call must move
  * (packed codes, 8-bit absmax codes, nested absmax, x read; y written) and are read beside a
- * plain copy kernel's GB/s (src/bench/copy_kernel.ts; bytes read + written) on the same adapter.
+ * plain copy kernel's GB/s (scripts/bench/copy_kernel.ts; bytes read + written) on the same adapter.
  * Several distinct weights are cycled so that their bytes exceed the GPU's cache many times over
  * (a single 30 MB weight would be served from a 50 MB L2 after the first call).
  */
-import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
-import { encodeMatmul4bit } from "../kernels/matmul_4bit.ts";
-import type { GpuQuantWeight } from "../kernels/quant_weight.ts";
-import { kernelLadder } from "../kernels/ladder.ts";
+import type { GpuBuffer, GpuContext } from "../../src/gpu/context.ts";
+import { encodeMatmul4bit } from "../../src/kernels/matmul_4bit.ts";
+import type { GpuQuantWeight } from "../../src/kernels/quant_weight.ts";
+import { kernelLadder } from "../../src/kernels/ladder.ts";
 import { encodeCopy } from "./copy_kernel.ts";
 import { randomF32Buffer, randomQuantWeightGpu } from "./gpu_random.ts";
 import { timeGpuKernels } from "./gpu_kernel_timing.ts";

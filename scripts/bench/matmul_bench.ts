@@ -7,18 +7,22 @@
  *   forward:  Y[M, out] = X[M, in] · Wᵀ
  *   backward: dX[M, in] = dY[M, out] · W
  */
-import type { GpuContext } from "../gpu/context.ts";
-import { availableMatmulVariants, encodeMatmul, type MatmulVariant } from "../kernels/matmul.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
+import {
+  availableMatmulVariants,
+  encodeMatmul,
+  type MatmulVariant,
+} from "../../src/kernels/matmul.ts";
 import {
   availableMatmul4bitVariants,
   encodeMatmul4bit,
   encodeMatmul4bitT,
   type Matmul4bitVariant,
-} from "../kernels/matmul_4bit.ts";
-import { uploadQuantWeight } from "../kernels/quant_weight.ts";
-import { dequantizeWeight, quantizeWeight } from "../quant/quant_state.ts";
-import { Rng } from "../util/random.ts";
-import { kernelContender, timeKernels } from "../gpu/timing.ts";
+} from "../../src/kernels/matmul_4bit.ts";
+import { uploadQuantWeight } from "../../src/kernels/quant_weight.ts";
+import { dequantizeWeight, quantizeWeight } from "../../src/quant/quant_state.ts";
+import { Rng } from "../../src/util/random.ts";
+import { kernelContender, timeKernels } from "../../src/gpu/timing.ts";
 
 export interface LinearShape {
   name: string;

@@ -3,8 +3,13 @@
  * WGSL kernel, so the 4-bit GEMV's GB/s can be read against it (a GEMV at M = 1 is memory
  * bound: it should move its weight bytes nearly as fast as a copy moves bytes).
  */
-import { type DispatchBatch, type GpuBuffer, type GpuContext, grid } from "../gpu/context.ts";
-import { invalidArgument } from "../util/errors.ts";
+import {
+  type DispatchBatch,
+  type GpuBuffer,
+  type GpuContext,
+  grid,
+} from "../../src/gpu/context.ts";
+import { invalidArgument } from "../../src/util/errors.ts";
 
 /** Copies the first `bytes` (a multiple of 16) of `src` into `dst`. */
 export async function encodeCopy(

@@ -2,7 +2,7 @@
  * A child process under a hard time limit, for the GPU check's stages and test files: a process
  * stuck inside a GPU driver cannot be interrupted from JavaScript, so each runs apart, in its own
  * process group (via setsid, where there is one), and on overrun its stacks are captured
- * (src/bench/hang_capture.ts) before the whole group is killed. Output is kept bounded (the head
+ * (scripts/bench/hang_capture.ts) before the whole group is killed. Output is kept bounded (the head
  * and the tail), so a chatty child cannot fill memory.
  */
 import { captureStacks } from "./hang_capture.ts";

@@ -5,13 +5,13 @@
  * its state. A step is what a user waits for: forward, backward, clipping, the AdamW update and
  * the loss read back (TrainingEngine.trainStep).
  */
-import { type GpuContext, statsDelta } from "../gpu/context.ts";
-import { LINEAR_MODULES, type LlamaConfig } from "../model/config.ts";
-import type { LoraSpec } from "../model/lora.ts";
-import { TrainingEngine } from "../train/engine.ts";
+import { type GpuContext, statsDelta } from "../../src/gpu/context.ts";
+import { LINEAR_MODULES, type LlamaConfig } from "../../src/model/config.ts";
+import type { LoraSpec } from "../../src/model/lora.ts";
+import { TrainingEngine } from "../../src/train/engine.ts";
 import { parameterCount, randomBatch, randomModel } from "./random_model.ts";
 import { randomModelGpu } from "./random_model_gpu.ts";
-import { interleaved, type Timing } from "../gpu/timing.ts";
+import { interleaved, type Timing } from "../../src/gpu/timing.ts";
 
 export const BENCH_LORA: LoraSpec = {
   r: 16,
@@ -27,7 +27,7 @@ export interface TrainCase {
   batch: number;
   seq: number;
   rounds: number;
-  /** Make the random base model on the GPU (src/bench/random_model_gpu.ts), not on the host. */
+  /** Make the random base model on the GPU (scripts/bench/random_model_gpu.ts), not on the host. */
   gpuWeights?: boolean;
 }
 

@@ -1,6 +1,6 @@
 /**
  * QLoRA training at a real model's shape (Llama-2-7B: 32 layers of hidden 4096, intermediate
- * 11008, vocabulary 32000) on random NF4 weights made on the GPU (src/bench/random_model_gpu.ts):
+ * 11008, vocabulary 32000) on random NF4 weights made on the GPU (scripts/bench/random_model_gpu.ts):
  * LoRA r 16 on all seven linears, one micro-batch of batch x seq tokens, gradient checkpointing.
  * A short step first compiles the pipelines (batch x 64 tokens); then full steps (forward,
  * backward, clip, AdamW, the loss read back: TrainingEngine.trainStep) as long as the time box allows another. Tokens/s are
@@ -9,13 +9,13 @@
  * through a GPU pool of a quarter of their bytes. Every finished step is reported at once through
  * `onUpdate`, so a run cut short by its time box still leaves its figures.
  */
-import type { GpuContext } from "../gpu/context.ts";
-import type { LlamaConfig } from "../model/config.ts";
-import { TrainingEngine } from "../train/engine.ts";
-import { releaseFreedMemory } from "../util/gc_hint.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
+import type { LlamaConfig } from "../../src/model/config.ts";
+import { TrainingEngine } from "../../src/train/engine.ts";
+import { releaseFreedMemory } from "../../src/util/gc_hint.ts";
 import { randomModelGpu } from "./random_model_gpu.ts";
 import { parameterCount, randomBatch } from "./random_model.ts";
-import { median } from "../gpu/timing.ts";
+import { median } from "../../src/gpu/timing.ts";
 import { BENCH_LORA } from "./train_bench.ts";
 
 export interface LargeTrainOptions {

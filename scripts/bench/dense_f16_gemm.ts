@@ -2,8 +2,8 @@
  * The dense f16 GEMM contender of the GPU check: the same product as the f32 contenders, on f16
  * copies of the operands, or the reason the device has none.
  */
-import type { DispatchBatch, GpuBuffer, GpuContext } from "../gpu/context.ts";
-import { encodeF32ToF16, encodeMatmulF16, matmulF16Variant } from "../kernels/matmul_f16.ts";
+import type { DispatchBatch, GpuBuffer, GpuContext } from "../../src/gpu/context.ts";
+import { encodeF32ToF16, encodeMatmulF16, matmulF16Variant } from "../../src/kernels/matmul_f16.ts";
 
 /** Y[m, n] = X[m, k] · Wᵀ with W stored [n, k], as the f32 contenders get it (f32 buffers). */
 export interface GemmOperands {

@@ -1,6 +1,6 @@
 /**
  * The GPU test subset of the GPU check: the kernel tests, the training engine and one RPC end to
- * end, each file a child `deno test` under a hard time limit (src/bench/bounded_child.ts), a few
+ * end, each file a child `deno test` under a hard time limit (scripts/bench/bounded_child.ts), a few
  * at a time. A file that overruns has its stacks captured and is killed; the run goes on with the
  * next file. A run passes when every file passed.
  */

@@ -1,6 +1,6 @@
 /** Markdown tables and number formats for the benchmark's printed report. */
 
-export { type Cell, markdownTable } from "../util/markdown_table.ts";
+export { type Cell, markdownTable } from "../../src/util/markdown_table.ts";
 
 /** 3 significant digits, no exponent for ordinary magnitudes. */
 export function num(x: number): string {

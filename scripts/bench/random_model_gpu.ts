@@ -1,24 +1,24 @@
 /**
- * A random Llama base model made entirely on the GPU (src/bench/gpu_random.ts), layer by layer:
+ * A random Llama base model made entirely on the GPU (scripts/bench/gpu_random.ts), layer by layer:
  * linears NF4 + double quant (blocksize 64), norms f32, embeddings and lm_head bf16, with the scales of
- * src/bench/random_model.ts. For benchmarks at real sizes (Llama-2-7B's 6.7B parameters): no
+ * scripts/bench/random_model.ts. For benchmarks at real sizes (Llama-2-7B's 6.7B parameters): no
  * checkpoint is read and host memory holds one weight's absmax at most.
  */
-import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
-import type { GpuQuantWeight } from "../kernels/quant_weight.ts";
-import { ropeInvFreq } from "../kernels/rope.ts";
-import type { BaseLayer, BaseModel } from "../model/base_model.ts";
+import type { GpuBuffer, GpuContext } from "../../src/gpu/context.ts";
+import type { GpuQuantWeight } from "../../src/kernels/quant_weight.ts";
+import { ropeInvFreq } from "../../src/kernels/rope.ts";
+import type { BaseLayer, BaseModel } from "../../src/model/base_model.ts";
 import {
   LINEAR_MODULES,
   type LinearModule,
   linearPath,
   linearShape,
   type LlamaConfig,
-} from "../model/config.ts";
+} from "../../src/model/config.ts";
 import { randomF32Buffer, randomQuantWeightGpu } from "./gpu_random.ts";
-import { RowChunkedTable, uploadTable16 } from "../kernels/row_chunks.ts";
-import { f32ArrayToBf16 } from "../io/dtype.ts";
-import { Rng } from "../util/random.ts";
+import { RowChunkedTable, uploadTable16 } from "../../src/kernels/row_chunks.ts";
+import { f32ArrayToBf16 } from "../../src/io/dtype.ts";
+import { Rng } from "../../src/util/random.ts";
 
 /**
  * A bf16 [rows, cols] table uniform in ±scale, as the loader stores embeddings and lm_head (row
@@ -54,9 +54,10 @@ export async function randomModelGpu(
     owned.push(b);
     return b;
   };
-  // Distinct seeds per tensor: the hash of (seed, index) would repeat across tensors otherwise.
-  let tensor = 0;
-  const nextSeed = () => (Math.imul(seed, 0x9e3779b1) + 0x632be5ab * ++tensor) >>> 0;
+  // Distinct seeds per tensor, drawn from the seeded PRNG: the GPU's hash of (seed, index)
+  // would repeat across tensors otherwise.
+  const seeds = new Rng(seed);
+  const nextSeed = () => seeds.int(0x1_0000_0000);
   const f32 = async (label: string, count: number, center: number, scale: number) =>
     keep(
       await randomF32Buffer(ctx, label, "base_weights", count, { seed: nextSeed(), center, scale }),

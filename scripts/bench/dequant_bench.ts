@@ -5,13 +5,17 @@
  * (8 weights) per invocation. Its output is checked against the CPU dequantizer before timing.
  * GB/s counts the bytes the kernel moves: packed codes and absmax read, f32 weights written.
  */
-import type { GpuContext } from "../gpu/context.ts";
-import { shaderSource } from "../gpu/shader_source.ts";
-import { dequantShaderParams, offsetBits, uploadQuantWeight } from "../kernels/quant_weight.ts";
-import { dequantizeWeight, quantizeWeight } from "../quant/quant_state.ts";
-import type { QuantType } from "../quant/codes.ts";
-import { Rng } from "../util/random.ts";
-import { kernelContender, timeKernels } from "../gpu/timing.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
+import { shaderSource } from "../../src/gpu/shader_source.ts";
+import {
+  dequantShaderParams,
+  offsetBits,
+  uploadQuantWeight,
+} from "../../src/kernels/quant_weight.ts";
+import { dequantizeWeight, quantizeWeight } from "../../src/quant/quant_state.ts";
+import type { QuantType } from "../../src/quant/codes.ts";
+import { Rng } from "../../src/util/random.ts";
+import { kernelContender, timeKernels } from "../../src/gpu/timing.ts";
 
 const ENTRY = `
 struct DequantParams {

@@ -4,10 +4,11 @@
  * CI). Stages run in this order; each gets at most its cap, and never so much that the stages
  * after it could not have their minimum (stageTimeoutS).
  */
-import type { LlamaConfig } from "../model/config.ts";
-import { llamaPresets } from "../train/estimate.ts";
+import type { LlamaConfig } from "../../src/model/config.ts";
+import { llamaPresets } from "../../src/train/estimate.ts";
 import { MID_BENCH, TINY_BENCH } from "./random_model.ts";
 import type { GemmShape } from "./gemm_bench.ts";
+import { BENCH_LENGTHS, LLAMA3_8B_1L } from "./train_lengths_bench.ts";
 
 export type CheckMode = "full" | "small";
 
@@ -18,6 +19,7 @@ export type StageName =
   | "gemv"
   | "train_50m"
   | "train_7b"
+  | "train_8b_1l"
   | "tests-2"
   | "tests-3";
 
@@ -53,6 +55,8 @@ export interface CheckPlan {
     gpuWeights: boolean;
   };
   train7b: { cfg: LlamaConfig; batch: number; seq: number; maxSteps: number; paged: boolean };
+  /** One layer of Llama-3-8B at several sequence lengths (tokens/s and ledger peak per length). */
+  train8b1l: { cfg: LlamaConfig; lengths: number[]; maxSteps: number };
   tests: { jobs: number; fileTimeoutS: number };
   /**
    * Decide every laddered kernel in the adapter stage (so that later stages read the choices
@@ -78,6 +82,21 @@ const TOY_7B: LlamaConfig = {
   maxPositions: 128,
 };
 
+/** Llama-3-8B's layer structure at toy size (GQA 4/2, llama3 RoPE scaling), for small mode. */
+const TOY_8B_1L: LlamaConfig = {
+  ...LLAMA3_8B_1L,
+  hidden: 64,
+  intermediate: 224,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 16,
+  vocab: 320,
+  maxPositions: 256,
+  ropeScaling: { ...LLAMA3_8B_1L.ropeScaling!, originalMaxPositionEmbeddings: 32 } as LlamaConfig[
+    "ropeScaling"
+  ],
+};
+
 export function checkPlan(mode: CheckMode): CheckPlan {
   if (mode === "full") {
     return {
@@ -90,6 +109,9 @@ export function checkPlan(mode: CheckMode): CheckPlan {
         { name: "gemv", capS: 40, minS: 10 },
         { name: "train_50m", capS: 60, minS: 15 },
         { name: "train_7b", capS: 240, minS: 60 },
+        // Model made in seconds (two 128k x 4096 bf16 tables on the host); a step at 8,192
+        // tokens is ~30 TFLOP of work (most of it the 128k lm_head, forward and back): seconds.
+        { name: "train_8b_1l", capS: 60, minS: 20 },
         { name: "tests-2", capS: 100, minS: 30 },
         { name: "tests-3", capS: 100, minS: 30 },
       ],
@@ -106,6 +128,7 @@ export function checkPlan(mode: CheckMode): CheckPlan {
       gemv: { out: 14336, in: 4096, copies: 8, copyBytes: 256 << 20, targetMs: 50, rounds: 5 },
       train50m: { name: "~50M", cfg: MID_BENCH, batch: 4, seq: 1024, rounds: 3, gpuWeights: true },
       train7b: { cfg: llamaPresets["7b"].cfg, batch: 4, seq: 1024, maxSteps: 3, paged: true },
+      train8b1l: { cfg: LLAMA3_8B_1L, lengths: [...BENCH_LENGTHS], maxSteps: 3 },
       tests: { jobs: 4, fileTimeoutS: 75 },
       warmLadder: true,
     };
@@ -123,6 +146,7 @@ export function checkPlan(mode: CheckMode): CheckPlan {
       { name: "gemv", capS: 240, minS: 10 },
       { name: "train_50m", capS: 480, minS: 10 },
       { name: "train_7b", capS: 300, minS: 15 },
+      { name: "train_8b_1l", capS: 240, minS: 15 },
       { name: "tests-2", capS: 120, minS: 15 },
       { name: "tests-3", capS: 120, minS: 15 },
     ],
@@ -140,6 +164,7 @@ export function checkPlan(mode: CheckMode): CheckPlan {
     gemv: { out: 448, in: 128, copies: 2, copyBytes: 1 << 20, targetMs: 5, rounds: 2 },
     train50m: { name: "tiny", cfg: TINY_BENCH, batch: 1, seq: 24, rounds: 2, gpuWeights: true },
     train7b: { cfg: TOY_7B, batch: 1, seq: 24, maxSteps: 3, paged: true },
+    train8b1l: { cfg: TOY_8B_1L, lengths: [16, 32, 64], maxSteps: 2 },
     tests: { jobs: 1, fileTimeoutS: 240 },
     warmLadder: false,
   };

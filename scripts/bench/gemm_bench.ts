@@ -1,16 +1,16 @@
 /**
  * The GPU check's GEMM figures at real shapes: Y[M, out] = X[M, in] · Wᵀ with W random, made on
- * the GPU (src/bench/gpu_random.ts), as NF4 + double quant through the 4-bit kernel, and as the
+ * the GPU (scripts/bench/gpu_random.ts), as NF4 + double quant through the 4-bit kernel, and as the
  * same values in f32 through the dense matmul, each in the variant the kernel ladder picks for
- * this adapter (recorded), plus the dense f16 GEMM where one exists (src/bench/dense_f16_gemm.ts).
+ * this adapter (recorded), plus the dense f16 GEMM where one exists (scripts/bench/dense_f16_gemm.ts).
  * TFLOP/s count 2·M·out·in per product. A few rows of the 4-bit result are compared with the
  * dense one (they differ by the NF4 rounding of W, a few percent), which catches a kernel that
  * returns garbage at these sizes without timing it.
  */
-import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
-import { encodeMatmul } from "../kernels/matmul.ts";
-import { encodeMatmul4bit } from "../kernels/matmul_4bit.ts";
-import { kernelLadder } from "../kernels/ladder.ts";
+import type { GpuBuffer, GpuContext } from "../../src/gpu/context.ts";
+import { encodeMatmul } from "../../src/kernels/matmul.ts";
+import { encodeMatmul4bit } from "../../src/kernels/matmul_4bit.ts";
+import { kernelLadder } from "../../src/kernels/ladder.ts";
 import { denseF16Gemm } from "./dense_f16_gemm.ts";
 import { randomF32Buffer, randomQuantWeightGpu } from "./gpu_random.ts";
 import { type GpuContender, timeGpuKernels } from "./gpu_kernel_timing.ts";

@@ -14,11 +14,11 @@ import {
   type GpuBuffer,
   type GpuContext,
   grid,
-} from "../gpu/context.ts";
-import type { MemoryCategory } from "../gpu/memory.ts";
-import type { GpuQuantWeight } from "../kernels/quant_weight.ts";
-import { NF4_THRESHOLDS, quantMapFor, signedDynamicMap } from "../quant/codes.ts";
-import { invalidArgument } from "../util/errors.ts";
+} from "../../src/gpu/context.ts";
+import type { MemoryCategory } from "../../src/gpu/memory.ts";
+import type { GpuQuantWeight } from "../../src/kernels/quant_weight.ts";
+import { NF4_THRESHOLDS, quantMapFor, signedDynamicMap } from "../../src/quant/codes.ts";
+import { invalidArgument } from "../../src/util/errors.ts";
 
 const WG = 64; // quantize_4bit.wgsl's workgroup size
 const NESTED_BLOCKSIZE = 256;

@@ -3,17 +3,17 @@
  * loads them), uniform weights of the usual scale. Speed does not depend on the values, so no
  * checkpoint needs to be read or written.
  */
-import type { GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
 import {
   LINEAR_MODULES,
   type LinearModule,
   linearShape,
   type LlamaConfig,
-} from "../model/config.ts";
-import type { BaseModel } from "../model/base_model.ts";
-import { type HostLayer, uploadBaseModel } from "../model/load.ts";
-import { quantizeWeight } from "../quant/quant_state.ts";
-import { Rng } from "../util/random.ts";
+} from "../../src/model/config.ts";
+import type { BaseModel } from "../../src/model/base_model.ts";
+import { type HostLayer, uploadBaseModel } from "../../src/model/load.ts";
+import { quantizeWeight } from "../../src/quant/quant_state.ts";
+import { Rng } from "../../src/util/random.ts";
 
 function base(over: Partial<LlamaConfig>): LlamaConfig {
   return {

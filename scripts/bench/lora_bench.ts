@@ -5,14 +5,14 @@
  *   backward: dX = dY·W (4-bit), then dB += s·dYᵀ·T, dT = s·dY·B, dA += dTᵀ·X, dX += dT·A
  * against the 4-bit product(s) alone, timed side by side.
  */
-import type { GpuContext } from "../gpu/context.ts";
-import { encodeMatmul } from "../kernels/matmul.ts";
-import { encodeMatmul4bit, encodeMatmul4bitT } from "../kernels/matmul_4bit.ts";
-import { uploadQuantWeight } from "../kernels/quant_weight.ts";
-import { quantizeWeight } from "../quant/quant_state.ts";
-import { Rng } from "../util/random.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
+import { encodeMatmul } from "../../src/kernels/matmul.ts";
+import { encodeMatmul4bit, encodeMatmul4bitT } from "../../src/kernels/matmul_4bit.ts";
+import { uploadQuantWeight } from "../../src/kernels/quant_weight.ts";
+import { quantizeWeight } from "../../src/quant/quant_state.ts";
+import { Rng } from "../../src/util/random.ts";
 import type { LinearShape } from "./matmul_bench.ts";
-import { kernelContender, timeKernels } from "../gpu/timing.ts";
+import { kernelContender, timeKernels } from "../../src/gpu/timing.ts";
 
 export interface LoraRow {
   shape: string;

@@ -3,8 +3,8 @@
  * adapter offers and the device got, every WebGPU limit, the capabilities kernels choose variants
  * by (f16, subgroups, subgroup-matrix shapes, timestamps), and the raw adapter info Dawn reports.
  */
-import type { GpuCapabilities, GpuContext } from "../gpu/context.ts";
-import { type AdapterDescription, findAdapter } from "../gpu/provider.ts";
+import type { GpuCapabilities, GpuContext } from "../../src/gpu/context.ts";
+import { type AdapterDescription, findAdapter } from "../../src/gpu/provider.ts";
 
 /** The WebGPU limits by name (the spec's list; Dawn's object has getters, not own keys). */
 const LIMIT_NAMES = [

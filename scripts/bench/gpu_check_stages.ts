@@ -1,16 +1,17 @@
 /**
  * The GPU check's measuring stages, each run in a child process of its own (scripts/gpu_check.ts)
  * on a fresh GPU context: the adapter's description and the kernel ladder's choices, the GEMM and
- * GEMV figures, and the two training figures. A stage reports through `save`, as often as it has
+ * GEMV figures, and the training figures (~50M model, Llama-2-7B shape, one Llama-3-8B layer at
+ * three lengths). A stage reports through `save`, as often as it has
  * something new, so that a stage killed at its time limit still leaves what it measured.
  */
-import type { GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
 import {
   kernelLadder,
   type LadderDecision,
   parseVariantOverrides,
   VARIANTS_ENV,
-} from "../kernels/ladder.ts";
+} from "../../src/kernels/ladder.ts";
 import { benchGemm } from "./gemm_bench.ts";
 import { benchGemv } from "./gemv_bench.ts";
 import { describeDevice, describeGpu } from "./gpu_info.ts";
@@ -19,6 +20,7 @@ import { parameterCount } from "./random_model.ts";
 import { num } from "./report.ts";
 import { benchLargeTraining } from "./train_large_bench.ts";
 import { benchTraining } from "./train_bench.ts";
+import { benchTrainLengths } from "./train_lengths_bench.ts";
 
 export interface StageContext {
   ctx: GpuContext;
@@ -92,6 +94,17 @@ export async function runStage(name: MeasuringStage, s: StageContext): Promise<v
     case "train_7b": {
       const c = plan.train7b;
       const result = await benchLargeTraining(ctx, {
+        ...c,
+        deadline: s.deadline,
+        onProgress: s.log,
+        onUpdate: (partial) => void s.save({ result: partial }),
+      });
+      await s.save({ result, ladder: ladderChoices(ctx) });
+      return;
+    }
+    case "train_8b_1l": {
+      const c = plan.train8b1l;
+      const result = await benchTrainLengths(ctx, {
         ...c,
         deadline: s.deadline,
         onProgress: s.log,

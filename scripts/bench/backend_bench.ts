@@ -6,25 +6,28 @@
  * than `timeoutMs` to compile and run a case once is given up for the remaining cases (its
  * queue may still be busy).
  */
-import type { GpuContext } from "../gpu/context.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
 import {
   attentionLseBytes,
   attentionScratchBytes,
   encodeAttention,
   encodeAttentionBackward,
-} from "../kernels/attention.ts";
-import { crossEntropyScratchBytes, encodeLmHeadCrossEntropy } from "../kernels/cross_entropy.ts";
-import { encodeAdamW } from "../kernels/adamw.ts";
-import { encodeMatmul } from "../kernels/matmul.ts";
-import { encodeMatmul4bit, encodeMatmul4bitT } from "../kernels/matmul_4bit.ts";
-import { uploadQuantWeight } from "../kernels/quant_weight.ts";
-import { uploadTableFromF32 } from "../kernels/row_chunks.ts";
-import { TrainingEngine } from "../train/engine.ts";
-import { quantizeWeight } from "../quant/quant_state.ts";
-import { Rng } from "../util/random.ts";
+} from "../../src/kernels/attention.ts";
+import {
+  crossEntropyScratchBytes,
+  encodeLmHeadCrossEntropy,
+} from "../../src/kernels/cross_entropy.ts";
+import { encodeAdamW } from "../../src/kernels/adamw.ts";
+import { encodeMatmul } from "../../src/kernels/matmul.ts";
+import { encodeMatmul4bit, encodeMatmul4bitT } from "../../src/kernels/matmul_4bit.ts";
+import { uploadQuantWeight } from "../../src/kernels/quant_weight.ts";
+import { uploadTableFromF32 } from "../../src/kernels/row_chunks.ts";
+import { TrainingEngine } from "../../src/train/engine.ts";
+import { quantizeWeight } from "../../src/quant/quant_state.ts";
+import { Rng } from "../../src/util/random.ts";
 import { randomBatch, randomModel, TINY_BENCH } from "./random_model.ts";
 import { BENCH_LORA } from "./train_bench.ts";
-import { type Contender, interleaved, kernelContender } from "../gpu/timing.ts";
+import { type Contender, interleaved, kernelContender } from "../../src/gpu/timing.ts";
 
 export interface BackendRow {
   kernel: string;

@@ -4,10 +4,10 @@
  * bytes (src/train/paged_adamw.ts), timed side by side until the GPU is done and, when paged,
  * every page is back in host memory.
  */
-import type { GpuContext } from "../gpu/context.ts";
-import { ADAMW_DEFAULTS, AdamWOptimizer } from "../train/paged_adamw.ts";
-import { Rng } from "../util/random.ts";
-import { interleaved } from "../gpu/timing.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
+import { ADAMW_DEFAULTS, AdamWOptimizer } from "../../src/train/paged_adamw.ts";
+import { Rng } from "../../src/util/random.ts";
+import { interleaved } from "../../src/gpu/timing.ts";
 
 export interface OptimizerRow {
   name: string;

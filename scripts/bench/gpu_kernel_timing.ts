@@ -7,9 +7,9 @@
  * (src/telemetry/gpu_timing.ts), so thousands of small dispatches are not charged for their
  * host-side encoding. The figure used is the GPU time when there is one, else the wall time.
  */
-import type { DispatchBatch, GpuContext } from "../gpu/context.ts";
-import { GpuTimer } from "../telemetry/gpu_timing.ts";
-import { median } from "../gpu/timing.ts";
+import type { DispatchBatch, GpuContext } from "../../src/gpu/context.ts";
+import { GpuTimer } from "../../src/telemetry/gpu_timing.ts";
+import { median } from "../../src/gpu/timing.ts";
 
 export interface GpuContender {
   name: string;

@@ -8,9 +8,10 @@ import type { GemmRow } from "./gemm_bench.ts";
 import type { GemvResult } from "./gemv_bench.ts";
 import type { GpuInfo } from "./gpu_info.ts";
 import { GEMM_KEYS } from "./gpu_check_plan.ts";
-import type { LadderDecision } from "../kernels/ladder.ts";
+import type { LadderDecision } from "../../src/kernels/ladder.ts";
 import type { LargeTrainResult } from "./train_large_bench.ts";
 import type { TrainRow } from "./train_bench.ts";
+import type { LengthsResult } from "./train_lengths_bench.ts";
 import type { TestRun } from "./test_subset.ts";
 import { markdownTable, num, ratio } from "./report.ts";
 
@@ -39,6 +40,7 @@ export interface StageData {
     adapter?: string;
   };
   train_7b?: { result?: LargeTrainResult; ladder?: LadderDecision[]; adapter?: string };
+  train_8b_1l?: { result?: LengthsResult; ladder?: LadderDecision[]; adapter?: string };
 }
 
 export interface RunMeta {
@@ -85,6 +87,7 @@ export function assembleResults(
   const gemv = data.gemv?.gemv;
   const t7 = data.train_7b?.result;
   const t50 = data.train_50m?.row;
+  const t8 = data.train_8b_1l?.result;
   const f16Reason = rows?.map((r) => "unavailable" in r.denseF16 ? r.denseF16.unavailable : null)
     .find((x) => x !== null) ?? null;
   const ladder = new Map<string, LadderDecision>();
@@ -95,6 +98,7 @@ export function assembleResults(
       data.gemv?.ladder,
       data.train_50m?.ladder,
       data.train_7b?.ladder,
+      data.train_8b_1l?.ladder,
     ]
   ) {
     for (const d of list ?? []) ladder.set(d.kernel, d);
@@ -106,7 +110,9 @@ export function assembleResults(
     commit_source: meta.commitSource,
     mode: meta.mode,
     adapter: info?.adapter ??
-      [data.gemm, data.gemv, data.train_50m, data.train_7b].find((d) => d?.adapter)?.adapter ??
+      [data.gemm, data.gemv, data.train_50m, data.train_7b, data.train_8b_1l].find((d) =>
+        d?.adapter
+      )?.adapter ??
       null,
     suggested_name: `docs/gpu/${meta.date.slice(0, 10)}-${gpuSlug(info)}.json`,
     nf4_gemm_tflops: byShape(rows, (r) => r.nf4.tflops),
@@ -139,6 +145,20 @@ export function assembleResults(
       }
       : null,
     train_50m_tokens_per_second: t50?.plain.tokensPerS ?? null,
+    // Per length: tokens/s of the median step, and the memory ledger's peak (base included).
+    train_8b_1l: t8
+      ? {
+        r: t8.r,
+        gradient_checkpointing: t8.gradientCheckpointing,
+        lengths: t8.rows.map((row) => ({
+          seq: row.seq,
+          tokens_per_second: row.tokensPerSecond,
+          peak_gib: row.peakBytes ? row.peakBytes / 2 ** 30 : null,
+          steps: row.stepsS.length,
+          in_flight: row.inFlight,
+        })),
+      }
+      : null,
     tests: {
       runs: complete.length,
       passed: complete.filter((r) => r.passed).length,
@@ -173,6 +193,7 @@ export function assembleResults(
       gemm: rows ?? null,
       gemv: gemv ?? null,
       train_7b: t7 ?? null,
+      train_8b_1l: t8 ?? null,
       train_50m: t50 ? { ...t50, batch: data.train_50m?.batch, seq: data.train_50m?.seq } : null,
     },
   };
@@ -270,6 +291,18 @@ export function renderMarkdown(r: Record<string, unknown>): string {
     `<= ${TARGETS.paged}x resident`,
     status(pr === null ? null : pr <= TARGETS.paged, full),
   ]);
+  const lengths = x.train_8b_1l?.lengths ??
+    (x.shapes.train_8b_1l?.lengths ?? []).map((seq: number) => ({ seq }));
+  for (const l of lengths) {
+    rows.push([
+      `Llama-3-8B shape, 1 layer, 1 x ${l.seq}, r ${x.shapes.train_8b_1l?.r ?? "?"}, ckpt`,
+      `${fmt(l.tokens_per_second, " tok/s")} at ${fmt(l.peak_gib, " GiB")} peak${
+        l.in_flight ? " (step unfinished)" : ""
+      }`,
+      "(info)",
+      "-",
+    ]);
+  }
   const t = x.tests;
   rows.push([
     "GPU test subset, 3 runs",
@@ -350,6 +383,31 @@ export function renderMarkdown(r: Record<string, unknown>): string {
       );
     }
     if (d7.note) out.push(`- note: ${d7.note}`);
+    out.push("");
+  }
+  const d8 = x.details.train_8b_1l;
+  if (d8) {
+    out.push("## Training at the Llama-3-8B shape, 1 layer", "");
+    out.push(
+      `${num(d8.parameters / 1e6)}M parameters (random NF4, made on the GPU in ` +
+        `${num(d8.modelBuildS)} s), ${num(d8.loraParameters / 1e6)}M LoRA parameters; ` +
+        `compiling step (up to 64 tokens) ${
+          fmt(d8.warmupStepS, " s")
+        }. Tokens/s: the median step ` +
+        `after a length's first; peak: the memory ledger's, base weights included.`,
+    );
+    // deno-lint-ignore no-explicit-any
+    for (const row of d8.rows as any[]) {
+      out.push(
+        `- ${row.seq} tokens: steps ${
+          row.stepsS.map((v: number) => `${num(v)} s`).join(", ") || "none"
+        }; ` +
+          `${fmt(row.tokensPerSecond, " tok/s")}; peak ${fmt(row.peakBytes / 2 ** 30, " GiB")} (` +
+          Object.entries(row.peakByCategoryBytes).map(([k, v]) =>
+            `${k} ${num((v as number) / 2 ** 30)}`
+          ).join(", ") + ")" + (row.note ? `; ${row.note}` : ""),
+      );
+    }
     out.push("");
   }
   const d50 = x.details.train_50m;

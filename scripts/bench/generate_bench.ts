@@ -5,15 +5,15 @@
  * prefix for every new token. Random NF4 models as in the training section; LoRA r 16 on every
  * linear (its cost is part of each token's).
  */
-import type { GpuContext } from "../gpu/context.ts";
-import type { LlamaConfig } from "../model/config.ts";
-import { LoraLayout } from "../model/lora.ts";
-import { TrainingEngine } from "../train/engine.ts";
-import { KvDecoder } from "../train/decode.ts";
-import { nextTokenLogits } from "../train/generate.ts";
-import { argmax } from "../train/sampling.ts";
-import { Rng } from "../util/random.ts";
-import { interleaved } from "../gpu/timing.ts";
+import type { GpuContext } from "../../src/gpu/context.ts";
+import type { LlamaConfig } from "../../src/model/config.ts";
+import { LoraLayout } from "../../src/model/lora.ts";
+import { TrainingEngine } from "../../src/train/engine.ts";
+import { KvDecoder } from "../../src/train/decode.ts";
+import { nextTokenLogits } from "../../src/train/generate.ts";
+import { argmax } from "../../src/train/sampling.ts";
+import { Rng } from "../../src/util/random.ts";
+import { interleaved } from "../../src/gpu/timing.ts";
 import { MID_BENCH, parameterCount, randomModel, TINY_BENCH } from "./random_model.ts";
 import { randomModelGpu } from "./random_model_gpu.ts";
 import { markdownTable, ms, num, ratio } from "./report.ts";
