@@ -19,6 +19,7 @@ import type { MemoryCategory } from "../../src/gpu/memory.ts";
 import type { GpuQuantWeight } from "../../src/kernels/quant_weight.ts";
 import { NF4_THRESHOLDS, quantMapFor, signedDynamicMap } from "../../src/quant/codes.ts";
 import { invalidArgument } from "../../src/util/errors.ts";
+import { f32Bits } from "../../src/io/dtype.ts";
 
 const WG = 64; // quantize_4bit.wgsl's workgroup size
 const NESTED_BLOCKSIZE = 256;
@@ -211,7 +212,7 @@ export async function randomQuantWeightGpu(
     temps.push(mapBuf);
     const dqPipe = await ctx.pipeline("quantize_4bit.wgsl", params, "double_quant");
     const [gx, gy] = grid(Math.ceil(nested / WG), maxDim);
-    const offsetBits = new Uint32Array(new Float32Array([offset]).buffer)[0];
+    const offsetBits = f32Bits(offset);
     const dq = ctx.batch(`${o.label} double quant`);
     dq.dispatch(dqPipe, [
       ctx.uniform(new Uint32Array([blocks, nested, gx, offsetBits])),

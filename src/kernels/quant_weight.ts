@@ -6,6 +6,7 @@
  */
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { f32Bits } from "../io/dtype.ts";
 
 /** The in-memory quantized weight (structurally src/quant/quant_state.ts's type). */
 export interface QuantWeightHost {
@@ -151,5 +152,5 @@ export function dequantShaderParams(w: GpuQuantWeight): Record<string, string | 
 
 /** The f32 bits of the weight's double-quant offset, for a kernel's uniform. */
 export function offsetBits(w: GpuQuantWeight): number {
-  return new Uint32Array(new Float32Array([w.offset]).buffer)[0];
+  return f32Bits(w.offset);
 }

@@ -14,6 +14,7 @@
 import { type GpuBuffer, type GpuContext, grid } from "../gpu/context.ts";
 import { uniformLayout } from "../gpu/uniform_layout.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { f32Bits } from "../io/dtype.ts";
 import { FP4_THRESHOLDS, NF4_THRESHOLDS, signedDynamicMap } from "../io/quant_codes.ts";
 
 const SHADER = "quantize_4bit.wgsl";
@@ -188,7 +189,7 @@ async function doubleQuantGpu(
     QUANTIZE_PARAMS,
   );
   const [gx, gy] = grid(Math.ceil(nested / WG));
-  const offsetBits = new Uint32Array(new Float32Array([offset]).buffer)[0];
+  const offsetBits = f32Bits(offset);
   const batch = ctx.batch("double_quant");
   batch.dispatch(
     pipe,
