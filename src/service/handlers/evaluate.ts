@@ -4,12 +4,11 @@
  * that works through pinned paths (confine.ts). The dataset's records are checked when the job
  * starts.
  */
-import { join } from "node:path";
-import { exists } from "../../io/atomic.ts";
 import { type EvaluateJobOptions, runEvaluateJob } from "../../train/evaluate_job.ts";
-import { invalidArgument, notFound } from "../../util/errors.ts";
+import { invalidArgument } from "../../util/errors.ts";
 import { normalizeUserPath, resolveDataPath } from "../paths.ts";
 import { checkFolderLinks } from "../confine.ts";
+import { resolveAdapterFolder } from "./adapter_folder.ts";
 import type { ServiceContext } from "./jobs.ts";
 import { dataRelative, jobBody, type JobRpc, jobRpcHandler, type JobStart } from "./job_rpc.ts";
 import { readModelConfig } from "./model_config.ts";
@@ -46,18 +45,7 @@ export async function validateEvaluateRequest(
   if (!(await Deno.stat(datasetPath)).isFile) {
     throw invalidArgument(`dataset_path ${JSON.stringify(req.dataset_path)}: not a file`);
   }
-  let adapterDir: string | undefined;
-  if (req.adapter_path) {
-    adapterDir = await resolveDataPath(dataDir, req.adapter_path, "adapter_path", {
-      mustExist: true,
-    });
-    await checkFolderLinks(dataDir, adapterDir, `adapter_path ${JSON.stringify(req.adapter_path)}`);
-    for (const f of ["adapter_config.json", "adapter_model.safetensors"]) {
-      if (!(await exists(join(adapterDir, f)))) {
-        throw notFound(`adapter_path ${JSON.stringify(req.adapter_path)}: ${f} not found`);
-      }
-    }
-  }
+  const adapterDir = await resolveAdapterFolder(dataDir, req.adapter_path);
   const labels = {
     baseModel: normalizeUserPath(req.base_model_path),
     dataset: normalizeUserPath(req.dataset_path),

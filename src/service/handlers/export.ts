@@ -7,7 +7,6 @@
  * appears only once complete (both writers write under a temporary name and rename).
  */
 import { basename, join } from "node:path";
-import { exists } from "../../io/atomic.ts";
 import type { exportGguf, GgufFileType } from "../../export/export_gguf.ts";
 import { mergeAdapter } from "../../train/merge.ts";
 import {
@@ -16,9 +15,10 @@ import {
   exportSettings,
   type ExportType,
 } from "../../train/settings.ts";
-import { failedPrecondition, invalidArgument, notFound } from "../../util/errors.ts";
+import { failedPrecondition, invalidArgument } from "../../util/errors.ts";
 import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
 import { checkFolderLinks, pinOutput } from "../confine.ts";
+import { resolveAdapterFolder } from "./adapter_folder.ts";
 import type { ServiceContext } from "./jobs.ts";
 import { dataRelative, jobBody, type JobRpc, jobRpcHandler, type JobStart } from "./job_rpc.ts";
 import { readModelConfig } from "./model_config.ts";
@@ -89,17 +89,8 @@ export async function validateExportRequest(
   // The config within bounds and of an architecture the exporters know, before a job exists.
   await readModelConfig(dataDir, req.base_model_path, "base_model_path");
 
-  let adapterDir: string | undefined;
-  if (req.adapter_path) {
-    const label = `adapter_path ${JSON.stringify(req.adapter_path)}`;
-    adapterDir = await resolveDataPath(dataDir, req.adapter_path, "adapter_path", {
-      mustExist: true,
-    });
-    await checkFolderLinks(dataDir, adapterDir, label);
-    for (const f of ["adapter_config.json", "adapter_model.safetensors"]) {
-      if (!(await exists(join(adapterDir, f)))) throw notFound(`${label}: ${f} not found`);
-    }
-  } else if (format !== "gguf") {
+  const adapterDir = await resolveAdapterFolder(dataDir, req.adapter_path);
+  if (!adapterDir && format !== "gguf") {
     throw invalidArgument(
       `adapter_path: ${FORMAT_ENUM[format]} exports an adapter, and none was given`,
     );

@@ -5,8 +5,6 @@
  * GeneratedText event per token and ends with a GenerateResult. Unlike the other jobs, it follows
  * its call: a client that cancels or disconnects cancels the job (it stops at the next token).
  */
-import { join } from "node:path";
-import { exists } from "../../io/atomic.ts";
 import { loadTokenizer } from "../../data/tokenizer.ts";
 import { type GenerateJobOptions, runGenerateJob } from "../../train/generate_job.ts";
 import {
@@ -14,9 +12,10 @@ import {
   type GenerateSettings,
   generateSettings,
 } from "../../train/generate_settings.ts";
-import { invalidArgument, notFound } from "../../util/errors.ts";
-import { normalizeUserPath, resolveDataPath } from "../paths.ts";
+import { invalidArgument } from "../../util/errors.ts";
+import { normalizeUserPath } from "../paths.ts";
 import { checkFolderLinks } from "../confine.ts";
+import { resolveAdapterFolder } from "./adapter_folder.ts";
 import type { ServiceContext } from "./jobs.ts";
 import { dataRelative, jobBody, type JobStart, startJob } from "./job_rpc.ts";
 import { readModelConfig } from "./model_config.ts";
@@ -120,18 +119,7 @@ export async function validateGenerateRequest(
         `max_position_embeddings ${cfg.maxPositions}`,
     );
   }
-  let adapterDir: string | undefined;
-  if (req.adapter_path) {
-    adapterDir = await resolveDataPath(dataDir, req.adapter_path, "adapter_path", {
-      mustExist: true,
-    });
-    await checkFolderLinks(dataDir, adapterDir, `adapter_path ${JSON.stringify(req.adapter_path)}`);
-    for (const f of ["adapter_config.json", "adapter_model.safetensors"]) {
-      if (!(await exists(join(adapterDir, f)))) {
-        throw notFound(`adapter_path ${JSON.stringify(req.adapter_path)}: ${f} not found`);
-      }
-    }
-  }
+  const adapterDir = await resolveAdapterFolder(dataDir, req.adapter_path);
   const labels = {
     baseModel: normalizeUserPath(req.base_model_path),
     adapter: req.adapter_path ? normalizeUserPath(req.adapter_path) : undefined,
