@@ -27,6 +27,9 @@ app_uid=10001
 start_timeout=300
 stop_timeout=120
 
+mkdir -p "$work"
+# Everything the script says also goes to tmp/image/last-run.log (the test shows only its end).
+exec 2> >(tee "$work/last-run.log" >&2)
 started=$SECONDS
 phase_started=$SECONDS
 log() { echo "test_image: $*" >&2; }
@@ -68,7 +71,6 @@ driver=vfs
 if grep -qw overlay /proc/filesystems; then driver=overlay; fi
 store=(--storage-driver "$driver" --root "$work/storage-$driver" --runroot "$work/runroot-$driver")
 bah() { buildah "${store[@]}" "$@"; }
-mkdir -p "$work"
 
 # -------------------------------------------------------------------------------------- base
 # The machine's Debian sources (deb822 or one-line files whose suites name the release), pasted
@@ -122,8 +124,9 @@ if [ -n "$host_ca" ] && [ -f "$host_ca" ]; then
 fi
 log "building $image (storage driver $driver)"
 # Each build step's line gets the seconds since the build began, to see where the time goes.
+# --jobs 2: the two stages' first steps (both apt-get) run side by side.
 build_started=$SECONDS
-bah bud --isolation chroot --layers --format docker --pull-never \
+bah bud --isolation chroot --layers --jobs 2 --format docker --pull-never \
   --build-arg BASE_IMAGE="$base" "${ca_args[@]}" -t "$image" -f Dockerfile "$root" 2>&1 |
   while IFS= read -r line; do
     case "$line" in "["*"] STEP "* | *"Using cache"* | *COMMIT*) line="[+$((SECONDS - build_started)) s] $line" ;; esac
