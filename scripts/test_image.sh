@@ -148,10 +148,21 @@ run_dir="$(mktemp -d "$work/run.XXXXXX")"
 data="$run_dir/data"
 scratch="$run_dir/tmp"
 ctr=""
-server=""
+runner=""
 mounted=""
+# The processes under a pid, children first.
+descendants() {
+  local child
+  for child in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+    echo "$child"
+    descendants "$child"
+  done
+}
 cleanup() {
-  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then kill -KILL "$server" 2>/dev/null || true; fi
+  if [ -n "$runner" ] && kill -0 "$runner" 2>/dev/null; then
+    for p in $(descendants "$runner") "$runner"; do kill -KILL "$p" 2>/dev/null || true; done
+    wait "$runner" 2>/dev/null || true
+  fi
   if [ -n "$mounted" ]; then bah umount "$ctr" >/dev/null 2>&1 || true; fi
   if [ -n "$ctr" ]; then bah rm "$ctr" >/dev/null 2>&1 || true; fi
   rm -rf "$run_dir"
@@ -202,13 +213,7 @@ done
 [ -n "$port" ] || { show_server_log; die "the server did not listen within $start_timeout s"; }
 
 # The server process: buildah run's descendant that runs src/cli.ts.
-descendants() {
-  local child
-  for child in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-    echo "$child"
-    descendants "$child"
-  done
-}
+server=""
 for p in $(descendants "$runner"); do
   if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q 'src/cli\.ts serve'; then server=$p; fi
 done
@@ -250,8 +255,10 @@ phase_done "health and client jobs"
 kill -TERM "$server"
 for ((i = 0; i < stop_timeout; i++)); do kill -0 "$runner" 2>/dev/null || break; sleep 1; done
 if kill -0 "$runner" 2>/dev/null; then show_server_log; die "the server did not stop within $stop_timeout s of SIGTERM"; fi
-wait "$runner" || { show_server_log; die "the server exited with status $? after SIGTERM"; }
-server=""
+status=0
+wait "$runner" || status=$?
+runner=""
+[ "$status" = 0 ] || { show_server_log; die "the server exited with status $status after SIGTERM"; }
 
 # Where it wrote: nothing in the root filesystem; under /data, only files of the image's user.
 snapshot >"$run_dir/rootfs.after"
