@@ -17,6 +17,8 @@
 # ($DENO, else deno on PATH). Prints the time of each phase and the image's size.
 #   bash scripts/test_image.sh
 set -euo pipefail
+# The host's private lavapipe (scripts/qlorad.sh exports it for the suite) is not the image's.
+unset LD_LIBRARY_PATH VK_ICD_FILENAMES
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 work="$root/tmp/image"
