@@ -1,21 +1,35 @@
 # qlorad: QLoRA fine-tuning over gRPC, WGSL on WebGPU (Dawn) inside Deno.
 #   docker build -t qlorad .
 #   docker run --gpus all -p 50051:50051 -v qlorad-data:/data qlorad
-# See docs/DEPLOY.md. Base images are pinned to exact versions; pin them further to digests
-# (image@sha256:...) in a registry you control for byte-reproducible builds.
+# See docs/DEPLOY.md. Both stages start from one Debian 12 base (BASE_IMAGE), pinned to an exact
+# version; pin it further to a digest (image@sha256:...) in a registry you control for
+# byte-reproducible builds. scripts/test_image.sh builds that base itself from Debian's packages
+# and passes it here, so the image builds and runs with no container registry at all.
 
 # Must equal DENO_VERSION in scripts/qlorad.sh (tests/deploy/manifests_test.ts checks it).
 ARG DENO_VERSION=2.9.6
+# Any Debian 12 image with apt and working sources (slim or minbase).
+ARG BASE_IMAGE=debian:12.11-slim
 
 # ---------------------------------------------------------------------------------------------
-# Build stage: Node only to install Deno from npm (the only registry the project relies on),
-# then Deno vendors the npm dependencies and caches the module graph, so the runtime image
-# starts without reaching any registry.
-FROM node:20.20.2-bookworm-slim AS build
+# Build stage: Node and npm from Debian only to install Deno from npm (the only registry the
+# project relies on), then Deno vendors the npm dependencies and caches the module graph, so the
+# runtime image starts without reaching any registry.
+FROM ${BASE_IMAGE} AS build
 ARG DENO_VERSION
+# Unset unless given: a CA bundle (a path visible to RUN) for reaching the npm registry through a
+# TLS-intercepting proxy; scripts/test_image.sh mounts the host's. Build arguments live only in
+# this stage, never in the runtime image.
+ARG NODE_EXTRA_CA_CERTS
+ARG DENO_CERT
 ENV DENO_DIR=/opt/deno-dir \
     DENO_NO_UPDATE_CHECK=1 \
     DENO_NO_PROMPT=1
+
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      nodejs npm ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 
 # The npm package `deno` pulls the native binary for this platform (@deno/linux-x64-glibc or
 # @deno/linux-arm64-glibc); copy that binary out and check its version.
@@ -47,17 +61,22 @@ RUN rm -rf node_modules/.deno/webgpu@*/node_modules/webgpu/dist/win32-* \
 
 # ---------------------------------------------------------------------------------------------
 # Runtime stage: Debian 12, the same distribution the project is developed and tested on.
-FROM debian:12.11-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 # libvulkan1: the Vulkan loader that Dawn's Vulkan backend opens; on a GPU node the NVIDIA
 #   container toolkit mounts the driver's ICD (libGLX_nvidia + its json) next to it.
 # libegl1 libegl-mesa0 libgl1-mesa-dri libgles2: EGL and Mesa's llvmpipe, the CPU fallback that
 #   Dawn's OpenGL ES backend uses on nodes without a GPU (QLORAD_GPU_BACKEND=opengles).
 # ca-certificates: TLS to an OpenTelemetry collector.
+# libEGL.so: Dawn opens EGL by that unversioned name, which only libegl-dev (headers, X11 dev
+#   packages) would provide; a link to libegl1's libEGL.so.1 is all it needs (without it the
+#   OpenGL ES adapter is "no adapter": scripts/test_image.sh found this by running the image).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && for egl in /usr/lib/*-linux-gnu/libEGL.so.1; do ln -s libEGL.so.1 "${egl%.1}"; done \
+ && ls /usr/lib/*-linux-gnu/libEGL.so
 
 # The NVIDIA Vulkan ICD manifest. Recent NVIDIA container toolkits mount the driver's own copy
 # over this path; with older ones this file is what lets the loader find libGLX_nvidia.so.0

@@ -3,8 +3,9 @@
  * (kubernetes-models' compiled validators) with no unknown field, and the pieces agree with each
  * other and with the code: probes on the container port, the GPU limit, the grace period, the
  * data volume at the CLI's --data-dir, non-root, the ConfigMap and the Service selector; the
- * Dockerfile pins its bases and Deno (the version scripts/qlorad.sh installs) and runs as a
- * non-root user. deploy/k8s/fleet (N replicas on a shared volume and a Redis store) is held to
+ * Dockerfile pins its one Debian base and Deno (the version scripts/qlorad.sh installs), takes
+ * Node and npm from Debian, and runs as a non-root user (tests/deploy/image_test.ts builds and
+ * runs it). deploy/k8s/fleet (N replicas on a shared volume and a Redis store) is held to
  * the same schema, kept in step with the base, and checked for what a fleet needs: a
  * ReadWriteMany claim, one GPU per replica, Redis with its append-only file, a
  * PodDisruptionBudget over the qlorad pods, and no secret on a command line.
@@ -904,6 +905,8 @@ interface DockerfileFacts {
   copied: string[];
   /** The text of every RUN, continuation lines joined. */
   runs: string[];
+  /** Each stage's instructions, its FROM first. */
+  stages: Instruction[][];
 }
 
 /** Instructions with `\` continuations joined and comment lines dropped, as Docker reads them. */
@@ -935,6 +938,7 @@ async function dockerfile(): Promise<DockerfileFacts> {
   const globalArgs: Record<string, string> = {};
   const bases: string[] = [];
   let finalStage: Instruction[] = [];
+  const stages: Instruction[][] = [];
   for (const ins of list) {
     if (ins.keyword === "ARG" && bases.length === 0) {
       const [name, value] = ins.args.split("=", 2);
@@ -943,6 +947,7 @@ async function dockerfile(): Promise<DockerfileFacts> {
     if (ins.keyword === "FROM") {
       bases.push(substitute(ins.args.split(/\s+/)[0], globalArgs));
       finalStage = [];
+      stages.push(finalStage);
     }
     finalStage.push(ins);
   }
@@ -976,6 +981,7 @@ async function dockerfile(): Promise<DockerfileFacts> {
       i.args.split(/\s+/).filter((a) => !a.startsWith("--")).slice(0, -1)
     ),
     runs: list.filter((i) => i.keyword === "RUN").map((i) => i.args),
+    stages,
   };
 }
 
@@ -1027,7 +1033,8 @@ Deno.test("Dockerfile: runs as a non-root user and can reach the GPU or Mesa", a
   assert.equal(df.env.NVIDIA_VISIBLE_DEVICES, "all");
   assert.equal(df.env.EGL_PLATFORM, "surfaceless");
   assert.ok(df.env.XDG_RUNTIME_DIR);
-  const apt = df.runs.find((r) => /apt-get install/.test(r)) ?? "";
+  const runtimeRuns = df.stages.at(-1)!.filter((i) => i.keyword === "RUN").map((i) => i.args);
+  const apt = runtimeRuns.find((r) => /apt-get install/.test(r)) ?? "";
   const installed = new Set(apt.split(/\s+/));
   for (const pkg of ["libvulkan1", "ca-certificates", ...(await bootstrap()).aptPackages]) {
     assert.ok(installed.has(pkg), `the runtime image installs ${pkg}`);
@@ -1062,4 +1069,41 @@ Deno.test(".dockerignore keeps local installs, data and git out of the build con
   for (const p of ["node_modules", ".tools", "data", ".git"]) {
     assert.ok(lines.includes(p) || lines.includes(`${p}/`), p);
   }
+});
+
+Deno.test("Dockerfile: every stage starts from one Debian base; Node and npm come from Debian", async () => {
+  const df = await dockerfile();
+  // One ARG names the base, so scripts/test_image.sh can build on a base of its own making.
+  assert.match(
+    df.globalArgs.BASE_IMAGE ?? "",
+    /^debian:12\.\d+-slim$/,
+    "ARG BASE_IMAGE=debian:12.N-slim",
+  );
+  for (const stage of df.stages) {
+    assert.equal(stage[0].args.split(/\s+/)[0], "${BASE_IMAGE}", `FROM ${stage[0].args}`);
+  }
+  const build = df.stages[0];
+  const apt = build.filter((i) => i.keyword === "RUN").find((i) => /apt-get install/.test(i.args));
+  assert.ok(apt, "the build stage installs from apt");
+  const packages = new Set(apt.args.split(/\s+/));
+  for (const pkg of ["nodejs", "npm"]) {
+    assert.ok(packages.has(pkg), `the build stage installs ${pkg}`);
+  }
+  // The CA arguments for a TLS-intercepting proxy have no default and stay in the build stage.
+  const args = (stage: Instruction[]) =>
+    stage.filter((i) => i.keyword === "ARG").map((i) => i.args);
+  for (const name of ["NODE_EXTRA_CA_CERTS", "DENO_CERT"]) {
+    assert.ok(args(build).includes(name), `ARG ${name} (no default) in the build stage`);
+    assert.ok(!args(df.stages.at(-1)!).some((a) => a.split("=")[0] === name), name);
+    assert.equal(df.env[name], undefined, `the runtime image sets no ${name}`);
+  }
+});
+
+Deno.test("scripts/test_image.sh builds this Dockerfile on its own base and checks its USER", async () => {
+  const df = await dockerfile();
+  const script = await Deno.readTextFile(path.join(ROOT, "scripts/test_image.sh"));
+  assert.match(script, /--build-arg BASE_IMAGE="\$base"/);
+  assert.match(script, /-f Dockerfile/);
+  const uid = script.match(/^app_uid=(\d+)$/m)?.[1];
+  assert.equal(uid, df.user.split(":")[0], "the uid the script expects is the image's USER");
 });
