@@ -8,7 +8,8 @@
  * Stages (scripts/bench/gpu_check_plan.ts): the adapter and the kernel ladder's choices; the GPU test
  * subset (three runs: one early, two at the end); NF4 / dense GEMM at M = 4096; NF4 GEMV against a
  * copy kernel; the ~50M model's training; Llama-2-7B-shaped QLoRA training (and paged AdamW when
- * time is left); one Llama-3-8B layer's training at 512, 2,048 and 8,192 tokens. Each stage runs
+ * time is left); one Llama-3-8B layer's training at 512, 2,048 and 8,192 tokens; generation
+ * (prefill tokens/s, KV-cached decode ms/token) at the Llama-2-7B shape and ~50M. Each stage runs
  * in a child process under a hard time limit, so a stage that hangs in the driver is captured,
  * killed, recorded, and the next one runs; the JSON and Markdown are rewritten after every stage.
  * Exit status 0 when every stage ran and every test passed.
@@ -75,7 +76,15 @@ else await checkMain();
 
 /** One measuring stage in this process; what it measured goes to <work>/<stage>.json. */
 async function stageMain(name: string): Promise<never> {
-  const measuring = ["adapter", "gemm", "gemv", "train_50m", "train_7b", "train_8b_1l"];
+  const measuring = [
+    "adapter",
+    "gemm",
+    "gemv",
+    "train_50m",
+    "train_7b",
+    "train_8b_1l",
+    "generate",
+  ];
   if (!measuring.includes(name)) fail(`--stage ${name} is not one of ${measuring.join(", ")}`);
   if (!values.work) fail("--stage needs --work");
   const deadline = Number(values.deadline ?? Date.now() + 60_000);
@@ -187,6 +196,17 @@ async function checkMain(): Promise<never> {
             batch: plan.train50m.batch,
             seq: plan.train50m.seq,
           },
+          generate: plan.generate.cases.map((c) => ({
+            name: c.name,
+            hidden: c.cfg.hidden,
+            layers: c.cfg.layers,
+            kv_heads: c.cfg.kvHeads,
+            head_dim: c.cfg.headDim,
+            vocab: c.cfg.vocab,
+            prompt_tokens: c.promptTokens,
+            new_tokens: c.newTokens,
+            r: BENCH_LORA.r,
+          })),
         },
         pending,
       },

@@ -3,17 +3,19 @@
  * forward pass into the KV cache), decode (one token's forward per new token over the cache), and
  * for comparison the uncached path Evaluate used before the cache: a full forward over the
  * prefix for every new token. Random NF4 models as in the training section; LoRA r 16 on every
- * linear (its cost is part of each token's).
+ * linear (its cost is part of each token's). The GPU check's `generate` stage measures with the
+ * same code (measureGenerate), at Llama-2-7B's shape, and adds the memory ledger's peak.
  */
 import type { GpuContext } from "../../src/gpu/context.ts";
 import type { LlamaConfig } from "../../src/model/config.ts";
 import { LoraLayout } from "../../src/model/lora.ts";
 import { TrainingEngine } from "../../src/train/engine.ts";
 import { KvDecoder } from "../../src/train/decode.ts";
+import { KvCache } from "../../src/train/kv_cache.ts";
 import { nextTokenLogits } from "../../src/train/generate.ts";
 import { argmax } from "../../src/train/sampling.ts";
 import { Rng } from "../../src/util/random.ts";
-import { interleaved } from "../../src/gpu/timing.ts";
+import { type Contender, interleaved, median, type Timing } from "../../src/gpu/timing.ts";
 import { MID_BENCH, parameterCount, randomModel, TINY_BENCH } from "./random_model.ts";
 import { randomModelGpu } from "./random_model_gpu.ts";
 import { markdownTable, ms, num, ratio } from "./report.ts";
@@ -26,6 +28,12 @@ export interface GenerateCase {
   newTokens: number;
   rounds: number;
   gpuWeights?: boolean;
+  /**
+   * Date.now() by which the timing should be done: after the warm-up, a round is started only if
+   * one as long as the last should end before it (at least one round always runs).
+   */
+  deadline?: number;
+  onProgress?: (line: string) => void;
 }
 
 export interface GenerateRow {
@@ -44,8 +52,58 @@ export interface GenerateRow {
   uncachedTokensPerS: number;
 }
 
-export async function benchGenerate(ctx: GpuContext, c: GenerateCase): Promise<GenerateRow> {
+/** A row and what it cost: the GPU check's view (the benchmark prints the row only). */
+export interface GenerateMeasurement {
+  row: GenerateRow;
+  /** Rounds timed (fewer than asked when the deadline came first). */
+  rounds: number;
+  modelBuildS: number;
+  /** The memory ledger's peak from before the model was made to the end, bytes. */
+  peakBytes: number;
+  peakByCategoryBytes: Record<string, number>;
+  /** The KV cache's own bytes. */
+  kvCacheBytes: number;
+}
+
+/**
+ * `rounds` interleaved rounds as timing.ts's `interleaved` runs them (one warm-up each, the order
+ * alternating), but one round at a time so that a deadline can end them early.
+ */
+async function boxedRounds(
+  contenders: Contender[],
+  rounds: number,
+  deadline: number,
+): Promise<{ timings: Map<string, Timing>; rounds: number }> {
+  const samples = new Map<string, number[]>(contenders.map((c) => [c.name, []]));
+  let lastMs = 0;
+  let done = 0;
+  for (; done < rounds; done++) {
+    if (done > 0 && Date.now() + 1.3 * lastMs > deadline) break;
+    const t0 = Date.now();
+    const order = done % 2 === 0 ? contenders : [...contenders].reverse();
+    const t = await interleaved(order, { rounds: 1, warmup: done === 0 ? 1 : 0 });
+    for (const [name, x] of t) samples.get(name)!.push(...x.samples);
+    // The first call's time includes the warm-up (twice the work, and the compiles).
+    lastMs = (Date.now() - t0) / (done === 0 ? 2 : 1);
+  }
+  const timings = new Map<string, Timing>();
+  for (const [name, s] of samples) {
+    timings.set(name, { ms: median(s), min: Math.min(...s), max: Math.max(...s), samples: s });
+  }
+  return { timings, rounds: done };
+}
+
+/** Prefill, KV-cached decode and uncached tokens/s of one random model, and its memory peak. */
+export async function measureGenerate(
+  ctx: GpuContext,
+  c: GenerateCase,
+): Promise<GenerateMeasurement> {
+  const log = c.onProgress ?? (() => {});
+  ctx.memory.resetPeak();
+  const t0 = performance.now();
   const model = c.gpuWeights ? await randomModelGpu(ctx, c.cfg, 7) : randomModel(ctx, c.cfg, 7);
+  const modelBuildS = (performance.now() - t0) / 1000;
+  log(`${c.name}: model made in ${modelBuildS.toFixed(1)} s`);
   const layout = new LoraLayout(c.cfg, BENCH_LORA);
   // Non-zero B so the LoRA products are real work on real numbers.
   const rng = new Rng(11);
@@ -71,7 +129,7 @@ export async function benchGenerate(ctx: GpuContext, c: GenerateCase): Promise<G
   });
   const prompt = Array.from({ length: c.promptTokens }, () => rng.int(c.cfg.vocab));
   try {
-    const t = await interleaved([
+    const contenders: Contender[] = [
       {
         name: "prefill",
         run: async () => {
@@ -94,22 +152,36 @@ export async function benchGenerate(ctx: GpuContext, c: GenerateCase): Promise<G
         name: "uncached",
         run: async () => void await nextTokenLogits(engine, prompt, { row, logits }),
       },
-    ], { rounds: c.rounds });
+    ];
+    const { timings: t, rounds } = c.deadline === undefined
+      ? { timings: await interleaved(contenders, { rounds: c.rounds }), rounds: c.rounds }
+      : await boxedRounds(contenders, c.rounds, c.deadline);
     const prefill = t.get("prefill")!.ms;
     const decode = t.get("decode")!.ms;
     const uncached = t.get("uncached")!.ms;
+    log(
+      `${c.name}: prefill ${prefill.toFixed(1)} ms, decode ${decode.toFixed(2)} ms/token ` +
+        `(${rounds} round${rounds === 1 ? "" : "s"})`,
+    );
     return {
-      model: c.name,
-      parameters: parameterCount(c.cfg),
-      promptTokens: c.promptTokens,
-      newTokens: c.newTokens,
-      kvPrecision: decoder.cache.precision,
-      prefillMs: prefill,
-      prefillTokensPerS: c.promptTokens / (prefill / 1000),
-      decodeMsPerToken: decode,
-      decodeTokensPerS: 1000 / decode,
-      uncachedMsPerToken: uncached,
-      uncachedTokensPerS: 1000 / uncached,
+      row: {
+        model: c.name,
+        parameters: parameterCount(c.cfg),
+        promptTokens: c.promptTokens,
+        newTokens: c.newTokens,
+        kvPrecision: decoder.cache.precision,
+        prefillMs: prefill,
+        prefillTokensPerS: c.promptTokens / (prefill / 1000),
+        decodeMsPerToken: decode,
+        decodeTokensPerS: 1000 / decode,
+        uncachedMsPerToken: uncached,
+        uncachedTokensPerS: 1000 / uncached,
+      },
+      rounds,
+      modelBuildS,
+      peakBytes: ctx.memory.peakTotal,
+      peakByCategoryBytes: { ...ctx.memory.peak() },
+      kvCacheBytes: KvCache.bytes(c.cfg, c.promptTokens + c.newTokens, decoder.cache.precision),
     };
   } finally {
     row.destroy();
@@ -118,6 +190,11 @@ export async function benchGenerate(ctx: GpuContext, c: GenerateCase): Promise<G
     engine.destroy();
     model.destroy();
   }
+}
+
+/** Section (g)'s row for one model: measureGenerate's timings. */
+export async function benchGenerate(ctx: GpuContext, c: GenerateCase): Promise<GenerateRow> {
+  return (await measureGenerate(ctx, c)).row;
 }
 
 /** Measures and prints section (g); its rows go to `results.generate`. */

@@ -20,6 +20,7 @@ export type StageName =
   | "train_50m"
   | "train_7b"
   | "train_8b_1l"
+  | "generate"
   | "tests-2"
   | "tests-3";
 
@@ -57,6 +58,11 @@ export interface CheckPlan {
   train7b: { cfg: LlamaConfig; batch: number; seq: number; maxSteps: number; paged: boolean };
   /** One layer of Llama-3-8B at several sequence lengths (tokens/s and ledger peak per length). */
   train8b1l: { cfg: LlamaConfig; lengths: number[]; maxSteps: number };
+  /**
+   * Generation (prefill, KV-cached decode, uncached) per model, in this order; each but the last
+   * ends its timing `laterCaseS` before the stage's deadline, which the later ones then use.
+   */
+  generate: { cases: GenerateCasePlan[]; laterCaseS: number };
   tests: { jobs: number; fileTimeoutS: number };
   /**
    * Decide every laddered kernel in the adapter stage (so that later stages read the choices
@@ -64,6 +70,15 @@ export interface CheckPlan {
    * minutes with a cold shader cache, so small mode lets each stage decide what it uses.
    */
   warmLadder: boolean;
+}
+
+export interface GenerateCasePlan {
+  name: string;
+  cfg: LlamaConfig;
+  promptTokens: number;
+  newTokens: number;
+  rounds: number;
+  gpuWeights: boolean;
 }
 
 /** The issue's two weight shapes, W [out, in]; the keys of the JSON's GEMM figures. */
@@ -112,6 +127,11 @@ export function checkPlan(mode: CheckMode): CheckPlan {
         // Model made in seconds (two 128k x 4096 bf16 tables on the host); a step at 8,192
         // tokens is ~30 TFLOP of work (most of it the 128k lm_head, forward and back): seconds.
         { name: "train_8b_1l", capS: 60, minS: 20 },
+        // The 7B shape made on the GPU as for train_7b, then a warm-up and up to 2 rounds, each
+        // a 512-token prefill (~7 TFLOP), the same prefill and 64 decode steps (3.5 GB of
+        // weights read per token), and one uncached forward: seconds each (an estimate; not yet
+        // run on a GPU). Rounds end early at the deadline; the budget stays 420 s.
+        { name: "generate", capS: 45, minS: 20 },
         { name: "tests-2", capS: 100, minS: 30 },
         { name: "tests-3", capS: 100, minS: 30 },
       ],
@@ -129,6 +149,27 @@ export function checkPlan(mode: CheckMode): CheckPlan {
       train50m: { name: "~50M", cfg: MID_BENCH, batch: 4, seq: 1024, rounds: 3, gpuWeights: true },
       train7b: { cfg: llamaPresets["7b"].cfg, batch: 4, seq: 1024, maxSteps: 3, paged: true },
       train8b1l: { cfg: LLAMA3_8B_1L, lengths: [...BENCH_LENGTHS], maxSteps: 3 },
+      generate: {
+        cases: [
+          {
+            name: "Llama-2-7B shape",
+            cfg: llamaPresets["7b"].cfg,
+            promptTokens: 512,
+            newTokens: 64,
+            rounds: 2,
+            gpuWeights: true,
+          },
+          {
+            name: "~50M",
+            cfg: MID_BENCH,
+            promptTokens: 512,
+            newTokens: 64,
+            rounds: 3,
+            gpuWeights: true,
+          },
+        ],
+        laterCaseS: 8,
+      },
       tests: { jobs: 4, fileTimeoutS: 75 },
       warmLadder: true,
     };
@@ -147,6 +188,7 @@ export function checkPlan(mode: CheckMode): CheckPlan {
       { name: "train_50m", capS: 480, minS: 10 },
       { name: "train_7b", capS: 300, minS: 15 },
       { name: "train_8b_1l", capS: 240, minS: 15 },
+      { name: "generate", capS: 240, minS: 15 },
       { name: "tests-2", capS: 120, minS: 15 },
       { name: "tests-3", capS: 120, minS: 15 },
     ],
@@ -165,6 +207,19 @@ export function checkPlan(mode: CheckMode): CheckPlan {
     train50m: { name: "tiny", cfg: TINY_BENCH, batch: 1, seq: 24, rounds: 2, gpuWeights: true },
     train7b: { cfg: TOY_7B, batch: 1, seq: 24, maxSteps: 3, paged: true },
     train8b1l: { cfg: TOY_8B_1L, lengths: [16, 32, 64], maxSteps: 2 },
+    generate: {
+      cases: [
+        {
+          name: "tiny",
+          cfg: TINY_BENCH,
+          promptTokens: 24,
+          newTokens: 8,
+          rounds: 2,
+          gpuWeights: true,
+        },
+      ],
+      laterCaseS: 0,
+    },
     tests: { jobs: 1, fileTimeoutS: 240 },
     warmLadder: false,
   };

@@ -5,6 +5,7 @@
  * A figure that was not measured is null, and `stages` says why.
  */
 import type { GemmRow } from "./gemm_bench.ts";
+import type { GenerateMeasurement } from "./generate_bench.ts";
 import type { GemvResult } from "./gemv_bench.ts";
 import type { GpuInfo } from "./gpu_info.ts";
 import { GEMM_KEYS } from "./gpu_check_plan.ts";
@@ -41,6 +42,12 @@ export interface StageData {
   };
   train_7b?: { result?: LargeTrainResult; ladder?: LadderDecision[]; adapter?: string };
   train_8b_1l?: { result?: LengthsResult; ladder?: LadderDecision[]; adapter?: string };
+  generate?: {
+    rows?: GenerateMeasurement[];
+    notes?: string[];
+    ladder?: LadderDecision[];
+    adapter?: string;
+  };
 }
 
 export interface RunMeta {
@@ -88,6 +95,7 @@ export function assembleResults(
   const t7 = data.train_7b?.result;
   const t50 = data.train_50m?.row;
   const t8 = data.train_8b_1l?.result;
+  const gen = data.generate?.rows;
   const f16Reason = rows?.map((r) => "unavailable" in r.denseF16 ? r.denseF16.unavailable : null)
     .find((x) => x !== null) ?? null;
   const ladder = new Map<string, LadderDecision>();
@@ -99,6 +107,7 @@ export function assembleResults(
       data.train_50m?.ladder,
       data.train_7b?.ladder,
       data.train_8b_1l?.ladder,
+      data.generate?.ladder,
     ]
   ) {
     for (const d of list ?? []) ladder.set(d.kernel, d);
@@ -110,9 +119,8 @@ export function assembleResults(
     commit_source: meta.commitSource,
     mode: meta.mode,
     adapter: info?.adapter ??
-      [data.gemm, data.gemv, data.train_50m, data.train_7b, data.train_8b_1l].find((d) =>
-        d?.adapter
-      )?.adapter ??
+      [data.gemm, data.gemv, data.train_50m, data.train_7b, data.train_8b_1l, data.generate]
+        .find((d) => d?.adapter)?.adapter ??
       null,
     suggested_name: `docs/gpu/${meta.date.slice(0, 10)}-${gpuSlug(info)}.json`,
     nf4_gemm_tflops: byShape(rows, (r) => r.nf4.tflops),
@@ -159,6 +167,22 @@ export function assembleResults(
         })),
       }
       : null,
+    // Per model: prefill and KV-cached decode speed, the cache's precision, the ledger's peak.
+    generate: gen?.length
+      ? gen.map((m) => ({
+        model: m.row.model,
+        parameters: m.row.parameters,
+        prompt_tokens: m.row.promptTokens,
+        new_tokens: m.row.newTokens,
+        kv_precision: m.row.kvPrecision,
+        prefill_tokens_per_second: m.row.prefillTokensPerS,
+        decode_ms_per_token: m.row.decodeMsPerToken,
+        decode_tokens_per_second: m.row.decodeTokensPerS,
+        uncached_ms_per_token: m.row.uncachedMsPerToken,
+        peak_gib: m.peakBytes / 2 ** 30,
+        rounds: m.rounds,
+      }))
+      : null,
     tests: {
       runs: complete.length,
       passed: complete.filter((r) => r.passed).length,
@@ -194,6 +218,7 @@ export function assembleResults(
       gemv: gemv ?? null,
       train_7b: t7 ?? null,
       train_8b_1l: t8 ?? null,
+      generate: gen ? { rows: gen, notes: data.generate?.notes ?? [] } : null,
       train_50m: t50 ? { ...t50, batch: data.train_50m?.batch, seq: data.train_50m?.seq } : null,
     },
   };
@@ -303,6 +328,24 @@ export function renderMarkdown(r: Record<string, unknown>): string {
       "-",
     ]);
   }
+  const gens = x.generate ??
+    (x.shapes.generate ?? []).map((c: { name: string; prompt_tokens: number }) => ({
+      model: c.name,
+      prompt_tokens: c.prompt_tokens,
+    }));
+  for (const m of gens) {
+    rows.push([
+      `Generation, ${m.model}, prompt ${m.prompt_tokens}, KV ${m.kv_precision ?? "?"}`,
+      m.decode_ms_per_token === undefined
+        ? "not measured"
+        : `prefill ${fmt(m.prefill_tokens_per_second, " tok/s")}; decode ` +
+          `${fmt(m.decode_ms_per_token, " ms/tok")} (${
+            fmt(m.decode_tokens_per_second, " tok/s")
+          }) at ${fmt(m.peak_gib, " GiB")} peak`,
+      "(info)",
+      "-",
+    ]);
+  }
   const t = x.tests;
   rows.push([
     "GPU test subset, 3 runs",
@@ -408,6 +451,35 @@ export function renderMarkdown(r: Record<string, unknown>): string {
           ).join(", ") + ")" + (row.note ? `; ${row.note}` : ""),
       );
     }
+    out.push("");
+  }
+  const dg = x.details.generate;
+  if (dg) {
+    out.push("## Generation (prefill and KV-cached decode)", "");
+    out.push(
+      `LoRA r 16 on all linears, one sequence, random NF4 weights made on the GPU. Prefill: the ` +
+        `prompt's forward into the KV cache; decode: one token's forward over the cache and its ` +
+        `logits read back, per new token (greedy); uncached: a full forward over the prompt per ` +
+        `new token. Peak: the memory ledger's from before the model was made, base weights ` +
+        `included.`,
+    );
+    // deno-lint-ignore no-explicit-any
+    for (const m of dg.rows as any[]) {
+      const r = m.row;
+      out.push(
+        `- ${r.model} (${num(r.parameters / 1e6)}M parameters, made in ${num(m.modelBuildS)} s), ` +
+          `prompt ${r.promptTokens} + ${r.newTokens} tokens, KV cache ${r.kvPrecision} ` +
+          `(${num(m.kvCacheBytes / 2 ** 20)} MiB): prefill ${num(r.prefillMs)} ms ` +
+          `(${num(r.prefillTokensPerS)} tok/s); decode ${num(r.decodeMsPerToken)} ms/tok ` +
+          `(${num(r.decodeTokensPerS)} tok/s); uncached ${num(r.uncachedMsPerToken)} ms/tok ` +
+          `(cache ${ratio(r.uncachedMsPerToken / r.decodeMsPerToken)} faster); ${m.rounds} ` +
+          `round${m.rounds === 1 ? "" : "s"}; peak ${num(m.peakBytes / 2 ** 30)} GiB (` +
+          Object.entries(m.peakByCategoryBytes).map(([k, v]) =>
+            `${k} ${num((v as number) / 2 ** 30)}`
+          ).join(", ") + ")",
+      );
+    }
+    for (const n of dg.notes) out.push(`- note: ${n}`);
     out.push("");
   }
   const d50 = x.details.train_50m;

@@ -1,8 +1,9 @@
 /**
  * The GPU check's measuring stages, each run in a child process of its own (scripts/gpu_check.ts)
  * on a fresh GPU context: the adapter's description and the kernel ladder's choices, the GEMM and
- * GEMV figures, and the training figures (~50M model, Llama-2-7B shape, one Llama-3-8B layer at
- * three lengths). A stage reports through `save`, as often as it has
+ * GEMV figures, the training figures (~50M model, Llama-2-7B shape, one Llama-3-8B layer at
+ * three lengths), and generation (prefill and KV-cached decode at the Llama-2-7B shape and
+ * ~50M). A stage reports through `save`, as often as it has
  * something new, so that a stage killed at its time limit still leaves what it measured.
  */
 import type { GpuContext } from "../../src/gpu/context.ts";
@@ -12,12 +13,14 @@ import {
   parseVariantOverrides,
   VARIANTS_ENV,
 } from "../../src/kernels/ladder.ts";
+import { type GenerateMeasurement, measureGenerate } from "./generate_bench.ts";
 import { benchGemm } from "./gemm_bench.ts";
 import { benchGemv } from "./gemv_bench.ts";
 import { describeDevice, describeGpu } from "./gpu_info.ts";
 import type { CheckPlan, StageName } from "./gpu_check_plan.ts";
 import { parameterCount } from "./random_model.ts";
 import { num } from "./report.ts";
+import { releaseFreedMemory } from "../../src/util/gc_hint.ts";
 import { benchLargeTraining } from "./train_large_bench.ts";
 import { benchTraining } from "./train_bench.ts";
 import { benchTrainLengths } from "./train_lengths_bench.ts";
@@ -111,6 +114,27 @@ export async function runStage(name: MeasuringStage, s: StageContext): Promise<v
         onUpdate: (partial) => void s.save({ result: partial }),
       });
       await s.save({ result, ladder: ladderChoices(ctx) });
+      return;
+    }
+    case "generate": {
+      const { cases, laterCaseS } = plan.generate;
+      const rows: GenerateMeasurement[] = [];
+      const notes: string[] = [];
+      for (const [i, c] of cases.entries()) {
+        const later = (cases.length - 1 - i) * laterCaseS * 1000;
+        // A case needs its model, a warm-up and a round: not started in the last seconds.
+        if (i > 0 && Date.now() + (laterCaseS * 1000) / 2 > s.deadline) {
+          notes.push(`${c.name}: not run, no time left`);
+          break;
+        }
+        s.log(`${c.name}: prompt ${c.promptTokens}, ${c.newTokens} new tokens`);
+        rows.push(
+          await measureGenerate(ctx, { ...c, deadline: s.deadline - later, onProgress: s.log }),
+        );
+        releaseFreedMemory();
+        await s.save({ rows, notes, ladder: ladderChoices(ctx) });
+      }
+      await s.save({ rows, notes, ladder: ladderChoices(ctx) });
       return;
     }
   }

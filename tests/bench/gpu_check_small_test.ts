@@ -1,8 +1,9 @@
 /**
  * `deno task gpu-check --small` end to end on this machine's adapter: every stage at tiny shapes,
  * each in its own child process. The JSON must hold every field the issue names, with finite,
- * positive figures (the dense f16 GEMM may instead say why there is none), three passing test
- * runs, every stage ok, and the Markdown beside it. No figure is compared with a speed.
+ * positive figures (the dense f16 GEMM may instead say why there is none), generation's prefill
+ * and decode speeds with the KV cache's precision and a peak that holds the cache, three passing
+ * test runs, every stage ok, and the Markdown beside it. No figure is compared with a speed.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -89,6 +90,34 @@ Deno.test({
         assert.ok(l.peak_gib * 2 ** 30 >= c.base_weights + 4 * 4 * d8.loraParameters);
         if (i > 0) assert.ok(l.peak_gib > lengths[i - 1].peak_gib, `peaks ${l.peak_gib}`);
       }
+      // Generation: every planned model measured; the KV cache's precision is the adapter's
+      // (f16 where it has shader-f16); decode ms/token and tokens/s agree; the cache's bytes are
+      // 2 (k, v) x layers x tokens x kvHeads x headDim x 2 or 4 bytes, and the peak holds the
+      // base weights and the cache at least.
+      const gens = j.generate;
+      assert.deepEqual(
+        gens.map((g: { model: string }) => g.model),
+        j.shapes.generate.map((c: { name: string }) => c.name),
+      );
+      for (const [i, g] of gens.entries()) {
+        const shape = j.shapes.generate[i];
+        assert.deepEqual([g.prompt_tokens, g.new_tokens], [shape.prompt_tokens, shape.new_tokens]);
+        assert.equal(g.kv_precision, j.gpu.capabilities.f16 ? "f16" : "f32");
+        for (
+          const k of ["prefill_tokens_per_second", "decode_ms_per_token", "uncached_ms_per_token"]
+        ) {
+          positive(g[k], `generate ${g.model} ${k}`);
+        }
+        positive(g.parameters, `generate ${g.model} parameters`);
+        assert.ok(g.rounds >= 1, `generate rounds ${g.rounds}`);
+        assert.ok(Math.abs(g.decode_tokens_per_second * g.decode_ms_per_token - 1000) < 1e-6);
+        const d = j.details.generate.rows[i];
+        const kvBytes = 2 * shape.layers * (shape.prompt_tokens + shape.new_tokens) *
+          shape.kv_heads * shape.head_dim * (g.kv_precision === "f16" ? 2 : 4);
+        assert.equal(d.kvCacheBytes, kvBytes);
+        assert.ok(d.peakByCategoryBytes.base_weights > 0, JSON.stringify(d.peakByCategoryBytes));
+        assert.ok(g.peak_gib * 2 ** 30 >= d.peakByCategoryBytes.base_weights + kvBytes);
+      }
       assert.deepEqual(
         { runs: j.tests.runs, passed: j.tests.passed, failed: j.tests.failed },
         { runs: 3, passed: 3, failed: 0 },
@@ -103,6 +132,7 @@ Deno.test({
           "train_50m",
           "train_7b",
           "train_8b_1l",
+          "generate",
           "tests-2",
           "tests-3",
         ].map((n) => `${n} ok`),
@@ -122,6 +152,10 @@ Deno.test({
       const md = await Deno.readTextFile(join(out, "gpu-check.md"));
       assert.match(md, /^# qlorad GPU check \(small\)/);
       assert.match(md, /\| NF4 GEMM M=\d+, W 4096x4096 +\| [\d.]+ TFLOP\/s/);
+      assert.match(
+        md,
+        /\| Generation, tiny, prompt 24, KV f(16|32) +\| prefill [\d.]+ tok\/s; decode /,
+      );
       assert.match(md, /\| Llama-3-8B shape, 1 layer, 1 x 64, r 16, ckpt +\| [\d.]+ tok\/s at /);
       // Nothing overran, and the stages' scratch files are gone.
       const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
