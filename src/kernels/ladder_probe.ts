@@ -1,14 +1,16 @@
 /**
  * One timing run of a kernel's variants on the device, for the ladder: the kernel's probe (inputs
- * of a representative shape in ProbeBuffers), a warm-up submit of each variant (compiles, and
- * sizes the timed submits), then interleaved rounds of the ones not hopelessly slow with the
- * shared harness of src/gpu/timing.ts; the result is the median ms per run of each variant.
- * Probe buffers go through GpuContext.createBuffer (ledger category "scratch"), so the memory
- * ledger sees them for the few milliseconds they live.
+ * of a representative shape in ProbeBuffers); for each variant an untimed warm-up submit, which
+ * compiles its pipelines (awaited ctx.pipeline: seconds on lavapipe, which must not count as the
+ * variant's speed) and makes its bind groups and uniforms, then one timed submit that sizes the
+ * rounds; then interleaved rounds of the ones not hopelessly slow with the shared harness of
+ * src/gpu/timing.ts. The result is the median ms per run of each variant. Probe buffers go
+ * through GpuContext.createBuffer (ledger category "scratch"), so the memory ledger sees them for
+ * the few milliseconds they live.
  */
 import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import { Rng } from "../util/random.ts";
-import { type Contender, interleaved, timedSubmit } from "../gpu/timing.ts";
+import { type Contender, type Encode, interleaved, timedSubmit } from "../gpu/timing.ts";
 import type { LadderKernel, LadderProbe } from "./ladder_registry.ts";
 
 /** A timed submit of the fastest variant should take about this long. */
@@ -25,6 +27,26 @@ export type RunTimes = Record<string, number | null>;
 export interface TimingRun {
   ms: RunTimes;
   failures?: Record<string, string>;
+}
+
+/**
+ * How a timing run submits a variant's work: `warm` untimed (its first use: compiles and
+ * dispatches once), `time` timed (ms of one submit of `reps` runs). Tests wrap the device's to
+ * see the order of events.
+ */
+export interface ProbeSubmits {
+  warm(label: string, encode: Encode): Promise<void>;
+  time(label: string, encode: Encode, reps: number): Promise<number>;
+}
+
+/** Submits on the device, each checked for GPU errors (src/gpu/timing.ts's timedSubmit). */
+export function deviceSubmits(ctx: GpuContext): ProbeSubmits {
+  return {
+    warm: async (label, encode) => {
+      await timedSubmit(ctx, label, encode, 1);
+    },
+    time: (label, encode, reps) => timedSubmit(ctx, label, encode, reps),
+  };
 }
 
 /** A probe's buffers, in the memory ledger as scratch; destroy() frees them all. */
@@ -74,6 +96,7 @@ export async function timeVariants(
   k: LadderKernel,
   variants: string[],
   log: (line: string) => void,
+  submits: ProbeSubmits = deviceSubmits(ctx),
 ): Promise<TimingRun> {
   const failures: Record<string, string> = {};
   const ms: RunTimes = {};
@@ -84,12 +107,15 @@ export async function timeVariants(
     log(`${k.name}: probe failed (${(e as Error).message})`);
     return { ms, failures: Object.fromEntries(variants.map((v) => [v, "probe failed"])) };
   }
-  const submit = (v: string, reps: number) =>
-    timedSubmit(ctx, `ladder ${k.name} ${v}`, (batch) => probe.run(batch, v), reps);
+  const label = (v: string) => `ladder ${k.name} ${v}`;
+  const encode = (v: string): Encode => (batch) => probe.run(batch, v);
+  const submit = (v: string, reps: number) => submits.time(label(v), encode(v), reps);
   try {
     const first = new Map<string, number>();
     for (const v of variants) {
       try {
+        // Compile time must not land in any timed submit (nor decide HOPELESS or reps).
+        await submits.warm(label(v), encode(v));
         first.set(v, await submit(v, 1));
       } catch (e) {
         failures[v] = (e as Error).message;

@@ -9,7 +9,7 @@
  * buffers, so the forward (and the loss) is bit for bit the f32 one; only the recomputed layer
  * starts from its input rounded to f16 (relative error <= 2^-11), converted back to f32.
  */
-import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
+import type { DispatchBatch, GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "./base_model.ts";
 import type { LoraLayout } from "./lora.ts";
 import { activationPlan, BackwardScratch, LayerActivations, type Shape } from "./activations.ts";
@@ -237,8 +237,10 @@ export class ModelGraph {
   }
 
   /**
-   * Encodes and submits forward (+ backward when `train`) for the uploaded micro-batch. Row
-   * losses are added into `lossAcc`; gradients of loss·gradScale accumulate into `grads`.
+   * Encodes forward (+ backward when `train`) for the uploaded micro-batch. Row losses are added
+   * into `lossAcc`; gradients of loss·gradScale accumulate into `grads`. With `batch` the
+   * dispatches go into it and the caller submits (a training step is one submit); without, into
+   * a batch of its own, submitted here.
    */
   async encode(opts: {
     shape: Shape;
@@ -248,10 +250,11 @@ export class ModelGraph {
     gradScale: number;
     seed: number;
     streamBase: number;
+    batch?: DispatchBatch;
   }): Promise<void> {
     const { ctx, model } = this;
     const cfg = model.cfg;
-    const batch = ctx.batch("micro-batch");
+    const batch = opts.batch ?? ctx.batch("micro-batch");
     const rows = opts.shape.batch * opts.shape.seq;
     const pass: MicroBatchPass = {
       ctx,
@@ -341,7 +344,7 @@ export class ModelGraph {
         await encodeLayerBackward(pass, l, acts, this.scratch, x);
       }
     }
-    batch.submit();
+    if (!opts.batch) batch.submit();
   }
 
   destroy(): void {

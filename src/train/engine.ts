@@ -3,8 +3,14 @@
  * of a frozen 4-bit base model. A step runs every micro-batch of a gradient-accumulation
  * step (loss normalized by the label tokens of the whole step), clips by global norm on the
  * GPU, and updates; one small readback per step brings the loss and gradient norm home.
+ *
+ * With the optimizer resident, a step of one micro-batch is one queue submit: zeroing, forward,
+ * backward, clipping, AdamW and the copy of the loss rows and norm into a host-visible buffer
+ * are recorded into one batch, and the host waits once, for that copy. Each further micro-batch
+ * adds a submit (its inputs are written to the same buffers, which the queue orders between
+ * submits); paged AdamW adds one per group of pages (src/train/paged_adamw.ts).
  */
-import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
+import { type DispatchBatch, GpuBuffer, type GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "../model/base_model.ts";
 import { LoraLayout, type LoraSpec } from "../model/lora.ts";
 import { type ActivationPrecision, type MicroBatch, ModelGraph } from "../model/graph.ts";
@@ -37,6 +43,12 @@ export interface EngineOptions {
   adapter?: Float32Array;
   /** Evaluation and generation only: no gradients' optimizer state is allocated. */
   evalOnly?: boolean;
+  /**
+   * Submit at the step's old boundaries (zeroing, each micro-batch, clipping, AdamW) and read
+   * the loss back before clipping: the path before one-submit steps, kept so that tests and the
+   * benchmark compare the two on the same run. Same kernels in the same order, same bits.
+   */
+  splitSubmits?: boolean;
 }
 
 export interface StepResult {
@@ -65,6 +77,8 @@ export class TrainingEngine {
   readonly #norm: GpuBuffer;
   readonly #clipScale: GpuBuffer;
   readonly #normScratch: GpuBuffer;
+  /** Host-visible: a step's loss rows and gradient norm come home through it in one mapping. */
+  #staging: GpuBuffer | undefined;
 
   constructor(
     readonly ctx: GpuContext,
@@ -117,15 +131,31 @@ export class TrainingEngine {
     labelTokens: number;
     inputTokens: number;
   }> {
+    const { batch, labelTokens, inputTokens } = await this.#recordGradients(micro);
+    const [rows] = await this.#submitAndRead(batch, [this.graph.lossAcc]);
+    return { loss: this.#meanLoss(rows, labelTokens), labelTokens, inputTokens };
+  }
+
+  /**
+   * Records zeroing, then forward and backward of each micro-batch; returns the open batch of the
+   * last one. A micro-batch after the first submits the batch before it: its inputs go to the
+   * same buffers, and queue writes land between submits.
+   */
+  async #recordGradients(micro: MicroBatch[]): Promise<{
+    batch: DispatchBatch;
+    labelTokens: number;
+    inputTokens: number;
+  }> {
     if (micro.length === 0) throw invalidArgument("a step needs at least one micro-batch");
     const labelTokens = micro.reduce((s, mb) => s + countLabels(mb), 0);
     const inputTokens = micro.reduce((s, mb) => s + mb.tokens.reduce((a, t) => a + t.length, 0), 0);
-    const start = this.ctx.batch("zero-grads");
-    await encodeFill(this.ctx, start, this.grads, 0);
-    await encodeFill(this.ctx, start, this.graph.lossAcc, 0);
-    start.submit();
+    let batch = this.ctx.batch("train-step");
+    await encodeFill(this.ctx, batch, this.grads, 0);
+    await encodeFill(this.ctx, batch, this.graph.lossAcc, 0);
+    if (this.options.splitSubmits) batch = this.#cut(batch);
     const gradScale = labelTokens > 0 ? 1 / labelTokens : 0;
     for (let i = 0; i < micro.length; i++) {
+      if (i > 0) batch = this.#cut(batch);
       const { shape } = this.graph.upload(micro[i]);
       await this.graph.encode({
         shape,
@@ -135,19 +165,72 @@ export class TrainingEngine {
         gradScale,
         seed: this.options.seed,
         streamBase: ((this.step * 257 + i) * 1024) >>> 0,
+        batch,
       });
     }
-    const rows = await this.ctx.readF32(this.graph.lossAcc);
+    return { batch, labelTokens, inputTokens };
+  }
+
+  /** Submits `batch` and opens the next one of the step. */
+  #cut(batch: DispatchBatch): DispatchBatch {
+    batch.submit();
+    return this.ctx.batch("train-step");
+  }
+
+  /** The loss per label token from the accumulated row losses (summed in f64, row order). */
+  #meanLoss(rows: ArrayBuffer, labelTokens: number): number {
     let sum = 0;
-    for (const v of rows) sum += v;
-    return { loss: labelTokens > 0 ? sum / labelTokens : 0, labelTokens, inputTokens };
+    for (const v of new Float32Array(rows)) sum += v;
+    return labelTokens > 0 ? sum / labelTokens : 0;
   }
 
   /** One optimizer step over a gradient-accumulation step's micro-batches. */
   async trainStep(micro: MicroBatch[], lr: number): Promise<StepResult> {
     if (!(lr >= 0)) throw invalidArgument(`learning rate ${lr} must be >= 0`);
-    const { loss, labelTokens, inputTokens } = await this.accumulateGradients(micro);
-    const batch = this.ctx.batch("clip");
+    if (this.options.splitSubmits) return await this.#trainStepSplit(micro, lr);
+    const optimizer = this.optimizer;
+    const { batch, labelTokens, inputTokens } = await this.#recordGradients(micro);
+    await this.#recordClip(batch);
+    const home = [this.#norm, this.graph.lossAcc];
+    let paging = { pagedInBytes: 0, pagedOutBytes: 0 };
+    let norm: ArrayBuffer;
+    let rows: ArrayBuffer;
+    if (!optimizer.paged) {
+      await optimizer.encode(batch, this.params, this.grads, this.#clipScale, lr);
+      [norm, rows] = await this.#submitAndRead(batch, home);
+    } else {
+      // The norm and loss are final before the pages move: their readback overlaps the paging.
+      const read = this.#submitAndRead(batch, home);
+      read.catch(() => {}); // awaited below: not an unhandled rejection while paging runs
+      try {
+        paging = await optimizer.apply(this.params, this.grads, this.#clipScale, lr);
+      } catch (e) {
+        await read.catch(() => {});
+        throw e;
+      }
+      [norm, rows] = await read;
+    }
+    const gradNorm = new Float32Array(norm, 0, 1)[0];
+    const loss = this.#meanLoss(rows, labelTokens);
+    return { loss, gradNorm, labelTokens, inputTokens, ...paging };
+  }
+
+  /** The step as it was before one-submit steps (EngineOptions.splitSubmits). */
+  async #trainStepSplit(micro: MicroBatch[], lr: number): Promise<StepResult> {
+    const step = await this.#recordGradients(micro);
+    step.batch.submit();
+    const loss = this.#meanLoss(await this.ctx.read(this.graph.lossAcc), step.labelTokens);
+    const batch = this.ctx.batch("train-step");
+    await this.#recordClip(batch);
+    batch.submit();
+    const paging = await this.optimizer.apply(this.params, this.grads, this.#clipScale, lr);
+    const [gradNorm] = await this.ctx.readF32(this.#norm, 0, 1);
+    const { labelTokens, inputTokens } = step;
+    return { loss, gradNorm, labelTokens, inputTokens, ...paging };
+  }
+
+  /** Global gradient norm, and the clip multiplier AdamW reads (element 0 of #clipScale). */
+  async #recordClip(batch: DispatchBatch): Promise<void> {
     await encodeGlobalNorm(this.ctx, batch, {
       tensors: [{ buffer: this.grads, n: this.layout.totalFloats }],
       out: this.#norm,
@@ -155,18 +238,65 @@ export class TrainingEngine {
       scratch: this.#normScratch,
     });
     batch.copy(this.#norm, 4, this.#clipScale, 0, 4);
+  }
+
+  /**
+   * Records copies of each buffer (whole, or its first `bytes`) into the staging buffer,
+   * submits `batch`, and maps them home in one wait; returns each buffer's bytes. An engine steps
+   * one call at a time, so one staging buffer serves.
+   */
+  async #submitAndRead(
+    batch: DispatchBatch,
+    parts: Array<GpuBuffer | { buffer: GpuBuffer; bytes: number }>,
+  ): Promise<ArrayBuffer[]> {
+    const spans = parts.map((p) => p instanceof GpuBuffer ? { buffer: p, bytes: p.size } : p);
+    const offsets: number[] = [];
+    let total = 0;
+    for (const p of spans) {
+      offsets.push(total);
+      total += Math.ceil(p.bytes / 4) * 4; // copy offsets and sizes are 4-byte multiples
+    }
+    const staging = this.#stagingOf(total);
+    spans.forEach((p, i) =>
+      batch.copy(p.buffer, 0, staging, offsets[i], Math.ceil(p.bytes / 4) * 4)
+    );
     batch.submit();
-    const paging = await this.optimizer.apply(this.params, this.grads, this.#clipScale, lr);
-    const [gradNorm] = await this.ctx.readF32(this.#norm, 0, 1);
-    return { loss, gradNorm, labelTokens, inputTokens, ...paging };
+    const raw = staging.buffer;
+    try {
+      await this.ctx.wait(raw.mapAsync(MAP_READ, 0, total), "readback of a step's results");
+      const all = raw.getMappedRange(0, total);
+      const out = spans.map((p, i) => all.slice(offsets[i], offsets[i] + p.bytes));
+      raw.unmap();
+      return out;
+    } catch (e) {
+      // A failed or abandoned mapping leaves the buffer unusable: the next readback makes one.
+      if (this.#staging === staging) this.#staging = undefined;
+      raw.destroy();
+      throw e;
+    } finally {
+      this.ctx.check(); // as GpuContext.read: surface any GPU error of the step here
+    }
+  }
+
+  /** The staging buffer, grown to `bytes`; outside the memory ledger, like GpuContext.read's. */
+  #stagingOf(bytes: number): GpuBuffer {
+    if (this.#staging && this.#staging.size >= bytes) return this.#staging;
+    this.#staging?.buffer.destroy();
+    const size = Math.ceil(bytes / 8) * 8;
+    const raw = this.ctx.device.createBuffer({
+      label: "step_readback",
+      size,
+      usage: MAP_READ | COPY_DST,
+    });
+    this.#staging = new GpuBuffer(this.ctx, raw, size, "scratch", "step_readback");
+    return this.#staging;
   }
 
   /** Loss sum, correct argmax count and label tokens of one micro-batch, no gradients. */
   async evaluate(mb: MicroBatch): Promise<EvalResult> {
     const { shape, labelTokens } = this.graph.upload(mb);
-    const fill = this.ctx.batch("zero-loss");
-    await encodeFill(this.ctx, fill, this.graph.lossAcc, 0);
-    fill.submit();
+    const batch = this.ctx.batch("evaluate");
+    await encodeFill(this.ctx, batch, this.graph.lossAcc, 0);
     await this.graph.encode({
       shape,
       params: this.params,
@@ -175,10 +305,15 @@ export class TrainingEngine {
       gradScale: 0,
       seed: this.options.seed,
       streamBase: 0,
+      batch,
     });
     const rows = shape.batch * shape.seq;
-    const loss = await this.ctx.readF32(this.graph.rowLoss, 0, rows);
-    const correct = await this.ctx.readU32(this.graph.rowCorrect, 0, rows);
+    const [lossBytes, correctBytes] = await this.#submitAndRead(batch, [
+      { buffer: this.graph.rowLoss, bytes: rows * 4 },
+      { buffer: this.graph.rowCorrect, bytes: rows * 4 },
+    ]);
+    const loss = new Float32Array(lossBytes);
+    const correct = new Uint32Array(correctBytes);
     let lossSum = 0;
     let right = 0;
     for (let i = 0; i < rows; i++) {
@@ -212,11 +347,17 @@ export class TrainingEngine {
   destroy(): void {
     this.graph.destroy();
     this.#optimizer?.destroy();
+    // Outside the ledger: destroy the raw buffer, not the wrapper (src/train/paged_adamw.ts).
+    this.#staging?.buffer.destroy();
+    this.#staging = undefined;
     for (const b of [this.params, this.grads, this.#norm, this.#clipScale, this.#normScratch]) {
       b.destroy();
     }
   }
 }
+
+const MAP_READ = 0x01; // GPUMapMode.READ and GPUBufferUsage.MAP_READ
+const COPY_DST = 0x08;
 
 function countLabels(mb: MicroBatch): number {
   let n = 0;

@@ -13,7 +13,7 @@
  * host-visible staging, like GpuContext.read's, so they are not part of the GPU budget or the
  * memory ledger; the pool (POOL_SLOTS pages of m and of v) is.
  */
-import { GpuBuffer, type GpuContext } from "../gpu/context.ts";
+import { type DispatchBatch, GpuBuffer, type GpuContext } from "../gpu/context.ts";
 import { encodeAdamW } from "../kernels/adamw.ts";
 import { SLOT_ALIGN_FLOATS } from "../model/lora.ts";
 import { invalidArgument } from "../util/errors.ts";
@@ -97,28 +97,50 @@ export class AdamWOptimizer {
     this.ctx.write(this.#v!, zeros);
   }
 
-  /** One update; `clipScale` holds the gradient multiplier at element 0. */
+  /**
+   * One resident update recorded into `batch`, which the caller submits (so a training step is
+   * one submit: src/train/engine.ts). Paged state cannot be: its pages round-trip (`apply`).
+   */
+  async encode(
+    batch: DispatchBatch,
+    params: GpuBuffer,
+    grads: GpuBuffer,
+    clipScale: GpuBuffer,
+    lr: number,
+  ): Promise<void> {
+    if (this.paged) throw new Error("paged AdamW state moves in pages: use apply()");
+    this.step++;
+    await encodeAdamW(this.ctx, batch, {
+      lr,
+      ...this.hyper,
+      step: this.step,
+      gradScale: clipScale,
+      param: params,
+      grad: grads,
+      m: this.#m!,
+      v: this.#v!,
+      n: this.n,
+    });
+  }
+
+  /**
+   * One update, submitted here; `clipScale` holds the gradient multiplier at element 0. Paged:
+   * one submit per group of POOL_SLOTS pages.
+   */
   async apply(
     params: GpuBuffer,
     grads: GpuBuffer,
     clipScale: GpuBuffer,
     lr: number,
   ): Promise<OptimizerStepStats> {
-    this.step++;
-    const common = { lr, ...this.hyper, step: this.step, gradScale: clipScale };
     if (!this.paged) {
       const batch = this.ctx.batch("adamw");
-      await encodeAdamW(this.ctx, batch, {
-        ...common,
-        param: params,
-        grad: grads,
-        m: this.#m!,
-        v: this.#v!,
-        n: this.n,
-      });
+      await this.encode(batch, params, grads, clipScale, lr);
       batch.submit();
       return { pagedInBytes: 0, pagedOutBytes: 0 };
     }
+    this.step++;
+    const common = { lr, ...this.hyper, step: this.step, gradScale: clipScale };
     // A group: POOL_SLOTS consecutive pages, the whole pool.
     const G = POOL_SLOTS * this.pageFloats;
     const groups = Math.ceil(this.n / G);
