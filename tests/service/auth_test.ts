@@ -84,6 +84,8 @@ function everyKind(c: Clients): [string, (md: grpc.Metadata) => Promise<Answer>]
     ["Quantize", (md) => stream(c.qlorad, "Quantize", QUANTIZE, md)],
     ["Train", (md) => stream(c.qlorad, "Train", { base_model_path: "models/tiny" }, md)],
     ["Evaluate", (md) => stream(c.qlorad, "Evaluate", { base_model_path: "models/tiny" }, md)],
+    ["Generate", (md) => stream(c.qlorad, "Generate", { base_model_path: "models/tiny" }, md)],
+    ["Export", (md) => stream(c.qlorad, "Export", { base_model_path: "models/tiny" }, md)],
     ["WatchJob", (md) => stream(c.qlorad, "WatchJob", { job_id: "x" }, md)],
     ["GetJob", (md) => unary(c.qlorad, "GetJob", { job_id: "x" }, md)],
     ["ListJobs", (md) => unary(c.qlorad, "ListJobs", {}, md)],
@@ -144,6 +146,8 @@ Deno.test({
       await Deno.stat(path.join(dataDir, "out/tiny-nf4/model.safetensors"));
       assert.equal(code("Train"), "INVALID_ARGUMENT"); // dataset_path is missing
       assert.equal(code("Evaluate"), "INVALID_ARGUMENT");
+      assert.equal(code("Generate"), "INVALID_ARGUMENT"); // neither prompt nor messages
+      assert.equal(code("Export"), "INVALID_ARGUMENT"); // output_path is missing
       assert.equal(code("WatchJob"), "NOT_FOUND");
       assert.equal(code("GetJob"), "NOT_FOUND");
       assert.equal(code("ListJobs"), "OK");

@@ -295,7 +295,7 @@ function families(tinyConfig: string): Record<string, Family> {
       base: {},
       mutations: [
         ["kind", 99, INV],
-        ["kind", 4, INV],
+        ["kind", 6, INV], // the first JobKind value past EXPORT (5)
         ["states", [99], INV],
         ["states", ["JOB_STATE_RUNNING", 6], INV],
       ],
