@@ -214,10 +214,10 @@ for ((i = 0; i < start_timeout; i++)); do
 done
 [ -n "$port" ] || { show_server_log; die "the server did not listen within $start_timeout s"; }
 
-# The server process: buildah run's descendant that runs src/cli.ts.
+# The server process: buildah run's descendant that runs src/cli/main.ts.
 server=""
 for p in $(descendants "$runner"); do
-  if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q 'src/cli\.ts serve'; then server=$p; fi
+  if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q 'src/cli/main\.ts serve'; then server=$p; fi
 done
 [ -n "$server" ] || die "no server process under buildah run (pid $runner)"
 uids="$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$server/status")"
