@@ -767,9 +767,13 @@ export class JobManager {
     // Its submitter has not logged it yet (it does so right after creating it).
     if (events.length === 0 || isTerminal(events.at(-1)!.state)) return false;
     const takeover = stored.record.state === "RUNNING";
+    // A job submitted here runs its own body, unless it is taken over: then it is rebuilt from
+    // its log (a training job resumes from its last checkpoint, not from step 0).
     const local = this.#localRuns.get(id);
-    const body: RebuiltJob | undefined = local ??
-      await this.#rebuilder?.build(stored.record, events);
+    const canRebuild = this.#rebuilder?.has(stored.record.kind) ?? false;
+    const body: RebuiltJob | undefined = local && !(takeover && canRebuild)
+      ? local
+      : await this.#rebuilder?.build(stored.record, events);
     if (!body || this.#running || this.#closed) return false;
     this.#localRuns.delete(id);
     const record: JobRecord = {

@@ -1,0 +1,273 @@
+/**
+ * A fleet (issue 11): Debian's redis-server and three `qlorad serve --replica-id` processes that
+ * share one data directory and the Redis job store act as one service. Jobs submitted through
+ * replica A run wherever a GPU is free and are watched through B and C; the replica running a
+ * Train is SIGKILLed at a checkpoint and another takes the job over from that checkpoint, ending
+ * with the same adapter bytes as an uninterrupted run with the same seed; every job's log, read
+ * through any replica, is 1..n with no gap and no duplicate; CancelJob through a replica that does
+ * not run the job stops it; a replica paused (SIGSTOP) past its lease cannot commit once resumed.
+ * Leases are short (a setting) so that takeovers come quickly; no duration is asserted.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
+import { findRedisServer, RedisServer } from "../support/redis_server.ts";
+import { call, type Clients, collect, connect, follow, type Msg } from "./grpc_client.ts";
+
+const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
+/** Short, so a dead or paused replica's job is taken over soon (renewed every third). */
+const LEASE_TTL_MS = 1500;
+
+interface Replica {
+  name: string;
+  port: number;
+  child: Deno.ChildProcess;
+  clients: Clients;
+  /** What the server has logged so far (stderr). */
+  log(): string;
+  alive: boolean;
+}
+
+async function startReplica(name: string, dataDir: string, store: string): Promise<Replica> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      CLI,
+      "serve",
+      "--port",
+      "0",
+      "--data-dir",
+      dataDir,
+      "--store",
+      store,
+      "--replica-id",
+      name,
+      "--lease-ttl-ms",
+      String(LEASE_TTL_MS),
+    ],
+    env: { QLORAD_GPU_BACKEND: Deno.env.get("QLORAD_GPU_BACKEND") ?? "opengles" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) log += chunk;
+  })().catch(() => {});
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  let port = 0;
+  while (!port) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`replica ${name} exited early: ${seen}${log}`);
+    seen += value;
+    port = Number(seen.match(/listening on 127\.0\.0\.1:(\d+)/)?.[1] ?? 0);
+  }
+  // Keep reading stdout so the child never blocks on a full pipe.
+  (async () => {
+    while (!(await lines.read()).done) { /* drain */ }
+  })().catch(() => {});
+  return { name, port, child, clients: connect(port), log: () => log, alive: true };
+}
+
+function kill(r: Replica): void {
+  if (!r.alive) return;
+  r.alive = false;
+  r.clients.close();
+  try {
+    r.child.kill("SIGKILL");
+  } catch {
+    // gone already
+  }
+}
+
+const TRAIN = {
+  base_model_path: "models/tiny-nf4",
+  dataset_path: "models/tiny/train.jsonl",
+  lora: { r: 4 },
+  hyperparameters: {
+    max_steps: 9,
+    micro_batch_size: 2,
+    max_seq_len: 40,
+    learning_rate: 1e-3,
+    save_steps: 2,
+    seed: 11,
+  },
+};
+const EVALUATE = {
+  base_model_path: "models/tiny-nf4",
+  dataset_path: "models/tiny/eval.jsonl",
+  max_seq_len: 40,
+  batch_size: 4,
+};
+
+/** Starts a job through `via` and returns its id (from its first event). */
+async function submit(via: Replica, method: string, req: Msg): Promise<string> {
+  const stream = via.clients.qlorad[method](req);
+  const first = await follow(stream).until(() => true);
+  // The job lives on without this stream.
+  stream.cancel();
+  return first.job_id;
+}
+
+/** A job's whole log through `via`, once the job has ended. */
+async function finalLog(via: Replica, jobId: string): Promise<Msg[]> {
+  const out = await collect(via.clients.qlorad.WatchJob({ job_id: jobId }));
+  assert.equal(out.code, grpc.status.OK, `${jobId} through ${via.name}: ${out.details}`);
+  return out.events;
+}
+
+/** The log has seq 1..n, exactly once each, and ends with one terminal event. */
+function assertContiguous(events: Msg[], jobId: string): void {
+  assert.deepEqual(events.map((e) => Number(e.seq)), events.map((_, i) => i + 1), jobId);
+  const terminal = events.filter((e) => !/QUEUED|RUNNING/.test(e.state));
+  assert.equal(terminal.length, 1, `${jobId}: ${terminal.length} terminal events`);
+  assert.equal(terminal[0], events.at(-1));
+}
+
+async function owner(via: Replica, jobId: string): Promise<string> {
+  return (await call(via.clients.qlorad, "GetJob", { job_id: jobId })).owner;
+}
+
+/** Polls GetJob through `via` until `ok` holds for the job (no time limit: the test's own). */
+async function waitFor(via: Replica, jobId: string, ok: (job: Msg) => boolean): Promise<Msg> {
+  while (true) {
+    const job = await call(via.clients.qlorad, "GetJob", { job_id: jobId });
+    if (ok(job)) return job;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const redisBinary = findRedisServer();
+
+Deno.test({
+  name: "fleet: 3 replicas, one store: takeover after SIGKILL, remote cancel, fenced stale owner",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dataDir = await Deno.makeTempDir({ prefix: "qlorad-fleet-" });
+    const redis = await RedisServer.start(redisBinary!);
+    const replicas: Replica[] = [];
+    try {
+      await makeTinyLlama(path.join(dataDir, "models", "tiny"));
+      for (const name of ["a", "b", "c"]) {
+        replicas.push(await startReplica(name, dataDir, redis.url));
+      }
+      const [a, b, c] = replicas;
+      const byName = (n: string) => replicas.find((r) => r.name === n)!;
+
+      // The base model first: the other jobs' requests name it, and are checked when submitted.
+      const quantize = await submit(a, "Quantize", {
+        model_path: "models/tiny",
+        output_path: "models/tiny-nf4",
+      });
+      assert.equal(
+        (await collect(b.clients.qlorad.WatchJob({ job_id: quantize }))).events.at(-1)!.state,
+        "JOB_STATE_SUCCEEDED",
+      );
+      const jobs = [quantize];
+      jobs.push(await submit(a, "Quantize", { model_path: "models/tiny", output_path: "q2" }));
+      const reference = await submit(a, "Train", { ...TRAIN, output_path: "runs/reference" });
+      const killed = await submit(a, "Train", { ...TRAIN, output_path: "runs/killed" });
+      jobs.push(reference, killed);
+      jobs.push(await submit(a, "Evaluate", EVALUATE));
+      jobs.push(await submit(a, "Evaluate", { ...EVALUATE, batch_size: 3 }));
+
+      // Every replica lists the whole fleet's jobs.
+      for (const r of replicas) {
+        const listed = (await call(r.clients.qlorad, "ListJobs", {})).jobs.map((j: Msg) =>
+          j.job_id
+        );
+        assert.deepEqual([...listed].sort(), [...jobs].sort(), r.name);
+      }
+
+      // Watched through C: at the Train's first checkpoint, its replica is killed.
+      const watched = follow(c.clients.qlorad.WatchJob({ job_id: killed }));
+      await watched.until((e) => e.payload === "checkpoint" && !e.checkpoint.is_final);
+      const victim = byName(await owner(c, killed));
+      kill(victim);
+      const survivors = replicas.filter((r) => r.alive);
+      const outcome = await watched.done;
+      // C may be the victim: then the stream broke, and a survivor tells the end.
+      const log = await finalLog(survivors[0], killed);
+      if (victim !== c) assert.equal(outcome.code, grpc.status.OK, outcome.details);
+
+      for (const id of jobs) {
+        const logs = await Promise.all(survivors.map((r) => finalLog(r, id)));
+        for (const l of logs) assertContiguous(l, id);
+        // One log, whichever replica shows it.
+        assert.deepEqual(logs[1], logs[0], id);
+        assert.equal(
+          logs[0].at(-1)!.state,
+          "JOB_STATE_SUCCEEDED",
+          `${id}: ${JSON.stringify(logs[0].at(-1))}`,
+        );
+      }
+      const takeover = log.find((e) => e.payload === "log" && /taken over/.test(e.log.message));
+      assert.ok(takeover, "the killed Train's log says it was taken over");
+      assert.match(takeover.log.message, /resuming from checkpoint runs\/killed\//);
+      const result = log.findLast((e) => e.payload === "train_result")!.train_result;
+      assert.ok(result.resumed_from_step >= 2, `resumed from ${result.resumed_from_step}`);
+      assert.notEqual(await owner(survivors[0], killed), victim.name);
+      const adapter = (dir: string) =>
+        Deno.readFile(path.join(dataDir, dir, "adapter_model.safetensors"));
+      assert.deepEqual(await adapter("runs/killed"), await adapter("runs/reference"));
+
+      // CancelJob through a replica that does not run the job.
+      const [s1, s2] = survivors;
+      const long = { ...TRAIN, hyperparameters: { ...TRAIN.hyperparameters, max_steps: 400 } };
+      const cancelled = await submit(s1, "Train", { ...long, output_path: "runs/cancelled" });
+      const cw = follow(s1.clients.qlorad.WatchJob({ job_id: cancelled }));
+      await cw.until((e) => e.payload === "train_metrics");
+      const runner = await owner(s1, cancelled);
+      const other = survivors.find((r) => r.name !== runner)!;
+      const answer = await call(other.clients.qlorad, "CancelJob", { job_id: cancelled });
+      assert.ok(
+        answer.job.cancel_requested || answer.job.state === "JOB_STATE_CANCELLED",
+        JSON.stringify(answer.job),
+      );
+      const cancelLog = (await cw.done).events;
+      assertContiguous(cancelLog, cancelled);
+      assert.equal(cancelLog.at(-1)!.state, "JOB_STATE_CANCELLED");
+      const steps = cancelLog.filter((e) => e.payload === "train_metrics");
+      assert.ok(steps.at(-1)!.train_metrics.step < 400);
+      assert.ok(!cancelLog.some((e) => e.payload === "train_result"));
+
+      // A stale owner: paused past its lease, the job is taken over; resumed, it cannot commit.
+      const stale = await submit(s2, "Train", { ...TRAIN, output_path: "runs/stale" });
+      const sw = follow(s2.clients.qlorad.WatchJob({ job_id: stale }));
+      await sw.until((e) => e.payload === "checkpoint" && !e.checkpoint.is_final);
+      const paused = byName(await owner(s2, stale));
+      const watcher = paused === s1 ? s2 : s1;
+      paused.child.kill("SIGSTOP");
+      try {
+        await waitFor(watcher, stale, (j) => j.owner !== paused.name);
+      } finally {
+        paused.child.kill("SIGCONT");
+      }
+      await waitFor(watcher, stale, (j) => j.state === "JOB_STATE_SUCCEEDED");
+      const staleLog = await finalLog(watcher, stale);
+      assertContiguous(staleLog, stale);
+      assert.equal(staleLog.filter((e) => e.payload === "train_result").length, 1);
+      assert.equal(staleLog.filter((e) => e.checkpoint?.is_final).length, 1);
+      assert.deepEqual(await adapter("runs/stale"), await adapter("runs/reference"));
+      // The resumed replica learnt it had lost the job (at its renewal or its commit check), and
+      // the store refused what it still tried to write under its old fencing token.
+      const lost = new RegExp(
+        `job ${stale} (lost its lease|: this replica's lease in the job store lapsed)`,
+      );
+      await waitFor(watcher, stale, () => lost.test(paused.log()));
+      // And it still serves.
+      assert.equal((await owner(paused, stale)) !== paused.name, true);
+    } finally {
+      for (const r of replicas) kill(r);
+      for (const r of replicas) await r.child.status;
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
