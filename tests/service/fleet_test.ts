@@ -14,6 +14,12 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { findRedisServer, RedisServer } from "../support/redis_server.ts";
+import { JobManager } from "../../src/service/jobs.ts";
+import type { JobRecord, JobStore } from "../../src/service/jobs.ts";
+import { RedisJobStore } from "../../src/service/jobs/redis_store.ts";
+import { redisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
+import { silentLogger } from "../../src/service/status.ts";
+import { QloradError } from "../../src/util/errors.ts";
 import { call, type Clients, collect, connect, follow, type Msg } from "./grpc_client.ts";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
@@ -258,7 +264,7 @@ Deno.test({
       // The resumed replica learnt it had lost the job (at its renewal or its commit check), and
       // the store refused what it still tried to write under its old fencing token.
       const lost = new RegExp(
-        `job ${stale} (lost its lease|: this replica's lease in the job store lapsed)`,
+        `job ${stale}(?: lost its lease|: this replica.s lease in the job store lapsed)`,
       );
       await waitFor(watcher, stale, () => lost.test(paused.log()));
       // And it still serves.
@@ -271,3 +277,190 @@ Deno.test({
     }
   },
 });
+
+// ------------------------------------------------------------------ in-process, two managers
+
+/** Two fleet-mode managers (replicas "m1", "m2") on one Redis store each, sharing the server. */
+async function twoManagers(
+  redis: RedisServer,
+  wrap: (s: JobStore) => JobStore = (s) => s,
+): Promise<{ m1: JobManager; m2: JobManager; stores: RedisJobStore[]; dataDir: string }> {
+  const dataDir = await Deno.makeTempDir({ prefix: "qlorad-fleet-m-" });
+  const settings = (await redisStoreSettings({ flag: redis.url, env: () => undefined }))!;
+  const stores = [
+    await RedisJobStore.open(settings, silentLogger),
+    await RedisJobStore.open(settings, silentLogger),
+  ];
+  const open = (i: number) =>
+    JobManager.open({
+      dataDir,
+      logger: silentLogger,
+      store: wrap(stores[i]),
+      fleet: true,
+      owner: `m${i + 1}`,
+      leaseTtlMs: LEASE_TTL_MS,
+      pollMs: 50,
+    });
+  return { m1: await open(0), m2: await open(1), stores, dataDir };
+}
+
+/** A body that runs until `release` is called, then ends with `result`. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((r) => open = r);
+  return { open, opened };
+}
+
+Deno.test({
+  name: "fleet manager: a job submitted on one replica runs on a free one; remote cancel",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const busy = gate();
+    try {
+      // m1 cannot run "quantize" jobs it did not receive; m2 rebuilds them from the request.
+      const started = gate();
+      const cancelSeen = gate();
+      m2.useRebuilder({
+        has: (kind) => kind === "quantize",
+        build: (record) =>
+          Promise.resolve({
+            run: async (ctx) => {
+              assert.deepEqual(record.request, { n: 7 });
+              ctx.emit({ progress: { message: "step 1" } });
+              started.open();
+              await new Promise<void>((resolve) =>
+                ctx.signal.addEventListener("abort", () => {
+                  cancelSeen.open();
+                  resolve();
+                })
+              );
+              throw ctx.signal.reason;
+            },
+          }),
+      });
+      m1.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
+      // m1 runs what it is given itself when free: keep it busy with a job of its own first.
+      const own = await m1.submitJob({
+        kind: "evaluate",
+        summary: "m1's own",
+        request: {},
+        run: async () => {
+          await busy.opened;
+        },
+      });
+      await waitForState(m1, own.job_id, "RUNNING");
+      const job = await m1.submitJob({
+        kind: "quantize",
+        summary: "rebuilt elsewhere",
+        request: { n: 7 },
+        run: () => Promise.reject(new Error("m1 is busy: never runs here")),
+      });
+      await started.opened;
+      // (Its RUNNING record is stored behind the body's start.)
+      await waitForState(m1, job.job_id, "RUNNING");
+      assert.equal((await m1.lookup(job.job_id)).owner, "m2");
+      // m1 does not run it: CancelJob through m1 marks it, m2 sees it at a lease renewal.
+      const marked = await m1.cancel(job.job_id);
+      assert.equal(marked.cancel_requested, true);
+      await cancelSeen.opened;
+      const ended = await waitForState(m1, job.job_id, "CANCELLED");
+      assert.equal(ended.owner, "m2");
+      const events = await Array.fromAsync(m1.watch(job.job_id, 1));
+      assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+      assert.deepEqual(events.map((e) => e.state), [
+        "QUEUED",
+        "RUNNING",
+        "RUNNING",
+        "CANCELLED",
+      ]);
+      busy.open();
+      await waitForState(m2, own.job_id, "SUCCEEDED");
+      assert.equal((await m2.lookup(own.job_id)).owner, "m1");
+      // Both replicas list both jobs.
+      for (const m of [m1, m2]) {
+        assert.deepEqual(
+          (await m.listJobs()).map((r) => r.job_id).sort(),
+          [
+            job.job_id,
+            own.job_id,
+          ].sort(),
+        );
+      }
+    } finally {
+      busy.open();
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a lease that lapsed (renewals not answered) refuses commit(); nothing ends",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    // Renewals never answer: as for a replica paused past its lease.
+    const { m1, m2, stores, dataDir } = await twoManagers(redis, (s) =>
+      new Proxy(s, {
+        get: (t, k) =>
+          k === "renew"
+            ? () => new Promise(() => {})
+            : typeof t[k as keyof JobStore] === "function"
+            ? (t[k as keyof JobStore] as (...a: unknown[]) => unknown).bind(t)
+            : t[k as keyof JobStore],
+      }));
+    try {
+      m2.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
+      let refused: unknown;
+      const done = gate();
+      const job = await m1.submitJob({
+        kind: "export",
+        summary: "commits late",
+        request: {},
+        run: async (ctx) => {
+          // Past the lease's end by the clock the store gave it (its expiry, renewed never).
+          await new Promise((r) => setTimeout(r, LEASE_TTL_MS + 200));
+          try {
+            ctx.commit();
+          } catch (err) {
+            refused = err;
+          }
+          done.open();
+          throw refused ?? new Error("commit() passed");
+        },
+      });
+      await done.opened;
+      assert.ok(refused instanceof QloradError, String(refused));
+      assert.equal(refused.kind, "unavailable");
+      assert.match(refused.message, /lease in the job store lapsed before the job could commit/);
+      // Its end was refused by the store's fence too: the job is still RUNNING there, for
+      // another replica to take over.
+      await new Promise((r) => setTimeout(r, 100));
+      const stored = await stores[1].get(job.job_id);
+      assert.equal(stored!.record.state, "RUNNING");
+    } finally {
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+async function waitForState(m: JobManager, id: string, state: string): Promise<JobRecord> {
+  while (true) {
+    const r = await m.lookup(id);
+    if (r.state === state) return r;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
