@@ -95,7 +95,7 @@ const TRAIN = {
   dataset_path: "models/tiny/train.jsonl",
   lora: { r: 4 },
   hyperparameters: {
-    max_steps: 9,
+    max_steps: 13,
     micro_batch_size: 2,
     max_seq_len: 40,
     learning_rate: 1e-3,
@@ -251,7 +251,13 @@ Deno.test({
       const watcher = paused === s1 ? s2 : s1;
       paused.child.kill("SIGSTOP");
       try {
-        await waitFor(watcher, stale, (j) => j.owner !== paused.name);
+        // (Ended first, the pause came too late: a failure, not a hang.)
+        const j = await waitFor(
+          watcher,
+          stale,
+          (j) => j.owner !== paused.name || !/QUEUED|RUNNING/.test(j.state),
+        );
+        assert.notEqual(j.owner, paused.name, `paused too late: ${j.state}`);
       } finally {
         paused.child.kill("SIGCONT");
       }
@@ -402,7 +408,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "fleet manager: a lease that lapsed (renewals not answered) refuses commit(); nothing ends",
+  name: "fleet manager: a lease that lapsed (renewals not answered) refuses commit() and the end",
   ignore: !redisBinary,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -442,11 +448,64 @@ Deno.test({
       assert.ok(refused instanceof QloradError, String(refused));
       assert.equal(refused.kind, "unavailable");
       assert.match(refused.message, /lease in the job store lapsed before the job could commit/);
-      // Its end was refused by the store's fence too: the job is still RUNNING there, for
-      // another replica to take over.
-      await new Promise((r) => setTimeout(r, 100));
-      const stored = await stores[1].get(job.job_id);
-      assert.equal(stored!.record.state, "RUNNING");
+      // Its end (CANCELLED, by the lease's abort) was refused by the store's fence too: the job
+      // stayed RUNNING there, and m2, which cannot rebuild it, ended it FAILED.
+      const ended = await waitForState(m2, job.job_id, "FAILED");
+      assert.match(ended.error!.message, /cannot be taken over/);
+      const events = await Array.fromAsync(m2.watch(job.job_id, 1));
+      assert.deepEqual(events.map((e) => e.state), ["QUEUED", "RUNNING", "FAILED"]);
+    } finally {
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a job no replica can rebuild, left RUNNING by a stopped one, ends FAILED",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    try {
+      const none = { has: () => false, build: () => Promise.resolve(undefined) };
+      m1.useRebuilder(none);
+      m2.useRebuilder(none);
+      // Only m2 holds this Generate's body; m1 (busy) cannot take it.
+      const busy = gate();
+      await m1.submitJob({
+        kind: "evaluate",
+        summary: "keeps m1 busy",
+        request: {},
+        run: () => busy.opened,
+      });
+      const started = gate();
+      const job = await m2.submitJob({
+        kind: "generate",
+        summary: "lives on m2",
+        request: {},
+        run: async (ctx) => {
+          started.open();
+          await new Promise((r) => ctx.signal.addEventListener("abort", r));
+          throw ctx.signal.reason;
+        },
+      });
+      await started.opened;
+      await waitForState(m1, job.job_id, "RUNNING");
+      // m2 stops: the job is left RUNNING with its lease released; m1, once free, ends it.
+      await m2.close();
+      busy.open();
+      const ended = await waitForState(m1, job.job_id, "FAILED");
+      assert.equal(ended.error?.kind, "unavailable");
+      assert.match(ended.error!.message, /cannot be taken over; submit it again/);
+      const events = await Array.fromAsync(m1.watch(job.job_id, 1));
+      assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+      assert.deepEqual(events.map((e) => e.state), ["QUEUED", "RUNNING", "FAILED"]);
     } finally {
       await m1.close();
       await m2.close();

@@ -739,9 +739,17 @@ export class JobManager {
       for (const job of open.reverse()) {
         if (this.#running || this.#closed) return;
         const id = job.record.job_id;
-        if (!this.#localRuns.has(id) && !this.#rebuilder?.has(job.record.kind)) continue;
+        const runnable = this.#localRuns.has(id) || this.#rebuilder?.has(job.record.kind);
+        // (A RUNNING job nobody can rebuild, e.g. a Generate whose replica died, is ended below.)
+        if (!runnable && job.record.state !== "RUNNING") continue;
         const lease = await this.#store.claim(id, this.#owner, this.#leaseTtlMs);
         if (!lease) continue;
+        if (!runnable) {
+          await this.#endOrphan(lease).catch((err) =>
+            this.#logger.error(`job ${id}: could not end it`, err)
+          );
+          continue;
+        }
         let started = false;
         try {
           started = await this.#adopt(lease);
@@ -906,9 +914,39 @@ export class JobManager {
   async #cancelQueued(jobId: string): Promise<JobRecord | undefined> {
     const lease = await this.#store.claim(jobId, this.#owner, this.#leaseTtlMs);
     if (!lease) return undefined;
+    return await this.#endClaimed(lease, "QUEUED", "CANCELLED", {
+      kind: "cancelled",
+      message: "cancelled before it started",
+    });
+  }
+
+  /**
+   * A RUNNING job whose owner's lease lapsed and that no replica can rebuild (a Generate runs
+   * only on the replica that holds its stream): ended FAILED rather than left RUNNING forever.
+   */
+  async #endOrphan(lease: Lease): Promise<void> {
+    const ended = await this.#endClaimed(lease, "RUNNING", "FAILED", {
+      kind: "unavailable",
+      message: "the replica running this job stopped, and this kind of job cannot be taken " +
+        "over; submit it again",
+    });
+    if (ended) this.#logger.warn(`job ${lease.job_id} marked FAILED: ${ended.error?.message}`);
+  }
+
+  /**
+   * Ends a job found in state `expected` with `state` under `lease` (released after); undefined
+   * when it was not in that state (or had no event yet).
+   */
+  async #endClaimed(
+    lease: Lease,
+    expected: JobState,
+    state: JobState,
+    error: { kind: "cancelled" | "unavailable"; message: string },
+  ): Promise<JobRecord | undefined> {
+    const jobId = lease.job_id;
     try {
       const stored = await this.#store.get(jobId);
-      if (!stored || stored.record.state !== "QUEUED") return undefined;
+      if (!stored || stored.record.state !== expected) return undefined;
       const events = await Array.fromAsync(this.#store.read(jobId, 1));
       if (events.length === 0) return undefined;
       const current: JobRecord = {
@@ -916,9 +954,7 @@ export class JobManager {
         last_seq: events.length,
         last_event: events.at(-1),
       };
-      const event = nextEvent(current, "CANCELLED", {
-        error: { kind: "cancelled", message: "cancelled before it started" },
-      });
+      const event = nextEvent(current, state, { error });
       const ended = endedRecord(current, event);
       await this.#store.end(event, ended, {
         expectGeneration: stored.generation,
