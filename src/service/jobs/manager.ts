@@ -153,7 +153,10 @@ export class JobManager {
   readonly #pollMs: number;
   #rebuilder?: JobRebuilder;
   /** Fleet mode: bodies of jobs submitted here, for when this replica claims them. */
-  readonly #localRuns = new Map<string, { run: JobRun; resumeHint?: () => string | undefined }>();
+  readonly #localRuns = new Map<
+    string,
+    { run: JobRun; resumeHint?: () => string | undefined; since: number }
+  >();
   #pollTimer?: ReturnType<typeof setInterval>;
   /** A look for the next job is under way (one at a time). */
   #claiming = false;
@@ -244,7 +247,11 @@ export class JobManager {
     if (!created.created) {
       return this.#checkFingerprint(created.job.record, sub.requestId!, sub.fingerprint);
     }
-    this.#localRuns.set(record.job_id, { run: sub.run, resumeHint: sub.resumeHint });
+    this.#localRuns.set(record.job_id, {
+      run: sub.run,
+      resumeHint: sub.resumeHint,
+      since: Date.now(),
+    });
     // A replica claims a job only once its log has this first event (#adopt).
     const event = nextEvent(record, "QUEUED");
     await this.#store.append(event);
@@ -303,6 +310,7 @@ export class JobManager {
    * differs).
    */
   submit(sub: JobSubmission): JobRecord {
+    if (this.#fleet) throw new Error("fleet mode: submit through submitJob (the store's queue)");
     const known = this.findRequest(sub.kind, sub.requestId, sub.fingerprint);
     if (known) return known;
     if (this.#closed) throw new QloradError("unavailable", "the server is shutting down");
@@ -736,6 +744,7 @@ export class JobManager {
     this.#claiming = true;
     try {
       const open = await this.#store.list({ states: ["QUEUED", "RUNNING"] });
+      this.#forgetLocalRuns(new Set(open.map((j) => j.record.job_id)));
       for (const job of open.reverse()) {
         if (this.#running || this.#closed) return;
         const id = job.record.job_id;
@@ -763,6 +772,17 @@ export class JobManager {
       this.#logger.warn(`could not look for jobs in ${this.#store.location}: ${err}`);
     } finally {
       this.#claiming = false;
+    }
+  }
+
+  /**
+   * Drops the bodies of jobs submitted here that have ended elsewhere (another replica ran or
+   * cancelled them). Only those older than a minute: a job just created may not be listed yet.
+   */
+  #forgetLocalRuns(open: Set<string>): void {
+    const before = Date.now() - 60_000;
+    for (const [id, local] of this.#localRuns) {
+      if (!open.has(id) && local.since < before) this.#localRuns.delete(id);
     }
   }
 
