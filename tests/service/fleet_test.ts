@@ -5,7 +5,9 @@
  * Train is SIGKILLed at a checkpoint and another takes the job over from that checkpoint, ending
  * with the same adapter bytes as an uninterrupted run with the same seed; every job's log, read
  * through any replica, is 1..n with no gap and no duplicate; CancelJob through a replica that does
- * not run the job stops it; a replica paused (SIGSTOP) past its lease cannot commit once resumed.
+ * not run the job stops it; a replica paused (SIGSTOP) past its lease cannot commit once resumed;
+ * a replica stopped gracefully (SIGTERM) hands its job over at a checkpoint. In-process, two
+ * fleet-mode managers check a lapsed lease's commit and a job no replica can take over.
  * Leases are short (a setting) so that takeovers come quickly; no duration is asserted.
  */
 import assert from "node:assert/strict";
@@ -275,6 +277,26 @@ Deno.test({
       await waitFor(watcher, stale, () => lost.test(paused.log()));
       // And it still serves.
       assert.equal((await owner(paused, stale)) !== paused.name, true);
+
+      // A graceful stop (SIGTERM, as a rolling update sends it) hands the job over: the replica
+      // checkpoints, exits 0, and another resumes from that checkpoint.
+      const handed = await submit(s1, "Train", { ...TRAIN, output_path: "runs/handed" });
+      const hw = follow(s1.clients.qlorad.WatchJob({ job_id: handed }));
+      await hw.until((e) => e.payload === "train_metrics");
+      const leaving = byName(await owner(s1, handed));
+      const staying = leaving === s1 ? s2 : s1;
+      leaving.child.kill("SIGTERM");
+      assert.equal((await leaving.child.status).code, 0, leaving.log());
+      leaving.alive = false;
+      leaving.clients.close();
+      const handedJob = await waitFor(staying, handed, (j) => !/QUEUED|RUNNING/.test(j.state));
+      assert.equal(handedJob.state, "JOB_STATE_SUCCEEDED", JSON.stringify(handedJob.error));
+      assert.equal(handedJob.owner, staying.name);
+      const handedLog = await finalLog(staying, handed);
+      assertContiguous(handedLog, handed);
+      const handedResult = handedLog.findLast((e) => e.payload === "train_result")!.train_result;
+      assert.ok(handedResult.resumed_from_step >= 1, JSON.stringify(handedResult));
+      assert.deepEqual(await adapter("runs/handed"), await adapter("runs/reference"));
     } finally {
       for (const r of replicas) kill(r);
       for (const r of replicas) await r.child.status;
