@@ -26,7 +26,7 @@ import { call, type Clients, collect, connect, follow, type Msg } from "./grpc_c
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
 /** Short, so a dead or paused replica's job is taken over soon (renewed every third). */
-const LEASE_TTL_MS = 1500;
+const LEASE_TTL_MS = 2500;
 
 interface Replica {
   name: string;
@@ -221,6 +221,12 @@ Deno.test({
       const result = log.findLast((e) => e.payload === "train_result")!.train_result;
       assert.ok(result.resumed_from_step >= 2, `resumed from ${result.resumed_from_step}`);
       assert.notEqual(await owner(survivors[0], killed), victim.name);
+      // The reference ran uninterrupted, on one replica.
+      const referenceLog = await finalLog(survivors[0], reference);
+      assert.ok(
+        !referenceLog.some((e) => e.payload === "log" && /taken over/.test(e.log.message)),
+        "the reference run was never taken over",
+      );
       const adapter = (dir: string) =>
         Deno.readFile(path.join(dataDir, dir, "adapter_model.safetensors"));
       assert.deepEqual(await adapter("runs/killed"), await adapter("runs/reference"));
