@@ -312,6 +312,68 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "fleet: Redis killed and restarted mid-Train: NOT_SERVING meanwhile, nothing lost",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dataDir = await Deno.makeTempDir({ prefix: "qlorad-fleet-" });
+    const redis = await RedisServer.start(redisBinary!);
+    const replicas: Replica[] = [];
+    try {
+      await makeTinyLlama(path.join(dataDir, "models", "tiny"));
+      for (const name of ["a", "b"]) replicas.push(await startReplica(name, dataDir, redis.url));
+      const [a, b] = replicas;
+      const q = await submit(a, "Quantize", {
+        model_path: "models/tiny",
+        output_path: "models/tiny-nf4",
+      });
+      assert.equal((await finalLog(b, q)).at(-1)!.state, "JOB_STATE_SUCCEEDED");
+      const reference = await submit(a, "Train", { ...TRAIN, output_path: "runs/reference" });
+      assert.equal((await finalLog(b, reference)).at(-1)!.state, "JOB_STATE_SUCCEEDED");
+
+      const job = await submit(a, "Train", { ...TRAIN, output_path: "runs/outage" });
+      await follow(b.clients.qlorad.WatchJob({ job_id: job })).until((e) =>
+        e.payload === "checkpoint" && !e.checkpoint.is_final
+      );
+      await redis.kill();
+      for (const r of replicas) await untilHealth(r, "NOT_SERVING");
+      await redis.restart();
+      for (const r of replicas) await untilHealth(r, "SERVING");
+      // Calls made while Redis came back may still fail: ask again until the job has ended.
+      while (true) {
+        const j = await call(b.clients.qlorad, "GetJob", { job_id: job }).catch(() => undefined);
+        if (j && !/QUEUED|RUNNING/.test(j.state)) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      for (const r of replicas) {
+        const log = await finalLog(r, job);
+        assertContiguous(log, job);
+        assert.equal(log.at(-1)!.state, "JOB_STATE_SUCCEEDED", JSON.stringify(log.at(-1)));
+        // (Steps after the last checkpoint may be logged twice if a lease lapsed meanwhile and
+        // another replica resumed the job: the log is one seq order, its content at least once.)
+        const result = log.findLast((e) => e.payload === "train_result")!.train_result;
+        assert.equal(result.steps, TRAIN.hyperparameters.max_steps);
+      }
+      const adapter = (dir: string) =>
+        Deno.readFile(path.join(dataDir, dir, "adapter_model.safetensors"));
+      assert.deepEqual(await adapter("runs/outage"), await adapter("runs/reference"));
+    } finally {
+      for (const r of replicas) kill(r);
+      for (const r of replicas) await r.child.status;
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+async function untilHealth(r: Replica, want: string): Promise<void> {
+  while ((await call(r.clients.health, "Check", { service: "" })).status !== want) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 // ------------------------------------------------------------------ in-process, two managers
 
 /** Two fleet-mode managers (replicas "m1", "m2") on one Redis store each, sharing the server. */
