@@ -459,6 +459,8 @@ Deno.test({
       // (Its RUNNING record is stored behind the body's start.)
       await waitForState(m1, job.job_id, "RUNNING");
       assert.equal((await m1.lookup(job.job_id)).owner, "m2");
+      // The store's index of unended jobs (what replicas look through), oldest first.
+      assert.deepEqual(await stores[0].unendedJobs(), [own.job_id, job.job_id]);
       // m1 does not run it: CancelJob through m1 marks it, m2 sees it at a lease renewal.
       const marked = await m1.cancel(job.job_id);
       assert.equal(marked.cancel_requested, true);
@@ -476,6 +478,7 @@ Deno.test({
       busy.open();
       await waitForState(m2, own.job_id, "SUCCEEDED");
       assert.equal((await m2.lookup(own.job_id)).owner, "m1");
+      assert.deepEqual(await stores[1].unendedJobs(), []);
       // Both replicas list both jobs.
       for (const m of [m1, m2]) {
         assert.deepEqual(

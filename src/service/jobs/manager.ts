@@ -743,9 +743,9 @@ export class JobManager {
     if (this.#running || this.#closed || this.#claiming || this.#stopped) return;
     this.#claiming = true;
     try {
-      const open = await this.#store.list({ states: ["QUEUED", "RUNNING"] });
+      const open = await this.#unended();
       this.#forgetLocalRuns(new Set(open.map((j) => j.record.job_id)));
-      for (const job of open.reverse()) {
+      for (const job of open) {
         if (this.#running || this.#closed) return;
         const id = job.record.job_id;
         const runnable = this.#localRuns.has(id) || this.#rebuilder?.has(job.record.kind);
@@ -773,6 +773,19 @@ export class JobManager {
     } finally {
       this.#claiming = false;
     }
+  }
+
+  /** The QUEUED and RUNNING jobs, oldest first (from the store's index when it has one). */
+  async #unended(): Promise<StoredJob[]> {
+    if (!this.#store.unendedJobs) {
+      return (await this.#store.list({ states: ["QUEUED", "RUNNING"] })).reverse();
+    }
+    const out: StoredJob[] = [];
+    for (const id of await this.#store.unendedJobs()) {
+      const job = await this.#store.get(id);
+      if (job && !isTerminal(job.record.state)) out.push(job);
+    }
+    return out;
   }
 
   /**
