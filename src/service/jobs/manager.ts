@@ -224,7 +224,9 @@ export class JobManager {
     const known = await this.findRequestAsync(sub.kind, sub.requestId, sub.fingerprint);
     if (known) return known;
     if (this.#closed) throw new QloradError("unavailable", "the server is shutting down");
-    const depth = (await this.#store.list({ states: ["QUEUED"] })).length;
+    const depth = this.#store.queueDepth
+      ? await this.#store.queueDepth()
+      : (await this.#store.list({ states: ["QUEUED"] })).length;
     if (depth >= this.#maxQueued) {
       throw new QloradError(
         "resource_exhausted",

@@ -106,6 +106,8 @@ export interface JobStore {
    * replicas look through for work); without it they are found with `list`.
    */
   unendedJobs?(): Promise<string[]>;
+  /** Optional: how many jobs are QUEUED, from an index; without it they are counted with `list`. */
+  queueDepth?(): Promise<number>;
 
   /** Waits for pending writes and lets go of the store's resources; ends every follow. */
   close(): Promise<void>;
