@@ -609,6 +609,60 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "fleet manager: a job whose request no longer holds where it is rebuilt ends FAILED",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const busy = gate();
+    try {
+      m1.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
+      let builds = 0;
+      m2.useRebuilder({
+        has: (kind) => kind === "evaluate",
+        build: () => {
+          builds++;
+          return Promise.reject(
+            new QloradError("not_found", 'dataset_path "gone.jsonl": no such file'),
+          );
+        },
+      });
+      const own = await m1.submitJob({
+        kind: "export",
+        summary: "busy",
+        request: {},
+        run: () => busy.opened,
+      });
+      await waitForState(m1, own.job_id, "RUNNING");
+      const job = await m1.submitJob({
+        kind: "evaluate",
+        summary: "its input is gone",
+        request: { dataset_path: "gone.jsonl" },
+        run: () => Promise.reject(new Error("m1 is busy: never runs here")),
+      });
+      const ended = await waitForState(m1, job.job_id, "FAILED");
+      assert.deepEqual(ended.error, {
+        kind: "not_found",
+        message: 'dataset_path "gone.jsonl": no such file',
+      });
+      // Tried once, not by every poll of every replica.
+      assert.equal(builds, 1);
+      const events = await Array.fromAsync(m1.watch(job.job_id, 1));
+      assert.deepEqual(events.map((e) => e.state), ["QUEUED", "FAILED"]);
+    } finally {
+      busy.open();
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
 async function waitForState(m: JobManager, id: string, state: string): Promise<JobRecord> {
   while (true) {
     const r = await m.lookup(id);

@@ -23,7 +23,15 @@ import { CancelledError, QloradError } from "../../util/errors.ts";
 import { consoleLogger, publicError } from "../status.ts";
 import type { Logger } from "../status.ts";
 import { endedRecord, isTerminal, nextEvent, selectRecords } from "./records.ts";
-import type { JobEvent, JobKind, JobPayload, JobRecord, JobState, ListFilter } from "./records.ts";
+import type {
+  JobErrorInfo,
+  JobEvent,
+  JobKind,
+  JobPayload,
+  JobRecord,
+  JobState,
+  ListFilter,
+} from "./records.ts";
 import { StoreConflictError } from "./store.ts";
 import type { JobStore, Lease, StoredJob } from "./store.ts";
 import { localJobsDir, LocalJobStore } from "./local_store.ts";
@@ -814,9 +822,23 @@ export class JobManager {
     // its log (a training job resumes from its last checkpoint, not from step 0).
     const local = this.#localRuns.get(id);
     const canRebuild = this.#rebuilder?.has(stored.record.kind) ?? false;
-    const body: RebuiltJob | undefined = local && !(takeover && canRebuild)
-      ? local
-      : await this.#rebuilder?.build(stored.record, events);
+    let body: RebuiltJob | undefined;
+    try {
+      body = local && !(takeover && canRebuild)
+        ? local
+        : await this.#rebuilder?.build(stored.record, events);
+    } catch (err) {
+      // Its request no longer holds here (an input removed since, ...): it would fail on every
+      // replica, so it ends FAILED now with the reason, as the RPC would have refused it.
+      const error = publicError(err, {
+        logger: this.#logger,
+        hostDirs: this.#hostDirs,
+        context: `job ${id}`,
+      });
+      await this.#endClaimed(lease, stored.record.state, "FAILED", error);
+      this.#logger.warn(`job ${id} marked FAILED: ${error.message}`);
+      return false;
+    }
     if (!body || this.#running || this.#closed) return false;
     this.#localRuns.delete(id);
     const record: JobRecord = {
@@ -976,7 +998,7 @@ export class JobManager {
     lease: Lease,
     expected: JobState,
     state: JobState,
-    error: { kind: "cancelled" | "unavailable"; message: string },
+    error: JobErrorInfo,
   ): Promise<JobRecord | undefined> {
     const jobId = lease.job_id;
     try {
