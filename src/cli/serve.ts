@@ -19,6 +19,7 @@ export const SERVE: Command = {
                [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
                [--auth-token-file FILE] [--shutdown-timeout SECONDS]
                [--gpu-memory-budget SIZE] [--store redis://HOST:PORT/DB]
+               [--replica-id ID [--lease-ttl-ms MS]]
       Serve the gRPC API (qlorad.v1.QLoRA, health, reflection). Request paths are relative to
       DIR. Defaults: --port 50051, --host 127.0.0.1, --max-queued 16, plaintext, no token,
       --shutdown-timeout ${DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000}.
@@ -34,9 +35,14 @@ export const SERVE: Command = {
       --store keeps jobs in Redis (redis://, or rediss:// for TLS) instead of DIR/.qlorad/jobs;
       its password comes from QLORAD_STORE_PASSWORD or QLORAD_STORE_PASSWORD_FILE (a URL with
       a password only in QLORAD_STORE_URL: a flag shows in ps). See docs/SETTINGS.md.
+      --replica-id (with --store) makes this server one replica of a fleet sharing the store
+      and DIR (a ReadWriteMany volume): a free replica runs the next job of the fleet, one whose
+      replica died is taken over once its lease (--lease-ttl-ms, default 30000) lapses, and every
+      replica answers for every job. Use a name unique in the fleet (e.g. the pod's name).
       Environment: QLORAD_TLS_CERT, QLORAD_TLS_KEY, QLORAD_TLS_CLIENT_CA,
       QLORAD_AUTH_TOKEN, QLORAD_AUTH_TOKEN_FILE, QLORAD_SHUTDOWN_TIMEOUT,
-      QLORAD_GPU_MEMORY_BUDGET, QLORAD_STORE_URL (flags win).`,
+      QLORAD_GPU_MEMORY_BUDGET, QLORAD_STORE_URL, QLORAD_REPLICA_ID, QLORAD_LEASE_TTL_MS
+      (flags win).`,
   run: (args) => serve(args),
 };
 
@@ -72,6 +78,8 @@ async function serve(args: string[]): Promise<number> {
     "shutdown-timeout": { type: "string" },
     "gpu-memory-budget": { type: "string" },
     store: { type: "string" },
+    "replica-id": { type: "string" },
+    "lease-ttl-ms": { type: "string" },
   });
   const dataDir = values["data-dir"] ?? usageError("serve needs --data-dir DIR");
   const port = integerFlag(values.port, "--port", 50051, 0, 65535);
@@ -112,10 +120,19 @@ async function serve(args: string[]): Promise<number> {
     warn: (m) => consoleLogger.warn(`telemetry: ${m}`),
   });
   if (telemetry.tracing || telemetry.metrics) consoleLogger.info(telemetry.description);
+  const replica = setting("replica-id", "QLORAD_REPLICA_ID");
+  if (replica && !/^[\w.:-]{1,128}$/.test(replica.value)) {
+    usageError(`${replica.label}: 1..128 letters, digits, '.', ':', '_' or '-'`);
+  }
+  const ttl = setting("lease-ttl-ms", "QLORAD_LEASE_TTL_MS");
+  const leaseTtlMs = ttl ? integerFlag(ttl.value, ttl.label, 30_000, 300, 3_600_000) : undefined;
   let server;
   let store: RedisJobStore | undefined;
   try {
     store = await openStore(values.store);
+    if (replica && !store) {
+      usageError(`${replica.label} needs --store (a store shared by the fleet)`);
+    }
     server = await startServer({
       host,
       port,
@@ -128,6 +145,8 @@ async function serve(args: string[]): Promise<number> {
       gpuMemoryBudgetBytes,
       store,
       watchStore: store && ((listener) => store!.watchAvailability(listener)),
+      replicaId: replica?.value,
+      leaseTtlMs,
     });
   } catch (err) {
     await store?.close();

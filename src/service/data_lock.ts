@@ -4,6 +4,13 @@
  * until it stops. A second server on the same directory would mark the first one's running job
  * FAILED and interleave its event logs; instead it refuses to start, naming the holder's pid. The
  * lock is the kernel's, so a killed server releases it with its process.
+ *
+ * A fleet (several replicas sharing one data directory and a shared job store, issue 11) takes a
+ * lock per replica id instead (`lock-<id>`): what the single lock prevented cannot happen there,
+ * since no replica fails another's jobs at start (they are taken over after their lease lapses),
+ * logs are ordered by the store's seq check, and every write a job makes is fenced by its lease.
+ * The per-replica lock still refuses two servers started with the same id, whose leases would
+ * carry the same owner name.
  */
 import * as path from "node:path";
 import { QloradError } from "../util/errors.ts";
@@ -16,11 +23,17 @@ export interface DataDirLock {
   release(): void;
 }
 
-/** Locks `dataDir` (a realpath) or throws failed_precondition naming the holder. */
-export async function lockDataDir(dataDir: string): Promise<DataDirLock> {
+/**
+ * Locks `dataDir` (a realpath) or throws failed_precondition naming the holder; with `replicaId`
+ * (fleet mode) only that replica's lock.
+ */
+export async function lockDataDir(dataDir: string, replicaId?: string): Promise<DataDirLock> {
   const dir = path.join(dataDir, RESERVED_DIR);
   await Deno.mkdir(dir, { recursive: true });
-  const file = path.join(dir, LOCK_FILE);
+  const file = path.join(
+    dir,
+    replicaId === undefined ? LOCK_FILE : `${LOCK_FILE}-${replicaId.replace(/[^\w.-]/g, "_")}`,
+  );
   const f = await Deno.open(file, { read: true, write: true, create: true });
   let locked = false;
   try {
@@ -30,6 +43,7 @@ export async function lockDataDir(dataDir: string): Promise<DataDirLock> {
       throw new QloradError(
         "failed_precondition",
         `the data directory ${dataDir} is in use by another qlorad server` +
+          `${replicaId === undefined ? "" : ` with replica id ${JSON.stringify(replicaId)}`}` +
           `${/^\d+$/.test(holder) ? ` (pid ${holder})` : ""}; stop it first, or give this ` +
           `server its own --data-dir`,
       );

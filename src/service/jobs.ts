@@ -32,5 +32,12 @@ export type {
 } from "./jobs/store.ts";
 export { localJobsDir, LocalJobStore } from "./jobs/local_store.ts";
 export { JobManager, shutDownAtCheckpoint } from "./jobs/manager.ts";
-export type { JobContext, JobManagerOptions, JobRun, JobSubmission } from "./jobs/manager.ts";
+export type {
+  JobContext,
+  JobManagerOptions,
+  JobRebuilder,
+  JobRun,
+  JobSubmission,
+  RebuiltJob,
+} from "./jobs/manager.ts";
 export { RESTARTED_WHILE_QUEUED, RESTARTED_WHILE_RUNNING } from "./jobs/recovery.ts";

@@ -14,7 +14,9 @@ import { JobManager } from "./jobs.ts";
 import type { JobStore } from "./jobs.ts";
 import { consoleLogger } from "./status.ts";
 import type { Logger } from "./status.ts";
+import { QloradError } from "../util/errors.ts";
 import { jobHandlers } from "./handlers/jobs.ts";
+import { rebuildJob } from "./handlers/job_rpc.ts";
 import type { ServiceContext } from "./handlers/jobs.ts";
 import { quantizeHandler } from "./handlers/quantize.ts";
 import { quantizeModel } from "../quant/quantize_model.ts";
@@ -94,6 +96,13 @@ export interface ServerOptions {
    * NOT_SERVING while it cannot. Returns a function that stops the calls.
    */
   watchStore?: (listener: (available: boolean, why?: string) => void) => () => void;
+  /**
+   * Fleet mode: this server is one replica of several sharing `store` and the data directory
+   * (JobManager's fleet mode); its name on the leases it takes. Needs `store`.
+   */
+  replicaId?: string;
+  /** How long a running job's lease lasts (renewed every third). Default 30 s. */
+  leaseTtlMs?: number;
 }
 
 export interface RunningServer {
@@ -114,7 +123,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const dataDir = await Deno.realPath(given);
   const hostDirs = [...new Set([given, dataDir])];
   // Before anything in the directory is touched: another server may be using it.
-  const lock = await lockDataDir(dataDir);
+  if (opts.replicaId !== undefined && !opts.store) {
+    throw new QloradError("invalid_argument", "replicaId: fleet mode needs a shared job store");
+  }
+  const lock = await lockDataDir(dataDir, opts.replicaId);
   try {
     return await serve(opts, logger, host, dataDir, hostDirs, lock.release);
   } catch (err) {
@@ -141,8 +153,11 @@ async function serve(
   const service: grpc.ServiceDefinition = loaded.qlorad.v1.QLoRA.service;
 
   // Temporary files a crash left behind are never under a final name; remove them now.
+  // (Not in a fleet: the partial files may be another replica's, being written now.)
   const restored: string[] = [];
-  const swept = await sweepPartials(dataDir, { skip: [".qlorad"], restored });
+  const swept = opts.replicaId !== undefined
+    ? []
+    : await sweepPartials(dataDir, { skip: [".qlorad"], restored });
   if (swept.length) {
     logger.info(`removed ${swept.length} unfinished temporary file(s) left by a crash`);
   }
@@ -154,6 +169,9 @@ async function serve(
     hostDirs,
     closeTimeoutMs: opts.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
     store: opts.store,
+    fleet: opts.replicaId !== undefined,
+    owner: opts.replicaId,
+    leaseTtlMs: opts.leaseTtlMs,
   });
   const unobserveJobs = observeJobs(() => jobs.list());
   const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
@@ -184,6 +202,7 @@ async function serve(
     gpu: gpu.get,
     streams: new StreamLimiter(opts.maxStreamsPerConnection, opts.maxStreams),
     gpuMemoryBudgetBytes: opts.gpuMemoryBudgetBytes,
+    runners: new Map(),
   };
 
   const server = new grpc.Server({
@@ -204,6 +223,13 @@ async function serve(
   };
   // One span per RPC (continuing the caller's traceparent) when telemetry is configured.
   server.addService(service, wrapHandlers(handlers, service));
+  // The handlers registered their kinds' runners: jobs submitted elsewhere can run here now.
+  if (jobs.fleet) {
+    jobs.useRebuilder({
+      has: (kind) => ctx.runners?.has(kind) ?? false,
+      build: (record, events) => rebuildJob(ctx, record, events),
+    });
+  }
 
   health.addToServer(server);
   new ReflectionService(packageDefinition).addToServer(server);

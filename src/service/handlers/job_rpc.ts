@@ -2,14 +2,15 @@
  * What the job-starting RPCs (Quantize, Train, Evaluate) share: one handler shell (validate ->
  * submit -> stream, jobRpcHandler and startJob), the idempotency key (request_id), no job for a
  * call whose deadline has passed, and the job body's shell (jobBody): its trace, its pinned paths
- * and its errors told in the user's paths.
+ * and its errors told in the user's paths. Also the runner registry (kind -> request -> body) that
+ * a replica of a fleet uses to run a job another replica received (rebuildJob).
  */
 import { createHash } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import { diskFullError, isDiskFullError } from "../../io/atomic.ts";
 import { QloradError } from "../../util/errors.ts";
 import type { jobTrace } from "../../telemetry/tracing.ts";
-import type { JobContext, JobKind, JobPayload, JobRun } from "../jobs.ts";
+import type { JobContext, JobEvent, JobKind, JobPayload, JobRecord, JobRun } from "../jobs.ts";
 import { Pins } from "../confine.ts";
 import { toServiceError } from "../status.ts";
 import type {
@@ -46,6 +47,11 @@ export function jobRpcHandler<Req extends { request_id?: unknown }, V>(
   ctx: ServiceContext,
   rpc: JobRpc<Req, V>,
 ): (call: JobEventStream<Req>) => Promise<void> {
+  // A job of this kind submitted on another replica is rebuilt from its stored request.
+  ctx.runners?.set(
+    rpc.kind,
+    async (request) => rpc.job(await rpc.validate(request as Req, ctx.dataDir), ctx),
+  );
   return (call) =>
     startJob(call, ctx, rpc.kind, rpc.method, async () => {
       const v = await rpc.validate(call.request, ctx.dataDir);
@@ -112,7 +118,7 @@ export async function startJob<Req extends { request_id?: unknown }>(
     release = acquireStream(ctx, call);
     const requestId = requestIdOf(call.request);
     const fingerprint = requestId ? fingerprintOf(call.request) : undefined;
-    const known = ctx.jobs.findRequest(kind, requestId, fingerprint);
+    const known = await ctx.jobs.findRequestAsync(kind, requestId, fingerprint);
     if (known) {
       jobId = known.job_id;
     } else {
@@ -132,7 +138,7 @@ export async function startJob<Req extends { request_id?: unknown }>(
         }
         return;
       }
-      jobId = ctx.jobs.submit({
+      jobId = (await ctx.jobs.submitJob({
         kind,
         summary: v.summary,
         request: { ...v.request, request_id: requestId ?? "" },
@@ -140,7 +146,7 @@ export async function startJob<Req extends { request_id?: unknown }>(
         requestId,
         fingerprint,
         resumeHint: v.resumeHint,
-      }).job_id;
+      })).job_id;
     }
   } catch (err) {
     release?.();
@@ -152,6 +158,41 @@ export async function startJob<Req extends { request_id?: unknown }>(
   } finally {
     release();
   }
+}
+
+/** Makes a job's body from its stored request (validated again: the files may have changed). */
+export type JobRunner = (request: unknown) => Promise<JobStart>;
+
+/**
+ * The body of a job submitted on another replica (fleet mode), from the runner its kind
+ * registered; undefined for a kind without one (Generate: its stream is its caller's). A training
+ * job taken over resumes from the newest checkpoint its log names; without one it starts again,
+ * replacing the folder its previous owner began (overwrite).
+ */
+export async function rebuildJob(
+  ctx: ServiceContext,
+  record: JobRecord,
+  events: JobEvent[],
+): Promise<{ run: JobRun; resumeHint?: () => string | undefined; note?: string } | undefined> {
+  const runner = ctx.runners?.get(record.kind);
+  if (!runner) return undefined;
+  let request = record.request as Record<string, unknown>;
+  let note: string | undefined;
+  if (record.kind === "train" && events.some((e) => e.state === "RUNNING")) {
+    const checkpoint = events.findLast((e) =>
+      e.payload && "checkpoint" in e.payload && !e.payload.checkpoint.is_final
+    )?.payload as { checkpoint: { path: string; step: number } } | undefined;
+    if (checkpoint) {
+      request = { ...request, resume_from: checkpoint.checkpoint.path };
+      note = `resuming from checkpoint ${checkpoint.checkpoint.path} ` +
+        `(step ${checkpoint.checkpoint.step})`;
+    } else if (!request.resume_from) {
+      request = { ...request, overwrite: true };
+      note = "no checkpoint yet: training starts again";
+    }
+  }
+  const start = await runner(request);
+  return { run: start.run, resumeHint: start.resumeHint, note };
 }
 
 /** A job's trace (tracing.ts's jobTrace). */

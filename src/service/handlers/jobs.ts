@@ -17,6 +17,7 @@ import type {
   JobState,
 } from "../jobs.ts";
 import type { StreamLimiter } from "../streams.ts";
+import type { JobRunner } from "./job_rpc.ts";
 import { codeName, grpcCodeOf, serviceErrorOf, toServiceError } from "../status.ts";
 import type { Logger } from "../status.ts";
 import type { quantizeModel } from "../../quant/quantize_model.ts";
@@ -52,6 +53,8 @@ export interface ServiceContext {
   streams?: StreamLimiter;
   /** GPU memory a Train or Evaluate job may use; jobs estimated above it are refused. */
   gpuMemoryBudgetBytes?: number;
+  /** kind -> its job body from a stored request (job_rpc.ts fills it; fleet mode uses it). */
+  runners?: Map<JobKind, JobRunner>;
 }
 
 // ------------------------------------------------------------------ translation
@@ -115,6 +118,8 @@ export function jobMessage(r: JobRecord): Job {
       ? { error: { code: codeName(grpcCodeOf(r.error.kind)), message: r.error.message } }
       : {}),
     ...(r.last_event ? { last_event: eventMessage(r.last_event) } : {}),
+    ...(r.owner ? { owner: r.owner } : {}),
+    ...(r.cancel_requested ? { cancel_requested: true } : {}),
     // The request each job kind's handler echoed (its request message, defaults filled in).
     ...(r.request && KINDS[r.kind] ? { [r.kind]: r.request as Job[JobKind] } : {}),
   };
@@ -170,13 +175,13 @@ export async function streamJob(
       if (!call.write(eventMessage(ev))) await drained(call, disconnected.signal);
     }
     if (call.cancelled || disconnected.signal.aborted) return;
-    const finalState = last?.state ?? ctx.jobs.get(jobId).state;
+    const finalState = last?.state ?? (await ctx.jobs.lookup(jobId)).state;
     if (!isTerminal(finalState)) {
       // The watch ended without the job ending: the server is shutting down.
       call.emit("error", toServiceError(status.UNAVAILABLE, "the server is shutting down"));
       return;
     }
-    const error = ctx.jobs.get(jobId).error;
+    const error = (await ctx.jobs.lookup(jobId)).error;
     if (opts.endWithJobStatus && finalState !== "SUCCEEDED" && error) {
       call.emit("error", toServiceError(grpcCodeOf(error.kind), error.message));
       return;
@@ -258,7 +263,7 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
       try {
         jobId = requireJobId(call.request);
         fromSeq = safeCount(call.request.from_seq, "from_seq") || 1;
-        ctx.jobs.get(jobId);
+        await ctx.jobs.lookup(jobId);
         release = acquireStream(ctx, call);
       } catch (err) {
         call.emit("error", errorFor(err, ctx, "WatchJob"));
@@ -273,9 +278,10 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
     GetJob: unary(
       ctx,
       "GetJob",
-      (req: GetJobRequest): Job => jobMessage(ctx.jobs.get(requireJobId(req))),
+      async (req: GetJobRequest): Promise<Job> =>
+        jobMessage(await ctx.jobs.lookup(requireJobId(req))),
     ),
-    ListJobs: unary(ctx, "ListJobs", (req: ListJobsRequest): ListJobsResponse => {
+    ListJobs: unary(ctx, "ListJobs", async (req: ListJobsRequest): Promise<ListJobsResponse> => {
       if (!(req.kind in JOB_KIND_OF)) {
         throw new QloradError(
           "invalid_argument",
@@ -287,7 +293,7 @@ export function jobHandlers(ctx: ServiceContext): Record<string, UntypedHandleCa
         .filter((s) => s !== "JOB_STATE_UNSPECIFIED")
         .map(jobStateOf);
       const limit = safeCount(req.limit, "limit");
-      return { jobs: ctx.jobs.list({ kind, states, limit }).map(jobMessage) };
+      return { jobs: (await ctx.jobs.listJobs({ kind, states, limit })).map(jobMessage) };
     }),
     CancelJob: unary(
       ctx,

@@ -8,14 +8,32 @@
  * (close) a training job that stopped at a checkpoint ends FAILED at once, with a message that
  * says how to resume it; at start, jobs a dead server left unended are ended FAILED (recovery.ts).
  *
+ * Fleet mode (`fleet: true`, a store shared by several replicas, issue 11): the store, not this
+ * process, is the queue. submit only stores the job QUEUED; whichever replica has its GPU free
+ * claims the oldest QUEUED job (or a RUNNING one whose owner's lease lapsed: a takeover) and runs
+ * it, rebuilding the job's body from its kind and stored request (useRebuild) when the job was
+ * submitted elsewhere. Reads (lookup, listJobs, watch) go to the store, so every replica answers
+ * for every job; CancelJob for a job another replica runs marks it cancel_requested in the store,
+ * and the owner sees that at its next lease renewal. Nothing is ended FAILED at start: a dead
+ * replica's jobs are taken over once their leases expire.
+ *
  * Plain objects only: payloads use the proto's field names, and the gRPC handlers translate.
  */
 import { CancelledError, QloradError } from "../../util/errors.ts";
 import { consoleLogger, publicError } from "../status.ts";
 import type { Logger } from "../status.ts";
 import { endedRecord, isTerminal, nextEvent, selectRecords } from "./records.ts";
-import type { JobEvent, JobKind, JobPayload, JobRecord, JobState, ListFilter } from "./records.ts";
-import type { JobStore, Lease } from "./store.ts";
+import type {
+  JobErrorInfo,
+  JobEvent,
+  JobKind,
+  JobPayload,
+  JobRecord,
+  JobState,
+  ListFilter,
+} from "./records.ts";
+import { StoreConflictError } from "./store.ts";
+import type { JobStore, Lease, StoredJob } from "./store.ts";
 import { localJobsDir, LocalJobStore } from "./local_store.ts";
 import { endInterrupted } from "./recovery.ts";
 
@@ -28,7 +46,9 @@ export interface JobContext {
   /**
    * The point of no return, called just before the job makes its result visible (renames its
    * output into place): throws CancelledError if the job was cancelled or the server is stopping;
-   * afterwards CancelJob is refused (failed_precondition) and the job runs to its end.
+   * afterwards CancelJob is refused (failed_precondition) and the job runs to its end. In fleet
+   * mode it also throws (unavailable) unless this replica's lease is still live by the store's
+   * expiry time, so a stale owner (paused past its lease) cannot commit.
    */
   commit(): void;
 }
@@ -49,6 +69,22 @@ export interface JobSubmission {
   resumeHint?: () => string | undefined;
 }
 
+/** A job's body rebuilt on a replica that did not receive its request (fleet mode). */
+export interface RebuiltJob {
+  run: JobRun;
+  resumeHint?: () => string | undefined;
+  /** Said in the job's log when it is taken over (e.g. "resuming from checkpoint ..."). */
+  note?: string;
+}
+
+/** Rebuilds job bodies from their kind and stored request (the handlers' runner registry). */
+export interface JobRebuilder {
+  /** Whether jobs of this kind can be rebuilt here at all. */
+  has(kind: JobKind): boolean;
+  /** The body of `record` (its log so far in `events`); undefined when it cannot be rebuilt. */
+  build(record: JobRecord, events: JobEvent[]): Promise<RebuiltJob | undefined>;
+}
+
 export interface JobManagerOptions {
   dataDir: string;
   /** Jobs that may wait behind the running one; more is RESOURCE_EXHAUSTED. Default 16. */
@@ -67,6 +103,13 @@ export interface JobManagerOptions {
   owner?: string;
   /** How long a running job's lease lasts; renewed every third of it. Default 30 s. */
   leaseTtlMs?: number;
+  /**
+   * The store is shared with other replicas (see the header): jobs are taken from the store,
+   * reads answered from it, nothing failed at start. Needs a shared `store` and a unique `owner`.
+   */
+  fleet?: boolean;
+  /** Fleet mode: how often a free replica looks for a job in the store. Default a third of the TTL. */
+  pollMs?: number;
 }
 
 /** The error of a training job that a shutdown stopped at a checkpoint. */
@@ -114,6 +157,19 @@ export class JobManager {
   readonly #hostDirs: string[];
   readonly #closeTimeoutMs: number;
   readonly #leaseTtlMs: number;
+  readonly #fleet: boolean;
+  readonly #pollMs: number;
+  #rebuilder?: JobRebuilder;
+  /** Fleet mode: bodies of jobs submitted here, for when this replica claims them. */
+  readonly #localRuns = new Map<
+    string,
+    { run: JobRun; resumeHint?: () => string | undefined; since: number }
+  >();
+  #pollTimer?: ReturnType<typeof setInterval>;
+  /** A look for the next job is under way (one at a time). */
+  #claiming = false;
+  /** Aborted by close(): ends fleet-mode watches of the store. */
+  readonly #closing = new AbortController();
   readonly #jobs = new Map<string, Entry>();
   /** `${kind}\0${request_id}` -> the job it created. */
   readonly #requests = new Map<string, Entry>();
@@ -136,6 +192,8 @@ export class JobManager {
     this.#hostDirs = opts.hostDirs ?? [opts.dataDir];
     this.#closeTimeoutMs = opts.closeTimeoutMs ?? 30_000;
     this.#leaseTtlMs = opts.leaseTtlMs ?? LEASE_TTL_MS;
+    this.#fleet = opts.fleet ?? false;
+    this.#pollMs = opts.pollMs ?? Math.max(1, Math.floor(this.#leaseTtlMs / 3));
   }
 
   /** Opens (creating if needed) the job store and reloads earlier jobs. */
@@ -143,8 +201,117 @@ export class JobManager {
     const logger = opts.logger ?? consoleLogger;
     const store = opts.store ?? await LocalJobStore.open(localJobsDir(opts.dataDir), logger);
     const m = new JobManager(opts, store, !opts.store);
-    await m.#load();
+    if (m.#fleet) {
+      if (!opts.store) throw new Error("fleet mode needs a shared job store");
+      // The store is the truth; a dead replica's jobs are taken over, never failed here.
+      m.#pollTimer = setInterval(() => m.#pump(), m.#pollMs);
+      Deno.unrefTimer(m.#pollTimer);
+    } else {
+      await m.#load();
+    }
     return m;
+  }
+
+  /** Whether the store is shared with other replicas (fleet mode). */
+  get fleet(): boolean {
+    return this.#fleet;
+  }
+
+  /** Fleet mode: how bodies of jobs submitted on other replicas are rebuilt here. */
+  useRebuilder(rebuilder: JobRebuilder): void {
+    this.#rebuilder = rebuilder;
+    this.#pump();
+  }
+
+  /**
+   * submit, in either mode: in fleet mode the job is stored QUEUED (the store enforces the
+   * request id across replicas) and whichever replica is free runs it.
+   */
+  async submitJob(sub: JobSubmission): Promise<JobRecord> {
+    if (!this.#fleet) return this.submit(sub);
+    const known = await this.findRequestAsync(sub.kind, sub.requestId, sub.fingerprint);
+    if (known) return known;
+    if (this.#closed) throw new QloradError("unavailable", "the server is shutting down");
+    const depth = this.#store.queueDepth
+      ? await this.#store.queueDepth()
+      : (await this.#store.list({ states: ["QUEUED"] })).length;
+    if (depth >= this.#maxQueued) {
+      throw new QloradError(
+        "resource_exhausted",
+        `job queue is full (${depth} jobs waiting in the fleet); try again later`,
+      );
+    }
+    const now = Math.max(Date.now(), this.#lastCreatedMs + 1);
+    this.#lastCreatedMs = now;
+    const record: JobRecord = {
+      job_id: newJobId(sub.kind, now),
+      kind: sub.kind,
+      state: "QUEUED",
+      created_ms: now,
+      summary: sub.summary,
+      request: sub.request,
+      last_seq: 0,
+      ...(sub.requestId ? { request_id: sub.requestId, fingerprint: sub.fingerprint } : {}),
+    };
+    const created = await this.#store.create(record);
+    if (!created.created) {
+      return this.#checkFingerprint(created.job.record, sub.requestId!, sub.fingerprint);
+    }
+    this.#localRuns.set(record.job_id, {
+      run: sub.run,
+      resumeHint: sub.resumeHint,
+      since: Date.now(),
+    });
+    // A replica claims a job only once its log has this first event (#adopt).
+    const event = nextEvent(record, "QUEUED");
+    await this.#store.append(event);
+    record.last_seq = event.seq;
+    record.last_event = event;
+    // The record catches up with its log; a replica that claimed it meanwhile has written it.
+    await this.#store.put(record, { expectGeneration: created.job.generation }).catch(() => {});
+    this.#pump();
+    return structuredClone(record);
+  }
+
+  /** findRequest, in either mode (fleet mode asks the store). */
+  async findRequestAsync(
+    kind: JobKind,
+    requestId?: string,
+    fingerprint?: string,
+  ): Promise<JobRecord | undefined> {
+    if (!this.#fleet) return this.findRequest(kind, requestId, fingerprint);
+    if (!requestId) return undefined;
+    const stored = await this.#store.findRequest(kind, requestId);
+    return stored && this.#checkFingerprint(stored.record, requestId, fingerprint);
+  }
+
+  /** get, in either mode (fleet mode: this replica's running job from memory, others from the store). */
+  async lookup(jobId: string): Promise<JobRecord> {
+    if (!this.#fleet) return this.get(jobId);
+    const running = this.#running;
+    if (running?.record.job_id === jobId && !isTerminal(running.record.state)) {
+      return structuredClone(running.record);
+    }
+    const stored = await this.#store.get(jobId);
+    if (!stored) throw noSuchJob(jobId);
+    return stored.record;
+  }
+
+  /** list, in either mode (fleet mode: every replica's jobs, from the store). */
+  async listJobs(filter: ListFilter = {}): Promise<JobRecord[]> {
+    if (!this.#fleet) return this.list(filter);
+    return (await this.#store.list(filter)).map((s) => s.record);
+  }
+
+  #checkFingerprint(record: JobRecord, requestId: string, fingerprint?: string): JobRecord {
+    if (fingerprint !== undefined && record.fingerprint !== fingerprint) {
+      throw new QloradError(
+        "failed_precondition",
+        `request_id ${JSON.stringify(requestId)} was used for job ${record.job_id} with a ` +
+          `different request; use a new request_id`,
+      );
+    }
+    return structuredClone(record);
   }
 
   /**
@@ -153,6 +320,7 @@ export class JobManager {
    * differs).
    */
   submit(sub: JobSubmission): JobRecord {
+    if (this.#fleet) throw new Error("fleet mode: submit through submitJob (the store's queue)");
     const known = this.findRequest(sub.kind, sub.requestId, sub.fingerprint);
     if (known) return known;
     if (this.#closed) throw new QloradError("unavailable", "the server is shutting down");
@@ -227,6 +395,9 @@ export class JobManager {
    * cancelled: failed_precondition, since it will end SUCCEEDED (or FAILED), never CANCELLED.
    */
   async cancel(jobId: string): Promise<JobRecord> {
+    if (this.#fleet && this.#running?.record.job_id !== jobId) {
+      return await this.#cancelRemote(jobId);
+    }
     const entry = this.#entry(jobId);
     if (entry.ending) {
       await entry.ending;
@@ -258,6 +429,9 @@ export class JobManager {
    * an unknown id.
    */
   watch(jobId: string, fromSeq = 1, signal?: AbortSignal): AsyncGenerator<JobEvent> {
+    // Fleet mode: always the store's log, the one seq order every replica shows (an owner's
+    // events not yet stored could still be refused by the fence).
+    if (this.#fleet) return this.#followStore(jobId, Math.max(1, fromSeq), signal);
     const entry = this.#entry(jobId);
     return this.#follow(entry, Math.max(1, fromSeq), signal);
   }
@@ -279,6 +453,8 @@ export class JobManager {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#pollTimer);
+    this.#closing.abort();
     // Watches of queued jobs end now; those of the running job follow it until it stops.
     for (const entry of this.#jobs.values()) wake(entry);
     const running = this.#running;
@@ -304,11 +480,15 @@ export class JobManager {
 
   #entry(jobId: string): Entry {
     const entry = this.#jobs.get(jobId);
-    if (!entry) throw new QloradError("not_found", `job_id ${JSON.stringify(jobId)}: no such job`);
+    if (!entry) throw noSuchJob(jobId);
     return entry;
   }
 
   #pump(): void {
+    if (this.#fleet) {
+      void this.#claimNext();
+      return;
+    }
     if (this.#running || this.#closed) return;
     const entry = this.#queue.shift();
     if (!entry) return;
@@ -343,6 +523,7 @@ export class JobManager {
         if (signal.aborted) {
           throw signal.reason instanceof QloradError ? signal.reason : new CancelledError();
         }
+        if (this.#fleet) this.#checkLease(entry);
         entry.committed = true;
       },
     };
@@ -388,7 +569,8 @@ export class JobManager {
     if (this.#closed && signal.aborted && !entry.cancelRequested && outcome.state !== "SUCCEEDED") {
       // Stopped by the shutdown. A job that can be resumed (a training job at a checkpoint) says
       // so now; anything else stays RUNNING in the store and is marked FAILED by the next start.
-      const hint = entry.resumeHint?.();
+      // In a fleet another replica takes the job over (a training job from its checkpoint).
+      const hint = this.#fleet ? undefined : entry.resumeHint?.();
       if (!hint) {
         this.#release(entry);
         this.#running = undefined;
@@ -414,10 +596,15 @@ export class JobManager {
       this.#write(async () => {
         try {
           await this.#storeEvents(entry, event.seq - 1);
-          entry.generation = await this.#store.end(event, ended, {
-            expectGeneration: entry.generation,
-            fence: entry.lease?.token,
-          });
+          entry.generation = await this.#fencedWrite(
+            entry,
+            ended,
+            (generation) =>
+              this.#store.end(event, ended, {
+                expectGeneration: generation,
+                fence: entry.lease?.token,
+              }),
+          );
         } finally {
           // Published even when the store failed (logged by #write): a job never hangs
           // half-ended.
@@ -447,6 +634,7 @@ export class JobManager {
         if (entry.lease !== lease) return; // released meanwhile
         if (renewed) {
           entry.lease = renewed;
+          if (this.#fleet) await this.#checkCancelRequested(entry);
           return;
         }
         clearInterval(timer);
@@ -478,10 +666,10 @@ export class JobManager {
    * Appends a non-terminal event, stores it (and the record on a state change), and wakes
    * watchers. (Terminal events go through #finish.)
    */
-  #append(entry: Entry, state: JobState, payload?: JobPayload): void {
+  #append(entry: Entry, state: JobState, payload?: JobPayload, storeRecord = false): void {
     const record = entry.record;
     const event = nextEvent(record, state, payload);
-    const stateChanged = record.last_event?.state !== state;
+    const stateChanged = storeRecord || record.last_event?.state !== state;
     record.last_seq = event.seq;
     record.last_event = event;
     entry.events!.push(event);
@@ -496,10 +684,15 @@ export class JobManager {
       }
       await this.#storeEvents(entry, event.seq);
       if (snapshot) {
-        entry.generation = await this.#store.put(snapshot, {
-          expectGeneration: entry.generation,
-          fence: entry.lease?.token,
-        });
+        entry.generation = await this.#fencedWrite(
+          entry,
+          snapshot,
+          (generation) =>
+            this.#store.put(snapshot, {
+              expectGeneration: generation,
+              fence: entry.lease?.token,
+            }),
+        );
       }
     });
     wake(entry);
@@ -550,6 +743,298 @@ export class JobManager {
     }
   }
 
+  // ---------------------------------------------------------------- fleet mode
+
+  /**
+   * Claims the oldest job this replica can run (QUEUED, or RUNNING under a lapsed lease) and
+   * starts it, when the GPU is free. Other replicas' live leases make their jobs unclaimable.
+   */
+  async #claimNext(): Promise<void> {
+    if (this.#running || this.#closed || this.#claiming || this.#stopped) return;
+    this.#claiming = true;
+    try {
+      const open = await this.#unended();
+      this.#forgetLocalRuns(new Set(open.map((j) => j.record.job_id)));
+      for (const job of open) {
+        if (this.#running || this.#closed) return;
+        const id = job.record.job_id;
+        const runnable = this.#localRuns.has(id) || this.#rebuilder?.has(job.record.kind);
+        // (A RUNNING job nobody can rebuild, e.g. a Generate whose replica died, is ended below.)
+        if (!runnable && job.record.state !== "RUNNING") continue;
+        const lease = await this.#store.claim(id, this.#owner, this.#leaseTtlMs);
+        if (!lease) continue;
+        if (!runnable) {
+          await this.#endOrphan(lease).catch((err) =>
+            this.#logger.error(`job ${id}: could not end it`, err)
+          );
+          continue;
+        }
+        let started = false;
+        try {
+          started = await this.#adopt(lease);
+        } catch (err) {
+          this.#logger.error(`job ${id}: could not start it here`, err);
+        }
+        if (started) return;
+        await this.#store.release(lease).catch(() => {});
+      }
+    } catch (err) {
+      this.#logger.warn(`could not look for jobs in ${this.#store.location}: ${err}`);
+    } finally {
+      this.#claiming = false;
+    }
+  }
+
+  /** The QUEUED and RUNNING jobs, oldest first (from the store's index when it has one). */
+  async #unended(): Promise<StoredJob[]> {
+    if (!this.#store.unendedJobs) {
+      return (await this.#store.list({ states: ["QUEUED", "RUNNING"] })).reverse();
+    }
+    const out: StoredJob[] = [];
+    for (const id of await this.#store.unendedJobs()) {
+      const job = await this.#store.get(id);
+      if (job && !isTerminal(job.record.state)) out.push(job);
+    }
+    return out;
+  }
+
+  /**
+   * Drops the bodies of jobs submitted here that have ended elsewhere (another replica ran or
+   * cancelled them). Only those older than a minute: a job just created may not be listed yet.
+   */
+  #forgetLocalRuns(open: Set<string>): void {
+    const before = Date.now() - 60_000;
+    for (const [id, local] of this.#localRuns) {
+      if (!open.has(id) && local.since < before) this.#localRuns.delete(id);
+    }
+  }
+
+  /** Runs the job `lease` was taken on; false when it is not (or not yet) one to run here. */
+  async #adopt(lease: Lease): Promise<boolean> {
+    const id = lease.job_id;
+    const stored = await this.#store.get(id);
+    if (!stored || isTerminal(stored.record.state)) return false;
+    const events = await Array.fromAsync(this.#store.read(id, 1));
+    // Its submitter has not logged it yet (it does so right after creating it).
+    if (events.length === 0 || isTerminal(events.at(-1)!.state)) return false;
+    const takeover = stored.record.state === "RUNNING";
+    // A job submitted here runs its own body, unless it is taken over: then it is rebuilt from
+    // its log (a training job resumes from its last checkpoint, not from step 0).
+    const local = this.#localRuns.get(id);
+    const canRebuild = this.#rebuilder?.has(stored.record.kind) ?? false;
+    let body: RebuiltJob | undefined;
+    try {
+      body = local && !(takeover && canRebuild)
+        ? local
+        : await this.#rebuilder?.build(stored.record, events);
+    } catch (err) {
+      // Its request no longer holds here (an input removed since, ...): it would fail on every
+      // replica, so it ends FAILED now with the reason, as the RPC would have refused it.
+      const error = publicError(err, {
+        logger: this.#logger,
+        hostDirs: this.#hostDirs,
+        context: `job ${id}`,
+      });
+      await this.#endClaimed(lease, stored.record.state, "FAILED", error);
+      this.#logger.warn(`job ${id} marked FAILED: ${error.message}`);
+      return false;
+    }
+    if (!body || this.#running || this.#closed) return false;
+    this.#localRuns.delete(id);
+    const record: JobRecord = {
+      ...stored.record,
+      state: "RUNNING",
+      started_ms: stored.record.started_ms ?? Date.now(),
+      last_seq: events.length,
+      last_event: events.at(-1),
+      owner: this.#owner,
+    };
+    const entry: Entry = {
+      record,
+      generation: stored.generation,
+      lease,
+      events,
+      storedSeq: events.length,
+      run: body.run,
+      resumeHint: body.resumeHint,
+      controller: new AbortController(),
+      waiters: new Set(),
+    };
+    this.#jobs.set(id, entry);
+    if (record.request_id) this.#requests.set(requestKey(record.kind, record.request_id), entry);
+    this.#running = entry;
+    this.#keepLease(entry);
+    const note = takeover
+      ? `taken over by ${this.#owner} (its previous owner's lease lapsed)` +
+        (body.note ? `; ${body.note}` : "")
+      : undefined;
+    this.#logger.info(`job ${id}: running on ${this.#owner}${takeover ? " (taken over)" : ""}`);
+    this.#append(
+      entry,
+      "RUNNING",
+      note ? { log: { level: "info", message: note } } : undefined,
+      true,
+    );
+    if (record.cancel_requested) {
+      entry.cancelRequested = true;
+      entry.controller!.abort(new CancelledError("cancelled by CancelJob"));
+    }
+    entry.finished = this.#execute(entry, Promise.resolve(true));
+    return true;
+  }
+
+  /**
+   * Fleet mode's commit check: the lease must be live until past now by the store's clock (less
+   * a tenth of the TTL for clock skew and the time the commit takes): while it is, no other
+   * replica can have claimed the job. A lapsed one stops the job here.
+   */
+  #checkLease(entry: Entry): void {
+    const lease = entry.lease;
+    if (lease && Date.now() < lease.expires_ms - this.#leaseTtlMs / 10) return;
+    const lost = new QloradError(
+      "unavailable",
+      `job ${entry.record.job_id}: this replica's lease in the job store lapsed before the job ` +
+        `could commit; another replica takes it over`,
+    );
+    this.#logger.error(lost.message);
+    entry.controller?.abort(lost);
+    throw lost;
+  }
+
+  /**
+   * A store write of this replica's running job, retried once when another replica moved the
+   * record on (CancelJob's cancel_requested): the fence says the job is still this replica's.
+   */
+  async #fencedWrite(
+    entry: Entry,
+    record: JobRecord,
+    write: (generation: number) => Promise<number>,
+  ): Promise<number> {
+    try {
+      return await write(entry.generation);
+    } catch (err) {
+      if (!this.#fleet || !(err instanceof StoreConflictError) || err.reason !== "generation") {
+        throw err;
+      }
+      const stored = await this.#store.get(entry.record.job_id);
+      if (!stored) throw err;
+      this.#takeCancelRequest(entry, stored);
+      if (stored.record.cancel_requested) record.cancel_requested = true;
+      entry.generation = stored.generation;
+      return await write(stored.generation);
+    }
+  }
+
+  /** At a lease renewal: whether CancelJob reached another replica for this job. */
+  async #checkCancelRequested(entry: Entry): Promise<void> {
+    const stored = await this.#store.get(entry.record.job_id);
+    if (stored) this.#takeCancelRequest(entry, stored);
+  }
+
+  #takeCancelRequest(entry: Entry, stored: StoredJob): void {
+    if (!stored.record.cancel_requested || entry.cancelRequested || entry.committed) return;
+    if (entry.ending || isTerminal(entry.record.state)) return;
+    entry.cancelRequested = true;
+    entry.record.cancel_requested = true;
+    this.#logger.info(`job ${entry.record.job_id}: cancelled through another replica`);
+    entry.controller?.abort(new CancelledError("cancelled by CancelJob"));
+  }
+
+  /**
+   * CancelJob for a job this replica does not run: a QUEUED one nobody claimed is ended
+   * CANCELLED here (under a claim of its own); otherwise the record is marked cancel_requested
+   * (compare-and-set) for its owner to see.
+   */
+  async #cancelRemote(jobId: string): Promise<JobRecord> {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const stored = await this.#store.get(jobId);
+      if (!stored) throw noSuchJob(jobId);
+      const r = stored.record;
+      if (isTerminal(r.state) || r.cancel_requested) return r;
+      try {
+        if (r.state === "QUEUED") {
+          const ended = await this.#cancelQueued(jobId);
+          if (ended) return ended;
+        }
+        const marked = { ...r, cancel_requested: true };
+        await this.#store.put(marked, { expectGeneration: stored.generation });
+        return marked;
+      } catch (err) {
+        if (!(err instanceof StoreConflictError)) throw err;
+        // Moved on meanwhile (claimed, logged, ended): look again.
+      }
+    }
+    throw new QloradError("unavailable", `job ${jobId} kept changing; try CancelJob again`);
+  }
+
+  /** Ends a QUEUED job CANCELLED under a claim; undefined when it could not be claimed. */
+  async #cancelQueued(jobId: string): Promise<JobRecord | undefined> {
+    const lease = await this.#store.claim(jobId, this.#owner, this.#leaseTtlMs);
+    if (!lease) return undefined;
+    return await this.#endClaimed(lease, "QUEUED", "CANCELLED", {
+      kind: "cancelled",
+      message: "cancelled before it started",
+    });
+  }
+
+  /**
+   * A RUNNING job whose owner's lease lapsed and that no replica can rebuild (a Generate runs
+   * only on the replica that holds its stream): ended FAILED rather than left RUNNING forever.
+   */
+  async #endOrphan(lease: Lease): Promise<void> {
+    const ended = await this.#endClaimed(lease, "RUNNING", "FAILED", {
+      kind: "unavailable",
+      message: "the replica running this job stopped, and this kind of job cannot be taken " +
+        "over; submit it again",
+    });
+    if (ended) this.#logger.warn(`job ${lease.job_id} marked FAILED: ${ended.error?.message}`);
+  }
+
+  /**
+   * Ends a job found in state `expected` with `state` under `lease` (released after); undefined
+   * when it was not in that state (or had no event yet).
+   */
+  async #endClaimed(
+    lease: Lease,
+    expected: JobState,
+    state: JobState,
+    error: JobErrorInfo,
+  ): Promise<JobRecord | undefined> {
+    const jobId = lease.job_id;
+    try {
+      const stored = await this.#store.get(jobId);
+      if (!stored || stored.record.state !== expected) return undefined;
+      const events = await Array.fromAsync(this.#store.read(jobId, 1));
+      if (events.length === 0) return undefined;
+      const current: JobRecord = {
+        ...stored.record,
+        last_seq: events.length,
+        last_event: events.at(-1),
+      };
+      const event = nextEvent(current, state, { error });
+      const ended = endedRecord(current, event);
+      await this.#store.end(event, ended, {
+        expectGeneration: stored.generation,
+        fence: lease.token,
+      });
+      this.#localRuns.delete(jobId);
+      return ended;
+    } finally {
+      await this.#store.release(lease).catch(() => {});
+    }
+  }
+
+  /** Fleet mode's watch: the store's log, followed until the job ends, `signal` or close(). */
+  async *#followStore(
+    jobId: string,
+    fromSeq: number,
+    signal?: AbortSignal,
+  ): AsyncGenerator<JobEvent> {
+    if (!await this.#store.get(jobId)) throw noSuchJob(jobId);
+    const stop = signal ? AbortSignal.any([signal, this.#closing.signal]) : this.#closing.signal;
+    yield* this.#store.read(jobId, fromSeq, { follow: true, signal: stop });
+  }
+
   // ---------------------------------------------------------------- store
 
   /** Queues a store write after the earlier ones; resolves false (and logs) when it failed. */
@@ -583,6 +1068,10 @@ export class JobManager {
 
 function requestKey(kind: JobKind, requestId: string): string {
   return `${kind}\0${requestId}`;
+}
+
+function noSuchJob(jobId: string): QloradError {
+  return new QloradError("not_found", `job_id ${JSON.stringify(jobId)}: no such job`);
 }
 
 function wake(entry: Entry): void {

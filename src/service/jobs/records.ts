@@ -72,6 +72,13 @@ export interface JobRecord {
   request_id?: string;
   /** A digest of the request as received, to tell a retry from a different request. */
   fingerprint?: string;
+  /** The replica that runs (or last ran) the job, with a shared store (fleet mode). */
+  owner?: string;
+  /**
+   * CancelJob reached a replica that does not run the job (fleet mode): the owner sees this at its
+   * next lease renewal and stops the job at a step boundary.
+   */
+  cancel_requested?: boolean;
 }
 
 export interface ListFilter {

@@ -5,7 +5,9 @@
  * checkpoint). The store has already repaired its own files by then (local_store.ts), so a job
  * whose terminal event reached the log before the crash is not here: its outcome stands.
  *
- * (With a shared store, a job another replica holds a live lease on is left alone: claim fails.)
+ * (With a shared store, a job another replica holds a live lease on is left alone: claim fails.
+ * A fleet of replicas does not run this at all: its jobs are taken over, not failed; see the
+ * manager's fleet mode.)
  */
 import type { Logger } from "../status.ts";
 import { endedRecord, isTerminal, nextEvent } from "./records.ts";

@@ -178,7 +178,13 @@ export class RedisJobStore implements JobStore {
     const requestField = record.request_id ? `${record.kind}\0${record.request_id}` : "";
     const reply = this.#script(
       "CREATE",
-      [this.#jobKey(record.job_id), this.#key("jobs"), this.#key("requests"), this.#key("queued")],
+      [
+        this.#jobKey(record.job_id),
+        this.#key("jobs"),
+        this.#key("requests"),
+        this.#key("queued"),
+        this.#key("running"),
+      ],
       [record.job_id, JSON.stringify(record), record.created_ms, requestField, record.state],
     );
     return this.#write(reply.then(async ([status, value]) => {
@@ -227,7 +233,12 @@ export class RedisJobStore implements JobStore {
   put(record: JobRecord, opts: WriteOptions): Promise<number> {
     const reply = this.#script(
       "PUT",
-      [this.#jobKey(record.job_id), this.#leaseKey(record.job_id), this.#key("queued")],
+      [
+        this.#jobKey(record.job_id),
+        this.#leaseKey(record.job_id),
+        this.#key("queued"),
+        this.#key("running"),
+      ],
       [
         JSON.stringify(record),
         opts.expectGeneration,
@@ -260,7 +271,13 @@ export class RedisJobStore implements JobStore {
     const id = record.job_id;
     const reply = this.#script(
       "END",
-      [this.#jobKey(id), this.#logKey(id), this.#leaseKey(id), this.#key("queued")],
+      [
+        this.#jobKey(id),
+        this.#logKey(id),
+        this.#leaseKey(id),
+        this.#key("queued"),
+        this.#key("running"),
+      ],
       [
         JSON.stringify(record),
         opts.expectGeneration,
@@ -352,6 +369,25 @@ export class RedisJobStore implements JobStore {
   async queuedJobs(limit = 0): Promise<string[]> {
     const key = this.#key("queued");
     return await this.#call(() => this.#redis.zrange(key, "0", String(limit > 0 ? limit - 1 : -1)));
+  }
+
+  /**
+   * The ids of the unended jobs (QUEUED or RUNNING), oldest first: two sorted sets the writes keep,
+   * so a fleet's replicas look for work without reading every record. (Jobs left RUNNING by a
+   * version before this index are not in it.)
+   */
+  async unendedJobs(): Promise<string[]> {
+    const [queued, running] = await this.#call(() =>
+      Promise.all([
+        this.#redis.zrange(this.#key("queued"), "0", "-1", "WITHSCORES"),
+        this.#redis.zrange(this.#key("running"), "0", "-1", "WITHSCORES"),
+      ])
+    );
+    const scored: [string, number][] = [];
+    for (const flat of [queued, running]) {
+      for (let i = 0; i < flat.length; i += 2) scored.push([flat[i], Number(flat[i + 1])]);
+    }
+    return scored.sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1)).map(([id]) => id);
   }
 
   /** A lease whose `expires_ms` is by Redis's clock (TIME), the one that expires it. */

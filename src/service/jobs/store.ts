@@ -101,6 +101,14 @@ export interface JobStore {
   /** Gives a lease up (no-op when it is no longer held). */
   release(lease: Lease): Promise<void>;
 
+  /**
+   * Optional: the ids of the QUEUED and RUNNING jobs, oldest first, from an index (what a fleet's
+   * replicas look through for work); without it they are found with `list`.
+   */
+  unendedJobs?(): Promise<string[]>;
+  /** Optional: how many jobs are QUEUED, from an index; without it they are counted with `list`. */
+  queueDepth?(): Promise<number>;
+
   /** Waits for pending writes and lets go of the store's resources; ends every follow. */
   close(): Promise<void>;
 }

@@ -285,7 +285,8 @@ class Hyperparameters(_message.Message):
     def __init__(self, learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[_Union[LrScheduler, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., micro_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_len: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., gradient_checkpointing: bool = ..., save_steps: _Optional[int] = ..., eval_steps: _Optional[int] = ..., optimizer_gpu_budget_bytes: _Optional[int] = ..., packing: bool = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ["created_time", "error", "evaluate", "export", "finished_time", "generate", "job_id", "kind", "last_event", "last_seq", "quantize", "started_time", "state", "summary", "train"]
+    __slots__ = ["cancel_requested", "created_time", "error", "evaluate", "export", "finished_time", "generate", "job_id", "kind", "last_event", "last_seq", "owner", "quantize", "started_time", "state", "summary", "train"]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     CREATED_TIME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
@@ -296,11 +297,13 @@ class Job(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     LAST_EVENT_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     QUANTIZE_FIELD_NUMBER: _ClassVar[int]
     STARTED_TIME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
+    cancel_requested: bool
     created_time: _timestamp_pb2.Timestamp
     error: JobError
     evaluate: EvaluateRequest
@@ -311,12 +314,13 @@ class Job(_message.Message):
     kind: JobKind
     last_event: JobEvent
     last_seq: int
+    owner: str
     quantize: QuantizeRequest
     started_time: _timestamp_pb2.Timestamp
     state: JobState
     summary: str
     train: TrainRequest
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., created_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., last_event: _Optional[_Union[JobEvent, _Mapping]] = ..., quantize: _Optional[_Union[QuantizeRequest, _Mapping]] = ..., train: _Optional[_Union[TrainRequest, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateRequest, _Mapping]] = ..., generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., created_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., last_seq: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., last_event: _Optional[_Union[JobEvent, _Mapping]] = ..., owner: _Optional[str] = ..., cancel_requested: bool = ..., quantize: _Optional[_Union[QuantizeRequest, _Mapping]] = ..., train: _Optional[_Union[TrainRequest, _Mapping]] = ..., evaluate: _Optional[_Union[EvaluateRequest, _Mapping]] = ..., generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., export: _Optional[_Union[ExportRequest, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ["code", "message"]

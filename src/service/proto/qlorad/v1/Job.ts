@@ -23,6 +23,8 @@ export interface Job {
   'last_seq'?: (number | string | Long);
   'error'?: (_qlorad_v1_JobError | null);
   'last_event'?: (_qlorad_v1_JobEvent | null);
+  'owner'?: (string);
+  'cancel_requested'?: (boolean);
   'quantize'?: (_qlorad_v1_QuantizeRequest | null);
   'train'?: (_qlorad_v1_TrainRequest | null);
   'evaluate'?: (_qlorad_v1_EvaluateRequest | null);
@@ -42,6 +44,8 @@ export interface Job__Output {
   'last_seq': (number);
   'error': (_qlorad_v1_JobError__Output | null);
   'last_event': (_qlorad_v1_JobEvent__Output | null);
+  'owner': (string);
+  'cancel_requested': (boolean);
   'quantize'?: (_qlorad_v1_QuantizeRequest__Output | null);
   'train'?: (_qlorad_v1_TrainRequest__Output | null);
   'evaluate'?: (_qlorad_v1_EvaluateRequest__Output | null);

@@ -1,0 +1,672 @@
+/**
+ * A fleet (issue 11): Debian's redis-server and three `qlorad serve --replica-id` processes that
+ * share one data directory and the Redis job store act as one service. Jobs submitted through
+ * replica A run wherever a GPU is free and are watched through B and C; the replica running a
+ * Train is SIGKILLed at a checkpoint and another takes the job over from that checkpoint, ending
+ * with the same adapter bytes as an uninterrupted run with the same seed; every job's log, read
+ * through any replica, is 1..n with no gap and no duplicate; CancelJob through a replica that does
+ * not run the job stops it; a replica paused (SIGSTOP) past its lease cannot commit once resumed;
+ * a replica stopped gracefully (SIGTERM) hands its job over at a checkpoint. In-process, two
+ * fleet-mode managers check a lapsed lease's commit and a job no replica can take over.
+ * Leases are short (a setting) so that takeovers come quickly; no duration is asserted.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
+import { findRedisServer, RedisServer } from "../support/redis_server.ts";
+import { JobManager } from "../../src/service/jobs.ts";
+import type { JobRecord, JobStore } from "../../src/service/jobs.ts";
+import { RedisJobStore } from "../../src/service/jobs/redis_store.ts";
+import { redisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
+import { silentLogger } from "../../src/service/status.ts";
+import { QloradError } from "../../src/util/errors.ts";
+import { call, type Clients, collect, connect, follow, type Msg } from "./grpc_client.ts";
+
+const CLI = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url));
+/** Short, so a dead or paused replica's job is taken over soon (renewed every third). */
+const LEASE_TTL_MS = 2500;
+
+interface Replica {
+  name: string;
+  port: number;
+  child: Deno.ChildProcess;
+  clients: Clients;
+  /** What the server has logged so far (stderr). */
+  log(): string;
+  alive: boolean;
+}
+
+async function startReplica(name: string, dataDir: string, store: string): Promise<Replica> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      CLI,
+      "serve",
+      "--port",
+      "0",
+      "--data-dir",
+      dataDir,
+      "--store",
+      store,
+      "--replica-id",
+      name,
+      "--lease-ttl-ms",
+      String(LEASE_TTL_MS),
+    ],
+    env: { QLORAD_GPU_BACKEND: Deno.env.get("QLORAD_GPU_BACKEND") ?? "opengles" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) log += chunk;
+  })().catch(() => {});
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  let port = 0;
+  while (!port) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`replica ${name} exited early: ${seen}${log}`);
+    seen += value;
+    port = Number(seen.match(/listening on 127\.0\.0\.1:(\d+)/)?.[1] ?? 0);
+  }
+  // Keep reading stdout so the child never blocks on a full pipe.
+  (async () => {
+    while (!(await lines.read()).done) { /* drain */ }
+  })().catch(() => {});
+  return { name, port, child, clients: connect(port), log: () => log, alive: true };
+}
+
+function kill(r: Replica): void {
+  if (!r.alive) return;
+  r.alive = false;
+  r.clients.close();
+  try {
+    r.child.kill("SIGKILL");
+  } catch {
+    // gone already
+  }
+}
+
+const TRAIN = {
+  base_model_path: "models/tiny-nf4",
+  dataset_path: "models/tiny/train.jsonl",
+  lora: { r: 4 },
+  hyperparameters: {
+    max_steps: 13,
+    micro_batch_size: 2,
+    max_seq_len: 40,
+    learning_rate: 1e-3,
+    save_steps: 2,
+    seed: 11,
+  },
+};
+const EVALUATE = {
+  base_model_path: "models/tiny-nf4",
+  dataset_path: "models/tiny/eval.jsonl",
+  max_seq_len: 40,
+  batch_size: 4,
+};
+
+/** Starts a job through `via` and returns its id (from its first event). */
+async function submit(via: Replica, method: string, req: Msg): Promise<string> {
+  const stream = via.clients.qlorad[method](req);
+  const first = await follow(stream).until(() => true);
+  // The job lives on without this stream.
+  stream.cancel();
+  return first.job_id;
+}
+
+/** A job's whole log through `via`, once the job has ended. */
+async function finalLog(via: Replica, jobId: string): Promise<Msg[]> {
+  const out = await collect(via.clients.qlorad.WatchJob({ job_id: jobId }));
+  assert.equal(out.code, grpc.status.OK, `${jobId} through ${via.name}: ${out.details}`);
+  return out.events;
+}
+
+/** The log has seq 1..n, exactly once each, and ends with one terminal event. */
+function assertContiguous(events: Msg[], jobId: string): void {
+  assert.deepEqual(events.map((e) => Number(e.seq)), events.map((_, i) => i + 1), jobId);
+  const terminal = events.filter((e) => !/QUEUED|RUNNING/.test(e.state));
+  assert.equal(terminal.length, 1, `${jobId}: ${terminal.length} terminal events`);
+  assert.equal(terminal[0], events.at(-1));
+}
+
+async function owner(via: Replica, jobId: string): Promise<string> {
+  return (await call(via.clients.qlorad, "GetJob", { job_id: jobId })).owner;
+}
+
+/** Polls GetJob through `via` until `ok` holds for the job (no time limit: the test's own). */
+async function waitFor(via: Replica, jobId: string, ok: (job: Msg) => boolean): Promise<Msg> {
+  while (true) {
+    const job = await call(via.clients.qlorad, "GetJob", { job_id: jobId });
+    if (ok(job)) return job;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const redisBinary = findRedisServer();
+
+Deno.test({
+  name: "fleet: 3 replicas, one store: takeover after SIGKILL, remote cancel, fenced stale owner",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dataDir = await Deno.makeTempDir({ prefix: "qlorad-fleet-" });
+    const redis = await RedisServer.start(redisBinary!);
+    const replicas: Replica[] = [];
+    try {
+      await makeTinyLlama(path.join(dataDir, "models", "tiny"));
+      for (const name of ["a", "b", "c"]) {
+        replicas.push(await startReplica(name, dataDir, redis.url));
+      }
+      const [a, b, c] = replicas;
+      const byName = (n: string) => replicas.find((r) => r.name === n)!;
+
+      // The base model first: the other jobs' requests name it, and are checked when submitted.
+      const quantize = await submit(a, "Quantize", {
+        model_path: "models/tiny",
+        output_path: "models/tiny-nf4",
+      });
+      assert.equal(
+        (await collect(b.clients.qlorad.WatchJob({ job_id: quantize }))).events.at(-1)!.state,
+        "JOB_STATE_SUCCEEDED",
+      );
+      const jobs = [quantize];
+      jobs.push(await submit(a, "Quantize", { model_path: "models/tiny", output_path: "q2" }));
+      const reference = await submit(a, "Train", { ...TRAIN, output_path: "runs/reference" });
+      const killed = await submit(a, "Train", { ...TRAIN, output_path: "runs/killed" });
+      jobs.push(reference, killed);
+      jobs.push(await submit(a, "Evaluate", EVALUATE));
+      jobs.push(await submit(a, "Evaluate", { ...EVALUATE, batch_size: 3 }));
+
+      // Every replica lists the whole fleet's jobs.
+      for (const r of replicas) {
+        const listed = (await call(r.clients.qlorad, "ListJobs", {})).jobs.map((j: Msg) =>
+          j.job_id
+        );
+        assert.deepEqual([...listed].sort(), [...jobs].sort(), r.name);
+      }
+
+      // Watched through C: at the Train's first checkpoint, its replica is killed.
+      const watched = follow(c.clients.qlorad.WatchJob({ job_id: killed }));
+      await watched.until((e) => e.payload === "checkpoint" && !e.checkpoint.is_final);
+      const victim = byName(await owner(c, killed));
+      kill(victim);
+      const survivors = replicas.filter((r) => r.alive);
+      const outcome = await watched.done;
+      // C may be the victim: then the stream broke, and a survivor tells the end.
+      const log = await finalLog(survivors[0], killed);
+      if (victim !== c) assert.equal(outcome.code, grpc.status.OK, outcome.details);
+
+      for (const id of jobs) {
+        const logs = await Promise.all(survivors.map((r) => finalLog(r, id)));
+        for (const l of logs) assertContiguous(l, id);
+        // One log, whichever replica shows it.
+        assert.deepEqual(logs[1], logs[0], id);
+        assert.equal(
+          logs[0].at(-1)!.state,
+          "JOB_STATE_SUCCEEDED",
+          `${id}: ${JSON.stringify(logs[0].at(-1))}`,
+        );
+      }
+      const takeover = log.find((e) => e.payload === "log" && /taken over/.test(e.log.message));
+      assert.ok(takeover, "the killed Train's log says it was taken over");
+      assert.match(takeover.log.message, /resuming from checkpoint runs\/killed\//);
+      const result = log.findLast((e) => e.payload === "train_result")!.train_result;
+      assert.ok(result.resumed_from_step >= 2, `resumed from ${result.resumed_from_step}`);
+      assert.notEqual(await owner(survivors[0], killed), victim.name);
+      // The reference ran uninterrupted, on one replica.
+      const referenceLog = await finalLog(survivors[0], reference);
+      assert.ok(
+        !referenceLog.some((e) => e.payload === "log" && /taken over/.test(e.log.message)),
+        "the reference run was never taken over",
+      );
+      const adapter = (dir: string) =>
+        Deno.readFile(path.join(dataDir, dir, "adapter_model.safetensors"));
+      assert.deepEqual(await adapter("runs/killed"), await adapter("runs/reference"));
+
+      // CancelJob through a replica that does not run the job.
+      const [s1, s2] = survivors;
+      const long = { ...TRAIN, hyperparameters: { ...TRAIN.hyperparameters, max_steps: 400 } };
+      const cancelled = await submit(s1, "Train", { ...long, output_path: "runs/cancelled" });
+      const cw = follow(s1.clients.qlorad.WatchJob({ job_id: cancelled }));
+      await cw.until((e) => e.payload === "train_metrics");
+      const runner = await owner(s1, cancelled);
+      const other = survivors.find((r) => r.name !== runner)!;
+      const answer = await call(other.clients.qlorad, "CancelJob", { job_id: cancelled });
+      assert.ok(
+        answer.job.cancel_requested || answer.job.state === "JOB_STATE_CANCELLED",
+        JSON.stringify(answer.job),
+      );
+      const cancelLog = (await cw.done).events;
+      assertContiguous(cancelLog, cancelled);
+      assert.equal(cancelLog.at(-1)!.state, "JOB_STATE_CANCELLED");
+      const steps = cancelLog.filter((e) => e.payload === "train_metrics");
+      assert.ok(steps.at(-1)!.train_metrics.step < 400);
+      assert.ok(!cancelLog.some((e) => e.payload === "train_result"));
+
+      // A stale owner: paused past its lease, the job is taken over; resumed, it cannot commit.
+      const stale = await submit(s2, "Train", { ...TRAIN, output_path: "runs/stale" });
+      const sw = follow(s2.clients.qlorad.WatchJob({ job_id: stale }));
+      await sw.until((e) => e.payload === "checkpoint" && !e.checkpoint.is_final);
+      const paused = byName(await owner(s2, stale));
+      const watcher = paused === s1 ? s2 : s1;
+      paused.child.kill("SIGSTOP");
+      try {
+        // (Ended first, the pause came too late: a failure, not a hang.)
+        const j = await waitFor(
+          watcher,
+          stale,
+          (j) => j.owner !== paused.name || !/QUEUED|RUNNING/.test(j.state),
+        );
+        assert.notEqual(j.owner, paused.name, `paused too late: ${j.state}`);
+      } finally {
+        paused.child.kill("SIGCONT");
+      }
+      await waitFor(watcher, stale, (j) => j.state === "JOB_STATE_SUCCEEDED");
+      const staleLog = await finalLog(watcher, stale);
+      assertContiguous(staleLog, stale);
+      assert.equal(staleLog.filter((e) => e.payload === "train_result").length, 1);
+      assert.equal(staleLog.filter((e) => e.checkpoint?.is_final).length, 1);
+      assert.deepEqual(await adapter("runs/stale"), await adapter("runs/reference"));
+      // The resumed replica learnt it had lost the job (at its renewal or its commit check), and
+      // the store refused what it still tried to write under its old fencing token.
+      const lost = new RegExp(
+        `job ${stale}(?: lost its lease|: this replica.s lease in the job store lapsed)`,
+      );
+      await waitFor(watcher, stale, () => lost.test(paused.log()));
+      // And it still serves.
+      assert.equal((await owner(paused, stale)) !== paused.name, true);
+
+      // A graceful stop (SIGTERM, as a rolling update sends it) hands the job over: the replica
+      // checkpoints, exits 0, and another resumes from that checkpoint.
+      const handed = await submit(s1, "Train", { ...TRAIN, output_path: "runs/handed" });
+      const hw = follow(s1.clients.qlorad.WatchJob({ job_id: handed }));
+      await hw.until((e) => e.payload === "train_metrics");
+      const leaving = byName(await owner(s1, handed));
+      const staying = leaving === s1 ? s2 : s1;
+      leaving.child.kill("SIGTERM");
+      assert.equal((await leaving.child.status).code, 0, leaving.log());
+      leaving.alive = false;
+      leaving.clients.close();
+      const handedJob = await waitFor(staying, handed, (j) => !/QUEUED|RUNNING/.test(j.state));
+      assert.equal(handedJob.state, "JOB_STATE_SUCCEEDED", JSON.stringify(handedJob.error));
+      assert.equal(handedJob.owner, staying.name);
+      const handedLog = await finalLog(staying, handed);
+      assertContiguous(handedLog, handed);
+      const handedResult = handedLog.findLast((e) => e.payload === "train_result")!.train_result;
+      assert.ok(handedResult.resumed_from_step >= 1, JSON.stringify(handedResult));
+      assert.deepEqual(await adapter("runs/handed"), await adapter("runs/reference"));
+    } finally {
+      for (const r of replicas) kill(r);
+      for (const r of replicas) await r.child.status;
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet: Redis killed and restarted mid-Train: NOT_SERVING meanwhile, nothing lost",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dataDir = await Deno.makeTempDir({ prefix: "qlorad-fleet-" });
+    const redis = await RedisServer.start(redisBinary!);
+    const replicas: Replica[] = [];
+    try {
+      await makeTinyLlama(path.join(dataDir, "models", "tiny"));
+      for (const name of ["a", "b"]) replicas.push(await startReplica(name, dataDir, redis.url));
+      const [a, b] = replicas;
+      const q = await submit(a, "Quantize", {
+        model_path: "models/tiny",
+        output_path: "models/tiny-nf4",
+      });
+      assert.equal((await finalLog(b, q)).at(-1)!.state, "JOB_STATE_SUCCEEDED");
+      const reference = await submit(a, "Train", { ...TRAIN, output_path: "runs/reference" });
+      assert.equal((await finalLog(b, reference)).at(-1)!.state, "JOB_STATE_SUCCEEDED");
+
+      const job = await submit(a, "Train", { ...TRAIN, output_path: "runs/outage" });
+      await follow(b.clients.qlorad.WatchJob({ job_id: job })).until((e) =>
+        e.payload === "checkpoint" && !e.checkpoint.is_final
+      );
+      await redis.kill();
+      for (const r of replicas) await untilHealth(r, "NOT_SERVING");
+      await redis.restart();
+      for (const r of replicas) await untilHealth(r, "SERVING");
+      // Calls made while Redis came back may still fail: ask again until the job has ended.
+      while (true) {
+        const j = await call(b.clients.qlorad, "GetJob", { job_id: job }).catch(() => undefined);
+        if (j && !/QUEUED|RUNNING/.test(j.state)) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      for (const r of replicas) {
+        const log = await finalLog(r, job);
+        assertContiguous(log, job);
+        assert.equal(log.at(-1)!.state, "JOB_STATE_SUCCEEDED", JSON.stringify(log.at(-1)));
+        // (Steps after the last checkpoint may be logged twice if a lease lapsed meanwhile and
+        // another replica resumed the job: the log is one seq order, its content at least once.)
+        const result = log.findLast((e) => e.payload === "train_result")!.train_result;
+        assert.equal(result.steps, TRAIN.hyperparameters.max_steps);
+      }
+      const adapter = (dir: string) =>
+        Deno.readFile(path.join(dataDir, dir, "adapter_model.safetensors"));
+      assert.deepEqual(await adapter("runs/outage"), await adapter("runs/reference"));
+    } finally {
+      for (const r of replicas) kill(r);
+      for (const r of replicas) await r.child.status;
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+async function untilHealth(r: Replica, want: string): Promise<void> {
+  while ((await call(r.clients.health, "Check", { service: "" })).status !== want) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+// ------------------------------------------------------------------ in-process, two managers
+
+/** Two fleet-mode managers (replicas "m1", "m2") on one Redis store each, sharing the server. */
+async function twoManagers(
+  redis: RedisServer,
+  wrap: (s: JobStore) => JobStore = (s) => s,
+): Promise<{ m1: JobManager; m2: JobManager; stores: RedisJobStore[]; dataDir: string }> {
+  const dataDir = await Deno.makeTempDir({ prefix: "qlorad-fleet-m-" });
+  const settings = (await redisStoreSettings({ flag: redis.url, env: () => undefined }))!;
+  const stores = [
+    await RedisJobStore.open(settings, silentLogger),
+    await RedisJobStore.open(settings, silentLogger),
+  ];
+  const open = (i: number) =>
+    JobManager.open({
+      dataDir,
+      logger: silentLogger,
+      store: wrap(stores[i]),
+      fleet: true,
+      owner: `m${i + 1}`,
+      leaseTtlMs: LEASE_TTL_MS,
+      pollMs: 50,
+    });
+  return { m1: await open(0), m2: await open(1), stores, dataDir };
+}
+
+/** A body that runs until `release` is called, then ends with `result`. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((r) => open = r);
+  return { open, opened };
+}
+
+Deno.test({
+  name: "fleet manager: a job submitted on one replica runs on a free one; remote cancel",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const busy = gate();
+    try {
+      // m1 cannot run "quantize" jobs it did not receive; m2 rebuilds them from the request.
+      const started = gate();
+      const cancelSeen = gate();
+      m2.useRebuilder({
+        has: (kind) => kind === "quantize",
+        build: (record) =>
+          Promise.resolve({
+            run: async (ctx) => {
+              assert.deepEqual(record.request, { n: 7 });
+              ctx.emit({ progress: { message: "step 1" } });
+              started.open();
+              await new Promise<void>((resolve) =>
+                ctx.signal.addEventListener("abort", () => {
+                  cancelSeen.open();
+                  resolve();
+                })
+              );
+              throw ctx.signal.reason;
+            },
+          }),
+      });
+      m1.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
+      // m1 runs what it is given itself when free: keep it busy with a job of its own first.
+      const own = await m1.submitJob({
+        kind: "evaluate",
+        summary: "m1's own",
+        request: {},
+        run: async () => {
+          await busy.opened;
+        },
+      });
+      await waitForState(m1, own.job_id, "RUNNING");
+      const job = await m1.submitJob({
+        kind: "quantize",
+        summary: "rebuilt elsewhere",
+        request: { n: 7 },
+        run: () => Promise.reject(new Error("m1 is busy: never runs here")),
+      });
+      await started.opened;
+      // (Its RUNNING record is stored behind the body's start.)
+      await waitForState(m1, job.job_id, "RUNNING");
+      assert.equal((await m1.lookup(job.job_id)).owner, "m2");
+      // The store's index of unended jobs (what replicas look through), oldest first.
+      assert.deepEqual(await stores[0].unendedJobs(), [own.job_id, job.job_id]);
+      // m1 does not run it: CancelJob through m1 marks it, m2 sees it at a lease renewal.
+      const marked = await m1.cancel(job.job_id);
+      assert.equal(marked.cancel_requested, true);
+      await cancelSeen.opened;
+      const ended = await waitForState(m1, job.job_id, "CANCELLED");
+      assert.equal(ended.owner, "m2");
+      const events = await Array.fromAsync(m1.watch(job.job_id, 1));
+      assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+      assert.deepEqual(events.map((e) => e.state), [
+        "QUEUED",
+        "RUNNING",
+        "RUNNING",
+        "CANCELLED",
+      ]);
+      busy.open();
+      await waitForState(m2, own.job_id, "SUCCEEDED");
+      assert.equal((await m2.lookup(own.job_id)).owner, "m1");
+      assert.deepEqual(await stores[1].unendedJobs(), []);
+      // Both replicas list both jobs.
+      for (const m of [m1, m2]) {
+        assert.deepEqual(
+          (await m.listJobs()).map((r) => r.job_id).sort(),
+          [
+            job.job_id,
+            own.job_id,
+          ].sort(),
+        );
+      }
+    } finally {
+      busy.open();
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a lease that lapsed (renewals not answered) refuses commit() and the end",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    // Renewals never answer: as for a replica paused past its lease.
+    const { m1, m2, stores, dataDir } = await twoManagers(redis, (s) =>
+      new Proxy(s, {
+        get: (t, k) =>
+          k === "renew"
+            ? () => new Promise(() => {})
+            : typeof t[k as keyof JobStore] === "function"
+            ? (t[k as keyof JobStore] as (...a: unknown[]) => unknown).bind(t)
+            : t[k as keyof JobStore],
+      }));
+    try {
+      m2.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
+      let refused: unknown;
+      const done = gate();
+      const job = await m1.submitJob({
+        kind: "export",
+        summary: "commits late",
+        request: {},
+        run: async (ctx) => {
+          // Past the lease's end by the clock the store gave it (its expiry, renewed never).
+          await new Promise((r) => setTimeout(r, LEASE_TTL_MS + 200));
+          try {
+            ctx.commit();
+          } catch (err) {
+            refused = err;
+          }
+          done.open();
+          throw refused ?? new Error("commit() passed");
+        },
+      });
+      await done.opened;
+      assert.ok(refused instanceof QloradError, String(refused));
+      assert.equal(refused.kind, "unavailable");
+      assert.match(refused.message, /lease in the job store lapsed before the job could commit/);
+      // Its end (CANCELLED, by the lease's abort) was refused by the store's fence too: the job
+      // stayed RUNNING there, and m2, which cannot rebuild it, ended it FAILED.
+      const ended = await waitForState(m2, job.job_id, "FAILED");
+      assert.match(ended.error!.message, /cannot be taken over/);
+      const events = await Array.fromAsync(m2.watch(job.job_id, 1));
+      assert.deepEqual(events.map((e) => e.state), ["QUEUED", "RUNNING", "FAILED"]);
+    } finally {
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a job no replica can rebuild, left RUNNING by a stopped one, ends FAILED",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    try {
+      const none = { has: () => false, build: () => Promise.resolve(undefined) };
+      m1.useRebuilder(none);
+      m2.useRebuilder(none);
+      // Only m2 holds this Generate's body; m1 (busy) cannot take it.
+      const busy = gate();
+      await m1.submitJob({
+        kind: "evaluate",
+        summary: "keeps m1 busy",
+        request: {},
+        run: () => busy.opened,
+      });
+      const started = gate();
+      const job = await m2.submitJob({
+        kind: "generate",
+        summary: "lives on m2",
+        request: {},
+        run: async (ctx) => {
+          started.open();
+          await new Promise((r) => ctx.signal.addEventListener("abort", r));
+          throw ctx.signal.reason;
+        },
+      });
+      await started.opened;
+      await waitForState(m1, job.job_id, "RUNNING");
+      // m2 stops: the job is left RUNNING with its lease released; m1, once free, ends it.
+      await m2.close();
+      busy.open();
+      const ended = await waitForState(m1, job.job_id, "FAILED");
+      assert.equal(ended.error?.kind, "unavailable");
+      assert.match(ended.error!.message, /cannot be taken over; submit it again/);
+      const events = await Array.fromAsync(m1.watch(job.job_id, 1));
+      assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+      assert.deepEqual(events.map((e) => e.state), ["QUEUED", "RUNNING", "FAILED"]);
+    } finally {
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a job whose request no longer holds where it is rebuilt ends FAILED",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const busy = gate();
+    try {
+      m1.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
+      let builds = 0;
+      m2.useRebuilder({
+        has: (kind) => kind === "evaluate",
+        build: () => {
+          builds++;
+          return Promise.reject(
+            new QloradError("not_found", 'dataset_path "gone.jsonl": no such file'),
+          );
+        },
+      });
+      const own = await m1.submitJob({
+        kind: "export",
+        summary: "busy",
+        request: {},
+        run: () => busy.opened,
+      });
+      await waitForState(m1, own.job_id, "RUNNING");
+      const job = await m1.submitJob({
+        kind: "evaluate",
+        summary: "its input is gone",
+        request: { dataset_path: "gone.jsonl" },
+        run: () => Promise.reject(new Error("m1 is busy: never runs here")),
+      });
+      const ended = await waitForState(m1, job.job_id, "FAILED");
+      assert.deepEqual(ended.error, {
+        kind: "not_found",
+        message: 'dataset_path "gone.jsonl": no such file',
+      });
+      // Tried once, not by every poll of every replica.
+      assert.equal(builds, 1);
+      const events = await Array.fromAsync(m1.watch(job.job_id, 1));
+      assert.deepEqual(events.map((e) => e.state), ["QUEUED", "FAILED"]);
+    } finally {
+      busy.open();
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+async function waitForState(m: JobManager, id: string, state: string): Promise<JobRecord> {
+  while (true) {
+    const r = await m.lookup(id);
+    if (r.state === state) return r;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
