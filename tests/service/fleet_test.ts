@@ -176,6 +176,16 @@ if (!havePython) {
   console.log("fleet_test: the 3-replica test SKIPPED, no python3 with grpcio and protobuf");
 }
 
+// CI installs python3-grpcio and python3-protobuf with redis-server
+// (scripts/install_client_toolchains.sh): there a missing one is a failure, not a skip.
+Deno.test({
+  name: "fleet: Debian's python3 runs the Python client where CI runs",
+  ignore: !Deno.env.get("CI"),
+  fn() {
+    assert.ok(havePython, `${PYTHON} cannot import qlorad from ${PY_SRC} (python3-grpcio?)`);
+  },
+});
+
 /** fleet_client.py with `args`: each JSON line it prints goes to `onLine` as it arrives. */
 function pythonClient(args: string[], onLine: (msg: Msg) => void) {
   const child = new Deno.Command(PYTHON, {
