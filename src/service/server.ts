@@ -29,7 +29,7 @@ import { exportGguf } from "../export/export_gguf.ts";
 import { GpuHolder } from "./gpu.ts";
 import { sweepPartials } from "../io/sweep_partials.ts";
 import { wrapHandlers } from "./rpc_tracing.ts";
-import { observeGpuMemory, observeJobs } from "../telemetry/metrics.ts";
+import { observeFleetJobs, observeGpuMemory, observeJobs } from "../telemetry/metrics.ts";
 import { tokenInterceptor } from "./auth.ts";
 import { serverCredentials } from "./tls.ts";
 import type { TlsMaterial } from "./tls.ts";
@@ -174,6 +174,14 @@ async function serve(
     leaseTtlMs: opts.leaseTtlMs,
   });
   const unobserveJobs = observeJobs(() => jobs.list());
+  // A shared store's indexes count the whole fleet's jobs: the gauges an autoscaler watches.
+  const store = opts.store;
+  const unobserveFleet = store?.queueDepth && store.runningCount
+    ? observeFleetJobs(async () => {
+      const [queued, running] = await Promise.all([store.queueDepth!(), store.runningCount!()]);
+      return { queued, running };
+    })
+    : () => {};
   const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
   // Serving needs both a GPU and, with a shared store, the store.
   let gpuOk = true;
@@ -248,6 +256,7 @@ async function serve(
   } catch (err) {
     unwatchStore();
     unobserveJobs();
+    unobserveFleet();
     ctx.streams?.close();
     await jobs.close();
     throw err;
@@ -264,6 +273,7 @@ async function serve(
       await jobs.close(); // the running job stops (and checkpoints); every job stream ends
       await gpu.close();
       unobserveJobs();
+      unobserveFleet();
       observeGpuMemory(undefined);
       await forceAfter(server, drained, CALLS_GRACE_MS);
       ctx.streams?.close();

@@ -5,7 +5,9 @@
  * global meter is a no-op, not a proxy: instruments made before registration would stay no-ops.
  *
  * Observable instruments read their sources (the job manager, the GPU memory ledger) only when
- * a reader collects: every OTEL_METRIC_EXPORT_INTERVAL, or on a Prometheus scrape.
+ * a reader collects: every OTEL_METRIC_EXPORT_INTERVAL, or on a Prometheus scrape. The fleet
+ * gauges read a shared job store (a Redis round trip), in a callback of their own, so a slow or
+ * unreachable store delays or drops only them.
  */
 import type {
   Attributes,
@@ -45,6 +47,12 @@ export interface JobSnapshot {
   state: string;
 }
 
+/** A shared job store's counts of the whole fleet's jobs (JobStore.queueDepth/runningCount). */
+export interface FleetJobCounts {
+  queued: number;
+  running: number;
+}
+
 /** Anything with the GPU memory ledger's `current()` (GpuContext.memory). */
 export interface MemorySource {
   current(): MemoryBytes;
@@ -65,7 +73,16 @@ interface Instruments {
   kernelDuration: Histogram;
   observables: Observable[];
   collect: (r: BatchObservableResult) => void;
+  fleetObservables: Observable[];
+  collectFleet: (r: BatchObservableResult) => Promise<void>;
 }
+
+/**
+ * How long a collection waits for the store's counts: past it the fleet gauges observe nothing
+ * in that collection (the store's own calls fail at once when it is known to be unreachable;
+ * this bounds one that does not answer).
+ */
+const FLEET_READ_TIMEOUT_MS = 2_000;
 
 /** Histogram buckets in seconds (the SDK's defaults suit milliseconds). */
 const RPC_BUCKETS = [
@@ -108,6 +125,7 @@ let instruments: Instruments | undefined;
 let jobsSource: (() => readonly JobSnapshot[]) | undefined;
 let memorySource: MemorySource | undefined;
 let streamsSource: (() => number) | undefined;
+let fleetSource: (() => Promise<FleetJobCounts>) | undefined;
 
 /** Makes the instruments on `meter` (setup.ts, when metrics are configured). */
 export function startMetrics(meter: Meter): void {
@@ -128,7 +146,38 @@ export function startMetrics(meter: Meter): void {
     description: "Job event streams open (Quantize, Train, Evaluate, WatchJob)",
     unit: "{stream}",
   });
+  const fleetQueueDepth = meter.createObservableGauge("qlorad.fleet.jobs.queue.depth", {
+    description:
+      "Jobs QUEUED in the shared job store, across every replica (what autoscalers watch)",
+    unit: "{job}",
+  });
+  const fleetRunning = meter.createObservableGauge("qlorad.fleet.jobs.running", {
+    description: "Jobs RUNNING in the shared job store, across every replica",
+    unit: "{job}",
+  });
   const observables = [jobs, queueDepth, gpuMemory, streams];
+  const fleetObservables = [fleetQueueDepth, fleetRunning];
+  const collectFleet = async (r: BatchObservableResult) => {
+    const source = fleetSource;
+    if (!source) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const counts = await Promise.race([
+        source(),
+        new Promise<undefined>((resolve) => {
+          timer = setTimeout(() => resolve(undefined), FLEET_READ_TIMEOUT_MS);
+        }),
+      ]);
+      if (!counts) return;
+      r.observe(fleetQueueDepth, counts.queued);
+      r.observe(fleetRunning, counts.running);
+    } catch {
+      // The store is unreachable: observe nothing rather than a made-up count (health says
+      // why). A cumulative exporter (Prometheus) then repeats the last values.
+    } finally {
+      clearTimeout(timer);
+    }
+  };
   const collect = (r: BatchObservableResult) => {
     if (jobsSource) {
       const counts = new Map<string, number>();
@@ -159,6 +208,7 @@ export function startMetrics(meter: Meter): void {
     }
   };
   meter.addBatchObservableCallback(collect, observables);
+  meter.addBatchObservableCallback(collectFleet, fleetObservables);
   instruments = {
     meter,
     rpcCalls: meter.createCounter("qlorad.rpc.server.calls", {
@@ -210,6 +260,8 @@ export function startMetrics(meter: Meter): void {
     }),
     observables,
     collect,
+    fleetObservables,
+    collectFleet,
   };
 }
 
@@ -217,6 +269,10 @@ export function startMetrics(meter: Meter): void {
 export function stopMetrics(): void {
   if (!instruments) return;
   instruments.meter.removeBatchObservableCallback(instruments.collect, instruments.observables);
+  instruments.meter.removeBatchObservableCallback(
+    instruments.collectFleet,
+    instruments.fleetObservables,
+  );
   instruments = undefined;
 }
 
@@ -230,6 +286,17 @@ export function observeJobs(list: () => readonly JobSnapshot[]): () => void {
   jobsSource = list;
   return () => {
     if (jobsSource === list) jobsSource = undefined;
+  };
+}
+
+/**
+ * Where the fleet gauges read from: a shared job store's counts (one or two index reads per
+ * collection). Returns a function that unsets it.
+ */
+export function observeFleetJobs(counts: () => Promise<FleetJobCounts>): () => void {
+  fleetSource = counts;
+  return () => {
+    if (fleetSource === counts) fleetSource = undefined;
   };
 }
 

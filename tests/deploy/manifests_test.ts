@@ -7,8 +7,8 @@
  * Node and npm from Debian, and runs as a non-root user (tests/deploy/image_test.ts builds and
  * runs it). deploy/k8s/fleet (N replicas on a shared volume and a Redis store) is held to
  * the same schema, kept in step with the base, and checked for what a fleet needs: a
- * ReadWriteMany claim, one GPU per replica, Redis with its append-only file, a
- * PodDisruptionBudget over the qlorad pods, and no secret on a command line.
+ * ReadWriteMany claim, one GPU per replica, each replica's id its pod's name, Redis with its
+ * append-only file, a PodDisruptionBudget over the qlorad pods, and no secret on a command line.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
@@ -554,6 +554,7 @@ Deno.test("fleet: its copies of the base agree, and its Deployment differs only 
       "/spec/replicas",
       "/spec/strategy/rollingUpdate",
       "/spec/strategy/type",
+      `${c}/env[QLORAD_REPLICA_ID]`,
       `${c}/env[QLORAD_STORE_PASSWORD_FILE]`,
       `${c}/env[QLORAD_STORE_URL]`,
       `${c}/livenessProbe/grpc`,
@@ -645,6 +646,25 @@ Deno.test("fleet: the store's address and password come from the environment and
   for (const ref of refs) {
     assert.deepEqual(ref, { name: volume.secret.secretName, key: item.key });
   }
+});
+
+Deno.test("fleet: every replica runs in fleet mode, its replica id its pod's name", async () => {
+  const d = await one("apps/v1/Deployment", FLEET_DIR);
+  const c = serverContainer(d);
+  const env = new Map((c.env as Obj[]).map((e) => [e.name, e]));
+  // The downward API gives each pod its own name, unique in the namespace: the owner its leases
+  // and ListJobs name. A fixed value would make every replica the same owner (the second refused
+  // by its data-directory lock on a volume whose locks all clients see).
+  assert.deepEqual(env.get("QLORAD_REPLICA_ID"), {
+    name: "QLORAD_REPLICA_ID",
+    valueFrom: { fieldRef: { fieldPath: "metadata.name" } },
+  });
+  assert.ok(!c.args.some((a: string) => a.startsWith("--replica-id")), "no --replica-id flag");
+  // `qlorad serve` refuses a replica id without a store (src/cli/serve.ts): the store is there.
+  assert.ok(env.get("QLORAD_STORE_URL")?.value, "QLORAD_STORE_URL is set");
+  // The single-node Deployment stays a single server (no fleet mode).
+  const base = serverContainer(await one("apps/v1/Deployment"));
+  assert.ok(!((base.env ?? []) as Obj[]).some((e) => e.name === "QLORAD_REPLICA_ID"));
 });
 
 Deno.test("fleet: no secret value reaches a command line", async () => {

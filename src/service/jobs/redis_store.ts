@@ -365,6 +365,11 @@ export class RedisJobStore implements JobStore {
     return await this.#call(() => this.#redis.zcard(this.#key("queued")));
   }
 
+  /** How many jobs are RUNNING across every server that shares this store: one ZCARD too. */
+  async runningCount(): Promise<number> {
+    return await this.#call(() => this.#redis.zcard(this.#key("running")));
+  }
+
   /** The ids of the QUEUED jobs, oldest first (at most `limit`; 0: all). */
   async queuedJobs(limit = 0): Promise<string[]> {
     const key = this.#key("queued");

@@ -108,6 +108,8 @@ export interface JobStore {
   unendedJobs?(): Promise<string[]>;
   /** Optional: how many jobs are QUEUED, from an index; without it they are counted with `list`. */
   queueDepth?(): Promise<number>;
+  /** Optional: how many jobs are RUNNING, from an index (the fleet-wide gauge's other half). */
+  runningCount?(): Promise<number>;
 
   /** Waits for pending writes and lets go of the store's resources; ends every follow. */
   close(): Promise<void>;
