@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { JobManager, localJobsDir, LocalJobStore } from "../../src/service/jobs.ts";
 import type { JobEvent, JobRun, JobStore, Lease } from "../../src/service/jobs.ts";
 import { silentLogger } from "../../src/service/status.ts";
+import { QloradError } from "../../src/util/errors.ts";
 
 /** A store call as the wrapper saw it. */
 interface Call {
@@ -22,7 +23,12 @@ interface Call {
 function recording(
   inner: JobStore,
   calls: Call[],
-  hooks: { failAppend?: (e: JobEvent) => boolean; refuseClaim?: boolean } = {},
+  hooks: {
+    failAppend?: (e: JobEvent) => boolean;
+    /** Whether this end write finds the store unreachable. */
+    failEnd?: () => boolean;
+    refuseClaim?: boolean;
+  } = {},
 ): JobStore {
   return {
     location: inner.location,
@@ -36,9 +42,13 @@ function recording(
       if (hooks.failAppend?.(e)) return Promise.reject(new Error("injected: no space left"));
       return inner.append(e, o);
     },
-    end: (e, r, o) => (
-      calls.push({ method: "end", seq: e.seq, state: e.state, fence: o.fence }), inner.end(e, r, o)
-    ),
+    end: (e, r, o) => {
+      calls.push({ method: "end", seq: e.seq, state: e.state, fence: o.fence });
+      if (hooks.failEnd?.()) {
+        return Promise.reject(new QloradError("unavailable", "injected: the store is away"));
+      }
+      return inner.end(e, r, o);
+    },
     read: (id, from, o) => inner.read(id, from, o),
     claim: async (id, owner, ttl) => {
       if (hooks.refuseClaim) return (calls.push({ method: "claim refused" }), undefined);
@@ -169,6 +179,37 @@ Deno.test("an append that failed is made again with the next one: the log has no
     try {
       assert.deepEqual(await Array.fromAsync(again.read(job.job_id, 1)), live);
       assert.equal((await again.get(job.job_id))?.record.state, "SUCCEEDED");
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+Deno.test("an end write that finds the store away is made again while the lease holds", async () => {
+  await withStore(async (dataDir, inner) => {
+    const calls: Call[] = [];
+    // The store is unreachable for the job's first three tries to end.
+    let outage = 3;
+    const failEnd = () => outage-- > 0;
+    const m = await JobManager.open({
+      dataDir,
+      logger: silentLogger,
+      store: recording(inner, calls, { failEnd }),
+    });
+    const job = m.submit({ kind: "quantize", summary: "", request: {}, run: steps(2) });
+    const live = await drain(m, job.job_id);
+    await m.close();
+    assert.equal(live.at(-1)?.state, "SUCCEEDED");
+    const ends = calls.filter((c) => c.method === "end");
+    assert.equal(ends.length, 4);
+    assert.ok(ends.every((c) => c.state === "SUCCEEDED" && c.seq === live.at(-1)?.seq));
+    // The lease is given up only after the end is in the store.
+    const order = calls.map((c) => c.method);
+    assert.ok(order.lastIndexOf("end") < order.indexOf("release"));
+    const again = await LocalJobStore.open(localJobsDir(dataDir), silentLogger);
+    try {
+      assert.equal((await again.get(job.job_id))?.record.state, "SUCCEEDED");
+      assert.deepEqual(await Array.fromAsync(again.read(job.job_id, 1)), live);
     } finally {
       await again.close();
     }

@@ -144,6 +144,8 @@ interface Entry {
   committed?: boolean;
   /** Its terminal event is being made durable; resolves once it is published. */
   ending?: Promise<void>;
+  /** The store said another server took the job over (#keepLease). */
+  leaseLost?: boolean;
   finished?: Promise<void>;
   waiters: Set<() => void>;
 }
@@ -595,16 +597,18 @@ export class JobManager {
     entry.ending = new Promise<void>((resolve) => {
       this.#write(async () => {
         try {
-          await this.#storeEvents(entry, event.seq - 1);
-          entry.generation = await this.#fencedWrite(
-            entry,
-            ended,
-            (generation) =>
-              this.#store.end(event, ended, {
-                expectGeneration: generation,
-                fence: entry.lease?.token,
-              }),
-          );
+          await this.#untilStoreAnswers(entry, async () => {
+            await this.#storeEvents(entry, event.seq - 1);
+            entry.generation = await this.#fencedWrite(
+              entry,
+              ended,
+              (generation) =>
+                this.#store.end(event, ended, {
+                  expectGeneration: generation,
+                  fence: entry.lease?.token,
+                }),
+            );
+          });
         } finally {
           // Published even when the store failed (logged by #write): a job never hangs
           // half-ended.
@@ -618,6 +622,30 @@ export class JobManager {
       });
     });
     return entry.ending;
+  }
+
+  /**
+   * Runs a job's end write again while the store is unreachable and the job's lease still holds
+   * (the renewals keep it alive meanwhile): an end lost to a store outage would leave the job
+   * RUNNING in the store, and another server would end it FAILED or run it again. Gives up when
+   * the lease is lost (the new owner decides the outcome) or the server shuts down.
+   */
+  async #untilStoreAnswers(entry: Entry, write: () => Promise<void>): Promise<void> {
+    for (let delayMs = 100;; delayMs = Math.min(2000, delayMs * 2)) {
+      try {
+        return await write();
+      } catch (err) {
+        const unreachable = err instanceof QloradError && err.kind === "unavailable";
+        if (!unreachable || !entry.lease || entry.leaseLost || this.#closing.signal.aborted) {
+          throw err;
+        }
+        this.#logger.warn(
+          `job ${entry.record.job_id}: the job store is unreachable; writing its end again in ` +
+            `${delayMs} ms`,
+        );
+        await new Promise((r) => setTimeout(r, delayMs));
+      }
+    }
   }
 
   /**
@@ -638,6 +666,7 @@ export class JobManager {
           return;
         }
         clearInterval(timer);
+        entry.leaseLost = true;
         const lost = `job ${jobId} lost its lease in the job store (another server took it over)`;
         this.#logger.error(lost);
         entry.controller?.abort(new QloradError("unavailable", lost));
