@@ -54,12 +54,36 @@ function batch() {
   return { tokens, labels };
 }
 
+const PREFIX = "qlorad-8b-";
+
+/**
+ * Removes the fixtures of runs that were killed before their cleanup (a folder holds 2 GB of
+ * memory in /dev/shm): folder names carry the pid of the test that made them.
+ */
+async function sweepDeadRuns(dir: string): Promise<void> {
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      const pid = e.name.startsWith(PREFIX) ? Number(e.name.slice(PREFIX.length).split("-")[0]) : 0;
+      if (!Number.isInteger(pid) || pid <= 0 || pid === Deno.pid) continue;
+      try {
+        await Deno.stat(`/proc/${pid}`);
+      } catch {
+        await Deno.remove(join(dir, e.name), { recursive: true }).catch(() => {});
+      }
+    }
+  } catch {
+    // No such folder, or no /proc: nothing to sweep.
+  }
+}
+
 async function tempRoot(): Promise<string> {
+  const prefix = `${PREFIX}${Deno.pid}-`;
   // /dev/shm when there is one: 5 GB of fixtures write there in a fraction of disk's time.
   try {
-    return await Deno.makeTempDir({ dir: "/dev/shm", prefix: "qlorad-8b-" });
+    await sweepDeadRuns("/dev/shm");
+    return await Deno.makeTempDir({ dir: "/dev/shm", prefix });
   } catch {
-    return await Deno.makeTempDir({ prefix: "qlorad-8b-" });
+    return await Deno.makeTempDir({ prefix });
   }
 }
 
