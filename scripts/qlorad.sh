@@ -29,11 +29,12 @@ deno install --quiet --frozen >&2
 probe() { deno run -A scripts/probe_gpu.ts "$@"; }
 if ! probe --hardware >/dev/null 2>&1; then
   if ! QLORAD_GPU_BACKEND=opengles probe >/dev/null 2>&1; then
+    # libegl-dev: Dawn opens EGL by its unversioned name, libEGL.so, which only it provides.
     echo "qlorad: no GPU adapter found; installing Mesa (EGL + llvmpipe) from apt" >&2
     if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
     $sudo apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-      libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 >&2
+      libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 libegl-dev >&2
   fi
   # Vulkan on the CPU; the exports reach every deno task (and the processes tests start).
   saved_ld_path="${LD_LIBRARY_PATH-}"
