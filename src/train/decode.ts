@@ -73,6 +73,17 @@ export class KvDecoder {
       options.capacity,
       resolveKvPrecision(options.kvPrecision, ctx.capabilities.f16),
     );
+    try {
+      this.#allocate(cfg, lora);
+    } catch (err) {
+      // A failed allocation leaves nothing behind: the caller has no decoder to destroy.
+      this.destroy();
+      throw err;
+    }
+  }
+
+  #allocate(cfg: BaseModel["cfg"], lora: LoraLayout): void {
+    const ctx = this.ctx;
     const rows = this.chunk;
     const f = (label: string, floats: number) => {
       const b = ctx.createBuffer({
