@@ -171,6 +171,52 @@ async function loraT(
   }
 }
 
+/**
+ * y (=|+=) W x (+ bias): a linear's frozen part, `rows` rows. Shared with the KV decoder
+ * (src/train/decode.ts), which runs the same linears over its own buffers.
+ */
+export async function encodeFrozenLinear(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  model: BaseModel,
+  at: { layer: number; m: LinearModule; rows: number },
+  x: Binding,
+  y: Binding,
+  accumulate: boolean,
+): Promise<void> {
+  const w = model.layers[at.layer].linears[at.m];
+  await encodeMatmul4bit(ctx, batch, { x, w, y, m: at.rows, accumulate });
+  // A frozen bias (Qwen2 q/k/v) adds a constant per output: nothing changes in backward.
+  const bias = model.layers[at.layer].biases?.[at.m];
+  const [out] = linearShape(model.cfg, at.m);
+  if (bias) await encodeAddRows(ctx, batch, { bias, y, rows: at.rows, cols: out });
+}
+
+/** y += s·t·Bᵀ: LoRA's up-projection of t = x'·Aᵀ, for a module that has LoRA. */
+export async function encodeLoraUp(
+  ctx: GpuContext,
+  batch: DispatchBatch,
+  lora: LoraLayout,
+  params: GpuBuffer,
+  at: { layer: number; m: LinearModule; rows: number },
+  t: Binding,
+  y: Binding,
+): Promise<void> {
+  const b = lora.slot(at.layer, at.m, "B");
+  if (!b) throw invalidArgument(`encodeLoraUp: layer ${at.layer} ${at.m} has no LoRA`);
+  await encodeMatmul(ctx, batch, {
+    a: t,
+    b: slice(params, b.offset, b.numel),
+    c: y,
+    m: at.rows,
+    n: linearShape(lora.cfg, at.m)[0],
+    k: lora.spec.r,
+    transB: true,
+    alpha: lora.scaling,
+    accumulate: true,
+  });
+}
+
 /** y (=|+=) W x + s·B(A(drop(x))) */
 async function linearForward(
   p: MicroBatchPass,
@@ -180,26 +226,10 @@ async function linearForward(
   y: Binding,
   accumulate: boolean,
 ): Promise<void> {
-  const w = p.model.layers[c.layer].linears[c.m];
-  await encodeMatmul4bit(p.ctx, p.batch, { x, w, y, m: c.rows, accumulate });
-  const [out] = linearShape(p.model.cfg, c.m);
-  // A frozen bias (Qwen2 q/k/v) adds a constant per output: nothing changes in backward.
-  const bias = p.model.layers[c.layer].biases?.[c.m];
-  if (bias) await encodeAddRows(p.ctx, p.batch, { bias, y, rows: c.rows, cols: out });
-  const s = loraSlots(p, c.layer, c.m);
-  if (!s || !c.t) return;
+  await encodeFrozenLinear(p.ctx, p.batch, p.model, c, x, y, accumulate);
+  if (!loraSlots(p, c.layer, c.m) || !c.t) return;
   await loraT(p, scratch, c, x);
-  await encodeMatmul(p.ctx, p.batch, {
-    a: c.t,
-    b: slice(p.params, s.b.offset, s.b.numel),
-    c: y,
-    m: c.rows,
-    n: out,
-    k: p.lora.spec.r,
-    transB: true,
-    alpha: p.lora.scaling,
-    accumulate: true,
-  });
+  await encodeLoraUp(p.ctx, p.batch, p.lora, p.params, c, c.t, y);
 }
 
 /** dx (=|+=) dy·W + LoRA path; LoRA gradients accumulate into `p.grads`. */

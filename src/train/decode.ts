@@ -6,21 +6,21 @@
  *
  * It is the same math as src/model/layer.ts's forward (4-bit linears plus LoRA, no dropout, RoPE,
  * causal attention, SwiGLU MLP), written over its own small buffers of at most `chunk` rows with
- * the same kernels, because training's activations are sized and kept for the backward pass.
+ * the same kernels, because training's activations are sized and kept for the backward pass;
+ * the linears' frozen part and LoRA up-projection are layer.ts's own functions.
  * The residual stream is added into in place: nothing here is needed again.
  */
-import type { Binding, GpuBuffer, GpuContext } from "../gpu/context.ts";
+import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import type { DispatchBatch } from "../gpu/context.ts";
 import type { BaseModel } from "../model/base_model.ts";
 import type { LoraLayout } from "../model/lora.ts";
 import { type LinearModule, linearShape } from "../model/config.ts";
+import { encodeFrozenLinear, encodeLoraUp } from "../model/layer.ts";
 import { encodeEmbedding } from "../kernels/embedding.ts";
 import { encodeMatmul } from "../kernels/matmul.ts";
-import { encodeMatmul4bit } from "../kernels/matmul_4bit.ts";
 import { encodeRmsNorm } from "../kernels/rmsnorm.ts";
 import { encodeRope } from "../kernels/rope.ts";
 import { encodeSwiglu } from "../kernels/swiglu.ts";
-import { encodeAddRows } from "../kernels/elementwise.ts";
 import { decodeAttentionScratchBound, encodeDecodeAttention } from "../kernels/decode_attention.ts";
 import { encodeLmHeadLogits } from "../kernels/cross_entropy.ts";
 import { encodeToF16 } from "../kernels/convert_f16.ts";
@@ -73,6 +73,17 @@ export class KvDecoder {
       options.capacity,
       resolveKvPrecision(options.kvPrecision, ctx.capabilities.f16),
     );
+    try {
+      this.#allocate(cfg, lora);
+    } catch (err) {
+      // A failed allocation leaves nothing behind: the caller has no decoder to destroy.
+      this.destroy();
+      throw err;
+    }
+  }
+
+  #allocate(cfg: BaseModel["cfg"], lora: LoraLayout): void {
+    const ctx = this.ctx;
     const rows = this.chunk;
     const f = (label: string, floats: number) => {
       const b = ctx.createBuffer({
@@ -224,7 +235,7 @@ export class KvDecoder {
     this.cache.length = pos0 + rows;
   }
 
-  /** y (=|+=) W x (+ bias) + s·B(A x), as layer.ts's linearForward without dropout. */
+  /** y (=|+=) W x (+ bias) + s·B(A x): layer.ts's linear without dropout, over decode's rows. */
   async #linear(
     batch: DispatchBatch,
     layer: number,
@@ -235,45 +246,21 @@ export class KvDecoder {
     accumulate: boolean,
   ): Promise<void> {
     const { ctx, model, lora } = this;
-    await encodeMatmul4bit(ctx, batch, {
-      x,
-      w: model.layers[layer].linears[m],
-      y,
-      m: rows,
-      accumulate,
-    });
-    const [out, inp] = linearShape(model.cfg, m);
-    const bias = model.layers[layer].biases?.[m];
-    if (bias) await encodeAddRows(ctx, batch, { bias, y, rows, cols: out });
+    const at = { layer, m, rows };
+    await encodeFrozenLinear(ctx, batch, model, at, x, y, accumulate);
     const a = lora.slot(layer, m, "A");
-    const bSlot = lora.slot(layer, m, "B");
-    if (!a || !bSlot) return;
-    const r = lora.spec.r;
-    const slice = (offset: number, numel: number): Binding => ({
-      buffer: this.params,
-      offset: offset * 4,
-      size: numel * 4,
-    });
+    if (!a || !lora.slot(layer, m, "B")) return;
+    const t = this.#b.t;
     await encodeMatmul(ctx, batch, {
       a: x,
-      b: slice(a.offset, a.numel),
-      c: this.#b.t,
+      b: { buffer: this.params, offset: a.offset * 4, size: a.numel * 4 },
+      c: t,
       m: rows,
-      n: r,
-      k: inp,
+      n: lora.spec.r,
+      k: linearShape(model.cfg, m)[1],
       transB: true,
     });
-    await encodeMatmul(ctx, batch, {
-      a: this.#b.t,
-      b: slice(bSlot.offset, bSlot.numel),
-      c: y,
-      m: rows,
-      n: out,
-      k: r,
-      transB: true,
-      alpha: lora.scaling,
-      accumulate: true,
-    });
+    await encodeLoraUp(ctx, batch, lora, this.params, at, t, y);
   }
 
   destroy(): void {

@@ -4,7 +4,7 @@
  * (generate.ts), each reported as it comes so the caller can stream it.
  */
 import { join } from "node:path";
-import type { GpuContext } from "../gpu/context.ts";
+import type { GpuBuffer, GpuContext } from "../gpu/context.ts";
 import { type ChatMessage, loadTokenizer } from "../data/tokenizer.ts";
 import { loadBaseModel } from "../model/load.ts";
 import { llamaConfigFromHf } from "../model/config.ts";
@@ -115,13 +115,16 @@ export async function runGenerateJob(
   const layout = adapter?.layout ?? new LoraLayout(cfg, NO_LORA);
   // A layout without targets has no floats; a binding still needs a few bytes.
   const flat = adapter?.flat.length ? adapter.flat : new Float32Array(1);
-  const params = ctx.upload("lora_params", "lora", flat);
-  const decoder = new KvDecoder(ctx, model, layout, params, {
-    capacity,
-    chunk: DECODE_CHUNK,
-    kvPrecision,
-  });
+  // Made inside the try: a failed allocation must not leave the model on the device.
+  let params: GpuBuffer | undefined;
+  let decoder: KvDecoder | undefined;
   try {
+    params = ctx.upload("lora_params", "lora", flat);
+    decoder = new KvDecoder(ctx, model, layout, params, {
+      capacity,
+      chunk: DECODE_CHUNK,
+      kvPrecision,
+    });
     hooks.progress?.("generating");
     const eosIds = s.ignoreEos ? [] : [
       ...new Set([
@@ -152,8 +155,8 @@ export async function runGenerateJob(
         : 0,
     };
   } finally {
-    decoder.destroy();
-    params.destroy();
+    decoder?.destroy();
+    params?.destroy();
     model.destroy();
   }
 }

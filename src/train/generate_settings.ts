@@ -2,7 +2,7 @@
  * A Generate job's settings: defaults and ranges written once (as src/train/settings.ts does for
  * the other jobs), with each error naming the user's field through `name`.
  */
-import { inRange, SettingError, type SettingNames } from "./settings.ts";
+import { flag, inRange, SettingError, type SettingNames } from "./settings.ts";
 import type { SamplingSettings } from "./sampling.ts";
 
 export interface GenerateSettings extends SamplingSettings {
@@ -48,11 +48,6 @@ export function generateSettings(
   if (stop.some((s) => typeof s !== "string" || s.length === 0 || s.length > MAX_STOP_CHARS)) {
     throw new SettingError(stopName, `${stopName}: each must be 1..${MAX_STOP_CHARS} characters`);
   }
-  const ignoreEos = input.ignoreEos ?? d.ignoreEos;
-  if (typeof ignoreEos !== "boolean") {
-    const field = name("ignoreEos");
-    throw new SettingError(field, `${field}: ${JSON.stringify(ignoreEos)} is not true or false`);
-  }
   return {
     maxNewTokens: inRange(
       input.maxNewTokens,
@@ -70,6 +65,6 @@ export function generateSettings(
     topP: inRange(input.topP, name("topP"), { min: 0, max: 1, openMin: true }, d.topP),
     seed: inRange(input.seed, name("seed"), { min: 0, max: 0xffffffff, integer: true }, d.seed),
     stop: [...stop],
-    ignoreEos,
+    ignoreEos: flag(input.ignoreEos, name("ignoreEos"), d.ignoreEos),
   };
 }

@@ -49,9 +49,15 @@ export class KvCache {
     // headDim is even (RoPE rotates pairs), so a row of halves is whole 32-bit words.
     this.rowBytes = this.rowFloats * (precision === "f16" ? 2 : 4);
     const size = capacity * this.rowBytes;
-    for (let l = 0; l < cfg.layers; l++) {
-      this.k.push(ctx.createBuffer({ label: `kv_cache_k_${l}`, category: "activations", size }));
-      this.v.push(ctx.createBuffer({ label: `kv_cache_v_${l}`, category: "activations", size }));
+    try {
+      for (let l = 0; l < cfg.layers; l++) {
+        this.k.push(ctx.createBuffer({ label: `kv_cache_k_${l}`, category: "activations", size }));
+        this.v.push(ctx.createBuffer({ label: `kv_cache_v_${l}`, category: "activations", size }));
+      }
+    } catch (err) {
+      // The layers made before the one that failed go back: the caller gets no cache to destroy.
+      this.destroy();
+      throw err;
     }
   }
 

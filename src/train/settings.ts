@@ -120,7 +120,8 @@ export function inRange(value: unknown, name: string, range: Range, fallback: nu
   return v;
 }
 
-function flag(value: unknown, name: string, fallback: boolean): boolean {
+/** A boolean, `fallback` when undefined; a SettingError naming `name` otherwise. */
+export function flag(value: unknown, name: string, fallback: boolean): boolean {
   if (value === undefined || value === null) return fallback;
   if (typeof value !== "boolean") {
     throw new SettingError(name, `${name}: ${JSON.stringify(value)} is not true or false`);

@@ -11,6 +11,7 @@ import {
   quantizeSettings,
   SettingError,
 } from "../../src/train/settings.ts";
+import { generateSettings } from "../../src/train/generate_settings.ts";
 
 const asIs = (k: string) => `<${k}>`;
 
@@ -71,4 +72,16 @@ Deno.test("settings: ranges and cross-checks name the caller's fields", () => {
   refused(() => quantizeSettings({ quantType: "int4" }, asIs), /^<quantType> "int4": unsupported/);
   // An explicit empty list is kept (the command line's "--skip-modules ''"): nothing skipped.
   assert.deepEqual(quantizeSettings({ skipModules: [] }, asIs).skipModules, []);
+});
+
+Deno.test("settings: a Generate job's flag and stop strings name the caller's fields", () => {
+  const refused = (fn: () => unknown, message: RegExp) =>
+    assert.throws(fn, (e) => e instanceof SettingError && message.test(e.message));
+  assert.equal(generateSettings({}, asIs).ignoreEos, false);
+  assert.equal(generateSettings({ ignoreEos: true }, asIs).ignoreEos, true);
+  refused(() => generateSettings({ ignoreEos: "yes" }, asIs), /^<ignoreEos>: "yes" is not true/);
+  refused(() => generateSettings({ stop: "\n" }, asIs), /^<stop>: must be a list/);
+  refused(() => generateSettings({ stop: [""] }, asIs), /^<stop>: each must be 1\.\.256/);
+  // Whitespace is a stop string like any other: "\n" ends a line.
+  assert.deepEqual(generateSettings({ stop: ["\n"] }, asIs).stop, ["\n"]);
 });
