@@ -14,7 +14,7 @@
  *         q = min(15, trunc(x / d + 8.5)); byte j holds value j in its low nibble and value
  *         j + 16 in its high nibble.
  */
-import { f32ToF16 } from "../io/dtype.ts";
+import { f32ToF16, fromFloat } from "../io/dtype.ts";
 import type { GgmlTypeName } from "./gguf_writer.ts";
 import { invalidArgument } from "../util/errors.ts";
 
@@ -32,16 +32,14 @@ function checkBlocks(values: ArrayLike<number>, type: string) {
   }
 }
 
+// F32 and F16 are dtype.ts's encoders (F16: the value rounded to float32, then to half, nearest
+// even), the same bytes ggml's fp32->fp16 conversion gives.
 export function encodeF32(values: ArrayLike<number>): Uint8Array {
-  const out = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = values[i];
-  return new Uint8Array(out.buffer);
+  return fromFloat(values, "F32");
 }
 
 export function encodeF16(values: ArrayLike<number>): Uint8Array {
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = f32ToF16(fr(values[i]));
-  return new Uint8Array(out.buffer);
+  return fromFloat(values, "F16");
 }
 
 export function encodeQ8_0(values: ArrayLike<number>): Uint8Array {

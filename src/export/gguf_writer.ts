@@ -407,8 +407,9 @@ export class GgufWriter {
     await this.#guard(() => file.sync());
     file.close();
     this.#file = undefined;
-    this.#done = true;
+    // #done only once renamed: a failed rename leaves abort() the temporary file to remove.
     await Deno.rename(this.tempPath, this.path);
+    this.#done = true;
     await fsyncDir(dirname(this.path));
   }
 

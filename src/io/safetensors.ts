@@ -455,8 +455,9 @@ export class SafetensorsWriter {
     await file.sync();
     file.close();
     this.#file = undefined;
-    this.#done = true;
+    // #done only once renamed: a failed rename leaves abort() the temporary file to remove.
     await Deno.rename(this.tempPath, this.path);
+    this.#done = true;
     await fsyncDir(dirname(this.path));
   }
 

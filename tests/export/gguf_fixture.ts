@@ -13,7 +13,8 @@ import { LoraLayout } from "../../src/model/lora.ts";
 import { LINEAR_MODULES, linearPath, llamaConfigFromHf } from "../../src/model/config.ts";
 import type { LlamaConfig } from "../../src/model/config.ts";
 import { SafetensorsFile } from "../../src/io/safetensors.ts";
-import { dequantizeWeight, fromBnbTensors } from "../../src/quant/quant_state.ts";
+import { fromBnbTensors } from "../../src/quant/quant_state.ts";
+import { dequantizeF64 } from "../reference/dequant_f64.ts";
 import { Rng } from "../../src/util/random.ts";
 import {
   loraKey,
@@ -93,9 +94,10 @@ export async function makeGgufFixture(options: GgufFixtureOptions = {}): Promise
           data: await st.readBytes(n),
         });
       }
-      return Float64Array.from(
-        dequantizeWeight(fromBnbTensors(name.slice(0, -"weight".length), (n) => group.get(n), "q")),
-      );
+      // The independent dequantizer (tests/reference), not the exporter's own: its f64 product
+      // of two float32 values is exact, so fround gives bitsandbytes' float32 value.
+      const q = fromBnbTensors(name.slice(0, -"weight".length), (n) => group.get(n), "q");
+      return Float64Array.from(dequantizeF64(q), Math.fround);
     };
     const layers: RefLayerWeights[] = [];
     for (let l = 0; l < cfg.layers; l++) {

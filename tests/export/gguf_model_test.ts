@@ -5,6 +5,7 @@
  * of rows that do not fill Q8_0 blocks; the LoRA file's shapes, alpha and permuted B rows; an
  * existing output refused and a cancelled export leaving nothing behind.
  */
+import { CancelledError } from "../../src/util/errors.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { exportGguf } from "../../src/export/export_gguf.ts";
@@ -220,8 +221,7 @@ Deno.test("Q8_0 export: rows that do not fill 32-value blocks fall back to F16; 
         overwrite: false,
         signal: ctrl.signal,
         onProgress: (_n, i) => i === 3 && ctrl.abort(),
-      })
-    );
+      }), CancelledError);
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["m", "m.gguf"]);
   } finally {
     await Deno.remove(dir, { recursive: true });

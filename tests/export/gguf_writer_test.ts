@@ -165,3 +165,22 @@ Deno.test("F16/Q8_0/Q4_0 round trip within each type's rounding bound", () => {
     }
   }
 });
+
+Deno.test("gguf writer: a failed rename (the final name is a folder) leaves no .partial file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "out.gguf");
+    await Deno.mkdir(join(path, "sub"), { recursive: true });
+    const x = Float32Array.from({ length: 7 }, (_, i) => i - 2.5);
+    const w = await GgufWriter.create(path, new GgufMetadata(), [
+      { name: "x", shape: [7], type: "F32" },
+    ]);
+    await w.write("x", new Uint8Array(x.buffer));
+    await assert.rejects(() => w.finish());
+    await w.abort();
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["out.gguf"]);
+    assert.ok(Deno.statSync(path).isDirectory);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
