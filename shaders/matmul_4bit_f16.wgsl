@@ -17,19 +17,7 @@ const T_KP: u32 = 16u;
 var<workgroup> a_tile: array<vec2h, 1024>;
 var<workgroup> b_tile: array<vec2h, 1024>;
 
-fn tiled_store(i0: u32, c0: u32, lx: u32, ly: u32, n_cols: u32, acc: array<vec4f, 4>) {
-  for (var a = 0u; a < 4u; a++) {
-    let i = i0 + ly + 16u * a;
-    if (i < p.m) {
-      for (var b = 0u; b < 4u; b++) {
-        let c = c0 + lx + 16u * b;
-        if (c < n_cols) {
-          store(i * n_cols + c, acc[a][b]);
-        }
-      }
-    }
-  }
-}
+//!include matmul_4bit_tiled_store.wgsl
 
 fn tiled_accumulate(acc: ptr<function, array<vec4f, 4>>, lx: u32, ly: u32) {
   for (var kp = 0u; kp < T_KP; kp++) {

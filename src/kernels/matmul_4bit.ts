@@ -172,6 +172,7 @@ function matmul4bitLadder(backward: boolean): LadderKernel {
     shaders: [
       SHADER,
       "matmul_4bit_common.wgsl",
+      "matmul_4bit_tiled_store.wgsl",
       "matmul_4bit_f16.wgsl",
       "matmul_4bit_subgroup.wgsl",
       "matmul_4bit_subgroup_matrix.wgsl",
