@@ -78,9 +78,18 @@ async function tryDawn(
       powerPreference: "high-performance",
     } as GPURequestAdapterOptions)
   );
-  const adapter = await asked.value;
+  const notices = [...made.notices, ...asked.notices];
+  // A rejected request keeps the notices too: they are usually why (e.g. "Couldn't load Vulkan").
+  const adapter = await asked.value.catch((err: unknown) => {
+    if (!notices.length) throw err;
+    throw new Error(
+      `${err instanceof Error ? err.message : String(err)} (Dawn: ${notices.join("; ")})`,
+      {
+        cause: err,
+      },
+    );
+  });
   if (!adapter) {
-    const notices = [...made.notices, ...asked.notices];
     if (notices.length) throw new Error(`no adapter (Dawn: ${notices.join("; ")})`);
     return undefined;
   }
