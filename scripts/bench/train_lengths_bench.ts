@@ -111,6 +111,20 @@ const WARMUP_TOKENS = 64;
 
 const gib = (bytes: number) => (bytes / 2 ** 30).toFixed(3);
 
+/** A length's row before any step has run. */
+function emptyRow(seq: number): LengthRow {
+  return {
+    seq,
+    stepsS: [],
+    tokensPerSecond: null,
+    peakBytes: 0,
+    peakByCategoryBytes: {},
+    engineBytes: 0,
+    engineByCategoryBytes: {},
+    inFlight: false,
+  };
+}
+
 /** The step's result, or "boxed" if the deadline comes first (the step keeps running). */
 async function stepOrBox<T>(step: Promise<T>, deadline: number): Promise<T | "boxed"> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -147,16 +161,7 @@ export async function benchTrainLengths(
     let previous: { seq: number; stepS: number } | undefined;
     for (const seq of o.lengths) {
       if (Date.now() >= o.deadline) break;
-      const row: LengthRow = {
-        seq,
-        stepsS: [],
-        tokensPerSecond: null,
-        peakBytes: 0,
-        peakByCategoryBytes: {},
-        engineBytes: 0,
-        engineByCategoryBytes: {},
-        inFlight: false,
-      };
+      const row = emptyRow(seq);
       ctx.memory.resetPeak();
       const engine = new TrainingEngine(ctx, model, {
         lora: BENCH_LORA,
@@ -245,17 +250,7 @@ export async function benchTrainLengths(
       if (boxed) break;
     }
     for (const seq of o.lengths.slice(result.rows.length)) {
-      result.rows.push({
-        seq,
-        stepsS: [],
-        tokensPerSecond: null,
-        peakBytes: 0,
-        peakByCategoryBytes: {},
-        engineBytes: 0,
-        engineByCategoryBytes: {},
-        inFlight: false,
-        note: "not run: the time box had closed",
-      });
+      result.rows.push({ ...emptyRow(seq), note: "not run: the time box had closed" });
     }
     update();
     return result;

@@ -69,6 +69,12 @@ Deno.test({
         [j.train_7b.batch, j.train_7b.seq, j.train_7b.r],
         [j.shapes.train_7b.batch, j.shapes.train_7b.seq, 16],
       );
+      // LoRA on all seven linears: A (r x in) and B (out x r) each, counted by hand from the shape.
+      const s7 = j.shapes.train_7b;
+      const q = s7.heads * s7.headDim, kv = s7.kvHeads * s7.headDim;
+      const inPlusOut = (s7.hidden + q) * 2 + (s7.hidden + kv) * 2 +
+        (s7.hidden + s7.intermediate) * 3;
+      assert.equal(j.details.train_7b.loraParameters, s7.layers * s7.r * inPlusOut);
       // The peak includes the base weights and the LoRA state: more than the LoRA floats alone.
       assert.ok(j.train_7b.peak_gib * 2 ** 30 > j.details.train_7b.loraParameters * 4);
       positive(j.paged_adamw_7b.paged_to_resident, "paged_adamw_7b.paged_to_resident");
