@@ -23,6 +23,7 @@ import {
   parseFlags,
   usageError,
 } from "./command.ts";
+import { Progress } from "./progress.ts";
 
 const D = EXPORT_DEFAULTS.type;
 
@@ -126,36 +127,31 @@ async function exportModel(args: string[], io: CommandIo): Promise<number> {
 
 /** Every this many percent a plain progress line is printed where the output is not a terminal. */
 const LINE_EVERY_PERCENT = 5;
-const BAR_WIDTH = 24;
 
 /**
- * Per-tensor progress on stderr: a bar rewritten in place on a terminal; elsewhere (a log, a
- * pipe) a plain line each time another LINE_EVERY_PERCENT percent is done, and at the end.
+ * Per-tensor progress on stderr (src/cli/progress.ts): a bar rewritten in place on a terminal;
+ * elsewhere (a log, a pipe) a plain line each time another LINE_EVERY_PERCENT percent is done,
+ * and at the end.
  */
 export function progressReporter(io: CommandIo, tty: boolean) {
   const enc = new TextEncoder();
-  let shown = false;
-  let lastStep = 0;
+  const write = tty
+    ? (text: string) => Deno.stderr.writeSync(enc.encode(text))
+    : (text: string) => io.printError(text.replace(/\n$/, ""));
+  let bar: Progress | undefined;
   return {
     update(tensor: string, index: number, total: number) {
-      const percent = Math.floor((100 * index) / total);
-      const text = `${String(percent).padStart(3)}% (${index}/${total} tensors) ${tensor}`;
-      if (tty) {
-        const filled = Math.round((BAR_WIDTH * index) / total);
-        const bar = `[${"#".repeat(filled)}${"-".repeat(BAR_WIDTH - filled)}]`;
-        Deno.stderr.writeSync(enc.encode(`\r\x1b[2K${bar} ${text}`));
-        shown = true;
-        return;
-      }
-      const step = Math.floor(percent / LINE_EVERY_PERCENT);
-      if (step > lastStep || index === total) {
-        lastStep = step;
-        io.printError(text);
-      }
+      bar ??= new Progress({
+        label: "tensors",
+        total,
+        tty,
+        write,
+        everyPercent: LINE_EVERY_PERCENT,
+      });
+      bar.update(index, tensor);
     },
     done() {
-      if (tty && shown) Deno.stderr.writeSync(enc.encode("\n"));
-      shown = false;
+      bar?.done();
     },
   };
 }

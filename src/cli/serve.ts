@@ -162,6 +162,20 @@ async function serve(args: string[]): Promise<number> {
   );
 
   // The first SIGINT/SIGTERM closes gracefully; a second one exits at once.
+  // Each closing step runs even when one before it failed; a failure is logged and exits 1
+  // (a rejection left unhandled here would crash the process with a stack trace instead).
+  const closeAll = async () => {
+    try {
+      await server.close();
+    } finally {
+      try {
+        await store?.close();
+      } finally {
+        await telemetry.shutdown();
+      }
+    }
+  };
+  let closeFailed = false;
   const stopped = new Promise<void>((resolve) => {
     let stopping = false;
     const onSignal = () => {
@@ -173,7 +187,10 @@ async function serve(args: string[]): Promise<number> {
         consoleLogger.error("shutdown did not finish in time; exiting");
         Deno.exit(1);
       }, shutdownSeconds * 1000 + 15_000));
-      server.close().then(() => store?.close()).then(() => telemetry.shutdown()).finally(() => {
+      closeAll().catch((err) => {
+        closeFailed = true;
+        consoleLogger.error(`shutdown failed: ${err instanceof Error ? err.message : err}`);
+      }).finally(() => {
         for (const s of STOP_SIGNALS) Deno.removeSignalListener(s, onSignal);
         resolve();
       });
@@ -181,7 +198,7 @@ async function serve(args: string[]): Promise<number> {
     for (const s of STOP_SIGNALS) Deno.addSignalListener(s, onSignal);
   });
   await stopped;
-  return 0;
+  return closeFailed ? 1 : 0;
 }
 
 type Setting = { value: string; label: string } | undefined;

@@ -19,6 +19,7 @@ import { failedPrecondition, invalidArgument } from "../../util/errors.ts";
 import { isInside, normalizeUserPath, resolveDataPath } from "../paths.ts";
 import { checkFolderLinks, pinOutput } from "../confine.ts";
 import { resolveAdapterFolder } from "./adapter_folder.ts";
+import { enumSetting } from "./request_settings.ts";
 import type { ServiceContext } from "./jobs.ts";
 import { dataRelative, jobBody, type JobRpc, jobRpcHandler, type JobStart } from "./job_rpc.ts";
 import { readModelConfig } from "./model_config.ts";
@@ -45,18 +46,11 @@ type ExportTypeName = `EXPORT_TYPE_${Uppercase<ExportType>}`;
 
 const exportTypeEnum = (t: ExportType) => `EXPORT_TYPE_${t.toUpperCase()}` as ExportTypeName;
 
-/** The request's enums as settings.ts's inputs: UNSPECIFIED is unset, an unknown number stays. */
+/** The format enum as settings.ts's input: UNSPECIFIED is unset, an unknown number stays. */
 function formatInput(v: unknown): unknown {
   if (v === "EXPORT_FORMAT_UNSPECIFIED" || v === null || v === undefined) return undefined;
   const found = Object.entries(FORMAT_ENUM).find(([, name]) => name === v);
   return found ? found[0] : v;
-}
-
-function typeInput(v: unknown): unknown {
-  if (v === "EXPORT_TYPE_UNSPECIFIED" || v === null || v === undefined) return undefined;
-  return typeof v === "string" && v.startsWith("EXPORT_TYPE_")
-    ? v.slice("EXPORT_TYPE_".length).toLowerCase()
-    : v;
 }
 
 /** Each setting's request field, as errors name it. */
@@ -81,7 +75,7 @@ export async function validateExportRequest(
 ): Promise<ValidatedExport> {
   checkPathFields(req, ["base_model_path", "adapter_path", "output_path"]);
   const { format, type } = exportSettings(
-    { format: formatInput(req.format), type: typeInput(req.type) },
+    { format: formatInput(req.format), type: enumSetting(req.type, "EXPORT_TYPE_") },
     (k) => FIELDS[k],
   );
   const overwrite = Boolean(req.overwrite);

@@ -35,7 +35,7 @@ function unsetIfEmpty(v: unknown): unknown {
 }
 
 /** An enum's name without its prefix, lowercase; UNSPECIFIED is unset; an unknown number stays. */
-function enumSetting(v: unknown, prefix: string): unknown {
+export function enumSetting(v: unknown, prefix: string): unknown {
   if (typeof v !== "string") return v ?? undefined;
   const name = v.startsWith(prefix) ? v.slice(prefix.length).toLowerCase() : v;
   return name === "unspecified" ? undefined : name;
