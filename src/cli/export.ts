@@ -7,6 +7,7 @@
  */
 import * as path from "node:path";
 import { exportGguf, type GgufFileType } from "../export/export_gguf.ts";
+import { isInside } from "../service/paths.ts";
 import { mergeAdapter } from "../train/merge.ts";
 import {
   EXPORT_DEFAULTS,
@@ -80,6 +81,7 @@ async function exportModel(args: string[], io: CommandIo): Promise<number> {
       `export ${merge ? "--merge" : "--lora-only"} needs --adapter DIR`,
     ));
   const overwrite = Boolean(values.overwrite);
+  await refuseOutputOverInput(out, [["--base", base], ["--adapter", adapter]]);
 
   const progress = progressReporter(io, io === CONSOLE_IO && Deno.stderr.isTerminal());
   try {
@@ -154,4 +156,34 @@ export function progressReporter(io: CommandIo, tty: boolean) {
       bar?.done();
     },
   };
+}
+
+/**
+ * An output that is an input, lies inside one, or holds one would be replaced (`--overwrite`)
+ * while it is being read: refused up front, as the Export RPC refuses it. Symlinks are resolved
+ * first, so a link to the base is the base.
+ */
+async function refuseOutputOverInput(
+  out: string,
+  inputs: Array<[string, string | undefined]>,
+): Promise<void> {
+  const output = await realPathSoFar(out);
+  for (const [flag, input] of inputs) {
+    if (input === undefined) continue;
+    const real = await realPathSoFar(input);
+    if (isInside(real, output) || isInside(output, real)) {
+      usageError(`--out ${out}: must not be ${flag} (an input), inside it, or contain it`);
+    }
+  }
+}
+
+/** The absolute path with symlinks resolved as far as it exists (an output may not yet). */
+async function realPathSoFar(p: string): Promise<string> {
+  const abs = path.resolve(p);
+  try {
+    return await Deno.realPath(abs);
+  } catch {
+    const parent = path.dirname(abs);
+    return parent === abs ? abs : path.join(await realPathSoFar(parent), path.basename(abs));
+  }
 }

@@ -193,3 +193,50 @@ function mergedReference(
   }
   return w;
 }
+
+Deno.test("cli export: an output that is, holds or lies in an input is refused, even with --overwrite", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qlorad-export-paths-" });
+  try {
+    const base = join(dir, "base");
+    const adapter = join(dir, "runs", "adapter");
+    await Deno.mkdir(base);
+    await Deno.mkdir(adapter, { recursive: true });
+    await Deno.writeTextFile(join(base, "config.json"), "{}");
+    await Deno.writeTextFile(join(adapter, "adapter_config.json"), "{}");
+    await Deno.symlink(base, join(dir, "link-to-base"));
+    const merge = (out: string) => [
+      "--merge",
+      "--base",
+      base,
+      "--adapter",
+      adapter,
+      "--out",
+      out,
+      "--overwrite",
+    ];
+    const cases: Array<[string[], string]> = [
+      [merge(base), "--base"],
+      [merge(join(base, "merged")), "--base"],
+      [merge(dir), "--base"],
+      [merge(join(dir, "runs")), "--adapter"],
+      [merge(join(dir, "link-to-base")), "--base"],
+      [["--gguf", "--base", base, "--out", join(base, "model.gguf"), "--overwrite"], "--base"],
+    ];
+    for (const [args, input] of cases) {
+      const r = await run(args);
+      const err = r.err.join("\n");
+      assert.equal(r.code, 2, `${args.join(" ")}: ${err}`);
+      const first = err.split("\n")[0];
+      assert.ok(first.startsWith("qlorad export: --out "), err);
+      assert.ok(first.includes(`must not be ${input} (an input)`), err);
+    }
+    // Nothing was touched.
+    assert.deepEqual(
+      [...Deno.readDirSync(base)].map((e) => e.name),
+      ["config.json"],
+    );
+    assert.equal(await Deno.readTextFile(join(adapter, "adapter_config.json")), "{}");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
