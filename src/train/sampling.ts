@@ -27,30 +27,89 @@ export function argmax(logits: ArrayLike<number>): number {
 /**
  * The distribution a draw comes from: token ids, most likely first (ties by id), and their
  * probabilities after temperature, top-k and top-p, renormalized to sum to 1.
+ *
+ * Nothing sorts the whole vocabulary (128k entries at Llama 3, once per generated token): top-k
+ * selects its k ids with a heap, and a nucleus without top-k takes the most likely ids in growing
+ * batches until their probability reaches top_p (almost always the first batch).
  */
 export function samplingDistribution(
   logits: ArrayLike<number>,
   s: SamplingSettings,
 ): { ids: number[]; probs: number[] } {
-  const ids = Array.from({ length: logits.length }, (_, i) => i);
-  ids.sort((a, b) => logits[b] - logits[a] || a - b);
-  const k = s.topK > 0 ? Math.min(s.topK, ids.length) : ids.length;
-  const kept = ids.slice(0, k);
-  const max = logits[kept[0]];
-  let probs = kept.map((id) => Math.exp((logits[id] - max) / s.temperature));
-  let sum = probs.reduce((a, b) => a + b, 0);
-  probs = probs.map((p) => p / sum);
-  if (s.topP < 1) {
-    // The nucleus: tokens in order until the probability before a token reaches top_p.
+  const n = logits.length;
+  const k = s.topK > 0 ? Math.min(s.topK, n) : n;
+  const max = logits[argmax(logits)];
+  const weight = (id: number) => Math.exp((logits[id] - max) / s.temperature);
+  // The softmax's denominator over the top-k set (the whole vocabulary without top-k).
+  let kept = k < n || s.topP >= 1 ? mostLikely(logits, k) : undefined;
+  let total = 0;
+  if (kept) { for (const id of kept) total += weight(id); }
+  else for (let id = 0; id < n; id++) total += weight(id);
+  if (s.topP >= 1) return { ids: kept!, probs: kept!.map((id) => weight(id) / total) };
+
+  // The nucleus: tokens in order until the probability before a token reaches top_p.
+  let batch = Math.min(k, NUCLEUS_BATCH);
+  for (;;) {
+    const candidates = kept ?? mostLikely(logits, batch);
     let cum = 0;
-    let n = 0;
-    while (n < probs.length && cum < s.topP) cum += probs[n++];
-    probs = probs.slice(0, Math.max(1, n));
-    kept.length = probs.length;
-    sum = probs.reduce((a, b) => a + b, 0);
-    probs = probs.map((p) => p / sum);
+    let count = 0;
+    while (count < candidates.length && cum < s.topP) cum += weight(candidates[count++]) / total;
+    if (cum >= s.topP || candidates.length === k) {
+      const ids = candidates.slice(0, Math.max(1, count));
+      const probs = ids.map((id) => weight(id) / total);
+      const sum = probs.reduce((a, b) => a + b, 0);
+      return { ids, probs: probs.map((p) => p / sum) };
+    }
+    batch = Math.min(k, batch * 8);
+    kept = undefined;
   }
-  return { ids: kept, probs };
+}
+
+/** The first batch of most likely ids a nucleus is looked for in. */
+const NUCLEUS_BATCH = 256;
+
+/**
+ * The `count` most likely ids, most likely first, ties by the smaller id: a min-heap of the best
+ * `count` seen so far (O(n log count)), sorted at the end; the whole vocabulary only when asked.
+ */
+export function mostLikely(logits: ArrayLike<number>, count: number): number[] {
+  const n = logits.length;
+  // a ranks before b: larger logit, or the same logit and a smaller id.
+  const before = (a: number, b: number) =>
+    logits[a] > logits[b] || (logits[a] === logits[b] && a < b);
+  if (count >= n) {
+    const all = Array.from({ length: n }, (_, i) => i);
+    return all.sort((a, b) => (before(a, b) ? -1 : 1));
+  }
+  // heap[0] is the worst of the kept ids.
+  const heap: number[] = [];
+  const down = (i: number) => {
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let worst = i;
+      if (l < heap.length && before(heap[worst], heap[l])) worst = l;
+      if (r < heap.length && before(heap[worst], heap[r])) worst = r;
+      if (worst === i) return;
+      [heap[i], heap[worst]] = [heap[worst], heap[i]];
+      i = worst;
+    }
+  };
+  for (let id = 0; id < n; id++) {
+    if (heap.length < count) {
+      heap.push(id);
+      for (let i = heap.length - 1; i > 0;) {
+        const parent = (i - 1) >> 1;
+        if (!before(heap[parent], heap[i])) break;
+        [heap[i], heap[parent]] = [heap[parent], heap[i]];
+        i = parent;
+      }
+    } else if (count > 0 && before(id, heap[0])) {
+      heap[0] = id;
+      down(0);
+    }
+  }
+  return heap.sort((a, b) => (before(a, b) ? -1 : 1));
 }
 
 /** The next token: argmax when greedy, else one draw from samplingDistribution. */

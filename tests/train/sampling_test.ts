@@ -93,6 +93,55 @@ Deno.test("greedy is the first largest logit and draws nothing", () => {
   assert.equal(rng.state, before);
 });
 
+/**
+ * The distribution by the definition, with the whole vocabulary sorted: the independent
+ * reference for the partial selection sampling.ts does.
+ */
+function sortedReference(logits: number[], s: SamplingSettings) {
+  const ids = logits.map((_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b);
+  const kept = ids.slice(0, s.topK > 0 ? Math.min(s.topK, ids.length) : ids.length);
+  const w = kept.map((id) => Math.exp((logits[id] - logits[kept[0]]) / s.temperature));
+  const total = w.reduce((a, b) => a + b, 0);
+  let n = kept.length;
+  if (s.topP < 1) {
+    let cum = 0;
+    n = 0;
+    while (n < kept.length && cum < s.topP) cum += w[n++] / total;
+    n = Math.max(1, n);
+  }
+  const sum = w.slice(0, n).reduce((a, b) => a + b, 0);
+  return { ids: kept.slice(0, n), probs: w.slice(0, n).map((x) => x / sum) };
+}
+
+Deno.test("large vocabularies: top-k and nucleus by partial selection match a full sort", () => {
+  const rng = new Rng(77);
+  // 5,003 ids; logits on a coarse grid so that many tie (ties go to the smaller id), and a
+  // nearly flat row whose nucleus at 0.99 holds thousands of ids (past the first batches).
+  const coarse = Array.from({ length: 5003 }, () => Math.round(rng.uniform(-8, 8) * 4) / 4);
+  const flat = Array.from({ length: 5003 }, () => rng.uniform(-0.05, 0.05));
+  const settings: SamplingSettings[] = [
+    { temperature: 1, topK: 0, topP: 1 },
+    { temperature: 0.7, topK: 40, topP: 1 },
+    { temperature: 1.3, topK: 0, topP: 0.9 },
+    { temperature: 1, topK: 0, topP: 0.05 },
+    { temperature: 0.8, topK: 300, topP: 0.95 },
+    { temperature: 1, topK: 1, topP: 0.5 },
+    { temperature: 1, topK: 5003, topP: 0.999 },
+  ];
+  for (const logits of [coarse, flat]) {
+    for (const s of settings) {
+      const got = samplingDistribution(logits, s);
+      const want = sortedReference(logits, s);
+      const what = `${logits === flat ? "flat" : "coarse"} ${JSON.stringify(s)}`;
+      assert.deepEqual(got.ids, want.ids, what);
+      close(got.probs, want.probs, 1e-12);
+    }
+  }
+  const wide = samplingDistribution(flat, { temperature: 1, topK: 0, topP: 0.99 });
+  assert.ok(wide.ids.length > 2048, `the flat row's nucleus: ${wide.ids.length} ids`);
+  assert.deepEqual(wide.ids, sortedReference(flat, { temperature: 1, topK: 0, topP: 0.99 }).ids);
+});
+
 // A detokenizer over a fixed piece table: id -> piece; "\uFFFD" marks a half-decoded character.
 const PIECES = ["Hel", "lo", " wor", "ld", "!", "\n", "EN", "D", "\uFFFD"];
 const decode = (ids: number[]) => ids.map((i) => PIECES[i]).join("");
