@@ -14,9 +14,8 @@
  * data section; each tensor's offset is relative to the data section and a multiple of the
  * alignment, the gaps zero-filled.
  */
-import { dirname } from "node:path";
-import { diskFullError, fsyncDir, isDiskFullError, partialPath } from "../io/atomic.ts";
-import { invalidArgument, QloradError } from "../util/errors.ts";
+import { PartialFile } from "../io/partial_file.ts";
+import { invalidArgument } from "../util/errors.ts";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 export const GGUF_VERSION = 3;
@@ -306,35 +305,37 @@ export function encodeGgufHeader(
   return { header: sink.bytes(), offsets, sizes, dataBytes: offset };
 }
 
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.byteLength) off += await file.write(bytes.subarray(off));
-}
-
 /**
  * Streams one GGUF file: create() writes everything up to the data section, write() each tensor
  * in declared order (exact byte length), finish() fsyncs and renames into place.
  */
 export class GgufWriter {
   readonly tensors: readonly GgufTensorEntry[];
-  #file: Deno.FsFile | undefined;
+  #out: PartialFile;
   #sizes: number[];
   #alignment: number;
   #next = 0;
-  #done = false;
 
   private constructor(
-    readonly path: string,
-    readonly tempPath: string,
+    out: PartialFile,
     tensors: GgufTensorEntry[],
     sizes: number[],
     alignment: number,
-    file: Deno.FsFile,
   ) {
+    this.#out = out;
     this.tensors = tensors;
     this.#sizes = sizes;
     this.#alignment = alignment;
-    this.#file = file;
+  }
+
+  /** The final file name. */
+  get path(): string {
+    return this.#out.path;
+  }
+
+  /** Where the file is written until finish() renames it into place. */
+  get tempPath(): string {
+    return this.#out.tempPath;
   }
 
   static async create(
@@ -344,35 +345,14 @@ export class GgufWriter {
   ): Promise<GgufWriter> {
     const copy = tensors.map((t) => ({ name: t.name, shape: [...t.shape], type: t.type }));
     const { header, sizes } = encodeGgufHeader(metadata, copy);
-    const tempPath = partialPath(path);
-    const file = await Deno.open(tempPath, { write: true, createNew: true });
-    const w = new GgufWriter(path, tempPath, copy, sizes, metadata.alignment, file);
-    await w.#guard(() => writeAll(file, header));
-    return w;
-  }
-
-  async #guard(fn: () => Promise<void>): Promise<void> {
-    try {
-      await fn();
-    } catch (e) {
-      await this.abort();
-      throw isDiskFullError(e) ? diskFullError(this.path, e) : e;
-    }
-  }
-
-  #open(): Deno.FsFile {
-    if (!this.#file) {
-      throw new QloradError(
-        "failed_precondition",
-        `${this.path}: writer is ${this.#done ? "finished" : "aborted"}`,
-      );
-    }
-    return this.#file;
+    const out = await PartialFile.create(path);
+    await out.write(header);
+    return new GgufWriter(out, copy, sizes, metadata.alignment);
   }
 
   /** The next tensor's encoded bytes (GGML_BLOCK layout of its type). */
   async write(name: string, bytes: Uint8Array): Promise<void> {
-    const file = this.#open();
+    this.#out.checkOpen();
     const t = this.tensors[this.#next];
     if (!t || t.name !== name) {
       throw invalidArgument(
@@ -388,40 +368,25 @@ export class GgufWriter {
           `${t.type} [${t.shape.join(", ")}] needs ${need}`,
       );
     }
+    await this.#out.write(bytes);
     const pad = (this.#alignment - (need % this.#alignment)) % this.#alignment;
-    await this.#guard(async () => {
-      await writeAll(file, bytes);
-      if (pad) await writeAll(file, new Uint8Array(pad));
-    });
+    if (pad) await this.#out.write(new Uint8Array(pad));
     this.#next++;
   }
 
   async finish(): Promise<void> {
-    const file = this.#open();
+    this.#out.checkOpen();
     if (this.#next !== this.tensors.length) {
       throw invalidArgument(
         `${this.path}: ${this.tensors.length - this.#next} tensor(s) not written, next ` +
           JSON.stringify(this.tensors[this.#next].name),
       );
     }
-    await this.#guard(() => file.sync());
-    file.close();
-    this.#file = undefined;
-    // #done only once renamed: a failed rename leaves abort() the temporary file to remove.
-    await Deno.rename(this.tempPath, this.path);
-    this.#done = true;
-    await fsyncDir(dirname(this.path));
+    await this.#out.commit();
   }
 
   /** Drop the temporary file; nothing appears under the final name. */
-  async abort(): Promise<void> {
-    if (this.#done) return;
-    this.#file?.close();
-    this.#file = undefined;
-    try {
-      await Deno.remove(this.tempPath);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
+  abort(): Promise<void> {
+    return this.#out.abort();
   }
 }

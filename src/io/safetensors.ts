@@ -3,10 +3,9 @@
  * The reader loads only the header; tensor bytes are read on demand with positional reads,
  * so checkpoints of tens of GB cost nothing until used.
  */
-import { dirname } from "node:path";
 import { invalidArgument, notFound, QloradError } from "../util/errors.ts";
 import { jsonSyntaxReason } from "../util/json.ts";
-import { fsyncDir, partialPath } from "./atomic.ts";
+import { PartialFile } from "./partial_file.ts";
 import { byteLengthOf, type Dtype, isDtype, toFloat32, toFloat64 } from "./dtype.ts";
 import { firstDuplicateKey } from "./json_keys.ts";
 
@@ -359,28 +358,28 @@ export function encodeHeader(
   return { prefix, dataLength: pos };
 }
 
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.byteLength) off += await file.write(bytes.subarray(off));
-}
-
 /**
  * Streams tensors to `<finalPath>.partial-<random>` one at a time, in entry order, and renames the
  * file into place on `finish()`. Memory use is one tensor at a time, whatever the file size.
  */
 export class SafetensorsWriter {
-  readonly path: string;
-  readonly tempPath: string;
   readonly entries: readonly TensorEntry[];
-  #file: Deno.FsFile | undefined;
+  #out: PartialFile;
   #next = 0;
-  #done = false;
 
-  private constructor(path: string, tempPath: string, entries: TensorEntry[], file: Deno.FsFile) {
-    this.path = path;
-    this.tempPath = tempPath;
+  private constructor(out: PartialFile, entries: TensorEntry[]) {
+    this.#out = out;
     this.entries = entries;
-    this.#file = file;
+  }
+
+  /** The final file name. */
+  get path(): string {
+    return this.#out.path;
+  }
+
+  /** Where the file is written until finish() renames it into place. */
+  get tempPath(): string {
+    return this.#out.tempPath;
   }
 
   static async create(
@@ -391,31 +390,14 @@ export class SafetensorsWriter {
     checkEntries(finalPath, entries);
     const copy = entries.map((e) => ({ name: e.name, dtype: e.dtype, shape: [...e.shape] }));
     const { prefix } = encodeHeader(copy, metadata);
-    const tempPath = partialPath(finalPath);
-    const file = await Deno.open(tempPath, { write: true, createNew: true });
-    const w = new SafetensorsWriter(finalPath, tempPath, copy, file);
-    try {
-      await writeAll(file, prefix);
-    } catch (e) {
-      await w.abort();
-      throw e;
-    }
-    return w;
-  }
-
-  #open(): Deno.FsFile {
-    if (!this.#file) {
-      throw new QloradError(
-        "failed_precondition",
-        `${this.path}: writer is ${this.#done ? "finished" : "aborted"}`,
-      );
-    }
-    return this.#file;
+    const out = await PartialFile.create(finalPath);
+    await out.write(prefix);
+    return new SafetensorsWriter(out, copy);
   }
 
   /** Write the next tensor's bytes; must follow entry order and match dtype x shape exactly. */
   async write(name: string, bytes: Uint8Array): Promise<void> {
-    const file = this.#open();
+    this.#out.checkOpen();
     const e = this.entries[this.#next];
     if (!e) {
       throw invalidArgument(
@@ -437,13 +419,13 @@ export class SafetensorsWriter {
         }: got ${bytes.byteLength} bytes but ${e.dtype} ${fmtList(e.shape)} needs ${need}`,
       );
     }
-    await writeAll(file, bytes);
+    await this.#out.write(bytes);
     this.#next++;
   }
 
   /** Check every tensor was written, fsync, and rename into place. */
   async finish(): Promise<void> {
-    const file = this.#open();
+    this.#out.checkOpen();
     if (this.#next !== this.entries.length) {
       const missing = this.entries.slice(this.#next).map((e) => JSON.stringify(e.name));
       throw invalidArgument(
@@ -452,25 +434,12 @@ export class SafetensorsWriter {
         }`,
       );
     }
-    await file.sync();
-    file.close();
-    this.#file = undefined;
-    // #done only once renamed: a failed rename leaves abort() the temporary file to remove.
-    await Deno.rename(this.tempPath, this.path);
-    this.#done = true;
-    await fsyncDir(dirname(this.path));
+    await this.#out.commit();
   }
 
   /** Drop the temporary file; nothing appears under the final name. */
-  async abort(): Promise<void> {
-    if (this.#done) return;
-    this.#file?.close();
-    this.#file = undefined;
-    try {
-      await Deno.remove(this.tempPath);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
+  abort(): Promise<void> {
+    return this.#out.abort();
   }
 }
 
