@@ -342,6 +342,8 @@ export interface CompareOptions {
   optimizerGpuBudgetBytes?: number;
   /** QLoRA row only: its checkpoints' precision (EstimateSettings); default f32. */
   activationPrecision?: "f32" | "f16";
+  /** QLoRA row only: the LoRA parameters' storage (EstimateSettings); default f32. */
+  loraStorage?: LoraStorage;
 }
 
 export const PAPER_LORA: LoraSpec = {
@@ -371,6 +373,7 @@ export function compareTrainingSetups(
       lora,
       optimizerGpuBudgetBytes: opts.optimizerGpuBudgetBytes ?? 0,
       activationPrecision,
+      loraStorage: opts.loraStorage,
     });
   const qlora = qloraWith(opts.activationPrecision);
   // The 16-bit rows halve the all-f32 graph.
