@@ -265,7 +265,7 @@ export function hyperparameterSettings(
     // The f32 master lives with the paged optimizer state; without paging it has no home.
     throw new SettingError(
       name("loraDtype"),
-      `${name("loraDtype")} bf16 keeps the f32 master parameters with the paged optimizer: ` +
+      `${name("loraDtype")}: bf16 keeps the f32 master parameters with the paged optimizer: ` +
         `set ${name("optimizerGpuBudgetBytes")} > 0 (e.g. 268435456, 256 MiB)`,
     );
   }
