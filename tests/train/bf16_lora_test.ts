@@ -100,6 +100,11 @@ for (const checkpointing of [false, true]) {
           worst = Math.max(worst, e);
         }
         console.log(`checkpointing ${checkpointing}: worst gradient relative error ${worst}`);
+        // Evaluation runs the same forward through the window: the same loss per token.
+        const ev = await engine.evaluate(batch);
+        assert.equal(ev.tokens, ref.count);
+        const evLoss = ev.lossSum / ev.tokens;
+        assert.ok(Math.abs(evLoss - ref.loss) / ref.loss <= 1e-5, `eval ${evLoss} vs ${ref.loss}`);
       } finally {
         destroy();
       }
@@ -156,6 +161,28 @@ gpuTest(
     }
   },
 );
+
+gpuTest("bf16 storage: split submits give the same master and copy bits", async (ctx) => {
+  const one = make(ctx, 7, { maxGradNorm: 1 });
+  const split = make(ctx, 7, { maxGradNorm: 1, splitSubmits: true });
+  try {
+    for (let s = 0; s < 3; s++) {
+      const batch = randomBatch(TINY.vocab, [15, 9], 30 + s);
+      const a = await one.engine.trainStep([batch], 3e-3);
+      const b = await split.engine.trainStep([batch], 3e-3);
+      assert.equal(a.loss, b.loss);
+    }
+    const x = await one.engine.readAdapter();
+    const y = await split.engine.readAdapter();
+    assert.deepEqual(new Uint32Array(y.buffer), new Uint32Array(x.buffer));
+    const cx = await one.engine.readComputeCopy();
+    const cy = await split.engine.readComputeCopy();
+    assert.deepEqual(new Uint32Array(cy.buffer), new Uint32Array(cx.buffer));
+  } finally {
+    one.destroy();
+    split.destroy();
+  }
+});
 
 gpuTest(
   "bf16 storage: training lowers the loss; resume from a checkpoint is bit-exact",
