@@ -64,7 +64,7 @@ export class AdamWOptimizer {
   #hostP?: Float32Array;
   #poolP?: GpuBuffer;
   /**
-   * Per pool slot: m then v of one page, mapped for reading. Wrapped as GpuBuffers (for
+   * Per pool slot: m, v (and with bf16 storage the master) of one group, mapped for reading. Wrapped as GpuBuffers (for
    * DispatchBatch.copy) but outside the ledger: destroy the raw buffers, never the wrappers.
    */
   #readback: GpuBuffer[] = [];
