@@ -38,7 +38,8 @@ export const ESTIMATE: Command = {
   usage:
     `  qlorad estimate (--config CONFIG.json | --preset 7b|13b|33b|65b|70b|all) [--r 64] [--alpha 16]
                   [--targets q_proj,...|all-linear] [--batch 1] [--seq 512] [--checkpointing]
-                  [--optimizer-budget BYTES] [--blocksize 64] [--no-double-quant]
+                  [--optimizer-budget BYTES] [--lora-dtype f32|bf16] [--blocksize 64]
+                  [--no-double-quant]
                   [--vocab-chunk 2048] [--activations f16|f32] [--units GiB|MiB|GB|bytes]
                   [--compare] [--json]
       GPU memory a training job allocates, by category, before it runs (docs/MEMORY.md).
@@ -47,7 +48,8 @@ export const ESTIMATE: Command = {
       beside QLoRA. Defaults are the QLoRA paper's comparison: --r 64 on every linear, no
       gradient checkpointing unless --checkpointing. --activations: precision of the layer
       inputs kept under --checkpointing (default f16, what an adapter with shader-f16 gets; f32
-      on one without).`,
+      on one without). --lora-dtype bf16: a bf16 compute copy of the LoRA parameters on the GPU,
+      the f32 master paged with AdamW (needs --optimizer-budget).`,
   run: (args, io) => estimate(args, io),
 };
 
@@ -68,6 +70,7 @@ const FLAGS: Record<string, string> = {
   microBatchSize: "--batch",
   maxSeqLen: "--seq",
   optimizerGpuBudgetBytes: "--optimizer-budget",
+  loraDtype: "--lora-dtype",
   blocksize: "--blocksize",
 };
 
@@ -131,6 +134,7 @@ async function estimate(args: string[], io: CommandIo): Promise<number> {
     seq: { type: "string" },
     checkpointing: { type: "boolean" },
     "optimizer-budget": { type: "string" },
+    "lora-dtype": { type: "string" },
     blocksize: { type: "string" },
     "no-double-quant": { type: "boolean" },
     "vocab-chunk": { type: "string" },
@@ -155,6 +159,7 @@ async function estimate(args: string[], io: CommandIo): Promise<number> {
       maxSeqLen: values.seq,
       gradientCheckpointing: values.checkpointing ? true : undefined,
       optimizerGpuBudgetBytes: values["optimizer-budget"],
+      loraDtype: values["lora-dtype"],
     },
     flagName,
     PAPER_ESTIMATE_DEFAULTS.hp,
@@ -173,6 +178,7 @@ async function estimate(args: string[], io: CommandIo): Promise<number> {
     gradientCheckpointing: hp.gradientCheckpointing,
     activationPrecision: activations as "f16" | "f32",
     optimizerGpuBudgetBytes: hp.optimizerGpuBudgetBytes,
+    loraStorage: hp.loraDtype,
     blocksize,
     vocabChunk: values["vocab-chunk"] === undefined
       ? undefined
@@ -196,6 +202,7 @@ async function estimate(args: string[], io: CommandIo): Promise<number> {
         gradientCheckpointing: base.gradientCheckpointing,
         optimizerGpuBudgetBytes: base.optimizerGpuBudgetBytes,
         activationPrecision: base.activationPrecision,
+        loraStorage: base.loraStorage,
       }),
     }))
     : [];
@@ -230,6 +237,8 @@ async function estimate(args: string[], io: CommandIo): Promise<number> {
         base.optimizerGpuBudgetBytes > 0
           ? `GPU budget ${base.optimizerGpuBudgetBytes} bytes`
           : "resident"
+      }; LoRA parameters ${
+        base.loraStorage === "bf16" ? "bf16 on the GPU, f32 master paged" : "f32"
       }; 4-bit blocksize ${blocksize}`,
   );
   print("");

@@ -33,6 +33,8 @@ const TRAIN_FLAGS: Record<string, string> = {
   maxSeqLen: "--max-seq-len",
   seed: "--seed",
   saveSteps: "--save-steps",
+  optimizerGpuBudgetBytes: "--optimizer-budget",
+  loraDtype: "--lora-dtype",
 };
 
 const trainFlag = (key: string) => TRAIN_FLAGS[key] ?? key;
@@ -42,13 +44,17 @@ export const TRAIN: Command = {
   usage:
     `  qlorad train --model DIR --data FILE --out DIR [--eval-data FILE] [--steps N] [--epochs X]
                [--lr X] [--r N] [--alpha X] [--batch N] [--accumulate N] [--max-seq-len N]
-               [--seed N] [--save-steps N] [--resume DIR]
+               [--seed N] [--save-steps N] [--optimizer-budget BYTES] [--lora-dtype f32|bf16]
+               [--resume DIR]
       Train a LoRA adapter on a local model folder (4-bit or full precision); prints a line per
       step. The Train RPC's defaults: --epochs ${HP.epochs} (--steps, when given, wins),` +
     ` --lr ${HP.learningRate},
       --r ${LORA_DEFAULTS.r}, --alpha ${LORA_DEFAULTS.alpha}, --batch ${HP.microBatchSize},` +
     ` --accumulate ${HP.gradientAccumulationSteps}, --max-seq-len ${HP.maxSeqLen},
-      --seed ${HP.seed}, --save-steps ${HP.saveSteps} (a checkpoint only at the end).`,
+      --seed ${HP.seed}, --save-steps ${HP.saveSteps} (a checkpoint only at the end),
+      --optimizer-budget ${HP.optimizerGpuBudgetBytes} (AdamW state resident; BYTES > 0 pages it
+      through that much GPU memory), --lora-dtype ${HP.loraDtype} (bf16: a bf16 compute copy on
+      the GPU, the f32 master paged with AdamW; needs --optimizer-budget).`,
   run: (args) => interruptible((signal) => train(args, signal)),
 };
 
@@ -72,6 +78,8 @@ export function trainSettingsOfFlags(v: {
   "max-seq-len"?: string;
   seed?: string;
   "save-steps"?: string;
+  "optimizer-budget"?: string;
+  "lora-dtype"?: string;
 }): { lora: LoraSpec; hp: TrainHyperparameters } {
   return {
     lora: loraSettings({ r: v.r, alpha: v.alpha }, trainFlag),
@@ -84,6 +92,8 @@ export function trainSettingsOfFlags(v: {
       maxSeqLen: v["max-seq-len"],
       seed: v.seed,
       saveSteps: v["save-steps"],
+      optimizerGpuBudgetBytes: v["optimizer-budget"],
+      loraDtype: v["lora-dtype"],
     }, trainFlag),
   };
 }
@@ -125,6 +135,8 @@ async function train(args: string[], signal: AbortSignal): Promise<number> {
     "max-seq-len": { type: "string" },
     seed: { type: "string" },
     "save-steps": { type: "string" },
+    "optimizer-budget": { type: "string" },
+    "lora-dtype": { type: "string" },
     resume: { type: "string" },
   });
   const model = v.model ?? usageError("train needs --model DIR");

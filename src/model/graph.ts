@@ -9,9 +9,10 @@
  * buffers, so the forward (and the loss) is bit for bit the f32 one; only the recomputed layer
  * starts from its input rounded to f16 (relative error <= 2^-11), converted back to f32.
  */
-import type { DispatchBatch, GpuBuffer, GpuContext } from "../gpu/context.ts";
+import { type DispatchBatch, GpuBuffer, type GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "./base_model.ts";
 import type { LoraLayout } from "./lora.ts";
+import { F32LoraParams, type LoraParams } from "./lora_params.ts";
 import { activationPlan, BackwardScratch, LayerActivations, type Shape } from "./activations.ts";
 import {
   encodeLayerBackward,
@@ -244,7 +245,8 @@ export class ModelGraph {
    */
   async encode(opts: {
     shape: Shape;
-    params: GpuBuffer;
+    /** The flat f32 adapter, or the engine's LoRA storage (src/model/lora_params.ts). */
+    params: GpuBuffer | LoraParams;
     grads: GpuBuffer;
     train: boolean;
     gradScale: number;
@@ -256,12 +258,13 @@ export class ModelGraph {
     const cfg = model.cfg;
     const batch = opts.batch ?? ctx.batch("micro-batch");
     const rows = opts.shape.batch * opts.shape.seq;
+    const params = opts.params instanceof GpuBuffer ? new F32LoraParams(opts.params) : opts.params;
     const pass: MicroBatchPass = {
       ctx,
       batch,
       model,
       lora: this.lora,
-      params: opts.params,
+      params,
       grads: opts.grads,
       batchSize: opts.shape.batch,
       seq: opts.shape.seq,
@@ -285,6 +288,7 @@ export class ModelGraph {
     for (let l = 0; l < cfg.layers; l++) {
       const x = this.#streamBuffer(l);
       if (keepHalves) await encodeToF16(ctx, batch, { src: x, dst: this.checkpoints[l], n });
+      await params.encodeLayer(batch, l); // bf16 storage: this layer's LoRA into the window
       await encodeLayerForward(
         pass,
         l,
@@ -337,6 +341,9 @@ export class ModelGraph {
           // from here on it holds the input of the layer being recomputed.
           await encodeFromF16(ctx, batch, { src: this.checkpoints[l], dst: x, n });
         }
+        // bf16 storage: the window holds the layer run last; expand this one for its recompute
+        // and backward (both read it, nothing in between touches the window).
+        await params.encodeLayer(batch, l);
         if (this.options.gradientCheckpointing) {
           // Recompute this layer's activations from its saved input.
           await encodeLayerRecompute(pass, l, acts, this.scratch, x);

@@ -15,6 +15,7 @@ import type { LinearModule } from "./config.ts";
 import { linearShape } from "./config.ts";
 import type { BaseModel } from "./base_model.ts";
 import type { LoraLayout } from "./lora.ts";
+import type { LoraParams } from "./lora_params.ts";
 import { type BackwardScratch, type LayerActivations, mlpChunks } from "./activations.ts";
 import { encodeMatmul } from "../kernels/matmul.ts";
 import { encodeMatmul4bit, encodeMatmul4bitT } from "../kernels/matmul_4bit.ts";
@@ -32,7 +33,8 @@ export interface MicroBatchPass {
   batch: DispatchBatch;
   model: BaseModel;
   lora: LoraLayout;
-  params: GpuBuffer;
+  /** The LoRA tensors' bindings (src/model/lora_params.ts); the caller expands each layer. */
+  params: LoraParams;
   grads: GpuBuffer;
   /** Rows = batchSize * seq (padded). */
   batchSize: number;
@@ -161,7 +163,7 @@ async function loraT(
     const xin = await loraInput(p, scratch, piece, rowsOf(x, inp, at, piece.rows));
     await encodeMatmul(p.ctx, p.batch, {
       a: xin,
-      b: slice(p.params, s.a.offset, s.a.numel),
+      b: p.params.binding(s.a),
       c: piece.t!,
       m: piece.rows,
       n: p.lora.spec.r,
@@ -197,7 +199,7 @@ export async function encodeLoraUp(
   ctx: GpuContext,
   batch: DispatchBatch,
   lora: LoraLayout,
-  params: GpuBuffer,
+  params: LoraParams,
   at: { layer: number; m: LinearModule; rows: number },
   t: Binding,
   y: Binding,
@@ -206,7 +208,7 @@ export async function encodeLoraUp(
   if (!b) throw invalidArgument(`encodeLoraUp: layer ${at.layer} ${at.m} has no LoRA`);
   await encodeMatmul(ctx, batch, {
     a: t,
-    b: slice(params, b.offset, b.numel),
+    b: params.binding(b),
     c: y,
     m: at.rows,
     n: linearShape(lora.cfg, at.m)[0],
@@ -266,7 +268,7 @@ async function linearBackward(
   // dt = s · dy B
   await encodeMatmul(p.ctx, p.batch, {
     a: dy,
-    b: slice(p.params, s.b.offset, s.b.numel),
+    b: p.params.binding(s.b),
     c: dt,
     m: r,
     n: rank,
@@ -290,7 +292,7 @@ async function linearBackward(
   }
   // dx += drop'(dt A): straight into dx without dropout; else through the dropout buffer, free
   // again now that dA has read drop(x), masked in place.
-  const aSlice = slice(p.params, s.a.offset, s.a.numel);
+  const aSlice = p.params.binding(s.a);
   if (p.dropout === 0) {
     await encodeMatmul(p.ctx, p.batch, {
       a: dt,

@@ -16,6 +16,7 @@ import type { BaseModel } from "../model/base_model.ts";
 import type { LoraLayout } from "../model/lora.ts";
 import { type LinearModule, linearShape } from "../model/config.ts";
 import { encodeFrozenLinear, encodeLoraUp } from "../model/layer.ts";
+import { F32LoraParams } from "../model/lora_params.ts";
 import { encodeEmbedding } from "../kernels/embedding.ts";
 import { encodeMatmul } from "../kernels/matmul.ts";
 import { encodeRmsNorm } from "../kernels/rmsnorm.ts";
@@ -57,6 +58,8 @@ export class KvDecoder {
   readonly chunk: number;
   #owned: GpuBuffer[] = [];
   #b: Record<string, GpuBuffer> = {};
+  /** Generation reads the f32 adapter (evaluation engines keep f32 storage). */
+  readonly #params: F32LoraParams;
 
   constructor(
     readonly ctx: GpuContext,
@@ -66,6 +69,7 @@ export class KvDecoder {
     options: DecoderOptions,
   ) {
     const cfg = model.cfg;
+    this.#params = new F32LoraParams(params);
     this.chunk = Math.max(1, Math.min(options.chunk ?? 64, options.capacity));
     this.cache = new KvCache(
       ctx,
@@ -253,14 +257,14 @@ export class KvDecoder {
     const t = this.#b.t;
     await encodeMatmul(ctx, batch, {
       a: x,
-      b: { buffer: this.params, offset: a.offset * 4, size: a.numel * 4 },
+      b: this.#params.binding(a),
       c: t,
       m: rows,
       n: lora.spec.r,
       k: linearShape(model.cfg, m)[1],
       transB: true,
     });
-    await encodeLoraUp(ctx, batch, lora, this.params, at, t, y);
+    await encodeLoraUp(ctx, batch, lora, this.#params, at, t, y);
   }
 
   destroy(): void {

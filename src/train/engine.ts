@@ -9,10 +9,21 @@
  * are recorded into one batch, and the host waits once, for that copy. Each further micro-batch
  * adds a submit (its inputs are written to the same buffers, which the queue orders between
  * submits); paged AdamW adds one per group of pages (src/train/paged_adamw.ts).
+ *
+ * LoRA storage (EngineOptions.loraStorage): "f32" keeps the parameters in one f32 GPU buffer the
+ * optimizer updates in place; "bf16" keeps a bf16 compute copy on the GPU (src/model/lora_params.ts)
+ * and the f32 master with the paged optimizer in host memory, which packs each updated page back
+ * into the copy. Adapters read and written here are always the f32 values (the master).
  */
 import { type DispatchBatch, GpuBuffer, type GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "../model/base_model.ts";
 import { LoraLayout, type LoraSpec } from "../model/lora.ts";
+import {
+  Bf16LoraParams,
+  F32LoraParams,
+  type LoraParams,
+  type LoraStorage,
+} from "../model/lora_params.ts";
 import { type ActivationPrecision, type MicroBatch, ModelGraph } from "../model/graph.ts";
 import type { Shape } from "../model/activations.ts";
 import { ADAMW_DEFAULTS, type AdamWHyper, AdamWOptimizer } from "./paged_adamw.ts";
@@ -44,6 +55,12 @@ export interface EngineOptions {
   /** Evaluation and generation only: no gradients' optimizer state is allocated. */
   evalOnly?: boolean;
   /**
+   * The LoRA parameters on the GPU: "f32" (default), or a "bf16" compute copy with the f32 master
+   * paged with the optimizer (needs optimizerGpuBudgetBytes > 0 and under the master and moments'
+   * bytes). evalOnly engines always keep f32: they have no optimizer to hold a master.
+   */
+  loraStorage?: LoraStorage;
+  /**
    * Submit at the step's old boundaries (zeroing, each micro-batch, clipping, AdamW) and read
    * the loss back before clipping: the path before one-submit steps, kept so that tests and the
    * benchmark compare the two on the same run. Same kernels in the same order, same bits.
@@ -72,7 +89,12 @@ export class TrainingEngine {
   readonly layout: LoraLayout;
   readonly graph: ModelGraph;
   readonly #optimizer: AdamWOptimizer | undefined;
-  readonly params: GpuBuffer;
+  /** What the graph binds the LoRA tensors through (f32 buffer, or bf16 copy and window). */
+  readonly loraParams: LoraParams;
+  readonly storage: LoraStorage;
+  /** f32 storage: the parameters themselves. */
+  readonly #f32Params: GpuBuffer | undefined;
+  readonly #bf16Params: Bf16LoraParams | undefined;
   readonly grads: GpuBuffer;
   readonly #norm: GpuBuffer;
   readonly #clipScale: GpuBuffer;
@@ -91,7 +113,21 @@ export class TrainingEngine {
     if (init.length !== n) {
       throw invalidArgument(`adapter has ${init.length} values, expected ${n}`);
     }
-    this.params = ctx.upload("lora_params", "lora", init);
+    const adamw = { ...ADAMW_DEFAULTS, ...options.adamw };
+    const storage = options.evalOnly ? "f32" : options.loraStorage ?? "f32";
+    if (storage !== "f32" && storage !== "bf16") {
+      throw invalidArgument(`lora_dtype must be f32 or bf16, got ${storage}`);
+    }
+    this.storage = storage;
+    if (storage === "bf16") {
+      // The optimizer first: it refuses a budget that leaves no reason to page the master.
+      this.#optimizer = new AdamWOptimizer(ctx, n, adamw, options.optimizerGpuBudgetBytes, init);
+      this.#bf16Params = new Bf16LoraParams(ctx, this.layout, init);
+      this.loraParams = this.#bf16Params;
+    } else {
+      this.#f32Params = ctx.upload("lora_params", "lora", init);
+      this.loraParams = new F32LoraParams(this.#f32Params);
+    }
     this.grads = ctx.createBuffer({ label: "lora_grads", category: "gradients", size: n * 4 });
     this.#norm = ctx.createBuffer({ label: "grad_norm", category: "scratch", size: 8 });
     this.#clipScale = ctx.createBuffer({ label: "clip_scale", category: "scratch", size: 4 });
@@ -107,12 +143,24 @@ export class TrainingEngine {
       vocabChunk: options.vocabChunk,
       mlpChunkRows: options.mlpChunkRows,
     });
-    this.#optimizer = options.evalOnly ? undefined : new AdamWOptimizer(
-      ctx,
-      n,
-      { ...ADAMW_DEFAULTS, ...options.adamw },
-      options.optimizerGpuBudgetBytes,
-    );
+    if (storage === "f32") {
+      this.#optimizer = options.evalOnly
+        ? undefined
+        : new AdamWOptimizer(ctx, n, adamw, options.optimizerGpuBudgetBytes);
+    }
+  }
+
+  /** f32 storage: the flat f32 parameter buffer (generation binds it directly). */
+  get params(): GpuBuffer {
+    if (!this.#f32Params) {
+      throw new Error("bf16 LoRA storage has no f32 parameter buffer: use loraParams");
+    }
+    return this.#f32Params;
+  }
+
+  /** What the optimizer updates on the GPU: the f32 parameters, or the packed bf16 copy. */
+  get #gpuParams(): GpuBuffer {
+    return this.#bf16Params?.packed ?? this.#f32Params!;
   }
 
   get optimizer(): AdamWOptimizer {
@@ -159,7 +207,7 @@ export class TrainingEngine {
       const { shape } = this.graph.upload(micro[i]);
       await this.graph.encode({
         shape,
-        params: this.params,
+        params: this.loraParams,
         grads: this.grads,
         train: true,
         gradScale,
@@ -196,14 +244,14 @@ export class TrainingEngine {
     let norm: ArrayBuffer;
     let rows: ArrayBuffer;
     if (!optimizer.paged) {
-      await optimizer.encode(batch, this.params, this.grads, this.#clipScale, lr);
+      await optimizer.encode(batch, this.#gpuParams, this.grads, this.#clipScale, lr);
       [norm, rows] = await this.#submitAndRead(batch, home);
     } else {
       // The norm and loss are final before the pages move: their readback overlaps the paging.
       const read = this.#submitAndRead(batch, home);
       read.catch(() => {}); // awaited below: not an unhandled rejection while paging runs
       try {
-        paging = await optimizer.apply(this.params, this.grads, this.#clipScale, lr);
+        paging = await optimizer.apply(this.#gpuParams, this.grads, this.#clipScale, lr);
       } catch (e) {
         await read.catch(() => {});
         throw e;
@@ -223,7 +271,12 @@ export class TrainingEngine {
     const batch = this.ctx.batch("train-step");
     await this.#recordClip(batch);
     batch.submit();
-    const paging = await this.optimizer.apply(this.params, this.grads, this.#clipScale, lr);
+    const paging = await this.optimizer.apply(
+      this.#gpuParams,
+      this.grads,
+      this.#clipScale,
+      lr,
+    );
     const [gradNorm] = await this.ctx.readF32(this.#norm, 0, 1);
     const { labelTokens, inputTokens } = step;
     return { loss, gradNorm, labelTokens, inputTokens, ...paging };
@@ -299,7 +352,7 @@ export class TrainingEngine {
     await encodeFill(this.ctx, batch, this.graph.lossAcc, 0);
     await this.graph.encode({
       shape,
-      params: this.params,
+      params: this.loraParams,
       grads: this.grads,
       train: false,
       gradScale: 0,
@@ -323,8 +376,21 @@ export class TrainingEngine {
     return { lossSum, correct: right, tokens: labelTokens };
   }
 
+  /** The adapter's f32 values: the parameters, or in bf16 storage the f32 master. */
   async readAdapter(): Promise<Float32Array> {
+    if (this.#bf16Params) return this.optimizer.master();
     return await this.ctx.readF32(this.params, 0, this.layout.totalFloats);
+  }
+
+  /** bf16 storage: the GPU's compute copy, expanded to f32 (tests compare it with the master). */
+  async readComputeCopy(): Promise<Float32Array> {
+    if (!this.#bf16Params) return await this.readAdapter();
+    const words = await this.ctx.readU32(this.#bf16Params.packed);
+    const out = new Uint32Array(this.layout.totalFloats);
+    for (let i = 0; i < out.length; i++) {
+      out[i] = i % 2 === 0 ? words[i >> 1] << 16 : words[i >> 1] & 0xffff0000;
+    }
+    return new Float32Array(out.buffer);
   }
 
   writeAdapter(flat: Float32Array): void {
@@ -332,6 +398,12 @@ export class TrainingEngine {
       throw invalidArgument(
         `adapter has ${flat.length} values, expected ${this.layout.totalFloats}`,
       );
+    }
+    if (this.#bf16Params) {
+      // The master, and its rounding into the compute copy (resume re-packs it here).
+      this.optimizer.setMaster(flat);
+      this.#bf16Params.write(flat);
+      return;
     }
     this.ctx.write(this.params, flat);
   }
@@ -350,9 +422,9 @@ export class TrainingEngine {
     // Outside the ledger: destroy the raw buffer, not the wrapper (src/train/paged_adamw.ts).
     this.#staging?.buffer.destroy();
     this.#staging = undefined;
-    for (const b of [this.params, this.grads, this.#norm, this.#clipScale, this.#normScratch]) {
-      b.destroy();
-    }
+    this.#f32Params?.destroy();
+    this.#bf16Params?.destroy();
+    for (const b of [this.grads, this.#norm, this.#clipScale, this.#normScratch]) b.destroy();
   }
 }
 

@@ -11,7 +11,7 @@
  */
 import { MEMORY_CATEGORIES, type MemoryBytes, type MemoryCategory } from "../gpu/memory.ts";
 import { LINEAR_MODULES, linearShape, type LlamaConfig } from "../model/config.ts";
-import { LoraLayout, type LoraSpec, SLOT_ALIGN_FLOATS } from "../model/lora.ts";
+import { LoraLayout, type LoraSpec } from "../model/lora.ts";
 import {
   activationPlan,
   BackwardScratch,
@@ -29,6 +29,14 @@ import type { QuantType } from "../quant/codes.ts";
 import { invalidArgument } from "../util/errors.ts";
 import { checkByteCounts } from "../model/config_bounds.ts";
 import { resolveActivationPrecision } from "../model/graph.ts";
+import { type LoraStorage, loraWindowFloats } from "../model/lora_params.ts";
+import { bf16BufferBytes } from "../kernels/bf16.ts";
+import {
+  checkBf16MasterBudget,
+  OPTIMIZER_POOL_SLOTS,
+  optimizerPageFloats,
+  pagedArrays,
+} from "./paged_adamw.ts";
 
 export interface EstimateSettings {
   lora: LoraSpec;
@@ -46,6 +54,11 @@ export interface EstimateSettings {
   activationPrecision?: "f32" | "f16";
   /** 0 = AdamW moments resident on the GPU; otherwise the paged pool's budget. */
   optimizerGpuBudgetBytes: number;
+  /**
+   * The LoRA parameters on the GPU (EngineOptions.loraStorage): "f32" (default), or a bf16
+   * compute copy plus a one-layer f32 window, the f32 master then paged with the moments.
+   */
+  loraStorage?: LoraStorage;
   /** nf4 or fp4: the same bytes. Default nf4. */
   quantType?: QuantType;
   /** Default 64. */
@@ -90,9 +103,6 @@ export interface MemoryEstimate {
 export function paddedBufferBytes(bytes: number): number {
   return Math.max(16, Math.ceil(bytes / 16) * 16);
 }
-
-// Mirrors paged_adamw.ts's POOL_SLOTS (not exported): pages in flight at once.
-const OPTIMIZER_POOL_SLOTS = 2;
 
 /**
  * GPU bytes of one 4-bit weight as uploadQuantWeight (src/kernels/quant_weight.ts) lays it out:
@@ -189,24 +199,35 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
     }
   }
 
-  // LoRA, gradients, optimizer: src/train/engine.ts, src/train/paged_adamw.ts.
-  add("lora", "LoRA A/B (f32, flat, 64-float slots)", 1, f32(n));
+  // LoRA, gradients, optimizer: src/train/engine.ts, src/model/lora_params.ts,
+  // src/train/paged_adamw.ts.
+  const bf16 = (settings.loraStorage ?? "f32") === "bf16";
+  if (bf16) {
+    checkBf16MasterBudget(n, budget);
+    add(
+      "lora",
+      "LoRA A/B compute copy (bf16, packed, flat)",
+      1,
+      paddedBufferBytes(bf16BufferBytes(n)),
+    );
+    add("lora", "LoRA layer window (f32, largest layer)", 1, f32(loraWindowFloats(layout)));
+  } else {
+    add("lora", "LoRA A/B (f32, flat, 64-float slots)", 1, f32(n));
+  }
   add("gradients", "LoRA gradients (f32)", 1, f32(n));
-  const stateBytes = 2 * n * 4;
+  const arrays = pagedArrays(bf16);
+  const stateBytes = arrays * n * 4;
   const paged = budget > 0 && budget < stateBytes;
   if (!paged) {
     add("optimizer", "AdamW m, v (f32, resident)", 2, f32(n));
   } else {
-    // AdamWOptimizer: page size from the budget, two slots per moment in the pool.
-    const perPage = Math.floor(budget / (2 * OPTIMIZER_POOL_SLOTS * 4));
-    const pageFloats = Math.max(
-      SLOT_ALIGN_FLOATS,
-      Math.floor(perPage / SLOT_ALIGN_FLOATS) * SLOT_ALIGN_FLOATS,
-    );
+    // AdamWOptimizer: page size from the budget, two slots per paged array in the pool.
+    const pageFloats = optimizerPageFloats(budget, arrays);
     add(
       "optimizer",
-      `AdamW m, v page pools (${OPTIMIZER_POOL_SLOTS} x ${pageFloats} floats)`,
-      2,
+      `AdamW m, v${bf16 ? " and the f32 master's" : ""} page pools ` +
+        `(${OPTIMIZER_POOL_SLOTS} x ${pageFloats} floats)`,
+      arrays,
       f32(OPTIMIZER_POOL_SLOTS * pageFloats),
     );
   }
@@ -321,6 +342,8 @@ export interface CompareOptions {
   optimizerGpuBudgetBytes?: number;
   /** QLoRA row only: its checkpoints' precision (EstimateSettings); default f32. */
   activationPrecision?: "f32" | "f16";
+  /** QLoRA row only: the LoRA parameters' storage (EstimateSettings); default f32. */
+  loraStorage?: LoraStorage;
 }
 
 export const PAPER_LORA: LoraSpec = {
@@ -350,6 +373,7 @@ export function compareTrainingSetups(
       lora,
       optimizerGpuBudgetBytes: opts.optimizerGpuBudgetBytes ?? 0,
       activationPrecision,
+      loraStorage: opts.loraStorage,
     });
   const qlora = qloraWith(opts.activationPrecision);
   // The 16-bit rows halve the all-f32 graph.

@@ -12,9 +12,16 @@
  * copy-out, submitted earlier, before the next group's uploads. Readback buffers are
  * host-visible staging, like GpuContext.read's, so they are not part of the GPU budget or the
  * memory ledger; the pool (POOL_SLOTS pages of m and of v) is.
+ *
+ * With bf16 LoRA storage (src/model/lora_params.ts) the f32 master parameters live here too, in
+ * host memory beside the moments: the pool then holds master, m and v pages, the kernel updates
+ * the master page, the updated page is packed to bf16 (round to nearest even) into the GPU's
+ * compute copy, and master, m and v come home. Standard mixed precision: the GPU computes with
+ * bf16 parameters, the update accumulates in f32.
  */
 import { type DispatchBatch, GpuBuffer, type GpuContext } from "../gpu/context.ts";
 import { encodeAdamW } from "../kernels/adamw.ts";
+import { encodePackBf16 } from "../kernels/bf16.ts";
 import { SLOT_ALIGN_FLOATS } from "../model/lora.ts";
 import { invalidArgument } from "../util/errors.ts";
 
@@ -39,9 +46,14 @@ const READBACK_RING = 2;
 const MAP_READ = 0x01;
 const COPY_DST = 0x08;
 
+/** Float arrays a bf16-storage optimizer pages per element: master, m and v. */
+const BF16_PAGED_ARRAYS = 3;
+
 export class AdamWOptimizer {
   readonly paged: boolean;
   readonly pageFloats: number;
+  /** bf16 LoRA storage: the f32 master is paged here and packed into the bf16 copy. */
+  readonly bf16Master: boolean;
   step = 0;
   #m?: GpuBuffer;
   #v?: GpuBuffer;
@@ -49,21 +61,32 @@ export class AdamWOptimizer {
   #hostV?: Float32Array;
   #poolM?: GpuBuffer;
   #poolV?: GpuBuffer;
+  #hostP?: Float32Array;
+  #poolP?: GpuBuffer;
   /**
-   * Per pool slot: m then v of one page, mapped for reading. Wrapped as GpuBuffers (for
+   * Per pool slot: m, v (and with bf16 storage the master) of one group, mapped for reading. Wrapped as GpuBuffers (for
    * DispatchBatch.copy) but outside the ledger: destroy the raw buffers, never the wrappers.
    */
   #readback: GpuBuffer[] = [];
 
+  /**
+   * `master`: bf16 LoRA storage, the f32 parameters to keep as the master (paged; the budget
+   * must be > 0 and under the master and moments' bytes, or the master would have no reason to
+   * leave the GPU).
+   */
   constructor(
     readonly ctx: GpuContext,
     readonly n: number,
     readonly hyper: AdamWHyper,
     gpuBudgetBytes = 0,
+    master?: Float32Array,
   ) {
     if (gpuBudgetBytes < 0) throw invalidArgument("optimizer_gpu_budget_bytes must be >= 0");
-    const stateBytes = 2 * n * 4;
+    this.bf16Master = master !== undefined;
+    const arrays = this.bf16Master ? BF16_PAGED_ARRAYS : 2;
+    const stateBytes = arrays * n * 4;
     this.paged = gpuBudgetBytes > 0 && gpuBudgetBytes < stateBytes;
+    if (this.bf16Master) checkBf16MasterBudget(n, gpuBudgetBytes);
     if (!this.paged) {
       this.pageFloats = n;
       this.#m = ctx.createBuffer({ label: "adam_m", category: "optimizer", size: n * 4 });
@@ -71,11 +94,7 @@ export class AdamWOptimizer {
       this.#zeroResident();
       return;
     }
-    const perPage = Math.floor(gpuBudgetBytes / (2 * POOL_SLOTS * 4));
-    this.pageFloats = Math.max(
-      SLOT_ALIGN_FLOATS,
-      Math.floor(perPage / SLOT_ALIGN_FLOATS) * SLOT_ALIGN_FLOATS,
-    );
+    this.pageFloats = optimizerPageFloats(gpuBudgetBytes, arrays);
     this.#hostM = new Float32Array(n);
     this.#hostV = new Float32Array(n);
     const poolBytes = POOL_SLOTS * this.pageFloats * 4;
@@ -89,6 +108,17 @@ export class AdamWOptimizer {
       category: "optimizer",
       size: poolBytes,
     });
+    if (master) {
+      if (master.length !== n) {
+        throw invalidArgument(`adapter has ${master.length} values, expected ${n}`);
+      }
+      this.#hostP = master.slice();
+      this.#poolP = ctx.createBuffer({
+        label: "lora_master_pool",
+        category: "optimizer",
+        size: poolBytes,
+      });
+    }
   }
 
   #zeroResident(): void {
@@ -144,15 +174,17 @@ export class AdamWOptimizer {
     // A group: POOL_SLOTS consecutive pages, the whole pool.
     const G = POOL_SLOTS * this.pageFloats;
     const groups = Math.ceil(this.n / G);
+    // Per group: m, v (and the master) come home in one readback, each G floats apart.
+    const arrays = this.bf16Master ? BF16_PAGED_ARRAYS : 2;
     if (this.#readback.length === 0) {
       for (let r = 0; r < READBACK_RING; r++) {
         const label = `adam_readback_${r}`;
         const raw = this.ctx.device.createBuffer({
           label,
-          size: 2 * G * 4,
+          size: arrays * G * 4,
           usage: MAP_READ | COPY_DST,
         });
-        this.#readback.push(new GpuBuffer(this.ctx, raw, 2 * G * 4, "optimizer", label));
+        this.#readback.push(new GpuBuffer(this.ctx, raw, arrays * G * 4, "optimizer", label));
       }
     }
     const inFlight: Array<Promise<void> | undefined> = new Array(READBACK_RING);
@@ -168,26 +200,35 @@ export class AdamWOptimizer {
         const bytes = len * 4;
         this.ctx.write(this.#poolM!, this.#hostM!.subarray(start, start + len));
         this.ctx.write(this.#poolV!, this.#hostV!.subarray(start, start + len));
+        const master = this.#poolP && { buffer: this.#poolP, offset: 0, size: bytes };
+        if (master) this.ctx.write(this.#poolP!, this.#hostP!.subarray(start, start + len));
         const batch = this.ctx.batch("adamw-paged");
         await encodeAdamW(this.ctx, batch, {
           ...common,
-          param: { buffer: params, offset: start * 4, size: bytes },
+          param: master ?? { buffer: params, offset: start * 4, size: bytes },
           grad: { buffer: grads, offset: start * 4, size: bytes },
           m: { buffer: this.#poolM!, offset: 0, size: bytes },
           v: { buffer: this.#poolV!, offset: 0, size: bytes },
           n: len,
         });
+        if (master) {
+          // The updated master page, rounded, into the GPU's bf16 compute copy.
+          await encodePackBf16(this.ctx, batch, { src: master, dst: params, n: len, first: start });
+        }
         const readback = this.#readback[r];
         batch.copy(this.#poolM!, 0, readback, 0, bytes);
         batch.copy(this.#poolV!, 0, readback, G * 4, bytes);
+        if (master) batch.copy(this.#poolP!, 0, readback, 2 * G * 4, bytes);
         batch.submit();
-        moved += 2 * bytes;
+        moved += (master ? 3 : 2) * bytes;
         const raw = readback.buffer;
-        inFlight[r] = this.ctx.wait(raw.mapAsync(MAP_READ, 0, G * 4 + bytes), "optimizer page")
+        const mapped = (arrays - 1) * G * 4 + bytes;
+        inFlight[r] = this.ctx.wait(raw.mapAsync(MAP_READ, 0, mapped), "optimizer page")
           .then(() => {
-            const got = raw.getMappedRange(0, G * 4 + bytes);
+            const got = raw.getMappedRange(0, mapped);
             this.#hostM!.set(new Float32Array(got, 0, len), start);
             this.#hostV!.set(new Float32Array(got, G * 4, len), start);
+            if (master) this.#hostP!.set(new Float32Array(got, 2 * G * 4, len), start);
             raw.unmap();
           });
       }
@@ -203,6 +244,21 @@ export class AdamWOptimizer {
       throw (failed as PromiseRejectedResult).reason;
     }
     return { pagedInBytes: moved, pagedOutBytes: moved };
+  }
+
+  /** bf16 storage: a copy of the f32 master parameters (checkpoints, adapters, export). */
+  master(): Float32Array {
+    if (!this.#hostP) throw new Error("the f32 master lives with the optimizer only in bf16 mode");
+    return this.#hostP.slice();
+  }
+
+  /** bf16 storage: replaces the f32 master (the caller re-packs the GPU's bf16 copy). */
+  setMaster(flat: Float32Array): void {
+    if (!this.#hostP) throw new Error("the f32 master lives with the optimizer only in bf16 mode");
+    if (flat.length !== this.n) {
+      throw invalidArgument(`adapter has ${flat.length} values, expected ${this.n}`);
+    }
+    this.#hostP.set(flat);
   }
 
   /** Host copies of the moments (for checkpoints). */
@@ -231,12 +287,45 @@ export class AdamWOptimizer {
 
   /** Bytes of optimizer state resident on the GPU. */
   get gpuBytes(): number {
-    return this.paged ? 2 * POOL_SLOTS * this.pageFloats * 4 : 2 * this.n * 4;
+    const arrays = this.bf16Master ? BF16_PAGED_ARRAYS : 2;
+    return this.paged ? arrays * POOL_SLOTS * this.pageFloats * 4 : 2 * this.n * 4;
   }
 
   destroy(): void {
-    for (const b of [this.#m, this.#v, this.#poolM, this.#poolV]) b?.destroy();
+    for (const b of [this.#m, this.#v, this.#poolM, this.#poolV, this.#poolP]) b?.destroy();
     for (const b of this.#readback) b.buffer.destroy();
     this.#readback = [];
   }
+}
+
+/**
+ * Floats per pool page for a GPU budget shared by `arrays` paged arrays (m and v; bf16 storage
+ * adds the master), POOL_SLOTS pages each, 64-float aligned, at least 64 (src/train/estimate.ts
+ * sizes the pool with it).
+ */
+export function optimizerPageFloats(gpuBudgetBytes: number, arrays: number): number {
+  const perPage = Math.floor(gpuBudgetBytes / (arrays * POOL_SLOTS * 4));
+  return Math.max(SLOT_ALIGN_FLOATS, Math.floor(perPage / SLOT_ALIGN_FLOATS) * SLOT_ALIGN_FLOATS);
+}
+
+/** Pages in the GPU pool per paged array. */
+export const OPTIMIZER_POOL_SLOTS = POOL_SLOTS;
+
+/**
+ * bf16 LoRA storage keeps the f32 master with the paged optimizer: refused (naming the settings)
+ * unless the GPU budget is > 0 and under the master and moments' bytes, i.e. the state pages.
+ */
+export function checkBf16MasterBudget(n: number, gpuBudgetBytes: number): void {
+  const stateBytes = BF16_PAGED_ARRAYS * n * 4;
+  if (gpuBudgetBytes > 0 && gpuBudgetBytes < stateBytes) return;
+  throw invalidArgument(
+    `lora_dtype bf16 keeps the f32 master parameters with the paged optimizer: ` +
+      `optimizer_gpu_budget_bytes must be > 0 and under the master and AdamW moments' ` +
+      `${stateBytes} bytes (got ${gpuBudgetBytes})`,
+  );
+}
+
+/** Arrays the paged optimizer streams: m and v, plus the f32 master with bf16 LoRA storage. */
+export function pagedArrays(bf16Master: boolean): number {
+  return bf16Master ? BF16_PAGED_ARRAYS : 2;
 }

@@ -11,6 +11,7 @@
  */
 import { LINEAR_MODULES, parseTargetModules } from "../model/config.ts";
 import type { LoraSpec } from "../model/lora.ts";
+import { LORA_STORAGES, type LoraStorage } from "../model/lora_params.ts";
 import { ALLOWED_BLOCKSIZES } from "../quant/blockwise.ts";
 import type { QuantType } from "../quant/codes.ts";
 import { QloradError } from "../util/errors.ts";
@@ -54,6 +55,7 @@ export const HYPERPARAMETER_FIELDS = {
   evalSteps: "eval_steps",
   optimizerGpuBudgetBytes: "optimizer_gpu_budget_bytes",
   packing: "packing",
+  loraDtype: "lora_dtype",
 } as const satisfies Record<keyof TrainHyperparameters, string>;
 
 export type HyperparameterKey = keyof typeof HYPERPARAMETER_FIELDS;
@@ -205,6 +207,7 @@ export const HYPERPARAMETER_DEFAULTS: TrainHyperparameters = {
   evalSteps: 0,
   optimizerGpuBudgetBytes: 0,
   packing: false,
+  loraDtype: "f32",
 };
 
 const LR_SCHEDULERS: readonly LrScheduler[] = ["constant", "linear", "cosine"];
@@ -256,7 +259,16 @@ export function hyperparameterSettings(
       integer: true,
     }),
     packing: flag(input.packing, name("packing"), d.packing),
+    loraDtype: loraDtypeSetting(input.loraDtype, name("loraDtype"), d.loraDtype ?? "f32"),
   };
+  if (hp.loraDtype === "bf16" && hp.optimizerGpuBudgetBytes === 0) {
+    // The f32 master lives with the paged optimizer state; without paging it has no home.
+    throw new SettingError(
+      name("loraDtype"),
+      `${name("loraDtype")}: bf16 keeps the f32 master parameters with the paged optimizer: ` +
+        `set ${name("optimizerGpuBudgetBytes")} > 0 (e.g. 268435456, 256 MiB)`,
+    );
+  }
   if (hp.warmupSteps > 0 && hp.maxSteps > 0 && hp.warmupSteps > hp.maxSteps) {
     throw new SettingError(
       name("warmupSteps"),
@@ -264,6 +276,19 @@ export function hyperparameterSettings(
     );
   }
   return hp;
+}
+
+/** "f32" or "bf16" (any case), `fallback` when undefined. */
+function loraDtypeSetting(value: unknown, name: string, fallback: LoraStorage): LoraStorage {
+  if (value === undefined || value === null) return fallback;
+  const v = typeof value === "string" ? value.toLowerCase() : value;
+  if (!LORA_STORAGES.includes(v as LoraStorage)) {
+    throw new SettingError(
+      name,
+      `${name}: ${JSON.stringify(value)} is not one of ${LORA_STORAGES.join(", ")}`,
+    );
+  }
+  return v as LoraStorage;
 }
 
 // ------------------------------------------------------------------ Evaluate

@@ -202,6 +202,7 @@ export async function runTrainJob(
     gradientCheckpointing: o.hp.gradientCheckpointing,
     activationPrecision: deviceActivationPrecision(ctx.capabilities, o.hp.gradientCheckpointing),
     optimizerGpuBudgetBytes: o.hp.optimizerGpuBudgetBytes,
+    loraStorage: o.hp.loraDtype,
     ...quantSettingsOf(rawConfig),
   });
   checkMemoryFits(estimate, {

@@ -5,6 +5,7 @@
  * Stopping (cancel, shutdown) happens at a step boundary and writes a checkpoint first, so
  * `resume_from` continues exactly where it stopped.
  */
+import type { LoraStorage } from "../model/lora_params.ts";
 import { join } from "node:path";
 import type { GpuContext } from "../gpu/context.ts";
 import type { BaseModel } from "../model/base_model.ts";
@@ -38,6 +39,11 @@ export interface Hyperparameters {
   /** 0 = only at the end. */
   evalSteps: number;
   optimizerGpuBudgetBytes: number;
+  /**
+   * The LoRA parameters on the GPU: "f32" (default), or a "bf16" compute copy with the f32 master
+   * paged with AdamW (EngineOptions.loraStorage; needs optimizerGpuBudgetBytes > 0).
+   */
+  loraDtype?: LoraStorage;
 }
 
 /** One optimizer step's micro-batches, and where the data stands after it. */
@@ -158,6 +164,7 @@ export async function runTraining(
     adamw: { weightDecay: hp.weightDecay },
     maxGradNorm: hp.maxGradNorm,
     optimizerGpuBudgetBytes: hp.optimizerGpuBudgetBytes,
+    loraStorage: hp.loraDtype,
     adapter: spec.resume?.adapter,
   });
   try {

@@ -45,6 +45,7 @@ export async function estimateFromRequest(
     maxSeqLen: hp.maxSeqLen,
     gradientCheckpointing: hp.gradientCheckpointing,
     optimizerGpuBudgetBytes: hp.optimizerGpuBudgetBytes,
+    loraStorage: hp.loraDtype,
     quantType,
     blocksize,
     doubleQuant,

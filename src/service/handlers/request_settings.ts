@@ -23,6 +23,7 @@ import {
   snakeCaseHyperparameters,
   type TrainHyperparameters,
 } from "../../train/settings.ts";
+import type { LoraStorage } from "../../model/lora_params.ts";
 import type { EvaluateRequest, Hyperparameters, LoraConfig, QuantizeRequest } from "../messages.ts";
 
 /** proto3 cannot tell 0 or [] from unset; where the proto says "0 means the default", it is. */
@@ -80,6 +81,7 @@ export function hyperparametersFromMessage(
   // (42), and a run resumed from a checkpoint must keep reading it so.
   input.seed = unsetIfZero(input.seed);
   input.lrScheduler = enumSetting(input.lrScheduler, "LR_SCHEDULER_");
+  input.loraDtype = enumSetting(input.loraDtype, "LORA_DTYPE_");
   return hyperparameterSettings(input, hyperparameterFieldName);
 }
 
@@ -96,7 +98,12 @@ export function loraMessage(spec: LoraSpec): LoraConfig {
 export function hyperparametersMessage(hp: TrainHyperparameters): Hyperparameters {
   const scheduler = hp.lrScheduler.toUpperCase() as Uppercase<LrScheduler>;
   // The snake_case names are the message's fields (settings.ts keeps the one table of them).
-  return { ...snakeCaseHyperparameters(hp), lr_scheduler: `LR_SCHEDULER_${scheduler}` };
+  const loraDtype = (hp.loraDtype ?? "f32").toUpperCase() as Uppercase<LoraStorage>;
+  return {
+    ...snakeCaseHyperparameters(hp),
+    lr_scheduler: `LR_SCHEDULER_${scheduler}`,
+    lora_dtype: `LORA_DTYPE_${loraDtype}`,
+  };
 }
 
 const EVALUATE_FIELDS: Record<keyof EvaluateSettings, string> = {

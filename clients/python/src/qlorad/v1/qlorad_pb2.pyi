@@ -35,6 +35,9 @@ JOB_STATE_UNSPECIFIED: JobState
 LOG_LEVEL_INFO: LogLevel
 LOG_LEVEL_UNSPECIFIED: LogLevel
 LOG_LEVEL_WARNING: LogLevel
+LORA_DTYPE_BF16: LoraDtype
+LORA_DTYPE_F32: LoraDtype
+LORA_DTYPE_UNSPECIFIED: LoraDtype
 LR_SCHEDULER_CONSTANT: LrScheduler
 LR_SCHEDULER_COSINE: LrScheduler
 LR_SCHEDULER_LINEAR: LrScheduler
@@ -249,12 +252,13 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
-    __slots__ = ["epochs", "eval_steps", "gradient_accumulation_steps", "gradient_checkpointing", "learning_rate", "lr_scheduler", "max_grad_norm", "max_seq_len", "max_steps", "micro_batch_size", "optimizer_gpu_budget_bytes", "packing", "save_steps", "seed", "warmup_steps", "weight_decay"]
+    __slots__ = ["epochs", "eval_steps", "gradient_accumulation_steps", "gradient_checkpointing", "learning_rate", "lora_dtype", "lr_scheduler", "max_grad_norm", "max_seq_len", "max_steps", "micro_batch_size", "optimizer_gpu_budget_bytes", "packing", "save_steps", "seed", "warmup_steps", "weight_decay"]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     EVAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_ACCUMULATION_STEPS_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    LORA_DTYPE_FIELD_NUMBER: _ClassVar[int]
     LR_SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     MAX_GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQ_LEN_FIELD_NUMBER: _ClassVar[int]
@@ -271,6 +275,7 @@ class Hyperparameters(_message.Message):
     gradient_accumulation_steps: int
     gradient_checkpointing: bool
     learning_rate: float
+    lora_dtype: LoraDtype
     lr_scheduler: LrScheduler
     max_grad_norm: float
     max_seq_len: int
@@ -282,7 +287,7 @@ class Hyperparameters(_message.Message):
     seed: int
     warmup_steps: int
     weight_decay: float
-    def __init__(self, learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[_Union[LrScheduler, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., micro_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_len: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., gradient_checkpointing: bool = ..., save_steps: _Optional[int] = ..., eval_steps: _Optional[int] = ..., optimizer_gpu_budget_bytes: _Optional[int] = ..., packing: bool = ...) -> None: ...
+    def __init__(self, learning_rate: _Optional[float] = ..., lr_scheduler: _Optional[_Union[LrScheduler, str]] = ..., warmup_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., micro_batch_size: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ..., max_seq_len: _Optional[int] = ..., max_grad_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., gradient_checkpointing: bool = ..., save_steps: _Optional[int] = ..., eval_steps: _Optional[int] = ..., optimizer_gpu_budget_bytes: _Optional[int] = ..., packing: bool = ..., lora_dtype: _Optional[_Union[LoraDtype, str]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ["cancel_requested", "created_time", "error", "evaluate", "export", "finished_time", "generate", "job_id", "kind", "last_event", "last_seq", "owner", "quantize", "started_time", "state", "summary", "train"]
@@ -564,6 +569,9 @@ class QuantType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class LrScheduler(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class LoraDtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

@@ -1,6 +1,7 @@
 // Original file: proto/qlorad/v1/qlorad.proto
 
 import type { LrScheduler as _qlorad_v1_LrScheduler, LrScheduler__Output as _qlorad_v1_LrScheduler__Output } from '../../qlorad/v1/LrScheduler.ts';
+import type { LoraDtype as _qlorad_v1_LoraDtype, LoraDtype__Output as _qlorad_v1_LoraDtype__Output } from '../../qlorad/v1/LoraDtype.ts';
 import type { Long } from '@grpc/proto-loader';
 
 export interface Hyperparameters {
@@ -20,6 +21,7 @@ export interface Hyperparameters {
   'eval_steps'?: (number);
   'optimizer_gpu_budget_bytes'?: (number | string | Long);
   'packing'?: (boolean);
+  'lora_dtype'?: (_qlorad_v1_LoraDtype);
   '_learning_rate'?: "learning_rate";
   '_epochs'?: "epochs";
   '_max_grad_norm'?: "max_grad_norm";
@@ -44,6 +46,7 @@ export interface Hyperparameters__Output {
   'eval_steps': (number);
   'optimizer_gpu_budget_bytes': (number);
   'packing': (boolean);
+  'lora_dtype': (_qlorad_v1_LoraDtype__Output);
   '_learning_rate'?: "learning_rate";
   '_epochs'?: "epochs";
   '_max_grad_norm'?: "max_grad_norm";
