@@ -9,7 +9,9 @@
  * through any replica, is 1..n with no gap and no duplicate; CancelJob through a replica that does
  * not run the job stops it; a replica paused (SIGSTOP) past its lease cannot commit once resumed;
  * a replica stopped gracefully (SIGTERM) hands its job over at a checkpoint. In-process, two
- * fleet-mode managers check a lapsed lease's commit and a job no replica can take over.
+ * fleet-mode managers (each with its BullMQ worker on the fleet queue) check a lapsed lease's
+ * commit, a job no replica can take over, that a replica is given a job only while it runs none,
+ * and what becomes of the QUEUED jobs of a replica that stopped.
  * Leases are short (a setting) so that takeovers come quickly; no duration is asserted.
  */
 import assert from "node:assert/strict";
@@ -22,7 +24,7 @@ import { JobManager } from "../../src/service/jobs.ts";
 import type { JobRecord, JobStore } from "../../src/service/jobs.ts";
 import { RedisJobStore } from "../../src/service/jobs/redis_store.ts";
 import { redisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
-import { consoleLogger, silentLogger } from "../../src/service/status.ts";
+import { silentLogger } from "../../src/service/status.ts";
 import { QloradError } from "../../src/util/errors.ts";
 import { call, type Clients, collect, connect, follow, type Msg } from "./grpc_client.ts";
 
@@ -432,7 +434,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "fleet: Redis killed and restarted mid-Train: NOT_SERVING meanwhile, nothing lost",
+  name: "fleet: Redis restarted mid-Train: nothing lost; a Generate runs on the free replica",
   ignore: !redisBinary,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -478,6 +480,32 @@ Deno.test({
       const adapter = (dir: string) =>
         Deno.readFile(path.join(dataDir, dir, "adapter_model.safetensors"));
       assert.deepEqual(await adapter("runs/outage"), await adapter("runs/reference"));
+
+      // A Generate sent to a busy replica runs on the free one, rebuilt from its stored request;
+      // its caller, on the busy one, gets every token through the shared log.
+      const long = { ...TRAIN, hyperparameters: { ...TRAIN.hyperparameters, max_steps: 400 } };
+      const busyJob = await submit(a, "Train", { ...long, output_path: "runs/busy" });
+      const busy = await waitFor(a, busyJob, (j) => j.state === "JOB_STATE_RUNNING");
+      const [x, y] = busy.owner === a.name ? [a, b] : [b, a];
+      const g = await collect(x.clients.qlorad.Generate({
+        base_model_path: "models/tiny",
+        prompt: "The capital of France is",
+        max_new_tokens: 5,
+        ignore_eos: true,
+      }));
+      assert.equal(g.code, grpc.status.OK, g.details);
+      const genId = g.events[0].job_id;
+      assertContiguous(g.events, genId);
+      assert.equal(g.events.at(-1)!.state, "JOB_STATE_SUCCEEDED");
+      assert.equal(await owner(x, genId), y.name);
+      const pieces = g.events.filter((e) => e.payload === "generated_text");
+      const generated = g.events.findLast((e) => e.payload === "generate_result")!.generate_result;
+      assert.equal(pieces.length, 5);
+      assert.deepEqual(pieces.flatMap((e) => e.generated_text.token_ids), generated.token_ids);
+      assert.equal(pieces.map((e) => e.generated_text.text).join(""), generated.text);
+      assert.equal(await owner(x, busyJob), x.name, "the Train stayed where it ran");
+      await call(y.clients.qlorad, "CancelJob", { job_id: busyJob });
+      await waitFor(y, busyJob, (j) => j.state === "JOB_STATE_CANCELLED");
     } finally {
       for (const r of replicas) kill(r);
       for (const r of replicas) await r.child.status;
@@ -509,7 +537,7 @@ async function twoManagers(
   const open = (i: number) =>
     JobManager.open({
       dataDir,
-      logger: Deno.env.get("DBG") ? consoleLogger : silentLogger,
+      logger: silentLogger,
       store: wrap(stores[i]),
       fleet: true,
       owner: `m${i + 1}`,
