@@ -688,7 +688,8 @@ Deno.test({
       assert.equal(refused.kind, "unavailable");
       assert.match(refused.message, /lease in the job store lapsed before the job could commit/);
       // Its end (CANCELLED, by the lease's abort) was refused by the store's fence too: the job
-      // stayed RUNNING there, and m2, which cannot rebuild it, ended it FAILED.
+      // stayed RUNNING there, so m1 put it back in the fleet queue rather than completing it, and
+      // the replica given it next, which cannot rebuild it, ended it FAILED.
       const ended = await waitForState(m2, job.job_id, "FAILED");
       assert.match(ended.error!.message, /cannot be taken over/);
       const events = await Array.fromAsync(m2.watch(job.job_id, 1));
@@ -947,6 +948,60 @@ Deno.test({
       }
     } finally {
       busy.open();
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a job stored but not queued (the queue failed) ends FAILED, UNAVAILABLE",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    // The fleet queue refuses export jobs' adds, as when Redis goes between the two writes.
+    const { m1, m2, stores, dataDir } = await twoManagers(redis, (s) =>
+      new Proxy(s, {
+        get: (t, k) => {
+          if (k !== "fleetQueue") {
+            const v = t[k as keyof JobStore];
+            return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+          }
+          return (replica: string, lockMs: number) => {
+            const queue = t.fleetQueue!(replica, lockMs);
+            const add = queue.add.bind(queue);
+            queue.add = (id, data) =>
+              id.startsWith("export-")
+                ? Promise.reject(new Error("Connection is closed."))
+                : add(id, data);
+            return queue;
+          };
+        },
+      }));
+    try {
+      await assert.rejects(
+        m1.submitJob({ kind: "export", summary: "never queued", request: {}, run: async () => {} }),
+        (err: unknown) =>
+          err instanceof QloradError && err.kind === "unavailable" &&
+          /fleet queue .* is unreachable \(Connection is closed\.\)/.test(err.message),
+      );
+      const [stored] = await m2.listJobs();
+      assert.equal(stored.state, "FAILED");
+      assert.match(stored.error!.message, /could not be queued \(Connection is closed\.\)/);
+      // Other kinds still go through.
+      const ok = await m1.submitJob({
+        kind: "evaluate",
+        summary: "queued",
+        request: {},
+        run: async () => {},
+      });
+      await waitForState(m2, ok.job_id, "SUCCEEDED");
+    } finally {
       await m1.close();
       await m2.close();
       for (const s of stores) await s.close();

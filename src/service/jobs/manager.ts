@@ -281,9 +281,18 @@ export class JobManager {
     record.last_event = event;
     // The record catches up with its log; a replica that claimed it meanwhile has written it.
     await this.#store.put(record, { expectGeneration: created.job.generation }).catch(() => {});
-    // Queued last: a worker is given only a job whose record and first event are stored. (If
-    // this fails, the job stays QUEUED in the store until a replica's start requeues it.)
-    await this.#fleetQueue!.add(record.job_id, { submitter: this.#owner });
+    // Queued last: a worker is given only a job whose record and first event are stored.
+    try {
+      await this.#fleetQueue!.add(record.job_id, { submitter: this.#owner });
+    } catch (err) {
+      await this.#endUnqueued(record.job_id, err);
+      throw new QloradError(
+        "unavailable",
+        `the fleet queue on ${this.#store.location} is unreachable ` +
+          `(${err instanceof Error ? err.message : err}); try again`,
+        { cause: err },
+      );
+    }
     return structuredClone(record);
   }
 
@@ -849,6 +858,28 @@ export class JobManager {
         this.#logger.warn(`job ${jobId}: could not take it from ${this.#store.location}: ${err}`);
         await sleep(this.#handBackMs * 5);
       }
+    }
+  }
+
+  /**
+   * A job stored but not queued (Redis failed in between): ended FAILED, so that it is not left
+   * QUEUED with no worker ever given it. If even that fails, a replica's next start queues it.
+   * (Should the add have reached Redis after all, the worker given it finds it ended.)
+   */
+  async #endUnqueued(jobId: string, err: unknown): Promise<void> {
+    try {
+      const lease = await this.#store.claim(jobId, this.#owner, this.#leaseTtlMs);
+      if (!lease) return;
+      await this.#endClaimed(lease, "QUEUED", "FAILED", {
+        kind: "unavailable",
+        message: `the job could not be queued (${err instanceof Error ? err.message : err}); ` +
+          "submit it again",
+      });
+      this.#localRuns.delete(jobId);
+    } catch (again) {
+      this.#logger.warn(
+        `job ${jobId} is stored but not queued; the next start queues it: ${again}`,
+      );
     }
   }
 
