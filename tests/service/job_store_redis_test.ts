@@ -775,6 +775,20 @@ Deno.test({
         await store.release(lease);
         assert.equal((await store.list()).length, 1);
         assert.deepEqual((await Array.fromAsync(store.read("j", 1))).map((e) => e.seq), [1, 2]);
+        // The fleet queue (BullMQ) works under the same user: queue, take, list the workers.
+        const queue = store.fleetQueue("acl-replica", 5_000);
+        try {
+          await queue.add("j2", { submitter: "acl-replica" });
+          const taken = Promise.withResolvers<string>();
+          await queue.run((id) => {
+            taken.resolve(id);
+            return Promise.resolve({ done: true });
+          });
+          assert.equal(await taken.promise, "j2");
+          assert.deepEqual([...await queue.liveReplicas()], ["acl-replica"]);
+        } finally {
+          await queue.close();
+        }
       } finally {
         await store.close();
       }
