@@ -23,7 +23,7 @@
  * lockDuration, both renewed every third of it) carries the fencing token, a number that grows
  * with every claim: every write of a running job (append, put, end) names it and the store refuses
  * it once another claim took the job, and commit() checks the lease is live. The worker claims
- * the lease before it runs a job (waiting while a lapsing owner's lease still holds); a job whose
+ * the lease before it runs a job (handing the job back for a moment while another owner's lease still holds); a job whose
  * end the store refused, or that a shutdown left unended, goes back to the queue rather than being
  * completed there, so the two locks cannot leave a job unended with nobody to run it.
  *
@@ -826,12 +826,11 @@ export class JobManager {
           return { done: false, delayMs: this.#handBackMs };
         }
         // Held: a lapsing owner's lease (its job came back through BullMQ's stalled check
-        // first), or a CancelJob ending the job; look again shortly.
+        // first), a live owner that lost only BullMQ's lock (a Redis outage longer than it), or a
+        // CancelJob ending the job. Back to the queue for a moment, rather than keeping this GPU
+        // idle while another replica may run the job to its end.
         const lease = await this.#store.claim(jobId, this.#owner, this.#leaseTtlMs);
-        if (!lease) {
-          await sleep(this.#handBackMs);
-          continue;
-        }
+        if (!lease) return { done: false, delayMs: this.#handBackMs };
         if (!runnable) {
           await this.#endOrphan(lease, record.state, data.submitter);
           continue;
