@@ -14,7 +14,8 @@
  *   job's failure in qlorad's sense ends FAILED in the store and the BullMQ job completes.
  * - A job a replica cannot run now goes back ("hand back"): to wait at once (a replica shutting
  *   down, a job whose store end was refused), or delayed a little (a job only its submitter can
- *   run) — BullMQ's documented manual patterns (moveToWait / moveToDelayed with their errors).
+ *   run, a job whose store lease another replica still holds) — BullMQ's documented manual
+ *   patterns (moveToWait / moveToDelayed with their errors).
  *
  * BullMQ's lock token is random, not monotonic, so it cannot fence writes; the store's lease
  * (a growing token, checked by every commit) stays the fence: see manager.ts's header.

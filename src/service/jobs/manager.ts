@@ -23,9 +23,10 @@
  * lockDuration, both renewed every third of it) carries the fencing token, a number that grows
  * with every claim: every write of a running job (append, put, end) names it and the store refuses
  * it once another claim took the job, and commit() checks the lease is live. The worker claims
- * the lease before it runs a job (handing the job back for a moment while another owner's lease still holds); a job whose
- * end the store refused, or that a shutdown left unended, goes back to the queue rather than being
- * completed there, so the two locks cannot leave a job unended with nobody to run it.
+ * the lease before it runs a job (and hands the job back for a moment while another owner's
+ * lease still holds); a job whose end the store refused, or that a shutdown left unended, goes
+ * back to the queue rather than being completed there, so the two locks cannot leave a job
+ * unended with nobody to run it.
  *
  * Plain objects only: payloads use the proto's field names, and the gRPC handlers translate.
  */
