@@ -174,12 +174,11 @@ async function serve(
     leaseTtlMs: opts.leaseTtlMs,
   });
   const unobserveJobs = observeJobs(() => jobs.list());
-  // A shared store's indexes count the whole fleet's jobs: the gauges an autoscaler watches.
-  const store = opts.store;
-  const unobserveFleet = store?.queueDepth && store.runningCount
+  // The fleet queue counts the whole fleet's jobs: the gauges an autoscaler watches.
+  const unobserveFleet = jobs.fleet
     ? observeFleetJobs(async () => {
-      const [queued, running] = await Promise.all([store.queueDepth!(), store.runningCount!()]);
-      return { queued, running };
+      const { waiting, active } = await jobs.fleetCounts();
+      return { queued: waiting, running: active };
     })
     : () => {};
   const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });

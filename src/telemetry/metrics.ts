@@ -47,7 +47,7 @@ export interface JobSnapshot {
   state: string;
 }
 
-/** A shared job store's counts of the whole fleet's jobs (JobStore.queueDepth/runningCount). */
+/** The whole fleet's job counts, from its dispatch queue (JobManager.fleetCounts). */
 export interface FleetJobCounts {
   queued: number;
   running: number;

@@ -9,7 +9,9 @@
  * through any replica, is 1..n with no gap and no duplicate; CancelJob through a replica that does
  * not run the job stops it; a replica paused (SIGSTOP) past its lease cannot commit once resumed;
  * a replica stopped gracefully (SIGTERM) hands its job over at a checkpoint. In-process, two
- * fleet-mode managers check a lapsed lease's commit and a job no replica can take over.
+ * fleet-mode managers (each with its BullMQ worker on the fleet queue) check a lapsed lease's
+ * commit, a job no replica can take over, that a replica is given a job only while it runs none,
+ * and what becomes of the QUEUED jobs of a replica that stopped.
  * Leases are short (a setting) so that takeovers come quickly; no duration is asserted.
  */
 import assert from "node:assert/strict";
@@ -432,7 +434,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "fleet: Redis killed and restarted mid-Train: NOT_SERVING meanwhile, nothing lost",
+  name: "fleet: Redis restarted mid-Train: nothing lost; a Generate runs on the free replica",
   ignore: !redisBinary,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -478,6 +480,32 @@ Deno.test({
       const adapter = (dir: string) =>
         Deno.readFile(path.join(dataDir, dir, "adapter_model.safetensors"));
       assert.deepEqual(await adapter("runs/outage"), await adapter("runs/reference"));
+
+      // A Generate sent to a busy replica runs on the free one, rebuilt from its stored request;
+      // its caller, on the busy one, gets every token through the shared log.
+      const long = { ...TRAIN, hyperparameters: { ...TRAIN.hyperparameters, max_steps: 400 } };
+      const busyJob = await submit(a, "Train", { ...long, output_path: "runs/busy" });
+      const busy = await waitFor(a, busyJob, (j) => j.state === "JOB_STATE_RUNNING");
+      const [x, y] = busy.owner === a.name ? [a, b] : [b, a];
+      const g = await collect(x.clients.qlorad.Generate({
+        base_model_path: "models/tiny",
+        prompt: "The capital of France is",
+        max_new_tokens: 5,
+        ignore_eos: true,
+      }));
+      assert.equal(g.code, grpc.status.OK, g.details);
+      const genId = g.events[0].job_id;
+      assertContiguous(g.events, genId);
+      assert.equal(g.events.at(-1)!.state, "JOB_STATE_SUCCEEDED");
+      assert.equal(await owner(x, genId), y.name);
+      const pieces = g.events.filter((e) => e.payload === "generated_text");
+      const generated = g.events.findLast((e) => e.payload === "generate_result")!.generate_result;
+      assert.equal(pieces.length, 5);
+      assert.deepEqual(pieces.flatMap((e) => e.generated_text.token_ids), generated.token_ids);
+      assert.equal(pieces.map((e) => e.generated_text.text).join(""), generated.text);
+      assert.equal(await owner(x, busyJob), x.name, "the Train stayed where it ran");
+      await call(y.clients.qlorad, "CancelJob", { job_id: busyJob });
+      await waitFor(y, busyJob, (j) => j.state === "JOB_STATE_CANCELLED");
     } finally {
       for (const r of replicas) kill(r);
       for (const r of replicas) await r.child.status;
@@ -514,7 +542,6 @@ async function twoManagers(
       fleet: true,
       owner: `m${i + 1}`,
       leaseTtlMs: LEASE_TTL_MS,
-      pollMs: 50,
     });
   return { m1: await open(0), m2: await open(1), stores, dataDir };
 }
@@ -578,8 +605,8 @@ Deno.test({
       // (Its RUNNING record is stored behind the body's start.)
       await waitForState(m1, job.job_id, "RUNNING");
       assert.equal((await m1.lookup(job.job_id)).owner, "m2");
-      // The store's index of unended jobs (what replicas look through), oldest first.
-      assert.deepEqual(await stores[0].unendedJobs(), [own.job_id, job.job_id]);
+      // Both are held by a worker of the fleet queue, none waits.
+      assert.deepEqual(await m1.fleetCounts(), { waiting: 0, active: 2 });
       // m1 does not run it: CancelJob through m1 marks it, m2 sees it at a lease renewal.
       const marked = await m1.cancel(job.job_id);
       assert.equal(marked.cancel_requested, true);
@@ -597,7 +624,7 @@ Deno.test({
       busy.open();
       await waitForState(m2, own.job_id, "SUCCEEDED");
       assert.equal((await m2.lookup(own.job_id)).owner, "m1");
-      assert.deepEqual(await stores[1].unendedJobs(), []);
+      assert.deepEqual(await m2.fleetCounts(), { waiting: 0, active: 0 });
       // Both replicas list both jobs.
       for (const m of [m1, m2]) {
         assert.deepEqual(
@@ -661,7 +688,8 @@ Deno.test({
       assert.equal(refused.kind, "unavailable");
       assert.match(refused.message, /lease in the job store lapsed before the job could commit/);
       // Its end (CANCELLED, by the lease's abort) was refused by the store's fence too: the job
-      // stayed RUNNING there, and m2, which cannot rebuild it, ended it FAILED.
+      // stayed RUNNING there, so m1 put it back in the fleet queue rather than completing it, and
+      // the replica given it next, which cannot rebuild it, ended it FAILED.
       const ended = await waitForState(m2, job.job_id, "FAILED");
       assert.match(ended.error!.message, /cannot be taken over/);
       const events = await Array.fromAsync(m2.watch(job.job_id, 1));
@@ -773,6 +801,207 @@ Deno.test({
       assert.deepEqual(events.map((e) => e.state), ["QUEUED", "FAILED"]);
     } finally {
       busy.open();
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a replica is given a job only while it runs none (2 replicas, 3 jobs)",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    // Bodies running now on each replica, and the most ever seen at once.
+    const running = { m1: 0, m2: 0 };
+    let most = 0;
+    const gates = new Map<string, () => void>();
+    const body = (replica: "m1" | "m2") => async (ctx: { jobId: string }) => {
+      most = Math.max(most, ++running[replica]);
+      try {
+        await new Promise<void>((resolve) => gates.set(ctx.jobId, resolve));
+      } finally {
+        running[replica]--;
+      }
+    };
+    try {
+      // Both can run every job: m1 its own bodies or rebuilt ones, m2 rebuilt ones.
+      m1.useRebuilder({ has: () => true, build: () => Promise.resolve({ run: body("m1") }) });
+      m2.useRebuilder({ has: () => true, build: () => Promise.resolve({ run: body("m2") }) });
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const job = await m1.submitJob({
+          kind: "evaluate",
+          summary: `job ${i}`,
+          request: { i },
+          run: body("m1"),
+        });
+        ids.push(job.job_id);
+      }
+      const ended = new Set<string>();
+      while (ended.size < ids.length) {
+        const records = await m1.listJobs();
+        // Never two RUNNING on one replica, by the store's records and by the bodies.
+        for (const owner of ["m1", "m2"]) {
+          const mine = records.filter((r) => r.state === "RUNNING" && r.owner === owner);
+          assert.ok(mine.length <= 1, `${owner} runs ${mine.map((r) => r.job_id)}`);
+        }
+        assert.ok(running.m1 <= 1 && running.m2 <= 1, JSON.stringify(running));
+        for (const r of records) if (r.state === "SUCCEEDED") ended.add(r.job_id);
+        // Two replicas, so two run and one waits; end one of the running ones at a time.
+        const open = records.find((r) => r.state === "RUNNING" && gates.has(r.job_id));
+        if (open && records.filter((r) => r.state === "QUEUED").length === 0) {
+          gates.get(open.job_id)!();
+          gates.delete(open.job_id);
+        } else if (open && records.filter((r) => r.state === "RUNNING").length === 2) {
+          gates.get(open.job_id)!();
+          gates.delete(open.job_id);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(most, 1);
+      for (const id of ids) assert.equal((await m2.lookup(id)).state, "SUCCEEDED");
+    } finally {
+      for (const open of gates.values()) open();
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: QUEUED jobs of a stopped replica: a Generate runs elsewhere, others FAILED",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const busy = gate();
+    try {
+      // m1 rebuilds Generate jobs from their request (as a server does); nothing else.
+      const built: string[] = [];
+      m1.useRebuilder({
+        has: (kind) => kind === "generate",
+        build: (record) => {
+          built.push(record.job_id);
+          return Promise.resolve({
+            run: () => Promise.resolve({ log: { level: "info", message: "ok" } }),
+          });
+        },
+      });
+      m2.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
+      // Both replicas busy, so m2's two submissions wait in the queue.
+      const m1Busy = await m1.submitJob({
+        kind: "evaluate",
+        summary: "keeps m1 busy",
+        request: {},
+        run: () => busy.opened,
+      });
+      const m2Started = gate();
+      await m2.submitJob({
+        kind: "train",
+        summary: "keeps m2 busy",
+        request: {},
+        run: async (ctx) => {
+          m2Started.open();
+          await new Promise((r) => ctx.signal.addEventListener("abort", r));
+          throw ctx.signal.reason;
+        },
+      });
+      await m2Started.opened;
+      await waitForState(m1, m1Busy.job_id, "RUNNING");
+      const never = () => Promise.reject(new Error("m2 is busy: never runs there"));
+      const generate = await m2.submitJob({
+        kind: "generate",
+        summary: "queued on m2",
+        request: { prompt: "x" },
+        run: never,
+      });
+      const quantize = await m2.submitJob({
+        kind: "quantize",
+        summary: "queued on m2, only m2 can run it",
+        request: {},
+        run: never,
+      });
+      // m2 stops for good; m1 is freed.
+      await m2.close();
+      busy.open();
+      const g = await waitForState(m1, generate.job_id, "SUCCEEDED");
+      assert.equal(g.owner, "m1");
+      assert.deepEqual(built, [generate.job_id]);
+      const q = await waitForState(m1, quantize.job_id, "FAILED");
+      assert.equal(q.error?.kind, "unavailable");
+      assert.match(q.error!.message, /the replica m2 that received this job stopped before it ran/);
+      for (const id of [generate.job_id, quantize.job_id]) {
+        const events = await Array.fromAsync(m1.watch(id, 1));
+        assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+      }
+    } finally {
+      busy.open();
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a job stored but not queued (the queue failed) ends FAILED, UNAVAILABLE",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    // The fleet queue refuses export jobs' adds, as when Redis goes between the two writes.
+    const { m1, m2, stores, dataDir } = await twoManagers(redis, (s) =>
+      new Proxy(s, {
+        get: (t, k) => {
+          if (k !== "fleetQueue") {
+            const v = t[k as keyof JobStore];
+            return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+          }
+          return (replica: string, lockMs: number) => {
+            const queue = t.fleetQueue!(replica, lockMs);
+            const add = queue.add.bind(queue);
+            queue.add = (id, data) =>
+              id.startsWith("export-")
+                ? Promise.reject(new Error("Connection is closed."))
+                : add(id, data);
+            return queue;
+          };
+        },
+      }));
+    try {
+      await assert.rejects(
+        m1.submitJob({ kind: "export", summary: "never queued", request: {}, run: async () => {} }),
+        (err: unknown) =>
+          err instanceof QloradError && err.kind === "unavailable" &&
+          /fleet queue .* is unreachable \(Connection is closed\.\)/.test(err.message),
+      );
+      const [stored] = await m2.listJobs();
+      assert.equal(stored.state, "FAILED");
+      assert.match(stored.error!.message, /could not be queued \(Connection is closed\.\)/);
+      // Other kinds still go through.
+      const ok = await m1.submitJob({
+        kind: "evaluate",
+        summary: "queued",
+        request: {},
+        run: async () => {},
+      });
+      await waitForState(m2, ok.job_id, "SUCCEEDED");
+    } finally {
       await m1.close();
       await m2.close();
       for (const s of stores) await s.close();

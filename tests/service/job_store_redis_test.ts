@@ -662,52 +662,49 @@ Deno.test({
 });
 
 Deno.test({
-  name: "redis store: the queue depth and the QUEUED jobs, oldest first, follow every write",
+  name: "fleet queue (BullMQ): a job id is queued once, counted, withdrawn; KEDA's wait list key",
   ignore,
   async fn() {
     const server = await RedisServer.start(binary!);
-    const a = await openStore(server);
-    const b = await openStore(server); // another replica sees the same queue
+    const store = await openStore(server);
+    const queue = store.fleetQueue("r1", 5_000);
+    const raw = new Redis({ host: "127.0.0.1", port: server.port, lazyConnect: true });
     try {
+      await raw.connect();
       const rng = new Rng(53);
-      // Seven jobs created in shuffled time order; two of them RUNNING.
-      const made: JobRecord[] = [];
-      for (let i = 0; i < 7; i++) {
-        const r = record(`q${i}`, 100 + ((i * 3 + 2) % 7) * 10 + rng.int(10));
-        if (i % 3 === 1) r.state = "RUNNING";
-        made.push(r);
-        await a.create(r);
+      // Five ids, each added 1..3 times (a retried submit, a start-up requeue): queued once each.
+      const ids = Array.from({ length: 5 }, (_, i) => `job-${i}-${rng.int(1000)}`);
+      for (const [i, id] of ids.entries()) {
+        for (let k = 0; k <= i % 3; k++) await queue.add(id, { submitter: "r1" });
       }
-      // The expected queue, computed here from what was made.
-      const expect = (records: JobRecord[]) =>
-        records.filter((r) => r.state === "QUEUED").sort((x, y) => x.created_ms - y.created_ms)
-          .map((r) => r.job_id);
-      assert.deepEqual(await b.queuedJobs(), expect(made));
-      assert.equal(await b.queueDepth(), expect(made).length);
-
-      // A queued job starts (put), another is cancelled while queued (end), a running one goes
-      // back to the queue (put): the index follows each.
-      const queued = made.filter((r) => r.state === "QUEUED");
-      const running = made.filter((r) => r.state === "RUNNING");
-      const started = { ...queued[0], state: "RUNNING" as const };
-      await a.put(started, { expectGeneration: 1 });
-      const last: JobEvent = { ...event(queued[1].job_id, 1, rng), state: "CANCELLED" };
-      const cancelled = endedRecord(queued[1], last);
-      await a.end(last, cancelled, { expectGeneration: 1 });
-      const requeued = { ...running[0], state: "QUEUED" as const };
-      await a.put(requeued, { expectGeneration: 1 });
-      const now = made.map((r) =>
-        [started, cancelled, requeued].find((c) => c.job_id === r.job_id) ?? r
-      );
-      assert.deepEqual(await b.queuedJobs(), expect(now));
-      assert.deepEqual(await b.queuedJobs(2), expect(now).slice(0, 2));
-      assert.equal(await b.queueDepth(), expect(now).length);
-      // A refused write (a stale generation) leaves the index as it was.
-      await assert.rejects(a.put({ ...started, state: "QUEUED" }, { expectGeneration: 1 }));
-      assert.deepEqual(await b.queuedJobs(), expect(now));
+      assert.deepEqual(await queue.counts(), { waiting: ids.length, active: 0 });
+      // What docs/DEPLOY.md tells KEDA's Redis list scaler to watch: the wait list's length.
+      assert.equal(await raw.llen("qlorad:dispatch:wait"), ids.length);
+      await queue.withdraw(ids[2]);
+      await queue.withdraw("job-never-added");
+      assert.deepEqual(await queue.counts(), { waiting: ids.length - 1, active: 0 });
+      assert.equal(await raw.llen("qlorad:dispatch:wait"), ids.length - 1);
+      // The worker is given them oldest first, one at a time (concurrency 1).
+      const taken: string[] = [];
+      let holding = 0;
+      let most = 0;
+      const all = Promise.withResolvers<void>();
+      await queue.run(async (id) => {
+        most = Math.max(most, ++holding);
+        taken.push(id);
+        await new Promise((r) => setTimeout(r, 5));
+        holding--;
+        if (taken.length === ids.length - 1) all.resolve();
+        return { done: true };
+      });
+      await all.promise;
+      assert.deepEqual(taken, ids.filter((_, i) => i !== 2));
+      assert.equal(most, 1);
+      assert.deepEqual([...await queue.liveReplicas()], ["r1"]);
     } finally {
-      await a.close();
-      await b.close();
+      await queue.close();
+      raw.disconnect();
+      await store.close();
       await server.dispose();
     }
   },
@@ -777,8 +774,21 @@ Deno.test({
         });
         await store.release(lease);
         assert.equal((await store.list()).length, 1);
-        assert.equal(await store.queueDepth(), 0);
         assert.deepEqual((await Array.fromAsync(store.read("j", 1))).map((e) => e.seq), [1, 2]);
+        // The fleet queue (BullMQ) works under the same user: queue, take, list the workers.
+        const queue = store.fleetQueue("acl-replica", 5_000);
+        try {
+          await queue.add("j2", { submitter: "acl-replica" });
+          const taken = Promise.withResolvers<string>();
+          await queue.run((id) => {
+            taken.resolve(id);
+            return Promise.resolve({ done: true });
+          });
+          assert.equal(await taken.promise, "j2");
+          assert.deepEqual([...await queue.liveReplicas()], ["acl-replica"]);
+        } finally {
+          await queue.close();
+        }
       } finally {
         await store.close();
       }

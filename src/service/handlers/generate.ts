@@ -213,9 +213,17 @@ export function generateJob(
 
 /** The Generate RPC: validate, submit, stream (job_rpc.ts's startJob), tied to its call. */
 export function generateHandler(ctx: ServiceContext) {
+  // A Generate submitted on another replica of a fleet (and still QUEUED) runs here from its
+  // stored request; its tokens reach its caller through the shared log, and its call's end
+  // cancels it wherever it runs (startJob's cancelWithCall).
+  ctx.runners?.set(
+    "generate",
+    async (request) =>
+      generateJob(await validateGenerateRequest(request as GenerateRequest, ctx.dataDir), ctx),
+  );
   return (call: JobEventStream<GenerateRequest>) =>
     startJob(call, ctx, "generate", "Generate", async () => {
       const v = await validateGenerateRequest(call.request, ctx.dataDir);
       return generateJob(v, ctx, call);
-    });
+    }, { cancelWithCall: true });
 }

@@ -111,6 +111,7 @@ export async function startJob<Req extends { request_id?: unknown }>(
   kind: JobKind,
   method: string,
   validate: () => Promise<JobStart>,
+  opts: { cancelWithCall?: boolean } = {},
 ): Promise<void> {
   let release: (() => void) | undefined;
   let jobId: string;
@@ -153,9 +154,14 @@ export async function startJob<Req extends { request_id?: unknown }>(
     if (!call.cancelled) call.emit("error", errorFor(err, ctx, method));
     return;
   }
+  // A job that is its call's (Generate) is cancelled when the call ends early, on whichever
+  // replica runs it (a no-op once it has ended).
+  const cancel = () => void ctx.jobs.cancel(jobId).catch(() => {});
+  if (opts.cancelWithCall) call.on("cancelled", cancel);
   try {
     await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
   } finally {
+    if (opts.cancelWithCall) call.off("cancelled", cancel);
     release();
   }
 }
@@ -165,7 +171,8 @@ export type JobRunner = (request: unknown) => Promise<JobStart>;
 
 /**
  * The body of a job submitted on another replica (fleet mode), from the runner its kind
- * registered; undefined for a kind without one (Generate: its stream is its caller's). A training
+ * registered; undefined for a kind without one. A Generate runs anywhere while QUEUED, but one its
+ * replica had started is not taken over (it throws: the job ends FAILED). A training
  * job taken over resumes from the newest checkpoint its log names; without one it starts again,
  * replacing the folder its previous owner began (overwrite).
  */
@@ -178,6 +185,14 @@ export async function rebuildJob(
   if (!runner) return undefined;
   let request = record.request as Record<string, unknown>;
   let note: string | undefined;
+  if (record.kind === "generate" && events.some((e) => e.state === "RUNNING")) {
+    // Its tokens so far went to its caller: a second run would stream them again from the start.
+    throw new QloradError(
+      "unavailable",
+      "the replica running this generation stopped; a generation is not taken over " +
+        "(its caller got part of it): submit it again",
+    );
+  }
   if (record.kind === "train" && events.some((e) => e.state === "RUNNING")) {
     const checkpoint = events.findLast((e) =>
       e.payload && "checkpoint" in e.payload && !e.payload.checkpoint.is_final

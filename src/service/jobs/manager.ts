@@ -8,14 +8,25 @@
  * (close) a training job that stopped at a checkpoint ends FAILED at once, with a message that
  * says how to resume it; at start, jobs a dead server left unended are ended FAILED (recovery.ts).
  *
- * Fleet mode (`fleet: true`, a store shared by several replicas, issue 11): the store, not this
- * process, is the queue. submit only stores the job QUEUED; whichever replica has its GPU free
- * claims the oldest QUEUED job (or a RUNNING one whose owner's lease lapsed: a takeover) and runs
- * it, rebuilding the job's body from its kind and stored request (useRebuild) when the job was
- * submitted elsewhere. Reads (lookup, listJobs, watch) go to the store, so every replica answers
- * for every job; CancelJob for a job another replica runs marks it cancel_requested in the store,
- * and the owner sees that at its next lease renewal. Nothing is ended FAILED at start: a dead
- * replica's jobs are taken over once their leases expire.
+ * Fleet mode (`fleet: true`, a store shared by several replicas, issue 11): dispatch is BullMQ's
+ * (fleet_queue.ts). submit stores the job QUEUED, then adds it to the fleet queue under its own
+ * id; each replica's one worker (concurrency 1: only while its GPU is free) is given a job, and
+ * `#take` runs it to its end here, rebuilding its body from its kind and stored request
+ * (useRebuilder) when it was submitted elsewhere. BullMQ's stalled-job check gives a dead or
+ * frozen replica's job to another worker: a takeover (a Train resumes from its checkpoint).
+ * Reads (lookup, listJobs, watch) go to the store, so every replica answers for every job;
+ * CancelJob for a job another replica runs marks it cancel_requested in the store, and the owner
+ * sees that at its next lease renewal. Nothing is ended FAILED at start.
+ *
+ * Who holds what: BullMQ's lock says which worker holds a job in the queue; its token is random,
+ * so it cannot fence. The store's lease on the job (claim/renew/release, TTL = BullMQ's
+ * lockDuration, both renewed every third of it) carries the fencing token, a number that grows
+ * with every claim: every write of a running job (append, put, end) names it and the store refuses
+ * it once another claim took the job, and commit() checks the lease is live. The worker claims
+ * the lease before it runs a job (and hands the job back for a moment while another owner's
+ * lease still holds); a job whose end the store refused, or that a shutdown left unended, goes
+ * back to the queue rather than being completed there, so the two locks cannot leave a job
+ * unended with nobody to run it.
  *
  * Plain objects only: payloads use the proto's field names, and the gRPC handlers translate.
  */
@@ -36,6 +47,7 @@ import { StoreConflictError } from "./store.ts";
 import type { JobStore, Lease, StoredJob } from "./store.ts";
 import { localJobsDir, LocalJobStore } from "./local_store.ts";
 import { endInterrupted } from "./recovery.ts";
+import type { DispatchData, FleetQueue, TakeOutcome } from "./fleet_queue.ts";
 
 export interface JobContext {
   jobId: string;
@@ -108,8 +120,6 @@ export interface JobManagerOptions {
    * reads answered from it, nothing failed at start. Needs a shared `store` and a unique `owner`.
    */
   fleet?: boolean;
-  /** Fleet mode: how often a free replica looks for a job in the store. Default a third of the TTL. */
-  pollMs?: number;
 }
 
 /** The error of a training job that a shutdown stopped at a checkpoint. */
@@ -160,16 +170,16 @@ export class JobManager {
   readonly #closeTimeoutMs: number;
   readonly #leaseTtlMs: number;
   readonly #fleet: boolean;
-  readonly #pollMs: number;
+  /** Fleet mode: the BullMQ dispatch queue, and this replica's worker on it. */
+  #fleetQueue?: FleetQueue;
+  /** Fleet mode: how long a job this replica cannot run waits before it is offered again. */
+  readonly #handBackMs: number;
   #rebuilder?: JobRebuilder;
   /** Fleet mode: bodies of jobs submitted here, for when this replica claims them. */
   readonly #localRuns = new Map<
     string,
     { run: JobRun; resumeHint?: () => string | undefined; since: number }
   >();
-  #pollTimer?: ReturnType<typeof setInterval>;
-  /** A look for the next job is under way (one at a time). */
-  #claiming = false;
   /** Aborted by close(): ends fleet-mode watches of the store. */
   readonly #closing = new AbortController();
   readonly #jobs = new Map<string, Entry>();
@@ -195,7 +205,7 @@ export class JobManager {
     this.#closeTimeoutMs = opts.closeTimeoutMs ?? 30_000;
     this.#leaseTtlMs = opts.leaseTtlMs ?? LEASE_TTL_MS;
     this.#fleet = opts.fleet ?? false;
-    this.#pollMs = opts.pollMs ?? Math.max(1, Math.floor(this.#leaseTtlMs / 3));
+    this.#handBackMs = Math.min(1000, Math.max(20, Math.floor(this.#leaseTtlMs / 5)));
   }
 
   /** Opens (creating if needed) the job store and reloads earlier jobs. */
@@ -204,10 +214,13 @@ export class JobManager {
     const store = opts.store ?? await LocalJobStore.open(localJobsDir(opts.dataDir), logger);
     const m = new JobManager(opts, store, !opts.store);
     if (m.#fleet) {
-      if (!opts.store) throw new Error("fleet mode needs a shared job store");
+      if (!opts.store?.fleetQueue) {
+        throw new Error("fleet mode needs a shared job store with a fleet queue (Redis)");
+      }
       // The store is the truth; a dead replica's jobs are taken over, never failed here.
-      m.#pollTimer = setInterval(() => m.#pump(), m.#pollMs);
-      Deno.unrefTimer(m.#pollTimer);
+      m.#fleetQueue = opts.store.fleetQueue(m.#owner, m.#leaseTtlMs);
+      await m.#requeueUnended();
+      await m.#fleetQueue.run((jobId, data) => m.#take(jobId, data));
     } else {
       await m.#load();
     }
@@ -222,7 +235,6 @@ export class JobManager {
   /** Fleet mode: how bodies of jobs submitted on other replicas are rebuilt here. */
   useRebuilder(rebuilder: JobRebuilder): void {
     this.#rebuilder = rebuilder;
-    this.#pump();
   }
 
   /**
@@ -234,9 +246,7 @@ export class JobManager {
     const known = await this.findRequestAsync(sub.kind, sub.requestId, sub.fingerprint);
     if (known) return known;
     if (this.#closed) throw new QloradError("unavailable", "the server is shutting down");
-    const depth = this.#store.queueDepth
-      ? await this.#store.queueDepth()
-      : (await this.#store.list({ states: ["QUEUED"] })).length;
+    const depth = (await this.fleetCounts()).waiting;
     if (depth >= this.#maxQueued) {
       throw new QloradError(
         "resource_exhausted",
@@ -259,19 +269,31 @@ export class JobManager {
     if (!created.created) {
       return this.#checkFingerprint(created.job.record, sub.requestId!, sub.fingerprint);
     }
+    await this.#forgetLocalRuns();
     this.#localRuns.set(record.job_id, {
       run: sub.run,
       resumeHint: sub.resumeHint,
       since: Date.now(),
     });
-    // A replica claims a job only once its log has this first event (#adopt).
+    // A replica runs a job only once its log has this first event (#adopt).
     const event = nextEvent(record, "QUEUED");
     await this.#store.append(event);
     record.last_seq = event.seq;
     record.last_event = event;
     // The record catches up with its log; a replica that claimed it meanwhile has written it.
     await this.#store.put(record, { expectGeneration: created.job.generation }).catch(() => {});
-    this.#pump();
+    // Queued last: a worker is given only a job whose record and first event are stored.
+    try {
+      await this.#fleetQueue!.add(record.job_id, { submitter: this.#owner });
+    } catch (err) {
+      await this.#endUnqueued(record.job_id, err);
+      throw new QloradError(
+        "unavailable",
+        `the fleet queue on ${this.#store.location} is unreachable ` +
+          `(${err instanceof Error ? err.message : err}); try again`,
+        { cause: err },
+      );
+    }
     return structuredClone(record);
   }
 
@@ -455,7 +477,10 @@ export class JobManager {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#pollTimer);
+    // The worker takes no new job; the one it holds goes back to the queue once it has stopped.
+    const queueClosed = this.#fleetQueue?.close().catch((err) =>
+      this.#logger.warn(`could not close the fleet queue: ${err}`)
+    );
     this.#closing.abort();
     // Watches of queued jobs end now; those of the running job follow it until it stops.
     for (const entry of this.#jobs.values()) wake(entry);
@@ -470,6 +495,14 @@ export class JobManager {
         }, this.#closeTimeoutMs);
       });
       await Promise.race([running.finished, timeout]);
+      clearTimeout(timer);
+    }
+    if (queueClosed) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        queueClosed,
+        new Promise((resolve) => timer = setTimeout(resolve, this.#closeTimeoutMs)),
+      ]);
       clearTimeout(timer);
     }
     this.#stopped = true;
@@ -487,10 +520,8 @@ export class JobManager {
   }
 
   #pump(): void {
-    if (this.#fleet) {
-      void this.#claimNext();
-      return;
-    }
+    // Fleet mode: the fleet queue's worker asks for the next job itself (#take).
+    if (this.#fleet) return;
     if (this.#running || this.#closed) return;
     const entry = this.#queue.shift();
     if (!entry) return;
@@ -775,77 +806,131 @@ export class JobManager {
   // ---------------------------------------------------------------- fleet mode
 
   /**
-   * Claims the oldest job this replica can run (QUEUED, or RUNNING under a lapsed lease) and
-   * starts it, when the GPU is free. Other replicas' live leases make their jobs unclaimable.
+   * The fleet queue's processor: runs the job `jobId` here to its end (done), or hands it back
+   * to the queue. A job that has ended already (cancelled while queued) is done at once. One
+   * only its submitter can run goes back, delayed, while that replica lives, and ends FAILED
+   * once it is gone; a RUNNING one nobody can rebuild (its owner died) ends FAILED.
    */
-  async #claimNext(): Promise<void> {
-    if (this.#running || this.#closed || this.#claiming || this.#stopped) return;
-    this.#claiming = true;
-    try {
-      const open = await this.#unended();
-      this.#forgetLocalRuns(new Set(open.map((j) => j.record.job_id)));
-      for (const job of open) {
-        if (this.#running || this.#closed) return;
-        const id = job.record.job_id;
-        const runnable = this.#localRuns.has(id) || this.#rebuilder?.has(job.record.kind);
-        // (A RUNNING job nobody can rebuild, e.g. a Generate whose replica died, is ended below.)
-        if (!runnable && job.record.state !== "RUNNING") continue;
-        const lease = await this.#store.claim(id, this.#owner, this.#leaseTtlMs);
-        if (!lease) continue;
+  async #take(jobId: string, data: DispatchData): Promise<TakeOutcome> {
+    while (true) {
+      if (this.#closed) return { done: false, delayMs: 0 };
+      try {
+        const stored = await this.#store.get(jobId);
+        if (!stored || isTerminal(stored.record.state)) {
+          this.#localRuns.delete(jobId);
+          return { done: true };
+        }
+        const record = stored.record;
+        const runnable = this.#localRuns.has(jobId) ||
+          (this.#rebuilder?.has(record.kind) ?? false);
+        if (!runnable && record.state === "QUEUED" && await this.#submitterLives(data)) {
+          return { done: false, delayMs: this.#handBackMs };
+        }
+        // Held: a lapsing owner's lease (its job came back through BullMQ's stalled check
+        // first), a live owner that lost only BullMQ's lock (a Redis outage longer than it), or a
+        // CancelJob ending the job. Back to the queue for a moment, rather than keeping this GPU
+        // idle while another replica may run the job to its end.
+        const lease = await this.#store.claim(jobId, this.#owner, this.#leaseTtlMs);
+        if (!lease) return { done: false, delayMs: this.#handBackMs };
         if (!runnable) {
-          await this.#endOrphan(lease).catch((err) =>
-            this.#logger.error(`job ${id}: could not end it`, err)
-          );
+          await this.#endOrphan(lease, record.state, data.submitter);
           continue;
         }
-        let started = false;
+        let entry: Entry | undefined;
         try {
-          started = await this.#adopt(lease);
-        } catch (err) {
-          this.#logger.error(`job ${id}: could not start it here`, err);
+          entry = await this.#adopt(lease);
+        } finally {
+          if (!entry) await this.#store.release(lease).catch(() => {});
         }
-        if (started) return;
-        await this.#store.release(lease).catch(() => {});
+        if (!entry) {
+          // Not started: ended meanwhile, failed to rebuild (ended FAILED), or no first event
+          // yet: look again.
+          await sleep(this.#handBackMs);
+          continue;
+        }
+        await entry.finished;
+        // Ended in the store: done. Refused by the fence (another replica holds the job now) or
+        // left unended by a shutdown: back to the queue, for whoever runs it next.
+        const after = await this.#store.get(jobId).catch(() => undefined);
+        if (after && isTerminal(after.record.state)) return { done: true };
+        return { done: false, delayMs: 0 };
+      } catch (err) {
+        this.#logger.warn(`job ${jobId}: could not take it from ${this.#store.location}: ${err}`);
+        await sleep(this.#handBackMs * 5);
       }
-    } catch (err) {
-      this.#logger.warn(`could not look for jobs in ${this.#store.location}: ${err}`);
-    } finally {
-      this.#claiming = false;
     }
-  }
-
-  /** The QUEUED and RUNNING jobs, oldest first (from the store's index when it has one). */
-  async #unended(): Promise<StoredJob[]> {
-    if (!this.#store.unendedJobs) {
-      return (await this.#store.list({ states: ["QUEUED", "RUNNING"] })).reverse();
-    }
-    const out: StoredJob[] = [];
-    for (const id of await this.#store.unendedJobs()) {
-      const job = await this.#store.get(id);
-      if (job && !isTerminal(job.record.state)) out.push(job);
-    }
-    return out;
   }
 
   /**
-   * Drops the bodies of jobs submitted here that have ended elsewhere (another replica ran or
-   * cancelled them). Only those older than a minute: a job just created may not be listed yet.
+   * A job stored but not queued (Redis failed in between): ended FAILED, so that it is not left
+   * QUEUED with no worker ever given it. If even that fails, a replica's next start queues it.
+   * (Should the add have reached Redis after all, the worker given it finds it ended.)
    */
-  #forgetLocalRuns(open: Set<string>): void {
-    const before = Date.now() - 60_000;
-    for (const [id, local] of this.#localRuns) {
-      if (!open.has(id) && local.since < before) this.#localRuns.delete(id);
+  async #endUnqueued(jobId: string, err: unknown): Promise<void> {
+    try {
+      const lease = await this.#store.claim(jobId, this.#owner, this.#leaseTtlMs);
+      if (!lease) return;
+      await this.#endClaimed(lease, "QUEUED", "FAILED", {
+        kind: "unavailable",
+        message: `the job could not be queued (${err instanceof Error ? err.message : err}); ` +
+          "submit it again",
+      });
+      this.#localRuns.delete(jobId);
+    } catch (again) {
+      this.#logger.warn(
+        `job ${jobId} is stored but not queued; the next start queues it: ${again}`,
+      );
     }
   }
 
-  /** Runs the job `lease` was taken on; false when it is not (or not yet) one to run here. */
-  async #adopt(lease: Lease): Promise<boolean> {
+  /**
+   * Whether the replica that submitted a job still has its worker connected: looked at twice,
+   * half a lease apart, so that a reconnecting replica is not taken for a dead one.
+   */
+  async #submitterLives(data: DispatchData): Promise<boolean> {
+    if ((await this.#fleetQueue!.liveReplicas()).has(data.submitter)) return true;
+    await sleep(this.#leaseTtlMs / 2);
+    return (await this.#fleetQueue!.liveReplicas()).has(data.submitter);
+  }
+
+  /**
+   * At start: every unended job in the store is on the fleet queue (an add of a job already
+   * there is a no-op), so a job whose submitter died between storing and queueing it still runs.
+   */
+  async #requeueUnended(): Promise<void> {
+    const unended = await this.#store.list({ states: ["QUEUED", "RUNNING"] });
+    for (const { record } of unended) {
+      await this.#fleetQueue!.add(record.job_id, { submitter: record.owner ?? "" });
+    }
+  }
+
+  /** Fleet-wide: jobs waiting in the fleet queue, and jobs held by a replica's worker. */
+  async fleetCounts(): Promise<{ waiting: number; active: number }> {
+    if (!this.#fleetQueue) throw new Error("fleetCounts: not in fleet mode");
+    return await this.#fleetQueue.counts();
+  }
+
+  /**
+   * Drops the bodies of jobs submitted here that another replica has taken (rebuilt from their
+   * request) or that have ended. Only those older than a minute: a young one may wait still.
+   */
+  async #forgetLocalRuns(): Promise<void> {
+    const before = Date.now() - 60_000;
+    for (const [id, local] of this.#localRuns) {
+      if (local.since >= before) continue;
+      const stored = await this.#store.get(id).catch(() => undefined);
+      if (stored?.record.state !== "QUEUED") this.#localRuns.delete(id);
+    }
+  }
+
+  /** Starts the job `lease` was taken on; undefined when it is not (or not yet) one to run here. */
+  async #adopt(lease: Lease): Promise<Entry | undefined> {
     const id = lease.job_id;
     const stored = await this.#store.get(id);
-    if (!stored || isTerminal(stored.record.state)) return false;
+    if (!stored || isTerminal(stored.record.state)) return undefined;
     const events = await Array.fromAsync(this.#store.read(id, 1));
     // Its submitter has not logged it yet (it does so right after creating it).
-    if (events.length === 0 || isTerminal(events.at(-1)!.state)) return false;
+    if (events.length === 0 || isTerminal(events.at(-1)!.state)) return undefined;
     const takeover = stored.record.state === "RUNNING";
     // A job submitted here runs its own body, unless it is taken over: then it is rebuilt from
     // its log (a training job resumes from its last checkpoint, not from step 0).
@@ -866,9 +951,9 @@ export class JobManager {
       });
       await this.#endClaimed(lease, stored.record.state, "FAILED", error);
       this.#logger.warn(`job ${id} marked FAILED: ${error.message}`);
-      return false;
+      return undefined;
     }
-    if (!body || this.#running || this.#closed) return false;
+    if (!body || this.#running || this.#closed) return undefined;
     this.#localRuns.delete(id);
     const record: JobRecord = {
       ...stored.record,
@@ -909,7 +994,7 @@ export class JobManager {
       entry.controller!.abort(new CancelledError("cancelled by CancelJob"));
     }
     entry.finished = this.#execute(entry, Promise.resolve(true));
-    return true;
+    return entry;
   }
 
   /**
@@ -983,7 +1068,12 @@ export class JobManager {
       try {
         if (r.state === "QUEUED") {
           const ended = await this.#cancelQueued(jobId);
-          if (ended) return ended;
+          if (ended) {
+            // Out of the wait list (what an autoscaler counts); a worker that holds it already
+            // finds it ended and completes it.
+            await this.#fleetQueue?.withdraw(jobId);
+            return ended;
+          }
         }
         const marked = { ...r, cancel_requested: true };
         await this.#store.put(marked, { expectGeneration: stored.generation });
@@ -1007,15 +1097,17 @@ export class JobManager {
   }
 
   /**
-   * A RUNNING job whose owner's lease lapsed and that no replica can rebuild (a Generate runs
-   * only on the replica that holds its stream): ended FAILED rather than left RUNNING forever.
+   * A job this replica cannot run (its kind is not rebuildable here) and nobody else will: a
+   * RUNNING one whose owner stopped (a takeover is impossible), or a QUEUED one whose submitter,
+   * the only replica holding its body, is gone. Ended FAILED rather than left unended forever.
    */
-  async #endOrphan(lease: Lease): Promise<void> {
-    const ended = await this.#endClaimed(lease, "RUNNING", "FAILED", {
-      kind: "unavailable",
-      message: "the replica running this job stopped, and this kind of job cannot be taken " +
-        "over; submit it again",
-    });
+  async #endOrphan(lease: Lease, state: JobState, submitter: string): Promise<void> {
+    const message = state === "RUNNING"
+      ? "the replica running this job stopped, and this kind of job cannot be taken over; " +
+        "submit it again"
+      : `the replica ${submitter || "(unknown)"} that received this job stopped before it ran, ` +
+        "and no other replica can run this kind of job; submit it again";
+    const ended = await this.#endClaimed(lease, state, "FAILED", { kind: "unavailable", message });
     if (ended) this.#logger.warn(`job ${lease.job_id} marked FAILED: ${ended.error?.message}`);
   }
 
@@ -1101,6 +1193,10 @@ function requestKey(kind: JobKind, requestId: string): string {
 
 function noSuchJob(jobId: string): QloradError {
   return new QloradError("not_found", `job_id ${JSON.stringify(jobId)}: no such job`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function wake(entry: Entry): void {

@@ -8,8 +8,7 @@
  * The job hash (KEYS "job") holds: rec (the record's JSON), gen (its generation), seq (the log's
  * last seq), state (the record's state), tok (the job's last token, "0" once released). The log is a stream whose entry ids are `0-<seq>`, one
  * field `e` holding the event's JSON. A lease is a string "<token> <owner>" with a PX expiry.
- * The "queued" sorted set holds the QUEUED jobs by created_ms, kept by every write of a state, and
- * the "running" one the RUNNING jobs (what a fleet's replicas look through for a job to take over).
+ * (Which replica runs which job is BullMQ's, fleet_queue.ts: no queue index is kept here.)
  */
 
 /** `fenced(leaseKey, fence)`: true when no fence is given or it is the live lease's token. */
@@ -29,31 +28,11 @@ end
 `;
 
 /**
- * `index(queuedKey, runningKey, state, jobId, createdMs)`: keeps the sorted sets of QUEUED and of
- * RUNNING jobs up to date.
- */
-const INDEX = `
-local function index(queuedKey, runningKey, state, jobId, createdMs)
-  if state == 'QUEUED' then
-    redis.call('ZADD', queuedKey, createdMs, jobId)
-  else
-    redis.call('ZREM', queuedKey, jobId)
-  end
-  if state == 'RUNNING' then
-    redis.call('ZADD', runningKey, createdMs, jobId)
-  else
-    redis.call('ZREM', runningKey, jobId)
-  end
-end
-`;
-
-/**
- * KEYS: job, jobs (zset by created_ms), requests (hash "<kind>\\0<request_id>" -> job id),
- * queued (zset of the QUEUED jobs by created_ms), running (zset of the RUNNING ones).
+ * KEYS: job, jobs (zset by created_ms), requests (hash "<kind>\\0<request_id>" -> job id).
  * ARGV: job id, record JSON, created_ms, request field ("" for none), state.
  * -> {"ok"} | {"known", job id} | {"exists"}
  */
-export const CREATE = INDEX + `
+export const CREATE = `
 if ARGV[4] ~= '' then
   local known = redis.call('HGET', KEYS[3], ARGV[4])
   if known then return {'known', known} end
@@ -62,22 +41,19 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
 redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'gen', 1, 'seq', 0, 'state', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[4], ARGV[1]) end
-index(KEYS[4], KEYS[5], ARGV[5], ARGV[1], ARGV[3])
 return {'ok', 1}
 `;
 
 /**
- * KEYS: job, lease, queued, running. ARGV: record JSON, expected generation, fence ("" for none), state,
- * job id, created_ms.
+ * KEYS: job, lease. ARGV: record JSON, expected generation, fence ("" for none), state.
  * -> {"ok", new generation} | {"not_found"} | {"fence"} | {"generation", current}
  */
-export const PUT = FENCED + INDEX + `
+export const PUT = FENCED + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', ''} end
 if not fenced(KEYS[2], ARGV[3]) then return {'fence', ''} end
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen'))
 if gen ~= tonumber(ARGV[2]) then return {'generation', gen} end
 redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'gen', gen + 1, 'state', ARGV[4])
-index(KEYS[3], KEYS[4], ARGV[4], ARGV[5], ARGV[6])
 return {'ok', gen + 1}
 `;
 
@@ -97,8 +73,8 @@ return {'ok', tonumber(ARGV[1])}
 `;
 
 /**
- * The terminal event and the final record in one step. KEYS: job, log, lease, queued, running.
- * ARGV: record JSON, expected generation, fence ("" for none), seq, event JSON, state, job id.
+ * The terminal event and the final record in one step. KEYS: job, log, lease.
+ * ARGV: record JSON, expected generation, fence ("" for none), seq, event JSON, state.
  * -> {"ok", new generation} | {"not_found"} | {"fence"} | {"generation", current}
  *    | {"seq", last seq} | {"ended", last seq}
  */
@@ -112,8 +88,6 @@ if terminal(redis.call('HGET', KEYS[1], 'state')) then return {'ended', last} en
 if tonumber(ARGV[4]) ~= last + 1 then return {'seq', last} end
 redis.call('XADD', KEYS[2], '0-' .. ARGV[4], 'e', ARGV[5])
 redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'gen', gen + 1, 'seq', ARGV[4], 'state', ARGV[6])
-redis.call('ZREM', KEYS[4], ARGV[7])
-redis.call('ZREM', KEYS[5], ARGV[7])
 return {'ok', gen + 1}
 `;
 

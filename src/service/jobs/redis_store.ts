@@ -4,7 +4,8 @@
  * event log a Redis Stream with ids `0-<seq>` (XRANGE reads from any seq, XREAD BLOCK follows),
  * a sorted set lists jobs by creation time, a hash maps (kind, request_id) to a job, and a lease
  * is a key with a PX expiry holding "<token> <owner>". Every checked write is one Lua script
- * (redis_scripts.ts), so the check and the write are atomic for every replica.
+ * (redis_scripts.ts), so the check and the write are atomic for every replica. Which replica runs
+ * which job is not kept here: the fleet queue (fleet_queue.ts, BullMQ) on the same Redis does it.
  *
  * Durability: Redis makes a write durable only with its append-only file on (`appendonly yes`).
  * With `appendfsync always` a write is fsynced before Redis answers anyone, so a resolved `end`
@@ -32,6 +33,8 @@ import { StoreConflictError } from "./store.ts";
 import type { JobStore, Lease, ReadOptions, StoredJob, WriteOptions } from "./store.ts";
 import type { RedisStoreSettings } from "./redis_settings.ts";
 import * as scripts from "./redis_scripts.ts";
+import { BullFleetQueue } from "./fleet_queue.ts";
+import type { FleetQueue } from "./fleet_queue.ts";
 
 export interface RedisStoreOptions {
   /** Prefix of every key; default "qlorad:". Two deployments may share one Redis by prefix. */
@@ -182,8 +185,6 @@ export class RedisJobStore implements JobStore {
         this.#jobKey(record.job_id),
         this.#key("jobs"),
         this.#key("requests"),
-        this.#key("queued"),
-        this.#key("running"),
       ],
       [record.job_id, JSON.stringify(record), record.created_ms, requestField, record.state],
     );
@@ -236,17 +237,8 @@ export class RedisJobStore implements JobStore {
       [
         this.#jobKey(record.job_id),
         this.#leaseKey(record.job_id),
-        this.#key("queued"),
-        this.#key("running"),
       ],
-      [
-        JSON.stringify(record),
-        opts.expectGeneration,
-        fenceArg(opts.fence),
-        record.state,
-        record.job_id,
-        record.created_ms,
-      ],
+      [JSON.stringify(record), opts.expectGeneration, fenceArg(opts.fence), record.state],
     );
     return this.#write(reply.then((r) => this.#outcome(record.job_id, r, opts)));
   }
@@ -275,8 +267,6 @@ export class RedisJobStore implements JobStore {
         this.#jobKey(id),
         this.#logKey(id),
         this.#leaseKey(id),
-        this.#key("queued"),
-        this.#key("running"),
       ],
       [
         JSON.stringify(record),
@@ -285,7 +275,6 @@ export class RedisJobStore implements JobStore {
         event.seq,
         JSON.stringify(event),
         record.state,
-        id,
       ],
     );
     return this.#write(reply.then((r) => this.#outcome(id, r, opts, event.seq)));
@@ -358,41 +347,17 @@ export class RedisJobStore implements JobStore {
   }
 
   /**
-   * How many jobs are QUEUED across every server that shares this store (what an autoscaler
-   * watches); kept by the writes themselves, so it costs one ZCARD.
+   * The fleet's dispatch queue (BullMQ) on this store's Redis, with the same address, TLS and
+   * credentials, under the same key prefix (keys `<prefix>dispatch:*`).
    */
-  async queueDepth(): Promise<number> {
-    return await this.#call(() => this.#redis.zcard(this.#key("queued")));
-  }
-
-  /** How many jobs are RUNNING across every server that shares this store: one ZCARD too. */
-  async runningCount(): Promise<number> {
-    return await this.#call(() => this.#redis.zcard(this.#key("running")));
-  }
-
-  /** The ids of the QUEUED jobs, oldest first (at most `limit`; 0: all). */
-  async queuedJobs(limit = 0): Promise<string[]> {
-    const key = this.#key("queued");
-    return await this.#call(() => this.#redis.zrange(key, "0", String(limit > 0 ? limit - 1 : -1)));
-  }
-
-  /**
-   * The ids of the unended jobs (QUEUED or RUNNING), oldest first: two sorted sets the writes keep,
-   * so a fleet's replicas look for work without reading every record. (Jobs left RUNNING by a
-   * version before this index are not in it.)
-   */
-  async unendedJobs(): Promise<string[]> {
-    const [queued, running] = await this.#call(() =>
-      Promise.all([
-        this.#redis.zrange(this.#key("queued"), "0", "-1", "WITHSCORES"),
-        this.#redis.zrange(this.#key("running"), "0", "-1", "WITHSCORES"),
-      ])
-    );
-    const scored: [string, number][] = [];
-    for (const flat of [queued, running]) {
-      for (let i = 0; i < flat.length; i += 2) scored.push([flat[i], Number(flat[i + 1])]);
-    }
-    return scored.sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1)).map(([id]) => id);
+  fleetQueue(replica: string, lockMs: number): FleetQueue {
+    return new BullFleetQueue({
+      connection: this.#options,
+      keyPrefix: this.#prefix,
+      replica,
+      lockMs,
+      logger: this.#logger,
+    });
   }
 
   /** A lease whose `expires_ms` is by Redis's clock (TIME), the one that expires it. */

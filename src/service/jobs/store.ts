@@ -23,7 +23,8 @@
  *   log, never a middle). `end` appends the terminal event and stores the final record together:
  *   it resolves only when both are durable (fsynced / AOF-synced), and after a crash either both
  *   are visible or neither is. Nothing (get, list, read) shows the outcome before it is durable.
- * - Claims. `claim` gives one owner a lease on a job, with a fencing token that is larger than
+ * - Claims. (Which replica runs a job is the fleet queue's choice, fleet_queue.ts; the lease is the
+ *   fence.) `claim` gives one owner a lease on a job, with a fencing token that is larger than
  *   every earlier token for that job; while the lease is live nobody else can claim it. `put`,
  *   `append` and `end` given a `fence` fail with StoreConflictError ("fence") unless that token's
  *   lease is still the job's live lease, so an owner that lost its lease cannot commit anything.
@@ -37,6 +38,7 @@
  */
 import { QloradError } from "../../util/errors.ts";
 import type { JobEvent, JobKind, JobRecord, ListFilter } from "./records.ts";
+import type { FleetQueue } from "./fleet_queue.ts";
 
 /** A record and the generation it was stored at (for the next `put`). */
 export interface StoredJob {
@@ -102,14 +104,11 @@ export interface JobStore {
   release(lease: Lease): Promise<void>;
 
   /**
-   * Optional: the ids of the QUEUED and RUNNING jobs, oldest first, from an index (what a fleet's
-   * replicas look through for work); without it they are found with `list`.
+   * Optional: the fleet's dispatch queue on this store's server (fleet_queue.ts, BullMQ), with
+   * this replica's worker named `replica` and BullMQ's lock lasting `lockMs` (the lease's TTL).
+   * A store without one cannot be shared by a fleet.
    */
-  unendedJobs?(): Promise<string[]>;
-  /** Optional: how many jobs are QUEUED, from an index; without it they are counted with `list`. */
-  queueDepth?(): Promise<number>;
-  /** Optional: how many jobs are RUNNING, from an index (the fleet-wide gauge's other half). */
-  runningCount?(): Promise<number>;
+  fleetQueue?(replica: string, lockMs: number): FleetQueue;
 
   /** Waits for pending writes and lets go of the store's resources; ends every follow. */
   close(): Promise<void>;
