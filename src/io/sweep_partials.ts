@@ -4,6 +4,11 @@
  * `.old-<hex>` folders that OutputDir.commit moved aside to replace them. An old folder whose
  * final name is taken was replaced completely and is removed; one whose final name is free was
  * moved aside just before the crash, and is put back, so an overwrite never loses the old output.
+ *
+ * A fleet's replicas share the data folder, so one replica's start cannot tell another's work in
+ * progress from a dead one's leftovers: there `olderThanMs` limits the sweep to entries nothing
+ * has written for that long (the newest modification time inside a folder counts), which no live
+ * writer leaves (a frozen one's commit is refused by the store's fence anyway).
  */
 import { join } from "node:path";
 import { OLD_MARK, PARTIAL_MARK } from "./atomic.ts";
@@ -18,12 +23,20 @@ export interface SweepOptions {
   skip?: string[];
   /** Receives the relative paths of old folders moved back to their final names. */
   restored?: string[];
+  /** Only entries whose newest modification (anything inside included) is this old. */
+  olderThanMs?: number;
+  /** "Now" for olderThanMs (tests). */
+  nowMs?: number;
 }
 
 /** Returns the paths removed (relative to `root`); walks at most `maxDepth` folders down. */
 export async function sweepPartials(root: string, opts: SweepOptions = {}): Promise<string[]> {
   const removed: string[] = [];
   const maxDepth = opts.maxDepth ?? 8;
+  const cutoff = opts.olderThanMs === undefined
+    ? Infinity
+    : (opts.nowMs ?? Date.now()) - opts.olderThanMs;
+  const stale = async (path: string) => cutoff === Infinity || await newestMtime(path) < cutoff;
   const walk = async (dir: string, rel: string, depth: number) => {
     let entries: Deno.DirEntry[];
     try {
@@ -34,6 +47,9 @@ export async function sweepPartials(root: string, opts: SweepOptions = {}): Prom
     for (const e of entries) {
       const path = join(dir, e.name);
       const relPath = rel ? `${rel}/${e.name}` : e.name;
+      if ((PARTIAL.test(e.name) || OLD.test(e.name)) && !await stale(path)) {
+        continue;
+      }
       if (PARTIAL.test(e.name)) {
         await Deno.remove(path, { recursive: true }).catch(() => {});
         removed.push(relPath);
@@ -55,4 +71,17 @@ export async function sweepPartials(root: string, opts: SweepOptions = {}): Prom
   };
   await walk(root, "", 0);
   return removed;
+}
+
+/** The newest modification time (ms) of a file, or of a folder and everything in it. */
+async function newestMtime(path: string): Promise<number> {
+  const info = await Deno.lstat(path).catch(() => undefined);
+  if (!info) return -Infinity;
+  let newest = info.mtime?.getTime() ?? Infinity; // no mtime: never old enough
+  if (info.isDirectory) {
+    for await (const e of Deno.readDir(path)) {
+      newest = Math.max(newest, await newestMtime(join(path, e.name)));
+    }
+  }
+  return newest;
 }

@@ -55,6 +55,14 @@ export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
 /** Requests and responses are small; these bounds stop a bad peer, not a real client. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
+/**
+ * A fleet replica removes a `.partial-` file or folder (and handles an `.old-` one) only once
+ * nothing has written it for a day: no live writer pauses that long, and a frozen one could not
+ * commit it anyway (the store's fence). Checked at start and every hour.
+ */
+const FLEET_SWEEP_AGE_MS = 24 * 3600_000;
+const FLEET_SWEEP_EVERY_MS = 3600_000;
+
 /** How long close() lets a running job stop (a training job checkpoints first). */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
 
@@ -152,16 +160,30 @@ async function serve(
   const loaded = grpc.loadPackageDefinition(packageDefinition) as any;
   const service: grpc.ServiceDefinition = loaded.qlorad.v1.QLoRA.service;
 
-  // Temporary files a crash left behind are never under a final name; remove them now.
-  // (Not in a fleet: the partial files may be another replica's, being written now.)
-  const restored: string[] = [];
-  const swept = opts.replicaId !== undefined
-    ? []
-    : await sweepPartials(dataDir, { skip: [".qlorad"], restored });
-  if (swept.length) {
-    logger.info(`removed ${swept.length} unfinished temporary file(s) left by a crash`);
-  }
-  for (const r of restored) logger.warn(`${r}: put back (a crash interrupted its replacement)`);
+  // Temporary files a crash left behind are never under a final name; remove them now. In a
+  // fleet they may be another replica's, being written now: there only those nothing has
+  // written for FLEET_SWEEP_AGE_MS go, at start and every FLEET_SWEEP_EVERY_MS.
+  const fleet = opts.replicaId !== undefined;
+  const sweep = async () => {
+    const restored: string[] = [];
+    const swept = await sweepPartials(dataDir, {
+      skip: [".qlorad"],
+      restored,
+      olderThanMs: fleet ? FLEET_SWEEP_AGE_MS : undefined,
+    });
+    if (swept.length) {
+      logger.info(`removed ${swept.length} unfinished temporary file(s) left by a crash`);
+    }
+    for (const r of restored) logger.warn(`${r}: put back (a crash interrupted its replacement)`);
+  };
+  await sweep();
+  const sweepTimer = fleet
+    ? setInterval(
+      () => sweep().catch((err) => logger.warn(`sweep of ${dataDir}: ${err}`)),
+      FLEET_SWEEP_EVERY_MS,
+    )
+    : undefined;
+  if (sweepTimer !== undefined) Deno.unrefTimer(sweepTimer);
   const jobs = await JobManager.open({
     dataDir,
     maxQueued: opts.maxQueuedJobs,
@@ -253,6 +275,7 @@ async function serve(
       )
     );
   } catch (err) {
+    clearInterval(sweepTimer);
     unwatchStore();
     unobserveJobs();
     unobserveFleet();
@@ -264,6 +287,7 @@ async function serve(
   let closing: Promise<void> | undefined;
   const close = () =>
     closing ??= (async () => {
+      clearInterval(sweepTimer);
       unwatchStore();
       health.setStatus("", "NOT_SERVING");
       health.setStatus(SERVICE_NAME, "NOT_SERVING");

@@ -19,6 +19,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
+import { partialPath } from "../../src/io/atomic.ts";
 import { findRedisServer, RedisServer } from "../support/redis_server.ts";
 import { JobManager } from "../../src/service/jobs.ts";
 import type { JobRecord, JobStore } from "../../src/service/jobs.ts";
@@ -444,7 +445,17 @@ Deno.test({
     const replicas: Replica[] = [];
     try {
       await makeTinyLlama(path.join(dataDir, "models", "tiny"));
+      // A dead replica's temporary file, untouched for two days, and one being written now.
+      const stale = partialPath(path.join(dataDir, "models", "gone.safetensors"));
+      const fresh = partialPath(path.join(dataDir, "models", "busy.safetensors"));
+      await Deno.writeTextFile(stale, "half");
+      await Deno.writeTextFile(fresh, "half");
+      const twoDaysAgo = new Date(Date.now() - 48 * 3600_000);
+      await Deno.utime(stale, twoDaysAgo, twoDaysAgo);
       for (const name of ["a", "b"]) replicas.push(await startReplica(name, dataDir, redis.url));
+      // Both replicas swept at start: only what nothing wrote for a day went.
+      await assert.rejects(() => Deno.lstat(stale), Deno.errors.NotFound);
+      await Deno.lstat(fresh);
       const [a, b] = replicas;
       const q = await submit(a, "Quantize", {
         model_path: "models/tiny",
