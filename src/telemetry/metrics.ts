@@ -6,7 +6,7 @@
  *
  * Observable instruments read their sources (the job manager, the GPU memory ledger) only when
  * a reader collects: every OTEL_METRIC_EXPORT_INTERVAL, or on a Prometheus scrape. The fleet
- * gauges read a shared job store (a Redis round trip), in a callback of their own, so a slow or
+ * gauges read the fleet's dispatch queue (BullMQ's job counts, a Redis round trip), in a callback of their own, so a slow or
  * unreachable store delays or drops only them.
  */
 import type {
@@ -148,11 +148,12 @@ export function startMetrics(meter: Meter): void {
   });
   const fleetQueueDepth = meter.createObservableGauge("qlorad.fleet.jobs.queue.depth", {
     description:
-      "Jobs QUEUED in the shared job store, across every replica (what autoscalers watch)",
+      "Jobs waiting in the fleet's dispatch queue (BullMQ wait + delayed), across every replica " +
+      "(what autoscalers watch)",
     unit: "{job}",
   });
   const fleetRunning = meter.createObservableGauge("qlorad.fleet.jobs.running", {
-    description: "Jobs RUNNING in the shared job store, across every replica",
+    description: "Jobs a replica's worker holds in the fleet's dispatch queue (BullMQ active)",
     unit: "{job}",
   });
   const observables = [jobs, queueDepth, gpuMemory, streams];
@@ -290,8 +291,8 @@ export function observeJobs(list: () => readonly JobSnapshot[]): () => void {
 }
 
 /**
- * Where the fleet gauges read from: a shared job store's counts (one or two index reads per
- * collection). Returns a function that unsets it.
+ * Where the fleet gauges read from: the fleet dispatch queue's counts (one BullMQ getJobCounts
+ * per collection). Returns a function that unsets it.
  */
 export function observeFleetJobs(counts: () => Promise<FleetJobCounts>): () => void {
   fleetSource = counts;
