@@ -86,8 +86,9 @@ export interface LengthRow {
   /** A step was still running when the box closed (peakBytes is the ledger's peak then). */
   inFlight: boolean;
   /**
-   * For a step in flight: its forward/backward batch had been recorded and submitted (its
-   * second submit, after zeroing the gradients), so the ledger had seen all of its buffers.
+   * For a step in flight: its forward/backward batch had been recorded and submitted (a step's
+   * first submit holds them: the whole step when the optimizer is resident), so the ledger had
+   * seen all of its buffers.
    */
   recorded?: boolean;
   /** Why this length has fewer steps than asked, if so. */
@@ -203,7 +204,7 @@ export async function benchTrainLengths(
           const r = await stepOrBox(engine.trainStep([batch], 1e-4), o.deadline);
           if (r === "boxed") {
             boxed = true;
-            row.recorded = statsDelta(before, ctx.statsSnapshot()).submits >= 2;
+            row.recorded = statsDelta(before, ctx.statsSnapshot()).submits >= 1;
             const predicted = previous && (previous.stepS * seq) / previous.seq;
             row.note = `step ${i + 1} unfinished when the time box closed after ${
               ((performance.now() - s0) / 1000).toFixed(0)
