@@ -24,6 +24,7 @@ import { encodeAdamW } from "../kernels/adamw.ts";
 import { encodePackBf16 } from "../kernels/bf16.ts";
 import { SLOT_ALIGN_FLOATS } from "../model/lora.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { HYPERPARAMETER_FIELDS, SettingError, type SettingNames } from "./settings.ts";
 
 export interface AdamWHyper {
   beta1: number;
@@ -313,15 +314,22 @@ export function optimizerPageFloats(gpuBudgetBytes: number, arrays: number): num
 export const OPTIMIZER_POOL_SLOTS = POOL_SLOTS;
 
 /**
- * bf16 LoRA storage keeps the f32 master with the paged optimizer: refused (naming the settings)
- * unless the GPU budget is > 0 and under the master and moments' bytes, i.e. the state pages.
+ * bf16 LoRA storage keeps the f32 master with the paged optimizer: a SettingError on the budget
+ * unless it is > 0 and under the master and moments' bytes, i.e. the state pages. `name` gives
+ * the user's names for the two settings (flags, request fields); the snake_case keys by default.
  */
-export function checkBf16MasterBudget(n: number, gpuBudgetBytes: number): void {
+export function checkBf16MasterBudget(
+  n: number,
+  gpuBudgetBytes: number,
+  name: SettingNames<"loraDtype" | "optimizerGpuBudgetBytes"> = (k) => HYPERPARAMETER_FIELDS[k],
+): void {
   const stateBytes = BF16_PAGED_ARRAYS * n * 4;
   if (gpuBudgetBytes > 0 && gpuBudgetBytes < stateBytes) return;
-  throw invalidArgument(
-    `lora_dtype bf16 keeps the f32 master parameters with the paged optimizer: ` +
-      `optimizer_gpu_budget_bytes must be > 0 and under the master and AdamW moments' ` +
+  const budget = name("optimizerGpuBudgetBytes");
+  throw new SettingError(
+    budget,
+    `${budget}: ${name("loraDtype")} bf16 keeps the f32 master parameters with the paged ` +
+      `optimizer: ${budget} must be > 0 and under the master and AdamW moments' ` +
       `${stateBytes} bytes (got ${gpuBudgetBytes})`,
   );
 }
