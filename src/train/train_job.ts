@@ -114,7 +114,8 @@ function planData(
 
 /**
  * The hyperparameters a checkpoint records; resuming with different ones would not continue the
- * run. (Checkpointing, saving, evaluating and optimizer paging may change on resume.)
+ * run. (Checkpointing, saving, evaluating, optimizer paging and the LoRA storage may change on
+ * resume: a checkpoint holds the f32 adapter either way.)
  */
 const RUN_HYPERPARAMETERS: readonly HyperparameterKey[] = [
   "learningRate",
