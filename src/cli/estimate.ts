@@ -179,6 +179,7 @@ async function estimate(args: string[], io: CommandIo): Promise<number> {
     activationPrecision: activations as "f16" | "f32",
     optimizerGpuBudgetBytes: hp.optimizerGpuBudgetBytes,
     loraStorage: hp.loraDtype,
+    settingNames: flagName,
     blocksize,
     vocabChunk: values["vocab-chunk"] === undefined
       ? undefined

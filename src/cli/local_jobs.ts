@@ -157,6 +157,8 @@ async function train(args: string[], signal: AbortSignal): Promise<number> {
         microBatchSize: "--batch",
         maxSeqLen: "--max-seq-len",
         gradientCheckpointing: undefined,
+        loraDtype: "--lora-dtype",
+        optimizerGpuBudgetBytes: "--optimizer-budget",
       },
     }, {
       metrics: (m) =>

@@ -7,8 +7,8 @@
  * as a uniform (a 64-element page is 128 bytes of bf16, under the 256-byte binding-offset
  * alignment). The packed side is bound only from the 256-byte boundary at or before the range to
  * its end, never whole: a 70B adapter's bf16 copy (1.6 GB) may exceed the adapter's binding limit,
- * which the f32 path, binding slices, never met. Pack rounds to nearest even (src/io/dtype.ts's f32ToBf16 on the host gives the same
- * bits); expand is exact.
+ * which the f32 path, binding slices, never met. Pack rounds to nearest even (src/io/dtype.ts's
+ * f32ToBf16 on the host gives the same bits); expand is exact.
  */
 import { type Binding, type DispatchBatch, type GpuContext, grid } from "../gpu/context.ts";
 import { checkBindingSize, checkCount, UnexpectedShapeError } from "./shape_checks.ts";

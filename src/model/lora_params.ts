@@ -12,7 +12,7 @@
  * each updated page into the compute copy.
  */
 import type { Binding, DispatchBatch, GpuBuffer, GpuContext } from "../gpu/context.ts";
-import type { LoraLayout, LoraTensorSlot } from "./lora.ts";
+import { type LoraLayout, type LoraTensorSlot, SLOT_ALIGN_FLOATS } from "./lora.ts";
 import { bf16BufferBytes, encodeExpandBf16 } from "../kernels/bf16.ts";
 import { f32ArrayToBf16 } from "../io/dtype.ts";
 import { invalidArgument } from "../util/errors.ts";
@@ -35,7 +35,7 @@ export interface LoraParams {
 export function layerSpans(layout: LoraLayout): Array<{ start: number; end: number } | undefined> {
   const spans: Array<{ start: number; end: number } | undefined> = new Array(layout.cfg.layers);
   for (const s of layout.slots) {
-    const end = s.offset + Math.ceil(s.numel / 64) * 64;
+    const end = s.offset + Math.ceil(s.numel / SLOT_ALIGN_FLOATS) * SLOT_ALIGN_FLOATS;
     const cur = spans[s.layer];
     spans[s.layer] = cur
       ? { start: Math.min(cur.start, s.offset), end: Math.max(cur.end, end) }
@@ -46,7 +46,7 @@ export function layerSpans(layout: LoraLayout): Array<{ start: number; end: numb
 
 /** Floats of the bf16 mode's f32 window: the largest layer's span (at least 64). */
 export function loraWindowFloats(layout: LoraLayout): number {
-  let most = 64;
+  let most = SLOT_ALIGN_FLOATS;
   for (const s of layerSpans(layout)) if (s) most = Math.max(most, s.end - s.start);
   return most;
 }

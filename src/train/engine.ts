@@ -30,6 +30,7 @@ import { ADAMW_DEFAULTS, type AdamWHyper, AdamWOptimizer } from "./paged_adamw.t
 import { encodeFill } from "../kernels/fill.ts";
 import { encodeGlobalNorm, globalNormScratchBytes } from "../kernels/grad_norm.ts";
 import type { MemoryBytes } from "../gpu/memory.ts";
+import { bf16ArrayToF32 } from "../io/dtype.ts";
 import { invalidArgument } from "../util/errors.ts";
 
 export interface EngineOptions {
@@ -386,11 +387,8 @@ export class TrainingEngine {
   async readComputeCopy(): Promise<Float32Array> {
     if (!this.#bf16Params) return await this.readAdapter();
     const words = await this.ctx.readU32(this.#bf16Params.packed);
-    const out = new Uint32Array(this.layout.totalFloats);
-    for (let i = 0; i < out.length; i++) {
-      out[i] = i % 2 === 0 ? words[i >> 1] << 16 : words[i >> 1] & 0xffff0000;
-    }
-    return new Float32Array(out.buffer);
+    // Element 2i is the low half of word i: the little-endian order of a Uint16Array.
+    return bf16ArrayToF32(new Uint16Array(words.buffer, words.byteOffset, this.layout.totalFloats));
   }
 
   writeAdapter(flat: Float32Array): void {

@@ -30,6 +30,7 @@ import { invalidArgument } from "../util/errors.ts";
 import { checkByteCounts } from "../model/config_bounds.ts";
 import { resolveActivationPrecision } from "../model/graph.ts";
 import { type LoraStorage, loraWindowFloats } from "../model/lora_params.ts";
+import type { SettingNames } from "./settings.ts";
 import { bf16BufferBytes } from "../kernels/bf16.ts";
 import {
   checkBf16MasterBudget,
@@ -59,6 +60,11 @@ export interface EstimateSettings {
    * compute copy plus a one-layer f32 window, the f32 master then paged with the moments.
    */
   loraStorage?: LoraStorage;
+  /**
+   * The user's names for lora_dtype and the optimizer budget, which a bf16 refusal quotes (the
+   * flags, or the request's fields); the snake_case keys when absent.
+   */
+  settingNames?: SettingNames<"loraDtype" | "optimizerGpuBudgetBytes">;
   /** nf4 or fp4: the same bytes. Default nf4. */
   quantType?: QuantType;
   /** Default 64. */
@@ -203,7 +209,7 @@ export function estimateMemory(cfg: LlamaConfig, settings: EstimateSettings): Me
   // src/train/paged_adamw.ts.
   const bf16 = (settings.loraStorage ?? "f32") === "bf16";
   if (bf16) {
-    checkBf16MasterBudget(n, budget);
+    checkBf16MasterBudget(n, budget, settings.settingNames);
     add(
       "lora",
       "LoRA A/B compute copy (bf16, packed, flat)",

@@ -24,6 +24,7 @@ import { encodeAdamW } from "../kernels/adamw.ts";
 import { encodePackBf16 } from "../kernels/bf16.ts";
 import { SLOT_ALIGN_FLOATS } from "../model/lora.ts";
 import { invalidArgument } from "../util/errors.ts";
+import { HYPERPARAMETER_FIELDS, SettingError, type SettingNames } from "./settings.ts";
 
 export interface AdamWHyper {
   beta1: number;
@@ -39,7 +40,7 @@ export interface OptimizerStepStats {
   pagedOutBytes: number;
 }
 
-/** Pages in the GPU pool (src/train/estimate.ts mirrors it); a group is this many pages. */
+/** Pages in the GPU pool per paged array (OPTIMIZER_POOL_SLOTS); a group is this many pages. */
 const POOL_SLOTS = 2;
 /** Readback buffers: groups on their way home while the next one is updated. */
 const READBACK_RING = 2;
@@ -64,8 +65,9 @@ export class AdamWOptimizer {
   #hostP?: Float32Array;
   #poolP?: GpuBuffer;
   /**
-   * Per pool slot: m, v (and with bf16 storage the master) of one group, mapped for reading. Wrapped as GpuBuffers (for
-   * DispatchBatch.copy) but outside the ledger: destroy the raw buffers, never the wrappers.
+   * Per READBACK_RING entry: m, v (and with bf16 storage the master) of one group, G floats
+   * apart, mapped for reading. Wrapped as GpuBuffers (for DispatchBatch.copy) but outside the
+   * ledger: destroy the raw buffers, never the wrappers.
    */
   #readback: GpuBuffer[] = [];
 
@@ -83,7 +85,7 @@ export class AdamWOptimizer {
   ) {
     if (gpuBudgetBytes < 0) throw invalidArgument("optimizer_gpu_budget_bytes must be >= 0");
     this.bf16Master = master !== undefined;
-    const arrays = this.bf16Master ? BF16_PAGED_ARRAYS : 2;
+    const arrays = pagedArrays(this.bf16Master);
     const stateBytes = arrays * n * 4;
     this.paged = gpuBudgetBytes > 0 && gpuBudgetBytes < stateBytes;
     if (this.bf16Master) checkBf16MasterBudget(n, gpuBudgetBytes);
@@ -175,7 +177,7 @@ export class AdamWOptimizer {
     const G = POOL_SLOTS * this.pageFloats;
     const groups = Math.ceil(this.n / G);
     // Per group: m, v (and the master) come home in one readback, each G floats apart.
-    const arrays = this.bf16Master ? BF16_PAGED_ARRAYS : 2;
+    const arrays = pagedArrays(this.bf16Master);
     if (this.#readback.length === 0) {
       for (let r = 0; r < READBACK_RING; r++) {
         const label = `adam_readback_${r}`;
@@ -220,7 +222,7 @@ export class AdamWOptimizer {
         batch.copy(this.#poolV!, 0, readback, G * 4, bytes);
         if (master) batch.copy(this.#poolP!, 0, readback, 2 * G * 4, bytes);
         batch.submit();
-        moved += (master ? 3 : 2) * bytes;
+        moved += arrays * bytes;
         const raw = readback.buffer;
         const mapped = (arrays - 1) * G * 4 + bytes;
         inFlight[r] = this.ctx.wait(raw.mapAsync(MAP_READ, 0, mapped), "optimizer page")
@@ -287,7 +289,7 @@ export class AdamWOptimizer {
 
   /** Bytes of optimizer state resident on the GPU. */
   get gpuBytes(): number {
-    const arrays = this.bf16Master ? BF16_PAGED_ARRAYS : 2;
+    const arrays = pagedArrays(this.bf16Master);
     return this.paged ? arrays * POOL_SLOTS * this.pageFloats * 4 : 2 * this.n * 4;
   }
 
@@ -312,15 +314,22 @@ export function optimizerPageFloats(gpuBudgetBytes: number, arrays: number): num
 export const OPTIMIZER_POOL_SLOTS = POOL_SLOTS;
 
 /**
- * bf16 LoRA storage keeps the f32 master with the paged optimizer: refused (naming the settings)
- * unless the GPU budget is > 0 and under the master and moments' bytes, i.e. the state pages.
+ * bf16 LoRA storage keeps the f32 master with the paged optimizer: a SettingError on the budget
+ * unless it is > 0 and under the master and moments' bytes, i.e. the state pages. `name` gives
+ * the user's names for the two settings (flags, request fields); the snake_case keys by default.
  */
-export function checkBf16MasterBudget(n: number, gpuBudgetBytes: number): void {
+export function checkBf16MasterBudget(
+  n: number,
+  gpuBudgetBytes: number,
+  name: SettingNames<"loraDtype" | "optimizerGpuBudgetBytes"> = (k) => HYPERPARAMETER_FIELDS[k],
+): void {
   const stateBytes = BF16_PAGED_ARRAYS * n * 4;
   if (gpuBudgetBytes > 0 && gpuBudgetBytes < stateBytes) return;
-  throw invalidArgument(
-    `lora_dtype bf16 keeps the f32 master parameters with the paged optimizer: ` +
-      `optimizer_gpu_budget_bytes must be > 0 and under the master and AdamW moments' ` +
+  const budget = name("optimizerGpuBudgetBytes");
+  throw new SettingError(
+    budget,
+    `${budget}: ${name("loraDtype")} bf16 keeps the f32 master parameters with the paged ` +
+      `optimizer: ${budget} must be > 0 and under the master and AdamW moments' ` +
       `${stateBytes} bytes (got ${gpuBudgetBytes})`,
   );
 }

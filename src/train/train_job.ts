@@ -36,12 +36,19 @@ import {
   type TrainHyperparameters,
 } from "./settings.ts";
 
+/** What errors about sizing name: memory_fit's settings, and the two a bf16 refusal quotes. */
+export type TrainSettingNames =
+  & SizingSettingNames
+  & Record<"loraDtype" | "optimizerGpuBudgetBytes", string>;
+
 /** The Train request's field names, as errors quote them. */
-const TRAIN_SETTING_NAMES = {
+const TRAIN_SETTING_NAMES: TrainSettingNames = {
   microBatchSize: "hyperparameters.micro_batch_size",
   maxSeqLen: "hyperparameters.max_seq_len",
   gradientCheckpointing: "hyperparameters.gradient_checkpointing",
   budget: "GPU memory budget",
+  loraDtype: "hyperparameters.lora_dtype",
+  optimizerGpuBudgetBytes: "hyperparameters.optimizer_gpu_budget_bytes",
 };
 import { join } from "node:path";
 
@@ -58,7 +65,7 @@ export interface TrainJobOptions {
   /** GPU memory the job may use (bytes); 0 or absent: only the adapter's buffer limits. */
   gpuMemoryBudgetBytes?: number;
   /** The user's names for the sizing settings, as errors quote them; the Train request's fields when absent. */
-  settingNames?: Partial<SizingSettingNames>;
+  settingNames?: Partial<TrainSettingNames>;
 }
 
 export interface JobHooks extends TrainingEvents {
@@ -107,7 +114,8 @@ function planData(
 
 /**
  * The hyperparameters a checkpoint records; resuming with different ones would not continue the
- * run. (Checkpointing, saving, evaluating and optimizer paging may change on resume.)
+ * run. (Checkpointing, saving, evaluating, optimizer paging and the LoRA storage may change on
+ * resume: a checkpoint holds the f32 adapter either way.)
  */
 const RUN_HYPERPARAMETERS: readonly HyperparameterKey[] = [
   "learningRate",
@@ -203,6 +211,7 @@ export async function runTrainJob(
     activationPrecision: deviceActivationPrecision(ctx.capabilities, o.hp.gradientCheckpointing),
     optimizerGpuBudgetBytes: o.hp.optimizerGpuBudgetBytes,
     loraStorage: o.hp.loraDtype,
+    settingNames: (k) => names[k],
     ...quantSettingsOf(rawConfig),
   });
   checkMemoryFits(estimate, {

@@ -38,17 +38,23 @@ const BUDGET = 3072;
 
 function make(ctx: GpuContext, seed: number, over: Partial<EngineOptions> = {}, spec = SPEC) {
   const setup = tinySetup(ctx, TINY, seed, spec);
-  const engine = new TrainingEngine(ctx, setup.model, {
-    lora: spec,
-    maxShape: { batch: 2, seq: 17 },
-    gradientCheckpointing: false,
-    seed: 99,
-    maxGradNorm: 0,
-    optimizerGpuBudgetBytes: BUDGET,
-    adapter: setup.adapter,
-    loraStorage: "bf16",
-    ...over,
-  });
+  let engine: TrainingEngine;
+  try {
+    engine = new TrainingEngine(ctx, setup.model, {
+      lora: spec,
+      maxShape: { batch: 2, seq: 17 },
+      gradientCheckpointing: false,
+      seed: 99,
+      maxGradNorm: 0,
+      optimizerGpuBudgetBytes: BUDGET,
+      adapter: setup.adapter,
+      loraStorage: "bf16",
+      ...over,
+    });
+  } catch (e) {
+    setup.model.destroy(); // a refused engine (the refusal test) leaves no model behind
+    throw e;
+  }
   return {
     setup,
     engine,

@@ -1,8 +1,9 @@
 /**
- * A Train job with lora_dtype bf16 on the tiny fixture, without the service: the loss falls; a
- * run stopped after its step-8 checkpoint and resumed ends with the same adapter file, byte for
- * byte, as an uninterrupted one; and that file holds the f32 master (values with bits below
- * bf16's), not the GPU's bf16 copy.
+ * A Train job with lora_dtype bf16 on the tiny fixture, without the service: a budget that would
+ * not page the master is refused naming the user's settings; the loss falls; a run stopped after
+ * its step-8 checkpoint and resumed ends with the same adapter file, byte for byte, as an
+ * uninterrupted one; and that file holds the f32 master (values with bits below bf16's), not the
+ * GPU's bf16 copy.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -12,6 +13,7 @@ import { runTrainJob } from "../../src/train/train_job.ts";
 import { trainOptions } from "./train_options.ts";
 import { loadAdapter } from "../../src/train/peft.ts";
 import { llamaConfigFromHf } from "../../src/model/config.ts";
+import { SettingError } from "../../src/train/settings.ts";
 
 /** bf16 storage needs a paging budget: 4 KiB is far under the fixture's master and moments. */
 const BF16 = { loraDtype: "bf16" as const, optimizerGpuBudgetBytes: 4096 };
@@ -20,6 +22,22 @@ gpuTest("bf16 LoRA storage: a Train job learns and resumes bit for bit", async (
   const dir = await Deno.makeTempDir({ prefix: "qlorad-bf16-train-" });
   try {
     await makeTinyLlama(join(dir, "model"));
+    // A budget the fixture's master and moments fit in would not page them: refused before the
+    // model loads, naming the request's fields, or the flags the CLI passes as settingNames.
+    const whole = trainOptions(dir, "whole", { ...BF16, optimizerGpuBudgetBytes: 1 << 30 });
+    await assert.rejects(
+      runTrainJob(gpu, whole, {}),
+      (e: unknown) =>
+        e instanceof SettingError && e.field === "hyperparameters.optimizer_gpu_budget_bytes" &&
+        /: hyperparameters\.lora_dtype bf16 keeps the f32 master/.test(e.message),
+    );
+    const flags = { loraDtype: "--lora-dtype", optimizerGpuBudgetBytes: "--optimizer-budget" };
+    await assert.rejects(
+      runTrainJob(gpu, { ...whole, settingNames: flags }, {}),
+      (e: unknown) =>
+        e instanceof SettingError && e.field === "--optimizer-budget" &&
+        /: --lora-dtype bf16 keeps the f32 master/.test(e.message),
+    );
     const losses: number[] = [];
     await runTrainJob(gpu, trainOptions(dir, "straight", BF16), {
       metrics: (m) => losses.push(m.loss),

@@ -100,6 +100,18 @@ Deno.test({
         .then(() => undefined, (e) => e);
       assert.ok(err, "EstimateMemory accepted bf16 without a budget");
       assert.equal(err.code, status.INVALID_ARGUMENT);
+      // A budget the master and moments fit in (3 x 4 bytes a parameter) would not page them:
+      // refused naming the request's fields.
+      const whole = await call(t.qlorad, "EstimateMemory", {
+        model_config_json: CONFIG,
+        hyperparameters: { ...hyperparameters, optimizer_gpu_budget_bytes: 1 << 30 },
+      }).then(() => undefined, (e) => e);
+      assert.ok(whole, "EstimateMemory accepted bf16 with a budget that holds the whole state");
+      assert.equal(whole.code, status.INVALID_ARGUMENT);
+      assert.match(
+        whole.details,
+        /^hyperparameters\.optimizer_gpu_budget_bytes: hyperparameters\.lora_dtype bf16 /,
+      );
       // With a budget under the state the estimate is made, the lora bytes below f32's.
       const budget = { optimizer_gpu_budget_bytes: 4096 };
       const f32 = await call(t.qlorad, "EstimateMemory", {
@@ -116,6 +128,23 @@ Deno.test({
       await t.close();
     }
   },
+});
+
+Deno.test("lora_dtype bf16 with a budget that holds the whole state: a usage error naming the flags", async () => {
+  // 7B, r 64 on every linear: master, m and v take 12 x 159,907,840 bytes, under this budget.
+  const run = await cli("estimate", [
+    "--preset",
+    "7b",
+    "--lora-dtype",
+    "bf16",
+    "--optimizer-budget",
+    "2000000000",
+  ]);
+  assert.equal(run.code, 2, run.err);
+  assert.match(
+    run.err,
+    /--optimizer-budget: --lora-dtype bf16 keeps the f32 master .* --optimizer-budget must be > 0 and under .* 1918894080 bytes \(got 2000000000\)/,
+  );
 });
 
 Deno.test("qlorad estimate --lora-dtype bf16 lowers the lora column and says so", async () => {

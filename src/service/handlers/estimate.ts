@@ -10,6 +10,7 @@ import { invalidArgument } from "../../util/errors.ts";
 import { MAX_CONFIG_BYTES, readModelConfig } from "./model_config.ts";
 import { type ServiceContext, unary } from "./jobs.ts";
 import {
+  hyperparameterFieldName,
   hyperparametersFromMessage,
   loraFromMessage,
   quantizeSettingsOf,
@@ -46,6 +47,7 @@ export async function estimateFromRequest(
     gradientCheckpointing: hp.gradientCheckpointing,
     optimizerGpuBudgetBytes: hp.optimizerGpuBudgetBytes,
     loraStorage: hp.loraDtype,
+    settingNames: hyperparameterFieldName,
     quantType,
     blocksize,
     doubleQuant,
