@@ -52,9 +52,10 @@ export const TRAIN: Command = {
       --r ${LORA_DEFAULTS.r}, --alpha ${LORA_DEFAULTS.alpha}, --batch ${HP.microBatchSize},` +
     ` --accumulate ${HP.gradientAccumulationSteps}, --max-seq-len ${HP.maxSeqLen},
       --seed ${HP.seed}, --save-steps ${HP.saveSteps} (a checkpoint only at the end),
-      --optimizer-budget ${HP.optimizerGpuBudgetBytes} (AdamW state resident; BYTES > 0 pages it
-      through that much GPU memory), --lora-dtype ${HP.loraDtype} (bf16: a bf16 compute copy on
-      the GPU, the f32 master paged with AdamW; needs --optimizer-budget).`,
+      --optimizer-budget ${HP.optimizerGpuBudgetBytes} (AdamW state resident; BYTES > 0 smaller
+      than the state pages it through that much GPU memory), --lora-dtype ${HP.loraDtype} (bf16: a
+      bf16 compute copy on the GPU, the f32 master paged with AdamW; needs an --optimizer-budget
+      smaller than master + moments, 12 bytes a LoRA parameter).`,
   run: (args) => interruptible((signal) => train(args, signal)),
 };
 

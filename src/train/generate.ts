@@ -28,7 +28,7 @@ export async function nextTokenLogits(
   const { shape } = graph.upload({ tokens: [tokens], labels: [tokens.map(() => -100)] });
   await graph.encode({
     shape,
-    params: engine.params,
+    params: engine.loraParams,
     grads: engine.grads,
     train: false,
     gradScale: 0,

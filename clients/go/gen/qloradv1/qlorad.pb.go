@@ -167,8 +167,9 @@ const (
 	// f32 parameters on the GPU, updated there.
 	LoraDtype_LORA_DTYPE_F32 LoraDtype = 1
 	// A bf16 compute copy on the GPU; the f32 master is kept and updated with the paged
-	// optimizer state in host memory (needs optimizer_gpu_budget_bytes > 0). Saved adapters and
-	// checkpoints hold the f32 master either way.
+	// optimizer state in host memory (needs optimizer_gpu_budget_bytes > 0 and smaller than the
+	// master and moments, 12 bytes per LoRA parameter). Saved adapters and checkpoints hold the
+	// f32 master either way.
 	LoraDtype_LORA_DTYPE_BF16 LoraDtype = 2
 )
 
