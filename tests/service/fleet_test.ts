@@ -1022,6 +1022,33 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "fleet manager: a submit while Redis is down is UNAVAILABLE, naming the store",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    try {
+      await redis.kill();
+      // No request_id: the first thing submit asks Redis is the fleet queue's depth.
+      await assert.rejects(
+        m1.submitJob({ kind: "evaluate", summary: "outage", request: {}, run: async () => {} }),
+        (err: unknown) =>
+          err instanceof QloradError && err.kind === "unavailable" &&
+          err.message.includes(`127.0.0.1:${redis.port}`),
+      );
+    } finally {
+      await m1.close();
+      await m2.close();
+      for (const s of stores) await s.close();
+      await redis.dispose();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
+
 async function waitForState(m: JobManager, id: string, state: string): Promise<JobRecord> {
   while (true) {
     const r = await m.lookup(id);
