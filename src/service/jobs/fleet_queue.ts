@@ -86,6 +86,8 @@ export class BullFleetQueue implements FleetQueue {
   readonly #opts: FleetQueueOptions;
   readonly #prefix: string;
   #worker?: Worker;
+  /** The processor's run now (take and moving its job), settled; undefined before the first. */
+  #taking?: Promise<unknown>;
 
   constructor(opts: FleetQueueOptions) {
     this.#opts = opts;
@@ -119,15 +121,19 @@ export class BullFleetQueue implements FleetQueue {
     const lockMs = this.#opts.lockMs;
     this.#worker = new Worker(
       DISPATCH_QUEUE,
-      async (job: Job<DispatchData>, token?: string) => {
-        const outcome = await take(job.id!, job.data);
-        if (outcome.done) return;
-        if (outcome.delayMs > 0) {
-          await job.moveToDelayed(Date.now() + outcome.delayMs, token);
-          throw new DelayedError();
-        }
-        await job.moveToWait(token);
-        throw new WaitingError();
+      (job: Job<DispatchData>, token?: string) => {
+        const processed = (async () => {
+          const outcome = await take(job.id!, job.data);
+          if (outcome.done) return;
+          if (outcome.delayMs > 0) {
+            await job.moveToDelayed(Date.now() + outcome.delayMs, token);
+            throw new DelayedError();
+          }
+          await job.moveToWait(token);
+          throw new WaitingError();
+        })();
+        this.#taking = processed.catch(() => {});
+        return processed;
       },
       {
         // The blocking connection waits out an outage (BullMQ's rule for workers).
@@ -166,8 +172,22 @@ export class BullFleetQueue implements FleetQueue {
   }
 
   async close(): Promise<void> {
-    await this.#worker?.close();
-    await this.#queue.close();
+    const worker = this.#worker;
+    if (worker) {
+      // No new job; the one being taken finishes first (a fetch already under way is cut off by
+      // the close, and its job stays in wait).
+      await worker.pause(true);
+      await this.#taking;
+      // While Redis is away BullMQ's graceful close never ends (it waits for QUIT and for the
+      // blocking connection's end): forced then, and a job it could not move meanwhile goes back
+      // to wait by the stalled-job check once Redis is back.
+      const client = await worker.getBackend().client;
+      await worker.close(client.status !== "ready");
+    }
+    const client = await this.#queue.getBackend().client;
+    // QUIT fails at once while Redis is away, and the client would go on reconnecting.
+    await this.#queue.close().catch(() => {});
+    if (client.status !== "end") client.disconnect();
   }
 
   #lastWarning = "";
