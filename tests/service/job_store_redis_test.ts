@@ -750,6 +750,33 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "fleet queue (BullMQ): a Redis that does not answer fails its calls after the store's timeout",
+  ignore,
+  async fn() {
+    // DEBUG SLEEP freezes the server (a partition, a stalled node): connected, never answering.
+    const server = await RedisServer.start(binary!, { args: ["--enable-debug-command", "yes"] });
+    const settings = await settingsFor(server.url);
+    const store = await RedisJobStore.open(settings, silentLogger, { commandTimeoutMs: 300 });
+    const queue = store.fleetQueue("r1", 5_000);
+    const raw = new Redis({ host: "127.0.0.1", port: server.port, lazyConnect: true });
+    try {
+      await raw.connect();
+      assert.deepEqual(await queue.counts(), { waiting: 0, active: 0 });
+      const asleep = raw.call("DEBUG", "SLEEP", "3");
+      // As the store's own calls do (a submit asks the queue's depth first): not wait it out.
+      await assert.rejects(queue.counts(), /timed out/i);
+      await asleep;
+    } finally {
+      raw.disconnect();
+      await queue.close();
+      await store.close();
+      await server.dispose();
+    }
+  },
+});
+
+Deno.test({
   name: "redis store: a log longer than a read page is read whole and from any seq",
   ignore,
   async fn() {

@@ -93,9 +93,16 @@ export class BullFleetQueue implements FleetQueue {
     this.#opts = opts;
     this.#prefix = opts.keyPrefix.replace(/:$/, "");
     const base = connectionOf(opts.connection);
-    // The queue's calls (add, counts) fail at once while Redis is away, as the store's do.
+    // The queue's calls (add, counts) fail at once while Redis is away, and after the store's
+    // command timeout while it does not answer, as the store's do. (Not the worker's: its
+    // blocking pops wait longer by design.)
     this.#queue = new Queue(DISPATCH_QUEUE, {
-      connection: { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 0 },
+      connection: {
+        ...base,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        commandTimeout: opts.connection.commandTimeout,
+      },
       prefix: this.#prefix,
       defaultJobOptions: {
         attempts: 1,
