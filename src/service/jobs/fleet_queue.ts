@@ -26,7 +26,7 @@
  * watches, is `<prefix>dispatch:wait` (qlorad:dispatch:wait by default).
  */
 import { DelayedError, Queue, WaitingError, Worker } from "bullmq";
-import type { Job, RedisOptions as BullConnection } from "bullmq";
+import type { IRedisClient, Job, RedisOptions as BullConnection } from "bullmq";
 import type { RedisOptions } from "ioredis";
 import type { Logger } from "../status.ts";
 
@@ -186,10 +186,11 @@ export class BullFleetQueue implements FleetQueue {
       await worker.pause(true);
       await this.#taking;
       // While Redis is away BullMQ's graceful close never ends (it waits for QUIT and for the
-      // blocking connection's end): forced then, and a job it could not move meanwhile goes back
-      // to wait by the stalled-job check once Redis is back.
+      // blocking connection's end): forced then (Redis did not answer a PING within a third of
+      // the lock), and a job it could not move meanwhile goes back to wait by the stalled-job
+      // check once Redis is back.
       const client = await worker.getBackend().client;
-      await worker.close(client.status !== "ready");
+      await worker.close(!await answers(client, this.#opts.lockMs / 3));
     }
     const client = await this.#queue.getBackend().client;
     // QUIT fails at once while Redis is away, and the client would go on reconnecting.
@@ -204,6 +205,19 @@ export class BullFleetQueue implements FleetQueue {
     if (err.message === this.#lastWarning) return;
     this.#lastWarning = err.message;
     this.#opts.logger.warn(`fleet queue (${what}): ${err.message}`);
+  }
+}
+
+/** Whether `client` answers a PING within `ms` (a client that queues while offline never does). */
+async function answers(client: IRedisClient, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      client.runCommand("ping", []).then(() => true, () => false),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
