@@ -20,9 +20,9 @@
  * BullMQ's lock token is random, not monotonic, so it cannot fence writes; the store's lease
  * (a growing token, checked by every commit) stays the fence: see manager.ts's header.
  *
- * Connections: BullMQ opens its own (one for the queue, a blocking one for the worker), from the
- * store's settings, with maxRetriesPerRequest null so that the worker waits out a Redis outage and
- * reconnects by itself. Keys: `<prefix>dispatch:*`; the wait list, what KEDA's Redis list scaler
+ * Connections: BullMQ opens its own (one for the queue; two for the worker, one of them for its
+ * blocking pops), from the store's settings; the worker's with maxRetriesPerRequest null so that
+ * it waits out a Redis outage and reconnects by itself. Keys: `<prefix>dispatch:*`; the wait list, what KEDA's Redis list scaler
  * watches, is `<prefix>dispatch:wait` (qlorad:dispatch:wait by default).
  */
 import { DelayedError, Queue, WaitingError, Worker } from "bullmq";

@@ -116,8 +116,9 @@ export interface JobManagerOptions {
   /** How long a running job's lease lasts; renewed every third of it. Default 30 s. */
   leaseTtlMs?: number;
   /**
-   * The store is shared with other replicas (see the header): jobs are taken from the store,
-   * reads answered from it, nothing failed at start. Needs a shared `store` and a unique `owner`.
+   * The store is shared with other replicas (see the header): jobs are dispatched by its fleet
+   * queue, reads answered from it, nothing failed at start. Needs a shared `store` with a
+   * `fleetQueue` (Redis) and a unique `owner`.
    */
   fleet?: boolean;
 }
