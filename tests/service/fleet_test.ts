@@ -538,7 +538,12 @@ async function untilHealth(r: Replica, want: string): Promise<void> {
 async function twoManagers(
   redis: RedisServer,
   wrap: (s: JobStore) => JobStore = (s) => s,
-): Promise<{ m1: JobManager; m2: JobManager; stores: RedisJobStore[]; dataDir: string }> {
+): Promise<{
+  m1: JobManager;
+  m2: JobManager;
+  /** Closes both managers and stores, stops Redis and removes the data folder. */
+  close(): Promise<void>;
+}> {
   const dataDir = await Deno.makeTempDir({ prefix: "qlorad-fleet-m-" });
   const settings = (await redisStoreSettings({ flag: redis.url, env: () => undefined }))!;
   const stores = [
@@ -554,7 +559,15 @@ async function twoManagers(
       owner: `m${i + 1}`,
       leaseTtlMs: LEASE_TTL_MS,
     });
-  return { m1: await open(0), m2: await open(1), stores, dataDir };
+  const [m1, m2] = [await open(0), await open(1)];
+  const close = async () => {
+    await m1.close();
+    await m2.close();
+    for (const s of stores) await s.close();
+    await redis.dispose();
+    await Deno.remove(dataDir, { recursive: true });
+  };
+  return { m1, m2, close };
 }
 
 /** A body that runs until `release` is called, then ends with `result`. */
@@ -571,7 +584,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     const busy = gate();
     try {
       // m1 cannot run "quantize" jobs it did not receive; m2 rebuilds them from the request.
@@ -648,11 +661,7 @@ Deno.test({
       }
     } finally {
       busy.open();
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -665,7 +674,7 @@ Deno.test({
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
     // Renewals never answer: as for a replica paused past its lease.
-    const { m1, m2, stores, dataDir } = await twoManagers(redis, (s) =>
+    const { m1, m2, close } = await twoManagers(redis, (s) =>
       new Proxy(s, {
         get: (t, k) =>
           k === "renew"
@@ -706,11 +715,7 @@ Deno.test({
       const events = await Array.fromAsync(m2.watch(job.job_id, 1));
       assert.deepEqual(events.map((e) => e.state), ["QUEUED", "RUNNING", "FAILED"]);
     } finally {
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -722,7 +727,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     try {
       const none = { has: () => false, build: () => Promise.resolve(undefined) };
       m1.useRebuilder(none);
@@ -758,11 +763,7 @@ Deno.test({
       assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
       assert.deepEqual(events.map((e) => e.state), ["QUEUED", "RUNNING", "FAILED"]);
     } finally {
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -774,7 +775,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     const busy = gate();
     try {
       m1.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
@@ -812,11 +813,7 @@ Deno.test({
       assert.deepEqual(events.map((e) => e.state), ["QUEUED", "FAILED"]);
     } finally {
       busy.open();
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -828,7 +825,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     // Bodies running now on each replica, and the most ever seen at once.
     const running = { m1: 0, m2: 0 };
     let most = 0;
@@ -880,11 +877,7 @@ Deno.test({
       for (const id of ids) assert.equal((await m2.lookup(id)).state, "SUCCEEDED");
     } finally {
       for (const open of gates.values()) open();
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -896,7 +889,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     const busy = gate();
     try {
       // m1 rebuilds Generate jobs from their request (as a server does); nothing else.
@@ -959,11 +952,7 @@ Deno.test({
       }
     } finally {
       busy.open();
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -976,7 +965,7 @@ Deno.test({
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
     // The fleet queue refuses export jobs' adds, as when Redis goes between the two writes.
-    const { m1, m2, stores, dataDir } = await twoManagers(redis, (s) =>
+    const { m1, m2, close } = await twoManagers(redis, (s) =>
       new Proxy(s, {
         get: (t, k) => {
           if (k !== "fleetQueue") {
@@ -1013,11 +1002,7 @@ Deno.test({
       });
       await waitForState(m2, ok.job_id, "SUCCEEDED");
     } finally {
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -1029,7 +1014,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, close } = await twoManagers(redis);
     try {
       await redis.kill();
       // No request_id: the first thing submit asks Redis is the fleet queue's depth.
@@ -1040,11 +1025,7 @@ Deno.test({
           err.message.includes(`127.0.0.1:${redis.port}`),
       );
     } finally {
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
