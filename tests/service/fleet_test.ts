@@ -22,7 +22,7 @@ import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { partialPath } from "../../src/io/atomic.ts";
 import { findRedisServer, RedisServer } from "../support/redis_server.ts";
 import { JobManager } from "../../src/service/jobs.ts";
-import type { JobRecord, JobStore } from "../../src/service/jobs.ts";
+import type { JobRecord, JobRun, JobStore } from "../../src/service/jobs.ts";
 import { RedisJobStore } from "../../src/service/jobs/redis_store.ts";
 import { redisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
 import { silentLogger } from "../../src/service/status.ts";
@@ -570,7 +570,16 @@ async function twoManagers(
   return { m1, m2, close };
 }
 
-/** A body that runs until `release` is called, then ends with `result`. */
+/** A job body that opens `started`, then runs until it is aborted (and throws the reason). */
+function untilAborted(started: { open(): void }): JobRun {
+  return async (ctx) => {
+    started.open();
+    await new Promise((r) => ctx.signal.addEventListener("abort", r));
+    throw ctx.signal.reason;
+  };
+}
+
+/** A gate: `opened` resolves once `open` is called. */
 function gate() {
   let open!: () => void;
   const opened = new Promise<void>((r) => open = r);
@@ -745,11 +754,7 @@ Deno.test({
         kind: "generate",
         summary: "lives on m2",
         request: {},
-        run: async (ctx) => {
-          started.open();
-          await new Promise((r) => ctx.signal.addEventListener("abort", r));
-          throw ctx.signal.reason;
-        },
+        run: untilAborted(started),
       });
       await started.opened;
       await waitForState(m1, job.job_id, "RUNNING");
@@ -916,11 +921,7 @@ Deno.test({
         kind: "train",
         summary: "keeps m2 busy",
         request: {},
-        run: async (ctx) => {
-          m2Started.open();
-          await new Promise((r) => ctx.signal.addEventListener("abort", r));
-          throw ctx.signal.reason;
-        },
+        run: untilAborted(m2Started),
       });
       await m2Started.opened;
       await waitForState(m1, m1Busy.job_id, "RUNNING");
