@@ -22,8 +22,9 @@
  *
  * Connections: BullMQ opens its own (one for the queue; two for the worker, one of them for its
  * blocking pops), from the store's settings; the worker's with maxRetriesPerRequest null so that
- * it waits out a Redis outage and reconnects by itself. Keys: `<prefix>dispatch:*`; the wait list, what KEDA's Redis list scaler
- * watches, is `<prefix>dispatch:wait` (qlorad:dispatch:wait by default).
+ * it waits out a Redis outage and reconnects by itself. Keys: `<prefix>dispatch:*`; the wait list,
+ * what KEDA's Redis list scaler watches, is `<prefix>dispatch:wait` (qlorad:dispatch:wait by
+ * default).
  */
 import { DelayedError, Queue, WaitingError, Worker } from "bullmq";
 import type { IRedisClient, Job, RedisOptions as BullConnection } from "bullmq";
@@ -86,7 +87,7 @@ export class BullFleetQueue implements FleetQueue {
   readonly #opts: FleetQueueOptions;
   readonly #prefix: string;
   #worker?: Worker;
-  /** The processor's run now (take and moving its job), settled; undefined before the first. */
+  /** The processor's latest run (take, then moving its job), never rejecting. */
   #taking?: Promise<unknown>;
 
   constructor(opts: FleetQueueOptions) {
@@ -181,8 +182,7 @@ export class BullFleetQueue implements FleetQueue {
   async close(): Promise<void> {
     const worker = this.#worker;
     if (worker) {
-      // No new job; the one being taken finishes first (a fetch already under way is cut off by
-      // the close, and its job stays in wait).
+      // No new job; the one being taken finishes first (one fetched meanwhile ends in wait too).
       await worker.pause(true);
       await this.#taking;
       // While Redis is away BullMQ's graceful close never ends (it waits for QUIT and for the
