@@ -22,7 +22,7 @@ import { makeTinyLlama } from "../../scripts/tiny_llama/mod.ts";
 import { partialPath } from "../../src/io/atomic.ts";
 import { findRedisServer, RedisServer } from "../support/redis_server.ts";
 import { JobManager } from "../../src/service/jobs.ts";
-import type { JobRecord, JobStore } from "../../src/service/jobs.ts";
+import type { JobRecord, JobRun, JobStore } from "../../src/service/jobs.ts";
 import { RedisJobStore } from "../../src/service/jobs/redis_store.ts";
 import { redisStoreSettings } from "../../src/service/jobs/redis_settings.ts";
 import { silentLogger } from "../../src/service/status.ts";
@@ -538,7 +538,12 @@ async function untilHealth(r: Replica, want: string): Promise<void> {
 async function twoManagers(
   redis: RedisServer,
   wrap: (s: JobStore) => JobStore = (s) => s,
-): Promise<{ m1: JobManager; m2: JobManager; stores: RedisJobStore[]; dataDir: string }> {
+): Promise<{
+  m1: JobManager;
+  m2: JobManager;
+  /** Closes both managers and stores, stops Redis and removes the data folder. */
+  close(): Promise<void>;
+}> {
   const dataDir = await Deno.makeTempDir({ prefix: "qlorad-fleet-m-" });
   const settings = (await redisStoreSettings({ flag: redis.url, env: () => undefined }))!;
   const stores = [
@@ -554,10 +559,27 @@ async function twoManagers(
       owner: `m${i + 1}`,
       leaseTtlMs: LEASE_TTL_MS,
     });
-  return { m1: await open(0), m2: await open(1), stores, dataDir };
+  const [m1, m2] = [await open(0), await open(1)];
+  const close = async () => {
+    await m1.close();
+    await m2.close();
+    for (const s of stores) await s.close();
+    await redis.dispose();
+    await Deno.remove(dataDir, { recursive: true });
+  };
+  return { m1, m2, close };
 }
 
-/** A body that runs until `release` is called, then ends with `result`. */
+/** A job body that opens `started`, then runs until it is aborted (and throws the reason). */
+function untilAborted(started: { open(): void }): JobRun {
+  return async (ctx) => {
+    started.open();
+    await new Promise((r) => ctx.signal.addEventListener("abort", r));
+    throw ctx.signal.reason;
+  };
+}
+
+/** A gate: `opened` resolves once `open` is called. */
 function gate() {
   let open!: () => void;
   const opened = new Promise<void>((r) => open = r);
@@ -571,7 +593,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     const busy = gate();
     try {
       // m1 cannot run "quantize" jobs it did not receive; m2 rebuilds them from the request.
@@ -648,11 +670,7 @@ Deno.test({
       }
     } finally {
       busy.open();
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -665,7 +683,7 @@ Deno.test({
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
     // Renewals never answer: as for a replica paused past its lease.
-    const { m1, m2, stores, dataDir } = await twoManagers(redis, (s) =>
+    const { m1, m2, close } = await twoManagers(redis, (s) =>
       new Proxy(s, {
         get: (t, k) =>
           k === "renew"
@@ -706,11 +724,7 @@ Deno.test({
       const events = await Array.fromAsync(m2.watch(job.job_id, 1));
       assert.deepEqual(events.map((e) => e.state), ["QUEUED", "RUNNING", "FAILED"]);
     } finally {
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -722,7 +736,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     try {
       const none = { has: () => false, build: () => Promise.resolve(undefined) };
       m1.useRebuilder(none);
@@ -740,11 +754,7 @@ Deno.test({
         kind: "generate",
         summary: "lives on m2",
         request: {},
-        run: async (ctx) => {
-          started.open();
-          await new Promise((r) => ctx.signal.addEventListener("abort", r));
-          throw ctx.signal.reason;
-        },
+        run: untilAborted(started),
       });
       await started.opened;
       await waitForState(m1, job.job_id, "RUNNING");
@@ -758,11 +768,7 @@ Deno.test({
       assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
       assert.deepEqual(events.map((e) => e.state), ["QUEUED", "RUNNING", "FAILED"]);
     } finally {
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -774,7 +780,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     const busy = gate();
     try {
       m1.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
@@ -812,11 +818,7 @@ Deno.test({
       assert.deepEqual(events.map((e) => e.state), ["QUEUED", "FAILED"]);
     } finally {
       busy.open();
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -828,7 +830,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     // Bodies running now on each replica, and the most ever seen at once.
     const running = { m1: 0, m2: 0 };
     let most = 0;
@@ -880,11 +882,7 @@ Deno.test({
       for (const id of ids) assert.equal((await m2.lookup(id)).state, "SUCCEEDED");
     } finally {
       for (const open of gates.values()) open();
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -896,7 +894,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
-    const { m1, m2, stores, dataDir } = await twoManagers(redis);
+    const { m1, m2, close } = await twoManagers(redis);
     const busy = gate();
     try {
       // m1 rebuilds Generate jobs from their request (as a server does); nothing else.
@@ -923,11 +921,7 @@ Deno.test({
         kind: "train",
         summary: "keeps m2 busy",
         request: {},
-        run: async (ctx) => {
-          m2Started.open();
-          await new Promise((r) => ctx.signal.addEventListener("abort", r));
-          throw ctx.signal.reason;
-        },
+        run: untilAborted(m2Started),
       });
       await m2Started.opened;
       await waitForState(m1, m1Busy.job_id, "RUNNING");
@@ -959,11 +953,7 @@ Deno.test({
       }
     } finally {
       busy.open();
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
     }
   },
 });
@@ -976,7 +966,7 @@ Deno.test({
   fn: async () => {
     const redis = await RedisServer.start(redisBinary!);
     // The fleet queue refuses export jobs' adds, as when Redis goes between the two writes.
-    const { m1, m2, stores, dataDir } = await twoManagers(redis, (s) =>
+    const { m1, m2, close } = await twoManagers(redis, (s) =>
       new Proxy(s, {
         get: (t, k) => {
           if (k !== "fleetQueue") {
@@ -1013,11 +1003,30 @@ Deno.test({
       });
       await waitForState(m2, ok.job_id, "SUCCEEDED");
     } finally {
-      await m1.close();
-      await m2.close();
-      for (const s of stores) await s.close();
-      await redis.dispose();
-      await Deno.remove(dataDir, { recursive: true });
+      await close();
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a submit while Redis is down is UNAVAILABLE, naming the store",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, close } = await twoManagers(redis);
+    try {
+      await redis.kill();
+      // No request_id: the first thing submit asks Redis is the fleet queue's depth.
+      await assert.rejects(
+        m1.submitJob({ kind: "evaluate", summary: "outage", request: {}, run: async () => {} }),
+        (err: unknown) =>
+          err instanceof QloradError && err.kind === "unavailable" &&
+          err.message.includes(`127.0.0.1:${redis.port}`),
+      );
+    } finally {
+      await close();
     }
   },
 });

@@ -711,6 +711,72 @@ Deno.test({
 });
 
 Deno.test({
+  name: "fleet queue (BullMQ): close() ends while Redis is away, and none of its clients reconnect",
+  ignore,
+  async fn() {
+    const server = await RedisServer.start(binary!);
+    const store = await openStore(server);
+    const queue = store.fleetQueue("r1", 5_000);
+    const raw = new Redis({ host: "127.0.0.1", port: server.port, lazyConnect: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let closing: Promise<void> | undefined;
+    try {
+      await queue.run(() => Promise.resolve({ done: true }));
+      await server.kill();
+      // A close that never ends is the failure; the bound only keeps it from stalling the suite.
+      closing = queue.close();
+      const closed = await Promise.race([
+        closing.then(() => true),
+        new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), 60_000)),
+      ]);
+      assert.ok(closed, "close() did not end while Redis was away");
+      await store.close();
+      // Redis back: only this test's own client connects to it (ioredis retries every 2 s at most).
+      await server.restart();
+      await raw.connect();
+      for (let i = 0; i < 25; i++) {
+        const clients = String(await raw.client("LIST")).trim().split("\n");
+        assert.equal(clients.length, 1, clients.join("\n"));
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      clearTimeout(timer);
+      raw.disconnect();
+      if (!closing) await queue.close();
+      await store.close();
+      await server.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "fleet queue (BullMQ): a Redis that does not answer fails its calls after the store's timeout",
+  ignore,
+  async fn() {
+    // DEBUG SLEEP freezes the server (a partition, a stalled node): connected, never answering.
+    const server = await RedisServer.start(binary!, { args: ["--enable-debug-command", "yes"] });
+    const settings = await settingsFor(server.url);
+    const store = await RedisJobStore.open(settings, silentLogger, { commandTimeoutMs: 300 });
+    const queue = store.fleetQueue("r1", 5_000);
+    const raw = new Redis({ host: "127.0.0.1", port: server.port, lazyConnect: true });
+    try {
+      await raw.connect();
+      assert.deepEqual(await queue.counts(), { waiting: 0, active: 0 });
+      const asleep = raw.call("DEBUG", "SLEEP", "3");
+      // As the store's own calls do (a submit asks the queue's depth first): not wait it out.
+      await assert.rejects(queue.counts(), /timed out/i);
+      await asleep;
+    } finally {
+      raw.disconnect();
+      await queue.close();
+      await store.close();
+      await server.dispose();
+    }
+  },
+});
+
+Deno.test({
   name: "redis store: a log longer than a read page is read whole and from any seq",
   ignore,
   async fn() {

@@ -151,12 +151,8 @@ const FINISH_REASONS = {
   length: "FINISH_REASON_LENGTH",
 };
 
-/** The job of a checked request; `call` is the Generate call it follows (cancelled with it). */
-export function generateJob(
-  v: ValidatedGenerate,
-  ctx: ServiceContext,
-  call?: JobEventStream<GenerateRequest>,
-): JobStart {
+/** The job of a checked request (cancelled with its call: startJob's cancelWithCall). */
+export function generateJob(v: ValidatedGenerate, ctx: ServiceContext): JobStart {
   const spans = jobTrace("generate", {
     "qlorad.model": v.request.base_model_path,
     "qlorad.adapter": v.request.adapter_path,
@@ -169,44 +165,36 @@ export function generateJob(
     }, ctx.gpu);
     return { userPath: dataRelative(ctx.dataDir), finish: () => traced.finish() };
   }, async (job, pins) => {
-    // The generation is for its caller: when the call ends early, so does the job.
-    const cancel = () => void ctx.jobs.cancel(job.jobId).catch(() => {});
-    call?.on("cancelled", cancel);
-    try {
-      if (call?.cancelled) cancel();
-      const o = v.options;
-      const label = (field: "base_model_path" | "adapter_path") =>
-        `${field} ${JSON.stringify(v.request[field])}`;
-      const baseModelDir = await pins.pin(o.baseModelDir, label("base_model_path"), "dir");
-      await checkFolderLinks(ctx.dataDir, baseModelDir, label("base_model_path"));
-      const adapterDir = o.adapterDir
-        ? await pins.pin(o.adapterDir, label("adapter_path"), "dir")
-        : undefined;
-      if (adapterDir) await checkFolderLinks(ctx.dataDir, adapterDir, label("adapter_path"));
-      const r = await runGenerateJob(traced.gpu, {
-        ...o,
-        baseModelDir,
-        adapterDir,
-        gpuMemoryBudgetBytes: ctx.gpuMemoryBudgetBytes,
-      }, {
-        ...traced.hooks,
-        token: (id, text) => job.emit({ generated_text: { text, token_ids: [id] } }),
-      }, job.signal);
-      spans.set({ "qlorad.generated_tokens": r.tokenIds.length });
-      return {
-        generate_result: {
-          text: r.text,
-          finish_reason: FINISH_REASONS[r.finishReason],
-          prompt_tokens: r.promptTokens,
-          generated_tokens: r.tokenIds.length,
-          token_ids: r.tokenIds,
-          prefill_tokens_per_second: r.prefillTokensPerSecond,
-          decode_tokens_per_second: r.decodeTokensPerSecond,
-        },
-      };
-    } finally {
-      call?.off("cancelled", cancel);
-    }
+    const o = v.options;
+    const label = (field: "base_model_path" | "adapter_path") =>
+      `${field} ${JSON.stringify(v.request[field])}`;
+    const baseModelDir = await pins.pin(o.baseModelDir, label("base_model_path"), "dir");
+    await checkFolderLinks(ctx.dataDir, baseModelDir, label("base_model_path"));
+    const adapterDir = o.adapterDir
+      ? await pins.pin(o.adapterDir, label("adapter_path"), "dir")
+      : undefined;
+    if (adapterDir) await checkFolderLinks(ctx.dataDir, adapterDir, label("adapter_path"));
+    const r = await runGenerateJob(traced.gpu, {
+      ...o,
+      baseModelDir,
+      adapterDir,
+      gpuMemoryBudgetBytes: ctx.gpuMemoryBudgetBytes,
+    }, {
+      ...traced.hooks,
+      token: (id, text) => job.emit({ generated_text: { text, token_ids: [id] } }),
+    }, job.signal);
+    spans.set({ "qlorad.generated_tokens": r.tokenIds.length });
+    return {
+      generate_result: {
+        text: r.text,
+        finish_reason: FINISH_REASONS[r.finishReason],
+        prompt_tokens: r.promptTokens,
+        generated_tokens: r.tokenIds.length,
+        token_ids: r.tokenIds,
+        prefill_tokens_per_second: r.prefillTokensPerSecond,
+        decode_tokens_per_second: r.decodeTokensPerSecond,
+      },
+    };
   });
   return { summary: v.summary, request: v.request, run };
 }
@@ -224,6 +212,6 @@ export function generateHandler(ctx: ServiceContext) {
   return (call: JobEventStream<GenerateRequest>) =>
     startJob(call, ctx, "generate", "Generate", async () => {
       const v = await validateGenerateRequest(call.request, ctx.dataDir);
-      return generateJob(v, ctx, call);
+      return generateJob(v, ctx);
     }, { cancelWithCall: true });
 }

@@ -155,9 +155,13 @@ export async function startJob<Req extends { request_id?: unknown }>(
     return;
   }
   // A job that is its call's (Generate) is cancelled when the call ends early, on whichever
-  // replica runs it (a no-op once it has ended).
+  // replica runs it (a no-op once it has ended). A call that ended during the submit has fired
+  // its event already.
   const cancel = () => void ctx.jobs.cancel(jobId).catch(() => {});
-  if (opts.cancelWithCall) call.on("cancelled", cancel);
+  if (opts.cancelWithCall) {
+    call.on("cancelled", cancel);
+    if (call.cancelled) cancel();
+  }
   try {
     await streamJob(call, ctx, jobId, 1, { endWithJobStatus: true });
   } finally {

@@ -20,13 +20,14 @@
  * BullMQ's lock token is random, not monotonic, so it cannot fence writes; the store's lease
  * (a growing token, checked by every commit) stays the fence: see manager.ts's header.
  *
- * Connections: BullMQ opens its own (one for the queue, a blocking one for the worker), from the
- * store's settings, with maxRetriesPerRequest null so that the worker waits out a Redis outage and
- * reconnects by itself. Keys: `<prefix>dispatch:*`; the wait list, what KEDA's Redis list scaler
- * watches, is `<prefix>dispatch:wait` (qlorad:dispatch:wait by default).
+ * Connections: BullMQ opens its own (one for the queue; two for the worker, one of them for its
+ * blocking pops), from the store's settings; the worker's with maxRetriesPerRequest null so that
+ * it waits out a Redis outage and reconnects by itself. Keys: `<prefix>dispatch:*`; the wait list,
+ * what KEDA's Redis list scaler watches, is `<prefix>dispatch:wait` (qlorad:dispatch:wait by
+ * default).
  */
 import { DelayedError, Queue, WaitingError, Worker } from "bullmq";
-import type { Job, RedisOptions as BullConnection } from "bullmq";
+import type { IRedisClient, Job, RedisOptions as BullConnection } from "bullmq";
 import type { RedisOptions } from "ioredis";
 import type { Logger } from "../status.ts";
 
@@ -86,14 +87,23 @@ export class BullFleetQueue implements FleetQueue {
   readonly #opts: FleetQueueOptions;
   readonly #prefix: string;
   #worker?: Worker;
+  /** The processor's latest run (take, then moving its job), never rejecting. */
+  #taking?: Promise<unknown>;
 
   constructor(opts: FleetQueueOptions) {
     this.#opts = opts;
     this.#prefix = opts.keyPrefix.replace(/:$/, "");
     const base = connectionOf(opts.connection);
-    // The queue's calls (add, counts) fail at once while Redis is away, as the store's do.
+    // The queue's calls (add, counts) fail at once while Redis is away, and after the store's
+    // command timeout while it does not answer, as the store's do. (Not the worker's: its
+    // blocking pops wait longer by design.)
     this.#queue = new Queue(DISPATCH_QUEUE, {
-      connection: { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 0 },
+      connection: {
+        ...base,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        commandTimeout: opts.connection.commandTimeout,
+      },
       prefix: this.#prefix,
       defaultJobOptions: {
         attempts: 1,
@@ -119,15 +129,19 @@ export class BullFleetQueue implements FleetQueue {
     const lockMs = this.#opts.lockMs;
     this.#worker = new Worker(
       DISPATCH_QUEUE,
-      async (job: Job<DispatchData>, token?: string) => {
-        const outcome = await take(job.id!, job.data);
-        if (outcome.done) return;
-        if (outcome.delayMs > 0) {
-          await job.moveToDelayed(Date.now() + outcome.delayMs, token);
-          throw new DelayedError();
-        }
-        await job.moveToWait(token);
-        throw new WaitingError();
+      (job: Job<DispatchData>, token?: string) => {
+        const processed = (async () => {
+          const outcome = await take(job.id!, job.data);
+          if (outcome.done) return;
+          if (outcome.delayMs > 0) {
+            await job.moveToDelayed(Date.now() + outcome.delayMs, token);
+            throw new DelayedError();
+          }
+          await job.moveToWait(token);
+          throw new WaitingError();
+        })();
+        this.#taking = processed.catch(() => {});
+        return processed;
       },
       {
         // The blocking connection waits out an outage (BullMQ's rule for workers).
@@ -166,8 +180,22 @@ export class BullFleetQueue implements FleetQueue {
   }
 
   async close(): Promise<void> {
-    await this.#worker?.close();
-    await this.#queue.close();
+    const worker = this.#worker;
+    if (worker) {
+      // No new job; the one being taken finishes first (one fetched meanwhile ends in wait too).
+      await worker.pause(true);
+      await this.#taking;
+      // While Redis is away BullMQ's graceful close never ends (it waits for QUIT and for the
+      // blocking connection's end): forced then (Redis did not answer a PING within a third of
+      // the lock), and a job it could not move meanwhile goes back to wait by the stalled-job
+      // check once Redis is back.
+      const client = await worker.getBackend().client;
+      await worker.close(!await answers(client, this.#opts.lockMs / 3));
+    }
+    const client = await this.#queue.getBackend().client;
+    // QUIT fails at once while Redis is away, and the client would go on reconnecting.
+    await this.#queue.close().catch(() => {});
+    if (client.status !== "end") client.disconnect();
   }
 
   #lastWarning = "";
@@ -177,6 +205,19 @@ export class BullFleetQueue implements FleetQueue {
     if (err.message === this.#lastWarning) return;
     this.#lastWarning = err.message;
     this.#opts.logger.warn(`fleet queue (${what}): ${err.message}`);
+  }
+}
+
+/** Whether `client` answers a PING within `ms` (a client that queues while offline never does). */
+async function answers(client: IRedisClient, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      client.runCommand("ping", []).then(() => true, () => false),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -116,8 +116,9 @@ export interface JobManagerOptions {
   /** How long a running job's lease lasts; renewed every third of it. Default 30 s. */
   leaseTtlMs?: number;
   /**
-   * The store is shared with other replicas (see the header): jobs are taken from the store,
-   * reads answered from it, nothing failed at start. Needs a shared `store` and a unique `owner`.
+   * The store is shared with other replicas (see the header): jobs are dispatched by its fleet
+   * queue, reads answered from it, nothing failed at start. Needs a shared `store` with a
+   * `fleetQueue` (Redis) and a unique `owner`.
    */
   fleet?: boolean;
 }
@@ -246,7 +247,9 @@ export class JobManager {
     const known = await this.findRequestAsync(sub.kind, sub.requestId, sub.fingerprint);
     if (known) return known;
     if (this.#closed) throw new QloradError("unavailable", "the server is shutting down");
-    const depth = (await this.fleetCounts()).waiting;
+    const depth = (await this.fleetCounts().catch((err) => {
+      throw this.#queueUnreachable(err);
+    })).waiting;
     if (depth >= this.#maxQueued) {
       throw new QloradError(
         "resource_exhausted",
@@ -287,14 +290,20 @@ export class JobManager {
       await this.#fleetQueue!.add(record.job_id, { submitter: this.#owner });
     } catch (err) {
       await this.#endUnqueued(record.job_id, err);
-      throw new QloradError(
-        "unavailable",
-        `the fleet queue on ${this.#store.location} is unreachable ` +
-          `(${err instanceof Error ? err.message : err}); try again`,
-        { cause: err },
-      );
+      throw this.#queueUnreachable(err);
     }
     return structuredClone(record);
+  }
+
+  /** A fleet queue call that failed (Redis away): UNAVAILABLE, naming where the queue is. */
+  #queueUnreachable(err: unknown): QloradError {
+    if (err instanceof QloradError) return err;
+    return new QloradError(
+      "unavailable",
+      `the fleet queue on ${this.#store.location} is unreachable ` +
+        `(${err instanceof Error ? err.message : err}); try again`,
+      { cause: err },
+    );
   }
 
   /** findRequest, in either mode (fleet mode asks the store). */
