@@ -194,6 +194,8 @@ async function serve(
     fleet: opts.replicaId !== undefined,
     owner: opts.replicaId,
     leaseTtlMs: opts.leaseTtlMs,
+    // Its worker starts below, once the handlers have registered their runners.
+    startFleetWorker: false,
   });
   const unobserveJobs = observeJobs(() => jobs.list());
   // The fleet queue counts the whole fleet's jobs: the gauges an autoscaler watches.
@@ -267,6 +269,8 @@ async function serve(
   const address = host.includes(":") ? `[${host}]:${opts.port ?? 0}` : `${host}:${opts.port ?? 0}`;
   let port: number;
   try {
+    // Jobs are taken from the fleet's queue only now that they can be rebuilt here.
+    if (jobs.fleet) await jobs.startFleetWorker();
     port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(
         address,

@@ -538,6 +538,7 @@ async function untilHealth(r: Replica, want: string): Promise<void> {
 async function twoManagers(
   redis: RedisServer,
   wrap: (s: JobStore) => JobStore = (s) => s,
+  m2StartsWorker = true,
 ): Promise<{
   m1: JobManager;
   m2: JobManager;
@@ -558,6 +559,7 @@ async function twoManagers(
       fleet: true,
       owner: `m${i + 1}`,
       leaseTtlMs: LEASE_TTL_MS,
+      startFleetWorker: i === 0 || m2StartsWorker,
     });
   const [m1, m2] = [await open(0), await open(1)];
   const close = async () => {
@@ -882,6 +884,59 @@ Deno.test({
       for (const id of ids) assert.equal((await m2.lookup(id)).state, "SUCCEEDED");
     } finally {
       for (const open of gates.values()) open();
+      await close();
+    }
+  },
+});
+
+Deno.test({
+  name: "fleet manager: a replica opened with startFleetWorker false takes jobs only once started",
+  ignore: !redisBinary,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // What a server relies on: its worker starts after the handlers registered their runners,
+    // so a job it takes can be rebuilt (a taken-over Train would otherwise end FAILED).
+    const redis = await RedisServer.start(redisBinary!);
+    const { m1, m2, close } = await twoManagers(redis, undefined, false);
+    const busy = gate();
+    try {
+      m1.useRebuilder({ has: () => false, build: () => Promise.resolve(undefined) });
+      const rebuilt: string[] = [];
+      m2.useRebuilder({
+        has: () => true,
+        build: (record) => {
+          rebuilt.push(record.job_id);
+          return Promise.resolve({ run: () => Promise.resolve() });
+        },
+      });
+      const a = await m1.submitJob({
+        kind: "evaluate",
+        summary: "holds m1",
+        request: {},
+        run: () => busy.opened,
+      });
+      await waitForState(m1, a.job_id, "RUNNING");
+      const b = await m1.submitJob({
+        kind: "evaluate",
+        summary: "waits for m2",
+        request: {},
+        run: () => Promise.resolve(),
+      });
+      // m1 is busy and m2's worker has not started: b waits in the queue.
+      while (true) {
+        const state = (await m1.lookup(b.job_id)).state;
+        assert.equal(state, "QUEUED", "taken before m2's worker started");
+        if ((await m1.fleetCounts()).waiting === 1) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.deepEqual(rebuilt, []);
+      await m2.startFleetWorker();
+      const done = await waitForState(m2, b.job_id, "SUCCEEDED");
+      assert.equal(done.owner, "m2");
+      assert.deepEqual(rebuilt, [b.job_id]);
+    } finally {
+      busy.open();
       await close();
     }
   },

@@ -121,6 +121,12 @@ export interface JobManagerOptions {
    * `fleetQueue` (Redis) and a unique `owner`.
    */
   fleet?: boolean;
+  /**
+   * Fleet mode: start taking jobs from the queue as soon as the manager is open (default). A
+   * server passes false and calls `startFleetWorker()` once its handlers have registered the
+   * runners its rebuilder uses: a job taken before could not be rebuilt and would end FAILED.
+   */
+  startFleetWorker?: boolean;
 }
 
 /** The error of a training job that a shutdown stopped at a checkpoint. */
@@ -173,6 +179,7 @@ export class JobManager {
   readonly #fleet: boolean;
   /** Fleet mode: the BullMQ dispatch queue, and this replica's worker on it. */
   #fleetQueue?: FleetQueue;
+  #workerStarted = false;
   /** Fleet mode: how long a job this replica cannot run waits before it is offered again. */
   readonly #handBackMs: number;
   #rebuilder?: JobRebuilder;
@@ -221,7 +228,7 @@ export class JobManager {
       // The store is the truth; a dead replica's jobs are taken over, never failed here.
       m.#fleetQueue = opts.store.fleetQueue(m.#owner, m.#leaseTtlMs);
       await m.#requeueUnended();
-      await m.#fleetQueue.run((jobId, data) => m.#take(jobId, data));
+      if (opts.startFleetWorker ?? true) await m.startFleetWorker();
     } else {
       await m.#load();
     }
@@ -236,6 +243,17 @@ export class JobManager {
   /** Fleet mode: how bodies of jobs submitted on other replicas are rebuilt here. */
   useRebuilder(rebuilder: JobRebuilder): void {
     this.#rebuilder = rebuilder;
+  }
+
+  /**
+   * Fleet mode: this replica's worker starts taking jobs from the queue (once; resolves when it
+   * is connected). Called by open() unless `startFleetWorker` was false.
+   */
+  async startFleetWorker(): Promise<void> {
+    if (!this.#fleetQueue) throw new Error("startFleetWorker: not in fleet mode");
+    if (this.#workerStarted) return;
+    this.#workerStarted = true;
+    await this.#fleetQueue.run((jobId, data) => this.#take(jobId, data));
   }
 
   /**
